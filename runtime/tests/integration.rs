@@ -1,0 +1,138 @@
+//! Real-kernel tests of the runtime layer. They need root (CAP_SYS_ADMIN); outside CI they
+//! print a SKIP line and pass when not root, in CI (`CI=true`) they fail instead.
+
+use std::path::Path;
+
+use voltool_runtime::mount::{MountFlags, MountRequest, Mounter, UnmountOutcome, unmount};
+use voltool_runtime::{LinuxMounter, mountinfo, ns};
+
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI must run the runtime tests as root");
+    println!("SKIP {test}: needs root (CAP_SYS_ADMIN) for real mounts");
+    false
+}
+
+fn host_sees(target: &Path) -> bool {
+    // The test process's leader thread stays in the host namespace.
+    mountinfo::read(Path::new("/proc/self/mountinfo"))
+        .expect("mountinfo")
+        .iter()
+        .any(|m| m.mount_point == target)
+}
+
+#[test]
+fn tmpfs_mount_size_and_unmount() {
+    if !root_or_skip("tmpfs_mount_size_and_unmount") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("t");
+    std::fs::create_dir(&target).expect("mkdir");
+    let m = LinuxMounter;
+    // Everything in a private namespace so a failing test leaves nothing behind on the host.
+    ns::in_new_mount_ns(|| {
+        let req = MountRequest::filesystem("tmpfs", "voltool-test", &target, MountFlags::MS_NOSUID, "size=1048576,mode=0750".into());
+        m.mount(&req).expect("mount tmpfs");
+        let entry = m.mount_table().expect("table").into_iter().find(|e| e.mount_point == target).expect("mounted");
+        assert_eq!(entry.fs_type, "tmpfs");
+        let st = nix::sys::statvfs::statvfs(&target).expect("statvfs");
+        assert_eq!(st.blocks() * st.fragment_size(), 1024 * 1024);
+        let big = vec![7u8; 2 * 1024 * 1024];
+        let err = std::fs::write(target.join("f"), &big).expect_err("2 MiB into 1 MiB tmpfs");
+        assert_eq!(err.raw_os_error(), Some(libc_enospc()));
+        assert_eq!(unmount(&m, &target).expect("unmount"), UnmountOutcome::Unmounted);
+        assert!(!m.is_mounted(&target).expect("table"));
+        assert_eq!(unmount(&m, &target).expect("second unmount"), UnmountOutcome::NotMounted);
+    })
+    .expect("namespace");
+}
+
+fn libc_enospc() -> i32 {
+    nix::errno::Errno::ENOSPC as i32
+}
+
+#[test]
+fn bind_mount_shows_same_bytes_and_busy_unmount_detaches() {
+    if !root_or_skip("bind_mount_shows_same_bytes_and_busy_unmount_detaches") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::create_dir(&dst).expect("mkdir");
+    std::fs::write(src.join("hello"), b"bytes").expect("write");
+    let m = LinuxMounter;
+    ns::in_new_mount_ns(|| {
+        m.mount(&MountRequest::bind(&src, &dst)).expect("bind");
+        assert_eq!(std::fs::read(dst.join("hello")).expect("read through bind"), b"bytes");
+        // Hold the mount busy with an open directory: plain umount gives EBUSY, the helper
+        // falls back to a lazy detach.
+        let _busy = std::fs::File::open(&dst).expect("open dir");
+        let _cwd_holder = std::fs::File::open(dst.join("hello")).expect("open file");
+        assert_eq!(unmount(&m, &dst).expect("unmount"), UnmountOutcome::Detached);
+        assert!(!m.is_mounted(&dst).expect("table"));
+    })
+    .expect("namespace");
+}
+
+#[test]
+fn mount_in_new_namespace_does_not_leak_and_setns_enters_it() {
+    if !root_or_skip("mount_in_new_namespace_does_not_leak_and_setns_enters_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("private");
+    std::fs::create_dir(&target).expect("mkdir");
+    let (tx_ready, rx_ready) = std::sync::mpsc::channel();
+    let (tx_done, rx_done) = std::sync::mpsc::channel::<()>();
+    let t2 = target.clone();
+    // A holder thread lives in the new namespace with a tmpfs mounted, until told to finish.
+    let holder = std::thread::spawn(move || {
+        ns::in_new_mount_ns(move || {
+            LinuxMounter
+                .mount(&MountRequest::filesystem("tmpfs", "voltool-ns-test", &t2, MountFlags::empty(), String::new()))
+                .expect("mount in ns");
+            std::fs::write(t2.join("marker"), b"inside").expect("write marker");
+            tx_ready.send(nix::unistd::gettid()).expect("send tid");
+            rx_done.recv().ok();
+        })
+        .expect("new ns");
+    });
+    let tid = rx_ready.recv().expect("holder ready");
+    assert!(!host_sees(&target), "mount leaked into the host namespace");
+    assert!(!target.join("marker").exists(), "file written in the namespace visible on the host");
+    // setns into the holder's namespace from a different thread sees the mount.
+    let ns_file = format!("/proc/{}/task/{}/ns/mnt", std::process::id(), tid);
+    let seen = ns::in_mount_ns(Path::new(&ns_file), || {
+        (LinuxMounter.is_mounted(&target).expect("table"), std::fs::read(target.join("marker")).ok())
+    })
+    .expect("setns");
+    assert_eq!(seen, (true, Some(b"inside".to_vec())));
+    tx_done.send(()).expect("finish");
+    holder.join().expect("holder");
+    assert!(!host_sees(&target));
+}
+
+#[test]
+fn propagation_change_is_visible_in_mountinfo() {
+    if !root_or_skip("propagation_change_is_visible_in_mountinfo") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("p");
+    std::fs::create_dir(&target).expect("mkdir");
+    let m = LinuxMounter;
+    ns::in_new_mount_ns(|| {
+        m.mount(&MountRequest::filesystem("tmpfs", "p", &target, MountFlags::empty(), String::new())).expect("mount");
+        m.set_propagation(&target, voltool_runtime::Propagation::Shared, false).expect("make shared");
+        let e = m.mount_table().expect("t").into_iter().find(|e| e.mount_point == target).expect("entry");
+        assert!(e.is_shared(), "{e:?}");
+        m.set_propagation(&target, voltool_runtime::Propagation::Private, false).expect("make private");
+        let e = m.mount_table().expect("t").into_iter().find(|e| e.mount_point == target).expect("entry");
+        assert!(!e.is_shared(), "{e:?}");
+    })
+    .expect("namespace");
+}
