@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mountinfo;
 
 /// Kernel facilities voltool can use, as seen from the calling process.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KernelReport {
     /// Filesystem types registered in /proc/filesystems.
     pub filesystems: Vec<String>,

@@ -1,0 +1,100 @@
+//! `voltool doctor`: what the host offers and what voltool does with it, in words.
+
+use serde::{Deserialize, Serialize};
+use voltool_runtime::probe::KernelReport;
+
+/// One line of the doctor's report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Finding {
+    pub feature: String,
+    /// Whether the host offers what the feature needs.
+    pub available: bool,
+    /// What is there, and what voltool will do (or do instead).
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoctorReport {
+    pub kernel: KernelReport,
+    pub findings: Vec<Finding>,
+}
+
+fn finding(feature: &str, available: bool, detail: String) -> Finding {
+    Finding { feature: feature.into(), available, detail }
+}
+
+/// Turns a kernel probe into findings. Pure, so it is table-tested.
+pub fn assess(k: KernelReport) -> DoctorReport {
+    let has = |fs: &str| k.filesystems.iter().any(|f| f == fs);
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let state_fs = k.state_dir_fs.clone().unwrap_or_else(|| "unknown".into());
+    let findings = vec![
+        finding("local volumes", true, format!("directories in the state dir (on {state_fs}), bind-mounted at the mountpoint")),
+        finding(
+            "tmpfs volumes",
+            has("tmpfs"),
+            if has("tmpfs") { "kernel tmpfs with a hard size= limit".into() } else { "the kernel has no tmpfs: type=tmpfs volumes cannot be created".into() },
+        ),
+        finding(
+            "size limits on local volumes",
+            k.state_dir_project_quota || k.loop_devices,
+            format!(
+                "project quotas on the state dir: {} (kernel quota support: {}); loop devices: {}. voltool will use {} — not in this version yet, size= on local volumes is refused",
+                yes(k.state_dir_project_quota),
+                yes(k.kernel_quota),
+                yes(k.loop_devices),
+                if k.state_dir_project_quota { "project quotas" } else if k.loop_devices { "loop-mounted image files" } else { "nothing: no quota and no loop devices" },
+            ),
+        ),
+        finding(
+            "nfs volumes",
+            k.kernel_nfs || k.fuse,
+            format!(
+                "kernel NFS client: {}; FUSE: {}. voltool will mount through {} — not in this version yet",
+                yes(k.kernel_nfs),
+                yes(k.fuse),
+                if k.kernel_nfs { "the kernel client" } else if k.fuse { "a userspace NFS client over FUSE" } else { "nothing: neither is available" },
+            ),
+        ),
+        finding(
+            "cifs volumes",
+            k.kernel_cifs,
+            format!("kernel CIFS client: {} — not in this version yet", yes(k.kernel_cifs)),
+        ),
+    ];
+    DoctorReport { kernel: k, findings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bare() -> KernelReport {
+        KernelReport {
+            filesystems: vec!["tmpfs".into(), "ext4".into()],
+            kernel_nfs: false,
+            kernel_cifs: false,
+            kernel_quota: false,
+            loop_devices: true,
+            fuse: true,
+            state_dir_fs: Some("ext4".into()),
+            state_dir_project_quota: false,
+        }
+    }
+
+    #[test]
+    fn fallbacks_are_named() {
+        let r = assess(bare());
+        let get = |f: &str| r.findings.iter().find(|x| x.feature == f).expect(f).clone();
+        assert!(get("size limits on local volumes").detail.contains("loop-mounted image files"));
+        assert!(get("nfs volumes").detail.contains("userspace NFS client over FUSE"));
+        assert!(!get("cifs volumes").available);
+        let mut k = bare();
+        k.state_dir_project_quota = true;
+        k.kernel_nfs = true;
+        let r = assess(k);
+        assert!(r.findings.iter().any(|f| f.detail.contains("will use project quotas")));
+        assert!(r.findings.iter().any(|f| f.detail.contains("the kernel client")));
+    }
+}

@@ -1,0 +1,56 @@
+//! Errors of the volume service. Every message names the volume it concerns and never
+//! carries a secret.
+
+use std::path::PathBuf;
+
+use crate::options::OptionError;
+use crate::store::StoreError;
+
+/// Result alias for the plugin crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a volume operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad name or options; nothing was created.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error("volume {volume} not found")]
+    NotFound { volume: String },
+    #[error("volume {volume} already exists with different options; remove it first or use another name")]
+    Conflict { volume: String },
+    #[error("volume {volume} is in use by {mounts} container mount(s); stop them first")]
+    InUse { volume: String, mounts: usize },
+    #[error("volume {volume}: mount failed: {source}")]
+    Mount {
+        volume: String,
+        #[source]
+        source: voltool_runtime::Error,
+    },
+    #[error("volume {volume}: unmount failed: {source}")]
+    Unmount {
+        volume: String,
+        #[source]
+        source: voltool_runtime::Error,
+    },
+    #[error("volume {volume}: {action} {}: {source}", path.display())]
+    Io {
+        volume: String,
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A worker task died (panic); a bug, reported rather than hidden.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(volume: &str, action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let (volume, path) = (volume.to_string(), path.into());
+        move |source| Error::Io { volume, action, path, source }
+    }
+}

@@ -1,0 +1,175 @@
+//! The management API the `voltool` CLI talks to over a unix socket.
+//!
+//! Routes (JSON in and out; bodies parsed from bytes, Content-Type not required):
+//! - `GET /v1/version`
+//! - `GET /v1/volumes`, `POST /v1/volumes` `{"name", "options"}`
+//! - `GET /v1/volumes/{name}`, `DELETE /v1/volumes/{name}?force=true`
+//! - `GET /v1/doctor`
+//!
+//! Errors answer `{"error": "..."}` with a status chosen by [`status_of`], a `match` without
+//! a catch-all arm so a new error variant forces a decision (the bottlerocket apiserver shape).
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::doctor::DoctorReport;
+use crate::error::Error;
+use crate::service::{VolumeService, VolumeView};
+
+/// A volume in Docker's `docker volume inspect` shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeInspect {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Driver")]
+    pub driver: String,
+    #[serde(rename = "Mountpoint")]
+    pub mountpoint: String,
+    #[serde(rename = "CreatedAt")]
+    pub created_at: String,
+    /// Live status; `null` in listings (usage is only measured on inspect).
+    #[serde(rename = "Status")]
+    pub status: Value,
+    #[serde(rename = "Labels")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(rename = "Scope")]
+    pub scope: String,
+    #[serde(rename = "Options")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Body of `POST /v1/volumes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateVolume {
+    pub name: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Daemon identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub state_dir: String,
+    pub mount_root: String,
+    pub driver: String,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    svc: VolumeService,
+    driver: String,
+    doctor: std::sync::Arc<dyn Fn() -> DoctorReport + Send + Sync>,
+}
+
+/// HTTP status for a service error.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::Option(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Conflict { .. } | Error::InUse { .. } => StatusCode::CONFLICT,
+        Error::Mount { .. } | Error::Unmount { .. } | Error::Io { .. } | Error::Store(_) | Error::Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+fn err(e: Error) -> Response {
+    (status_of(&e), axum::Json(json!({ "error": e.to_string() }))).into_response()
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": msg }))).into_response()
+}
+
+fn inspect(v: VolumeView, driver: &str) -> VolumeInspect {
+    VolumeInspect {
+        name: v.name,
+        driver: driver.to_string(),
+        mountpoint: v.mountpoint.display().to_string(),
+        created_at: v.created_at,
+        status: v.status.and_then(|s| serde_json::to_value(s).ok()).unwrap_or_else(|| {
+            json!({ "type": v.spec.kind, "mounted": v.mounted, "mount_count": v.mount_count })
+        }),
+        labels: BTreeMap::new(),
+        scope: "local".into(),
+        options: v.options,
+    }
+}
+
+/// The management router. `doctor` produces the host report on demand.
+pub fn router(svc: VolumeService, driver: String, doctor: impl Fn() -> DoctorReport + Send + Sync + 'static) -> Router {
+    let ctx = Ctx { svc, driver, doctor: std::sync::Arc::new(doctor) };
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/volumes", get(list).post(create))
+        .route("/v1/volumes/{name}", get(get_one).delete(remove))
+        .route("/v1/doctor", get(doctor_route))
+        .with_state(ctx)
+}
+
+async fn version(State(c): State<Ctx>) -> Response {
+    let l = c.svc.layout();
+    axum::Json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        state_dir: l.state_dir.display().to_string(),
+        mount_root: l.mount_root.display().to_string(),
+        driver: c.driver.clone(),
+    })
+    .into_response()
+}
+
+async fn list(State(c): State<Ctx>) -> Response {
+    match c.svc.list().await {
+        Ok(vs) => axum::Json(vs.into_iter().map(|v| inspect(v, &c.driver)).collect::<Vec<_>>()).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn create(State(c): State<Ctx>, body: Bytes) -> Response {
+    let req: CreateVolume = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    if let Err(e) = c.svc.create(&req.name, req.options).await {
+        return err(e);
+    }
+    get_one(State(c), Path(req.name)).await
+}
+
+async fn get_one(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    match c.svc.get(&name).await {
+        Ok(Some(v)) => axum::Json(inspect(v, &c.driver)).into_response(),
+        Ok(None) => err(Error::NotFound { volume: name }),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<RemoveQuery>) -> Response {
+    match c.svc.remove(&name, q.force).await {
+        Ok(()) => axum::Json(json!({ "removed": name })).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn doctor_route(State(c): State<Ctx>) -> Response {
+    let f = c.doctor.clone();
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => err(Error::Internal(e.to_string())),
+    }
+}

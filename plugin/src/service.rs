@@ -1,0 +1,342 @@
+//! The volume service: one owner for every volume, reference-counted mounts keyed by
+//! Docker's Mount IDs, persisted in the [`Store`], reconciled with the kernel at start.
+//!
+//! Concurrency: operations on one volume are serialised by a per-volume async lock; different
+//! volumes never wait on each other. The blocking part of each operation (SQLite, syscalls,
+//! directory walks) runs on tokio's blocking pool so the plugin socket stays responsive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use voltool_runtime::Mounter;
+
+use crate::backend::{AnyBackend, Layout};
+use crate::error::{Error, Result};
+use crate::options::{self, VolumeSpec, VolumeType, format_size};
+use crate::store::{Store, VolumeRecord};
+
+/// How long Status may spend measuring a local volume's usage.
+const USAGE_BUDGET: Duration = Duration::from_millis(300);
+
+/// Live state of a volume, as Docker's `Status` and `voltool volume inspect` show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VolumeStatus {
+    #[serde(rename = "type")]
+    pub kind: VolumeType,
+    /// Human size limit (`16 MiB`) or `none`.
+    pub size_limit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_limit_bytes: Option<u64>,
+    /// Allocated bytes; absent when they could not be measured quickly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    pub mounted: bool,
+    pub mount_count: usize,
+}
+
+/// A volume as the outside world sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeView {
+    pub name: String,
+    pub mountpoint: PathBuf,
+    pub created_at: String,
+    /// The options the user passed (never secrets).
+    pub options: BTreeMap<String, String>,
+    pub spec: VolumeSpec,
+    /// Only filled in by [`VolumeService::get`], which measures usage.
+    pub status: Option<VolumeStatus>,
+    pub mounted: bool,
+    pub mount_count: usize,
+}
+
+struct Inner {
+    store: Store,
+    mounter: Arc<dyn Mounter>,
+    layout: Layout,
+}
+
+/// The service behind both the Docker plugin API and the management API.
+#[derive(Clone)]
+pub struct VolumeService {
+    inner: Arc<Inner>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl std::fmt::Debug for VolumeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeService").field("layout", &self.inner.layout).finish_non_exhaustive()
+    }
+}
+
+impl VolumeService {
+    /// Opens the state under `layout` (creating directories and the database) and reconciles
+    /// it with the kernel's mount table. Does no network I/O.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for the directories, [`Error::Store`] for the database.
+    pub fn open(layout: Layout, mounter: Arc<dyn Mounter>) -> Result<Self> {
+        for dir in [&layout.state_dir, &layout.state_dir.join("volumes"), &layout.mount_root] {
+            std::fs::create_dir_all(dir).map_err(Error::io("-", "create", dir.clone()))?;
+        }
+        let store = Store::open(&layout.database())?;
+        let svc = Self { inner: Arc::new(Inner { store, mounter, layout }), locks: Arc::default() };
+        svc.inner.reconcile()?;
+        Ok(svc)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// Runs `f` with the volume's lock held, on the blocking pool.
+    async fn locked<T: Send + 'static>(&self, name: &str, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        options::validate_name(name)?;
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(name.to_string()).or_default().clone()
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| Error::Internal(e.to_string()))?
+        };
+        // Drop the map entry when nobody else holds or waits for it, so the map only holds
+        // volumes with work in flight.
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(name);
+        }
+        result
+    }
+
+    /// Creates a volume. Creating an existing volume with the same options succeeds (Docker
+    /// may repeat a Create); with different options it fails.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for bad input (nothing is created), [`Error::Conflict`], I/O and
+    /// store errors (anything half-made is removed).
+    pub async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<()> {
+        options::validate_name(name)?;
+        let spec = options::parse_options(&opts)?;
+        let name = name.to_string();
+        self.locked(&name.clone(), move |inner| inner.create(&name, spec, opts)).await
+    }
+
+    /// Removes a volume and its data. `force` first unmounts a volume that still has mounts.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::InUse`], unmount/I/O/store errors.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let n = name.to_string();
+        self.locked(name, move |inner| inner.remove(&n, force)).await
+    }
+
+    /// Mounts the volume for Docker Mount ID `id` and returns the mountpoint. A repeated ID is
+    /// a no-op returning the same path.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Mount`], store errors.
+    pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
+        let (n, id) = (name.to_string(), id.to_string());
+        self.locked(name, move |inner| inner.mount(&n, &id)).await
+    }
+
+    /// Releases Mount ID `id` (an unknown ID succeeds); the real unmount happens when the
+    /// volume's last ID is released.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Unmount`], store errors.
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<()> {
+        let (n, id) = (name.to_string(), id.to_string());
+        self.locked(name, move |inner| inner.unmount(&n, &id)).await
+    }
+
+    /// The mountpoint of an existing volume.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn path(&self, name: &str) -> Result<PathBuf> {
+        let n = name.to_string();
+        self.blocking(move |inner| {
+            inner.record(&n)?;
+            Ok(inner.layout.mountpoint(&n))
+        })
+        .await
+    }
+
+    /// One volume with its live status, or `None` when it does not exist. Does not take the
+    /// volume's lock: Get must answer even while a slow Mount is in flight.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for an invalid name, store errors.
+    pub async fn get(&self, name: &str) -> Result<Option<VolumeView>> {
+        options::validate_name(name)?;
+        let n = name.to_string();
+        self.blocking(move |inner| {
+            let Some(rec) = inner.store.get_volume(&n)? else { return Ok(None) };
+            let mut v = inner.view(rec)?;
+            let backend = AnyBackend::for_spec(&v.spec);
+            v.status = Some(VolumeStatus {
+                kind: v.spec.kind,
+                size_limit: v.spec.size.map_or_else(|| "none".to_string(), format_size),
+                size_limit_bytes: v.spec.size,
+                used_bytes: backend.used_bytes(&inner.layout, &n, v.mounted, USAGE_BUDGET),
+                mounted: v.mounted,
+                mount_count: v.mount_count,
+            });
+            Ok(Some(v))
+        })
+        .await
+    }
+
+    /// All volumes (without usage, which can be slow to measure).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list(&self) -> Result<Vec<VolumeView>> {
+        self.blocking(|inner| inner.store.list_volumes()?.into_iter().map(|r| inner.view(r)).collect()).await
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+impl Inner {
+    fn record(&self, name: &str) -> Result<VolumeRecord> {
+        self.store.get_volume(name)?.ok_or_else(|| Error::NotFound { volume: name.into() })
+    }
+
+    fn is_mounted(&self, name: &str) -> Result<bool> {
+        let mp = self.layout.mountpoint(name);
+        self.mounter.is_mounted(&mp).map_err(|source| Error::Mount { volume: name.into(), source })
+    }
+
+    fn view(&self, rec: VolumeRecord) -> Result<VolumeView> {
+        let mount_count = self.store.mount_ids(&rec.name)?.len();
+        let mounted = self.is_mounted(&rec.name)?;
+        Ok(VolumeView {
+            mountpoint: self.layout.mountpoint(&rec.name),
+            name: rec.name,
+            created_at: rec.created_at,
+            options: rec.options,
+            spec: rec.spec,
+            status: None,
+            mounted,
+            mount_count,
+        })
+    }
+
+    fn create(&self, name: &str, spec: VolumeSpec, opts: BTreeMap<String, String>) -> Result<()> {
+        if let Some(existing) = self.store.get_volume(name)? {
+            return if existing.options == opts { Ok(()) } else { Err(Error::Conflict { volume: name.into() }) };
+        }
+        let vdir = self.layout.volume_dir(name);
+        if vdir.exists() {
+            // Left by a create that crashed before its record was written, or by a lost
+            // database: keep the bytes, out of the way.
+            let dest = self.layout.orphans_dir().join(format!("{name}-{}", now_compact()));
+            std::fs::create_dir_all(self.layout.orphans_dir()).map_err(Error::io(name, "create", self.layout.orphans_dir()))?;
+            std::fs::rename(&vdir, &dest).map_err(Error::io(name, "move orphaned directory", &vdir))?;
+            tracing::warn!(volume = name, moved_to = %dest.display(), "found a volume directory without a record; moved it aside");
+        }
+        let backend = AnyBackend::for_spec(&spec);
+        let rec = VolumeRecord { name: name.into(), spec: spec.clone(), options: opts, created_at: now_rfc3339() };
+        let made = backend.provision(&self.layout, name, &spec).and_then(|()| {
+            if self.store.insert_volume(&rec)? { Ok(()) } else { Err(Error::Conflict { volume: name.into() }) }
+        });
+        if let Err(e) = made {
+            if let Err(cleanup) = backend.destroy(&self.layout, name) {
+                tracing::error!(volume = name, error = %cleanup, "cleanup after failed create");
+            }
+            return Err(e);
+        }
+        tracing::info!(volume = name, kind = %spec.kind, "created volume");
+        Ok(())
+    }
+
+    fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let rec = self.record(name)?;
+        let ids = self.store.mount_ids(name)?;
+        if !ids.is_empty() && !force {
+            return Err(Error::InUse { volume: name.into(), mounts: ids.len() });
+        }
+        let backend = AnyBackend::for_spec(&rec.spec);
+        if self.is_mounted(name)? {
+            backend.unmount(self.mounter.as_ref(), &self.layout, name)?;
+        }
+        self.store.clear_mount_ids(name)?;
+        // Delete the record first: a crash after it leaves an orphan directory, which the
+        // next create of the name moves aside, never a record pointing at half-deleted data.
+        self.store.delete_volume(name)?;
+        backend.destroy(&self.layout, name)?;
+        tracing::info!(volume = name, "removed volume");
+        Ok(())
+    }
+
+    fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
+        let rec = self.record(name)?;
+        let mp = self.layout.mountpoint(name);
+        if !self.is_mounted(name)? {
+            let stale = self.store.clear_mount_ids(name)?;
+            if stale > 0 {
+                tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounting");
+            }
+            AnyBackend::for_spec(&rec.spec).mount(self.mounter.as_ref(), &self.layout, name, &rec.spec)?;
+            tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
+        }
+        if let Err(e) = self.store.add_mount_id(name, id) {
+            // Do not leave a mount nobody is recorded as holding.
+            if self.store.mount_ids(name).map(|ids| ids.is_empty()).unwrap_or(false) {
+                let _ = AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, name);
+            }
+            return Err(e.into());
+        }
+        Ok(mp)
+    }
+
+    fn unmount(&self, name: &str, id: &str) -> Result<()> {
+        let rec = self.record(name)?;
+        let remaining = self.store.remove_mount_id(name, id)?;
+        if remaining == 0 && self.is_mounted(name)? {
+            let outcome = AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, name)?;
+            tracing::info!(volume = name, ?outcome, "unmounted");
+        }
+        Ok(())
+    }
+
+    /// Brings the persisted Mount IDs in line with the kernel: IDs of a volume whose mount
+    /// is gone are dropped (the next Mount remounts it), and a mount nobody holds an ID for
+    /// is unmounted.
+    fn reconcile(&self) -> Result<()> {
+        for rec in self.store.list_volumes()? {
+            let ids = self.store.mount_ids(&rec.name)?;
+            let mounted = self.is_mounted(&rec.name)?;
+            if !mounted && !ids.is_empty() {
+                self.store.clear_mount_ids(&rec.name)?;
+                tracing::warn!(volume = rec.name, stale = ids.len(), "mount gone since last run; dropped its mount IDs");
+            } else if mounted && ids.is_empty() {
+                AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, &rec.name)?;
+                tracing::warn!(volume = rec.name, "unmounted a mount no container holds");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().replace_nanosecond(0).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
+}
+
+fn now_compact() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+}
+
+#[cfg(test)]
+mod tests;

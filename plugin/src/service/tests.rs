@@ -1,0 +1,181 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use voltool_runtime::{Mounter, RecordingMounter};
+
+use super::*;
+
+fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    layout: Layout,
+    mounter: Arc<RecordingMounter>,
+    svc: VolumeService,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tmp");
+    let layout = Layout { state_dir: dir.path().join("state"), mount_root: dir.path().join("mnt") };
+    let mounter = Arc::new(RecordingMounter::new());
+    let svc = VolumeService::open(layout.clone(), mounter.clone()).expect("open");
+    Fixture { _dir: dir, layout, mounter, svc }
+}
+
+#[tokio::test]
+async fn create_local_makes_data_dir_with_mode_and_is_idempotent() {
+    let f = fixture();
+    f.svc.create("v1", opts(&[("mode", "0700")])).await.expect("create");
+    let md = std::fs::metadata(f.layout.data_dir("v1")).expect("data dir");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(md.permissions().mode() & 0o7777, 0o700);
+    f.svc.create("v1", opts(&[("mode", "0700")])).await.expect("same options again");
+    let e = f.svc.create("v1", opts(&[("mode", "0755")])).await.expect_err("different options");
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn bad_input_creates_nothing() {
+    let f = fixture();
+    for (name, o) in [
+        ("../x", opts(&[])),
+        ("a/b", opts(&[])),
+        ("", opts(&[])),
+        (&"n".repeat(300) as &str, opts(&[])),
+        ("ok", opts(&[("foo", "1")])),
+        ("ok", opts(&[("type", "tmpfs"), ("size", "12Q")])),
+        ("ok", opts(&[("type", "zfs")])),
+    ] {
+        let e = f.svc.create(name, o).await.expect_err("must fail");
+        assert!(matches!(e, Error::Option(_)), "{e}");
+    }
+    assert!(f.svc.list().await.expect("list").is_empty());
+    let entries: Vec<_> = std::fs::read_dir(f.layout.state_dir.join("volumes")).expect("dir").collect();
+    assert!(entries.is_empty(), "nothing on disk: {entries:?}");
+    assert!(f.mounter.calls().is_empty());
+}
+
+#[tokio::test]
+async fn mount_ids_refcount_one_kernel_mount() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    let p1 = f.svc.mount("v", "a").await.expect("mount a");
+    let p2 = f.svc.mount("v", "a").await.expect("repeat a");
+    assert_eq!(p1, p2);
+    assert_eq!(p1, f.layout.mountpoint("v"));
+    // 20 concurrent mounts with distinct IDs: still one kernel mount.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let svc = f.svc.clone();
+        tasks.push(tokio::spawn(async move { svc.mount("v", &format!("c{i}")).await }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("mount");
+    }
+    assert_eq!(f.mounter.mounts().len(), 1);
+    let bind = &f.mounter.mounts()[0];
+    assert_eq!(bind.source, f.layout.data_dir("v").display().to_string());
+    f.svc.unmount("v", "a").await.expect("unmount a");
+    f.svc.unmount("v", "never-mounted").await.expect("unknown id succeeds");
+    for i in 0..19 {
+        f.svc.unmount("v", &format!("c{i}")).await.expect("unmount");
+    }
+    assert_eq!(f.mounter.unmount_count(), 0, "still held by c19");
+    let v = f.svc.get("v").await.expect("get").expect("exists");
+    assert_eq!((v.mounted, v.mount_count), (true, 1));
+    f.svc.unmount("v", "c19").await.expect("last");
+    assert_eq!(f.mounter.unmount_count(), 1);
+    assert!(!f.mounter.is_mounted(&f.layout.mountpoint("v")).expect("table"));
+}
+
+#[tokio::test]
+async fn failed_mount_records_no_id() {
+    let f = fixture();
+    f.svc.create("v", opts(&[("type", "tmpfs"), ("size", "1m")])).await.expect("create");
+    f.mounter.fail_next("mount", Errno::ENOMEM);
+    let e = f.svc.mount("v", "a").await.expect_err("injected");
+    assert!(e.to_string().contains("volume v: mount failed"), "{e}");
+    assert_eq!(f.svc.get("v").await.expect("get").expect("v").mount_count, 0);
+    f.svc.mount("v", "a").await.expect("works next time");
+}
+
+#[tokio::test]
+async fn vanished_mount_is_remounted_and_stale_ids_dropped() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    f.svc.mount("v", "old").await.expect("mount");
+    f.mounter.vanish(&f.layout.mountpoint("v"));
+    f.svc.mount("v", "new").await.expect("remount");
+    assert_eq!(f.mounter.mounts().len(), 2);
+    let v = f.svc.get("v").await.expect("get").expect("v");
+    assert_eq!(v.mount_count, 1, "the stale ID is gone");
+    f.svc.unmount("v", "new").await.expect("unmount");
+    assert!(!f.mounter.is_mounted(&f.layout.mountpoint("v")).expect("table"));
+}
+
+#[tokio::test]
+async fn reopen_reconciles_with_kernel_table() {
+    let f = fixture();
+    f.svc.create("gone", opts(&[])).await.expect("create");
+    f.svc.create("kept", opts(&[])).await.expect("create");
+    f.svc.create("orphan", opts(&[])).await.expect("create");
+    f.svc.mount("gone", "g").await.expect("m");
+    f.svc.mount("kept", "k").await.expect("m");
+    f.mounter.vanish(&f.layout.mountpoint("gone"));
+    // A mount nobody holds (e.g. the daemon died between mount and recording the ID).
+    voltool_runtime::mount::Mounter::mount(
+        f.mounter.as_ref(),
+        &voltool_runtime::MountRequest::bind(&f.layout.data_dir("orphan"), &f.layout.mountpoint("orphan")),
+    )
+    .expect("orphan mount");
+    let svc2 = VolumeService::open(f.layout.clone(), f.mounter.clone()).expect("reopen");
+    let gone = svc2.get("gone").await.expect("get").expect("v");
+    assert_eq!((gone.mounted, gone.mount_count), (false, 0));
+    let kept = svc2.get("kept").await.expect("get").expect("v");
+    assert_eq!((kept.mounted, kept.mount_count), (true, 1));
+    assert!(!f.mounter.is_mounted(&f.layout.mountpoint("orphan")).expect("t"));
+}
+
+#[tokio::test]
+async fn remove_refuses_in_use_and_deletes_data() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    std::fs::write(f.layout.data_dir("v").join("file"), b"x").expect("write");
+    f.svc.mount("v", "a").await.expect("mount");
+    let e = f.svc.remove("v", false).await.expect_err("in use");
+    assert!(matches!(e, Error::InUse { mounts: 1, .. }), "{e}");
+    assert!(f.layout.data_dir("v").join("file").exists());
+    f.svc.unmount("v", "a").await.expect("unmount");
+    f.svc.remove("v", false).await.expect("remove");
+    assert!(!f.layout.volume_dir("v").exists());
+    assert!(f.svc.get("v").await.expect("get").is_none());
+    assert!(matches!(f.svc.remove("v", false).await, Err(Error::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn orphaned_directory_is_moved_aside_not_reused() {
+    let f = fixture();
+    std::fs::create_dir_all(f.layout.data_dir("v")).expect("mkdir");
+    std::fs::write(f.layout.data_dir("v").join("precious"), b"keep").expect("write");
+    f.svc.create("v", opts(&[])).await.expect("create");
+    assert!(!f.layout.data_dir("v").join("precious").exists());
+    let moved: Vec<_> = std::fs::read_dir(f.layout.orphans_dir()).expect("orphans").flatten().collect();
+    assert_eq!(moved.len(), 1);
+    assert!(moved[0].path().join("data/precious").exists());
+}
+
+#[tokio::test]
+async fn status_of_tmpfs_reports_limit() {
+    let f = fixture();
+    f.svc.create("t", opts(&[("type", "tmpfs"), ("size", "16m")])).await.expect("create");
+    let st = f.svc.get("t").await.expect("get").expect("t").status.expect("status");
+    assert_eq!(st.size_limit, "16 MiB");
+    assert_eq!(st.size_limit_bytes, Some(16 << 20));
+    assert!(!st.mounted);
+    assert!(f.svc.get("missing").await.expect("get").is_none());
+    let _ = Path::new("/");
+}

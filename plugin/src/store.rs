@@ -1,0 +1,270 @@
+//! SQLite state: volumes and the Mount IDs Docker holds on each.
+//!
+//! Schema changes are numbered migrations applied in order and recorded in
+//! `PRAGMA user_version`; a database newer than this binary is refused rather than
+//! misread.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::options::VolumeSpec;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database {} has schema version {found}, newer than this voltool understands ({supported}); upgrade voltool", path.display())]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("state database {}: corrupt record for volume {volume}: {reason}", path.display())]
+    Corrupt { path: PathBuf, volume: String, reason: String },
+}
+
+/// Numbered migrations; index + 1 is the schema version each one produces.
+const MIGRATIONS: &[&str] = &[
+    // 1: volumes and their Docker mount IDs.
+    "CREATE TABLE volumes (
+        name TEXT PRIMARY KEY NOT NULL,
+        spec TEXT NOT NULL,          -- VolumeSpec as JSON
+        options TEXT NOT NULL,       -- the options the user passed, as JSON (never secrets)
+        created_at TEXT NOT NULL     -- RFC 3339
+     );
+     CREATE TABLE mount_ids (
+        volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        PRIMARY KEY (volume, id)
+     );",
+];
+
+/// A stored volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub spec: VolumeSpec,
+    pub options: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+/// The state database. One connection behind a mutex: every statement is short, and the
+/// volume service already serialises work per volume.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when it cannot be opened or migrated, [`StoreError::TooNew`]
+    /// when it was written by a newer voltool.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.into(), source })?;
+        let store = Self { conn: Mutex::new(conn), path: path.to_path_buf() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        // WAL: readers never block the writer; NORMAL sync is durable across process crashes
+        // (the case that matters for Mount IDs), losing at most the last commits on power loss.
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
+            .map_err(self.err())?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew { path: self.path.clone(), found: version, supported });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(self.err())?;
+            tx.execute_batch(sql).map_err(self.err())?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(self.err())?;
+            tx.commit().map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// Current schema version.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// Inserts a new volume; `Ok(false)` when the name is taken.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn insert_volume(&self, rec: &VolumeRecord) -> Result<bool, StoreError> {
+        let spec = serde_json::to_string(&rec.spec).unwrap_or_default();
+        let opts = serde_json::to_string(&rec.options).unwrap_or_default();
+        let n = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO volumes (name, spec, options, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![rec.name, spec, opts, rec.created_at],
+            )
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    fn decode(&self, name: String, spec: String, options: String, created_at: String) -> Result<VolumeRecord, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { path: self.path.clone(), volume: name.clone(), reason };
+        let spec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+        let options = serde_json::from_str(&options).map_err(|e| corrupt(e.to_string()))?;
+        Ok(VolumeRecord { name, spec, options, created_at })
+    }
+
+    /// One volume, if it exists.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get_volume(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
+        let row = self
+            .conn()
+            .query_row("SELECT name, spec, options, created_at FROM volumes WHERE name = ?1", [name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(self.err())?;
+        row.map(|(n, s, o, c)| self.decode(n, s, o, c)).transpose()
+    }
+
+    /// All volumes, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn list_volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT name, spec, options, created_at FROM volumes ORDER BY name").map_err(self.err())?;
+            let it = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(self.err())?;
+            it.collect::<Result<_, _>>().map_err(self.err())?
+        };
+        rows.into_iter().map(|(n, s, o, c)| self.decode(n, s, o, c)).collect()
+    }
+
+    /// Deletes a volume and its mount IDs; `Ok(false)` when it did not exist.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn delete_volume(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    /// The Mount IDs Docker holds on a volume.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn mount_ids(&self, volume: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM mount_ids WHERE volume = ?1 ORDER BY id").map_err(self.err())?;
+        let ids = stmt.query_map([volume], |r| r.get(0)).map_err(self.err())?;
+        ids.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Adds a Mount ID; `Ok(false)` when it was already held.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn add_mount_id(&self, volume: &str, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .prepare_cached("INSERT OR IGNORE INTO mount_ids (volume, id) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute([volume, id]))
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    /// Removes a Mount ID and returns how many remain on the volume.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn remove_mount_id(&self, volume: &str, id: &str) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        conn.prepare_cached("DELETE FROM mount_ids WHERE volume = ?1 AND id = ?2")
+            .and_then(|mut s| s.execute([volume, id]))
+            .map_err(self.err())?;
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM mount_ids WHERE volume = ?1")
+            .and_then(|mut s| s.query_row([volume], |r| r.get(0)))
+            .map_err(self.err())?;
+        Ok(n as usize)
+    }
+
+    /// Drops every Mount ID of a volume (its mount is gone).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn clear_mount_ids(&self, volume: &str) -> Result<usize, StoreError> {
+        self.conn().execute("DELETE FROM mount_ids WHERE volume = ?1", [volume]).map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{Owner, TmpfsExtra, VolumeType};
+
+    fn rec(name: &str) -> VolumeRecord {
+        VolumeRecord {
+            name: name.into(),
+            spec: VolumeSpec { kind: VolumeType::Tmpfs, size: Some(1 << 20), owner: Owner::default(), tmpfs: TmpfsExtra::default() },
+            options: [("type".to_string(), "tmpfs".to_string())].into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn volumes_and_mount_ids_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("state.db");
+        {
+            let s = Store::open(&p).expect("open");
+            assert!(s.insert_volume(&rec("a")).expect("insert"));
+            assert!(!s.insert_volume(&rec("a")).expect("dup"), "duplicate name must not insert");
+            assert!(s.add_mount_id("a", "m1").expect("add"));
+            assert!(!s.add_mount_id("a", "m1").expect("re-add"));
+            assert!(s.add_mount_id("a", "m2").expect("add"));
+        }
+        let s = Store::open(&p).expect("reopen");
+        assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
+        assert_eq!(s.get_volume("a").expect("get"), Some(rec("a")));
+        assert_eq!(s.mount_ids("a").expect("ids"), vec!["m1", "m2"]);
+        assert_eq!(s.remove_mount_id("a", "nope").expect("rm unknown"), 2);
+        assert_eq!(s.remove_mount_id("a", "m1").expect("rm"), 1);
+        assert!(s.delete_volume("a").expect("del"));
+        assert!(s.mount_ids("a").expect("ids").is_empty(), "cascade");
+        assert_eq!(s.get_volume("a").expect("get"), None);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("state.db");
+        Connection::open(&p).expect("c").execute_batch("PRAGMA user_version = 99").expect("set");
+        let e = Store::open(&p).expect_err("too new").to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+    }
+}
