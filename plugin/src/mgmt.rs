@@ -97,7 +97,12 @@ fn inspect(v: VolumeView, driver: &str) -> VolumeInspect {
         mountpoint: v.mountpoint.display().to_string(),
         created_at: v.created_at,
         status: v.status.and_then(|s| serde_json::to_value(s).ok()).unwrap_or_else(|| {
-            json!({ "type": v.spec.kind, "mounted": v.mounted, "mount_count": v.mount_count })
+            json!({
+                "type": v.spec.kind,
+                "size_limit": v.spec.size.map_or_else(|| "none".to_string(), crate::options::format_size),
+                "mounted": v.mounted,
+                "mount_count": v.mount_count,
+            })
         }),
         labels: BTreeMap::new(),
         scope: "local".into(),

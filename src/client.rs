@@ -1,0 +1,82 @@
+//! HTTP/1.1 over a unix socket: the CLI's side of the management API, and the Docker engine
+//! ping used by `doctor`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+/// One request over a fresh connection; returns the status and the whole body.
+pub async fn raw(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>, timeout: Duration) -> std::io::Result<(StatusCode, Bytes)> {
+    let io_err = |e: hyper::Error| std::io::Error::other(e);
+    let work = async {
+        let stream = UnixStream::connect(socket).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io_err)?;
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", "voltool");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(std::io::Error::other)?;
+        let resp = sender.send_request(req).await.map_err(io_err)?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(io_err)?.to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time")))
+}
+
+/// The management API client.
+#[derive(Debug, Clone)]
+pub struct Api {
+    socket: PathBuf,
+}
+
+/// Long enough for a create that checks a slow server; the daemon bounds its own work.
+const API_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Api {
+    pub fn new(socket: PathBuf) -> Self {
+        Self { socket }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<Bytes> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let (status, bytes) = raw(&self.socket, method, path, body, API_TIMEOUT).await.with_context(|| {
+            format!(
+                "cannot reach the voltool daemon at {}; is `voltool serve` running (or the voltool plugin enabled)? Set --api-socket or VOLTOOL_API_SOCKET for another daemon",
+                self.socket.display()
+            )
+        })?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{msg}");
+        }
+        Ok(bytes)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let b = self.call(Method::GET, path, None).await?;
+        serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to GET {path}"))
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T> {
+        let b = self.call(Method::POST, path, Some(body)).await?;
+        serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.call(Method::DELETE, path, None).await.map(drop)
+    }
+}

@@ -1,0 +1,22 @@
+//! One file per subcommand.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::client::Api;
+
+mod doctor;
+mod serve;
+mod volume;
+
+/// Dispatches a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let api = Api::new(cli.api_socket.clone());
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.api_socket).await,
+        Command::Volume(cmd) => volume::run(&api, cmd).await,
+        Command::Doctor(args) => doctor::run(&api, args).await,
+    }
+}

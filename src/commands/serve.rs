@@ -1,0 +1,133 @@
+//! `voltool serve`: the daemon.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use voltool_plugin::{Layout, VolumeService, doctor, mgmt, protocol};
+use voltool_runtime::{LinuxMounter, probe};
+
+use crate::cli::ServeArgs;
+
+const DEFAULT_CONFIG: &str = "/etc/voltool/voltool.toml";
+
+/// The config file. Flags and env vars win over it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Config {
+    mount_root: Option<PathBuf>,
+    driver_name: Option<String>,
+    log: Option<String>,
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+        Err(e) => return Err(e).with_context(|| format!("read config file {}", path.display())),
+    };
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// Binds a unix socket, replacing a stale socket file but never a live daemon's.
+fn bind_unix(path: &Path, what: &str) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create directory {} for the {what} socket", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another process is already serving the {what} socket {}; stop it or choose another path", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("listen on {what} socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod socket {}", path.display()))?;
+    Ok(l)
+}
+
+pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
+    let config = load_config(args.config.as_deref())?;
+    let filter = args.log.or(config.log).unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| format!("log filter {filter:?}"))?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let mount_root = args.mount_root.or(config.mount_root).unwrap_or_else(|| args.state_dir.join("mounts"));
+    let driver = args
+        .driver_name
+        .or(config.driver_name)
+        .unwrap_or_else(|| args.plugin_socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "voltool".into()));
+    let layout = Layout { state_dir: args.state_dir.clone(), mount_root };
+
+    // Local work only before listening: the sockets must answer within a second of start.
+    let svc = VolumeService::open(layout.clone(), Arc::new(LinuxMounter))
+        .with_context(|| format!("open state in {}", args.state_dir.display()))?;
+    let plugin_listener = bind_unix(&args.plugin_socket, "plugin")?;
+    let api_listener = bind_unix(&api_socket, "management API")?;
+    tracing::info!(
+        plugin_socket = %args.plugin_socket.display(),
+        api_socket = %api_socket.display(),
+        state_dir = %layout.state_dir.display(),
+        mount_root = %layout.mount_root.display(),
+        driver,
+        "voltool {} serving",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let state_dir = layout.state_dir.clone();
+    let doctor = move || doctor::assess(probe::kernel_report(&state_dir));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let plugin = axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
+    let api = axum::serve(api_listener, mgmt::router(svc, driver, doctor)).with_graceful_shutdown(stop(rx));
+
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down; volumes stay mounted for running containers");
+        let _ = tx.send(true);
+    });
+
+    let (p, a) = tokio::join!(plugin.into_future(), api.into_future());
+    for sock in [&args.plugin_socket, &api_socket] {
+        let _ = std::fs::remove_file(sock);
+    }
+    p.context("plugin API server")?;
+    a.context("management API server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("mount-root = \"/mnt/volumes\"\ndriver-name = \"voltool\"\n").expect("parse");
+        assert_eq!(c.mount_root.as_deref(), Some(Path::new("/mnt/volumes")));
+        assert!(toml::from_str::<Config>("mountroot = 1").is_err());
+        assert!(load_config(Some(Path::new("/nonexistent/voltool.toml"))).is_err());
+    }
+}
