@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Build and install voltool as a Docker managed plugin, offline (no image pull).
+#
+#   deploy/plugin.sh build     # deploy/build/plugin/{config.json,rootfs/} from a release build
+#   deploy/plugin.sh install   # docker plugin create + enable (replaces an installed one)
+#   deploy/plugin.sh remove    # docker plugin disable -f + rm
+#
+# Env: PLUGIN_NAME (default voltool:latest), VOLTOOL_BIN (use this binary instead of
+# building one), CARGO_TARGET_DIR.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+name=${PLUGIN_NAME:-voltool:latest}
+out="$here/build/plugin"
+
+die() { echo "plugin.sh: $*" >&2; exit 1; }
+
+# Copies a binary and every shared library it loads (as ldd resolves them) into the rootfs.
+copy_with_libs() {
+  local bin=$1 dest=$2
+  install -D -m 0755 "$bin" "$out/rootfs$dest"
+  ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
+    [ -e "$lib" ] || continue
+    install -D -m 0755 "$(readlink -f "$lib")" "$out/rootfs$lib"
+  done
+}
+
+build() {
+  local bin=${VOLTOOL_BIN:-}
+  if [ -z "$bin" ]; then
+    (cd "$top" && cargo build --release --locked -p voltool) || die "cargo build failed"
+    bin="${CARGO_TARGET_DIR:-$top/target}/release/voltool"
+  fi
+  [ -x "$bin" ] || die "no voltool binary at $bin"
+  rm -rf "$out"
+  mkdir -p "$out/rootfs"/{usr/bin,mnt/volumes,var/lib/voltool,run/voltool,run/docker/plugins,etc/voltool,tmp,proc,sys,dev}
+  chmod 1777 "$out/rootfs/tmp"
+  cp "$here/plugin/config.json" "$out/config.json"
+  copy_with_libs "$bin" /usr/bin/voltool
+  echo "plugin.sh: built $out ($(du -sh "$out/rootfs" | cut -f1) rootfs)"
+}
+
+remove() {
+  if docker plugin inspect "$name" >/dev/null 2>&1; then
+    docker plugin disable -f "$name" >/dev/null 2>&1 || true
+    docker plugin rm -f "$name" >/dev/null
+    echo "plugin.sh: removed $name"
+  fi
+}
+
+install_plugin() {
+  [ -f "$out/config.json" ] || die "nothing built at $out; run: deploy/plugin.sh build"
+  docker info >/dev/null 2>&1 || die "docker engine not reachable"
+  # The plugin binds these host dirs; they must exist before enable.
+  mkdir -p /var/lib/voltool /run/voltool
+  [ -e /dev/fuse ] || die "/dev/fuse is missing on this host (modprobe fuse)"
+  [ -e /dev/loop-control ] || die "/dev/loop-control is missing on this host (modprobe loop)"
+  remove
+  docker plugin create "$name" "$out" >/dev/null
+  docker plugin enable "$name" >/dev/null
+  # The daemon inside listens on the host's /run/voltool/voltool.sock.
+  for _ in $(seq 1 50); do
+    [ -S /run/voltool/voltool.sock ] && break
+    sleep 0.1
+  done
+  [ -S /run/voltool/voltool.sock ] || die "plugin enabled but its API socket /run/voltool/voltool.sock did not appear"
+  echo "plugin.sh: installed and enabled $name"
+}
+
+case "${1:-}" in
+  build) build ;;
+  install) install_plugin ;;
+  remove) remove ;;
+  *) echo "usage: $0 build|install|remove" >&2; exit 2 ;;
+esac
