@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-const ABOUT: &str = "Docker volume plugin with hard size limits, tmpfs/NFS/CIFS volumes, verified backups and migration";
+const ABOUT: &str =
+    "Docker volume plugin with hard size limits, tmpfs/NFS/CIFS volumes, verified backups and migration";
 
 const LONG_ABOUT: &str = "\
 voltool is one daemon (`voltool serve`) that serves the Docker volume plugin API and a

@@ -13,7 +13,13 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 /// One request over a fresh connection; returns the status and the whole body.
-pub async fn raw(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>, timeout: Duration) -> std::io::Result<(StatusCode, Bytes)> {
+pub async fn raw(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<(StatusCode, Bytes)> {
     let io_err = |e: hyper::Error| std::io::Error::other(e);
     let work = async {
         let stream = UnixStream::connect(socket).await?;

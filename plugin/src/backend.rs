@@ -46,7 +46,8 @@ fn apply_owner(volume: &str, dir: &Path, owner: &Owner) -> Result<()> {
         std::os::unix::fs::chown(dir, owner.uid, owner.gid).map_err(Error::io(volume, "chown", dir))?;
     }
     if let Some(mode) = owner.mode {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(Error::io(volume, "chmod", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(Error::io(volume, "chmod", dir))?;
     }
     Ok(())
 }
@@ -79,7 +80,8 @@ impl AnyBackend {
             AnyBackend::Local => {
                 let data = layout.data_dir(name);
                 std::fs::create_dir(&data).map_err(Error::io(name, "create", &data))?;
-                std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).map_err(Error::io(name, "chmod", &data))?;
+                std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io(name, "chmod", &data))?;
                 apply_owner(name, &data, &spec.owner)
             }
             AnyBackend::Tmpfs => Ok(()),

@@ -30,11 +30,19 @@ pub fn assess(k: KernelReport) -> DoctorReport {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let state_fs = k.state_dir_fs.clone().unwrap_or_else(|| "unknown".into());
     let findings = vec![
-        finding("local volumes", true, format!("directories in the state dir (on {state_fs}), bind-mounted at the mountpoint")),
+        finding(
+            "local volumes",
+            true,
+            format!("directories in the state dir (on {state_fs}), bind-mounted at the mountpoint"),
+        ),
         finding(
             "tmpfs volumes",
             has("tmpfs"),
-            if has("tmpfs") { "kernel tmpfs with a hard size= limit".into() } else { "the kernel has no tmpfs: type=tmpfs volumes cannot be created".into() },
+            if has("tmpfs") {
+                "kernel tmpfs with a hard size= limit".into()
+            } else {
+                "the kernel has no tmpfs: type=tmpfs volumes cannot be created".into()
+            },
         ),
         finding(
             "size limits on local volumes",
@@ -44,7 +52,13 @@ pub fn assess(k: KernelReport) -> DoctorReport {
                 yes(k.state_dir_project_quota),
                 yes(k.kernel_quota),
                 yes(k.loop_devices),
-                if k.state_dir_project_quota { "project quotas" } else if k.loop_devices { "loop-mounted image files" } else { "nothing: no quota and no loop devices" },
+                if k.state_dir_project_quota {
+                    "project quotas"
+                } else if k.loop_devices {
+                    "loop-mounted image files"
+                } else {
+                    "nothing: no quota and no loop devices"
+                },
             ),
         ),
         finding(
@@ -54,7 +68,13 @@ pub fn assess(k: KernelReport) -> DoctorReport {
                 "kernel NFS client: {}; FUSE: {}. voltool will mount through {} — not in this version yet",
                 yes(k.kernel_nfs),
                 yes(k.fuse),
-                if k.kernel_nfs { "the kernel client" } else if k.fuse { "a userspace NFS client over FUSE" } else { "nothing: neither is available" },
+                if k.kernel_nfs {
+                    "the kernel client"
+                } else if k.fuse {
+                    "a userspace NFS client over FUSE"
+                } else {
+                    "nothing: neither is available"
+                },
             ),
         ),
         finding(

@@ -49,7 +49,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(volume: &str, action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        volume: &str,
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let (volume, path) = (volume.to_string(), path.into());
         move |source| Error::Io { volume, action, path, source }
     }

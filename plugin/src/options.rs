@@ -146,21 +146,27 @@ pub fn format_size(bytes: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 || v.fract() == 0.0 { format!("{v:.0} {}", UNITS[i]) } else { format!("{v:.2} {}", UNITS[i]).replace(".00 ", " ") }
+    if i == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.2} {}", UNITS[i]).replace(".00 ", " ")
+    }
 }
 
 fn parse_mode(key: &str, v: &str) -> Result<u32, OptionError> {
-    u32::from_str_radix(v, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| OptionError::Value { key: key.into(), value: v.into(), reason: "expected an octal mode such as 0755 or 1777".into() })
+    u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| OptionError::Value {
+        key: key.into(),
+        value: v.into(),
+        reason: "expected an octal mode such as 0755 or 1777".into(),
+    })
 }
 
 fn parse_id(key: &str, v: &str) -> Result<u32, OptionError> {
-    v.parse::<u32>()
-        .ok()
-        .filter(|id| *id != u32::MAX)
-        .ok_or_else(|| OptionError::Value { key: key.into(), value: v.into(), reason: "expected a numeric id".into() })
+    v.parse::<u32>().ok().filter(|id| *id != u32::MAX).ok_or_else(|| OptionError::Value {
+        key: key.into(),
+        value: v.into(),
+        reason: "expected a numeric id".into(),
+    })
 }
 
 const COMMON_KEYS: &[&str] = &["type", "size", "uid", "gid", "mode"];
@@ -168,8 +174,21 @@ const TMPFS_KEYS: &[&str] = &["o", "device"];
 /// Keys from the product contract whose features this version does not have yet: refused
 /// with a message saying so rather than accepted and silently ignored.
 const PLANNED_KEYS: &[&str] = &[
-    "quota", "fs", "addr", "export", "share", "username", "domain", "secret", "subdir", "vers", "on-remove",
-    "backup-schedule", "backup-target", "backup-keep", "backup-verify",
+    "quota",
+    "fs",
+    "addr",
+    "export",
+    "share",
+    "username",
+    "domain",
+    "secret",
+    "subdir",
+    "vers",
+    "on-remove",
+    "backup-schedule",
+    "backup-target",
+    "backup-keep",
+    "backup-verify",
 ];
 
 fn valid_keys(kind: VolumeType) -> String {
@@ -335,8 +354,10 @@ mod tests {
 
     #[test]
     fn tmpfs_spec_and_local_driver_spelling() {
-        let a = parse_options(&opts(&[("type", "tmpfs"), ("size", "16m"), ("mode", "1777"), ("uid", "1000")])).expect("a");
-        let b = parse_options(&opts(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=16m,mode=1777,uid=1000")])).expect("b");
+        let a =
+            parse_options(&opts(&[("type", "tmpfs"), ("size", "16m"), ("mode", "1777"), ("uid", "1000")])).expect("a");
+        let b = parse_options(&opts(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=16m,mode=1777,uid=1000")]))
+            .expect("b");
         assert_eq!(a, b);
         assert_eq!(a.size, Some(16 << 20));
         assert_eq!(a.owner, Owner { uid: Some(1000), gid: None, mode: Some(0o1777) });

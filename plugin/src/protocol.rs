@@ -39,7 +39,11 @@ pub struct DockerVolume {
 /// the driver does the work, errors become `Err` strings via `Display`.
 pub trait VolumeDriver: Send + Sync + 'static {
     type Error: std::fmt::Display + Send;
-    fn create(&self, name: String, opts: BTreeMap<String, String>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn create(
+        &self,
+        name: String,
+        opts: BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     fn remove(&self, name: String) -> impl Future<Output = Result<(), Self::Error>> + Send;
     fn mount(&self, name: String, id: String) -> impl Future<Output = Result<PathBuf, Self::Error>> + Send;
     fn unmount(&self, name: String, id: String) -> impl Future<Output = Result<(), Self::Error>> + Send;
@@ -83,9 +87,26 @@ fn fail(msg: impl std::fmt::Display) -> Response {
 }
 
 /// Parses a request body; empty means `{}`.
-fn parse<T: DeserializeOwned>(endpoint: &str, body: &Bytes) -> Result<T, Response> {
+fn parse<T: DeserializeOwned>(endpoint: &str, body: &Bytes) -> Result<T, String> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| fail(format!("invalid request body for {endpoint}: {e}")))
+    let bad = |e: String| format!("invalid request body for {endpoint}: {e}");
+    // serde accepts a JSON array for a struct (fields by position); the protocol only
+    // ever sends objects, so anything else is refused.
+    match serde_json::from_slice::<Value>(body).map_err(|e| bad(e.to_string()))? {
+        v @ Value::Object(_) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
+        other => Err(bad(format!("expected a JSON object, got {}", kind_of(&other)))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 macro_rules! handler {
@@ -94,7 +115,7 @@ macro_rules! handler {
         post(move |bytes: Bytes| async move {
             let $req: $ty = match parse($endpoint, &bytes) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(msg) => return fail(msg),
             };
             $body
         })
@@ -104,17 +125,17 @@ macro_rules! handler {
 /// The plugin API router for `driver`.
 pub fn router<D: VolumeDriver>(driver: Arc<D>) -> Router {
     Router::new()
-        .route(
-            "/Plugin.Activate",
-            post(|| async { reply(StatusCode::OK, json!({ "Implements": ["VolumeDriver"] })) }),
-        )
+        .route("/Plugin.Activate", post(|| async { reply(StatusCode::OK, json!({ "Implements": ["VolumeDriver"] })) }))
         .route(
             "/VolumeDriver.Capabilities",
             post(|| async { reply(StatusCode::OK, json!({ "Capabilities": { "Scope": "local" } })) }),
         )
         .route(
             "/VolumeDriver.Create",
-            handler!(driver, "/VolumeDriver.Create", |d, r: CreateReq| match d.create(r.name, r.opts.unwrap_or_default()).await {
+            handler!(driver, "/VolumeDriver.Create", |d, r: CreateReq| match d
+                .create(r.name, r.opts.unwrap_or_default())
+                .await
+            {
                 Ok(()) => reply(StatusCode::OK, json!({ "Err": "" })),
                 Err(e) => fail(e),
             }),

@@ -93,7 +93,11 @@ impl VolumeService {
     }
 
     /// Runs `f` with the volume's lock held, on the blocking pool.
-    async fn locked<T: Send + 'static>(&self, name: &str, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn locked<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         options::validate_name(name)?;
         let lock = {
             let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,7 +245,11 @@ impl Inner {
             // Left by a create that crashed before its record was written, or by a lost
             // database: keep the bytes, out of the way.
             let dest = self.layout.orphans_dir().join(format!("{name}-{}", now_compact()));
-            std::fs::create_dir_all(self.layout.orphans_dir()).map_err(Error::io(name, "create", self.layout.orphans_dir()))?;
+            std::fs::create_dir_all(self.layout.orphans_dir()).map_err(Error::io(
+                name,
+                "create",
+                self.layout.orphans_dir(),
+            ))?;
             std::fs::rename(&vdir, &dest).map_err(Error::io(name, "move orphaned directory", &vdir))?;
             tracing::warn!(volume = name, moved_to = %dest.display(), "found a volume directory without a record; moved it aside");
         }
@@ -319,7 +327,11 @@ impl Inner {
             let mounted = self.is_mounted(&rec.name)?;
             if !mounted && !ids.is_empty() {
                 self.store.clear_mount_ids(&rec.name)?;
-                tracing::warn!(volume = rec.name, stale = ids.len(), "mount gone since last run; dropped its mount IDs");
+                tracing::warn!(
+                    volume = rec.name,
+                    stale = ids.len(),
+                    "mount gone since last run; dropped its mount IDs"
+                );
             } else if mounted && ids.is_empty() {
                 AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, &rec.name)?;
                 tracing::warn!(volume = rec.name, "unmounted a mount no container holds");

@@ -85,8 +85,10 @@ impl Store {
         let mut conn = self.conn();
         // WAL: readers never block the writer; NORMAL sync is durable across process crashes
         // (the case that matters for Mount IDs), losing at most the last commits on power loss.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
-            .map_err(self.err())?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(self.err())?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())?;
         let supported = MIGRATIONS.len() as i64;
         if version > supported {
@@ -126,7 +128,13 @@ impl Store {
         Ok(n == 1)
     }
 
-    fn decode(&self, name: String, spec: String, options: String, created_at: String) -> Result<VolumeRecord, StoreError> {
+    fn decode(
+        &self,
+        name: String,
+        spec: String,
+        options: String,
+        created_at: String,
+    ) -> Result<VolumeRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { path: self.path.clone(), volume: name.clone(), reason };
         let spec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
         let options = serde_json::from_str(&options).map_err(|e| corrupt(e.to_string()))?;
@@ -155,10 +163,10 @@ impl Store {
     pub fn list_volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
         let rows: Vec<(String, String, String, String)> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT name, spec, options, created_at FROM volumes ORDER BY name").map_err(self.err())?;
-            let it = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            let mut stmt = conn
+                .prepare("SELECT name, spec, options, created_at FROM volumes ORDER BY name")
                 .map_err(self.err())?;
+            let it = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(self.err())?;
             it.collect::<Result<_, _>>().map_err(self.err())?
         };
         rows.into_iter().map(|(n, s, o, c)| self.decode(n, s, o, c)).collect()
@@ -179,7 +187,8 @@ impl Store {
     /// [`StoreError::Sqlite`].
     pub fn mount_ids(&self, volume: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id FROM mount_ids WHERE volume = ?1 ORDER BY id").map_err(self.err())?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM mount_ids WHERE volume = ?1 ORDER BY id").map_err(self.err())?;
         let ids = stmt.query_map([volume], |r| r.get(0)).map_err(self.err())?;
         ids.collect::<Result<_, _>>().map_err(self.err())
     }
@@ -230,7 +239,12 @@ mod tests {
     fn rec(name: &str) -> VolumeRecord {
         VolumeRecord {
             name: name.into(),
-            spec: VolumeSpec { kind: VolumeType::Tmpfs, size: Some(1 << 20), owner: Owner::default(), tmpfs: TmpfsExtra::default() },
+            spec: VolumeSpec {
+                kind: VolumeType::Tmpfs,
+                size: Some(1 << 20),
+                owner: Owner::default(),
+                tmpfs: TmpfsExtra::default(),
+            },
             options: [("type".to_string(), "tmpfs".to_string())].into(),
             created_at: "2026-01-01T00:00:00Z".into(),
         }

@@ -30,7 +30,6 @@ pub mod probe;
 
 pub use error::{Error, Result};
 pub use mount::{
-    LinuxMounter, MountFlags, MountRequest, Mounter, Propagation, RecordedCall, RecordingMounter,
-    UnmountOutcome,
+    LinuxMounter, MountFlags, MountRequest, Mounter, Propagation, RecordedCall, RecordingMounter, UnmountOutcome,
 };
 pub use mountinfo::MountInfo;

@@ -135,28 +135,20 @@ impl Mounter for LinuxMounter {
     fn mount(&self, req: &MountRequest) -> Result<()> {
         // mount(2): source/fstype/data are ignored by the kernel for MS_BIND and MS_REMOUNT
         // except where documented, so pass None there to keep the call minimal.
-        nix::mount::mount(
-            Some(req.source.as_str()),
-            &req.target,
-            req.fstype.as_deref(),
-            req.flags,
-            req.data.as_deref(),
-        )
-        .map_err(|errno| Error::Mount {
-            source_desc: req.source.clone(),
-            target: req.target.clone(),
-            fstype: req.fstype.clone().unwrap_or_else(|| "bind".into()),
-            errno,
-        })
+        nix::mount::mount(Some(req.source.as_str()), &req.target, req.fstype.as_deref(), req.flags, req.data.as_deref())
+            .map_err(|errno| Error::Mount {
+                source_desc: req.source.clone(),
+                target: req.target.clone(),
+                fstype: req.fstype.clone().unwrap_or_else(|| "bind".into()),
+                errno,
+            })
     }
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()> {
         // umount2(2); UMOUNT_NOFOLLOW keeps a symlink planted at the target from redirecting
         // the unmount elsewhere.
-        nix::mount::umount2(target, flags | MntFlags::UMOUNT_NOFOLLOW).map_err(|errno| Error::Unmount {
-            target: target.to_path_buf(),
-            errno,
-        })
+        nix::mount::umount2(target, flags | MntFlags::UMOUNT_NOFOLLOW)
+            .map_err(|errno| Error::Unmount { target: target.to_path_buf(), errno })
     }
 
     fn set_propagation(&self, target: &Path, propagation: Propagation, recursive: bool) -> Result<()> {
@@ -170,12 +162,8 @@ impl Mounter for LinuxMounter {
         if recursive {
             flags |= MountFlags::MS_REC;
         }
-        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|errno| {
-            Error::Propagation {
-                target: target.to_path_buf(),
-                errno,
-            }
-        })
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(|errno| Error::Propagation { target: target.to_path_buf(), errno })
     }
 
     fn mount_table(&self) -> Result<Vec<MountInfo>> {

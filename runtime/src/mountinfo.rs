@@ -45,10 +45,7 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -104,10 +101,8 @@ pub fn parse(text: &str) -> Vec<MountInfo> {
 /// # Errors
 /// [`Error::MountTable`] when the file cannot be read.
 pub fn read(path: &Path) -> Result<Vec<MountInfo>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::MountTable {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| Error::MountTable { path: path.to_path_buf(), source })?;
     Ok(parse(&text))
 }
 

@@ -38,16 +38,17 @@ pub fn kernel_report(state_dir: &Path) -> KernelReport {
         .lines()
         .filter_map(|l| l.split_whitespace().last().map(str::to_string))
         .collect();
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let has = |fs: &str| filesystems.iter().any(|f| f == fs);
     let table = mountinfo::read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
     let state_dir: PathBuf = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let mount = mountinfo::containing(&table, &state_dir);
     KernelReport {
         kernel_nfs: has("nfs") || has("nfs4") || module_installed(&release, "fs/nfs"),
-        kernel_cifs: has("cifs") || has("smb3") || module_installed(&release, "fs/smb/client") || module_installed(&release, "fs/cifs"),
+        kernel_cifs: has("cifs")
+            || has("smb3")
+            || module_installed(&release, "fs/smb/client")
+            || module_installed(&release, "fs/cifs"),
         kernel_quota: Path::new("/proc/sys/fs/quota").exists(),
         loop_devices: Path::new("/dev/loop-control").exists(),
         fuse: Path::new("/dev/fuse").exists(),

@@ -17,10 +17,7 @@ fn root_or_skip(test: &str) -> bool {
 
 fn host_sees(target: &Path) -> bool {
     // The test process's leader thread stays in the host namespace.
-    mountinfo::read(Path::new("/proc/self/mountinfo"))
-        .expect("mountinfo")
-        .iter()
-        .any(|m| m.mount_point == target)
+    mountinfo::read(Path::new("/proc/self/mountinfo")).expect("mountinfo").iter().any(|m| m.mount_point == target)
 }
 
 #[test]
@@ -34,7 +31,13 @@ fn tmpfs_mount_size_and_unmount() {
     let m = LinuxMounter;
     // Everything in a private namespace so a failing test leaves nothing behind on the host.
     ns::in_new_mount_ns(|| {
-        let req = MountRequest::filesystem("tmpfs", "voltool-test", &target, MountFlags::MS_NOSUID, "size=1048576,mode=0750".into());
+        let req = MountRequest::filesystem(
+            "tmpfs",
+            "voltool-test",
+            &target,
+            MountFlags::MS_NOSUID,
+            "size=1048576,mode=0750".into(),
+        );
         m.mount(&req).expect("mount tmpfs");
         let entry = m.mount_table().expect("table").into_iter().find(|e| e.mount_point == target).expect("mounted");
         assert_eq!(entry.fs_type, "tmpfs");

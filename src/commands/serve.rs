@@ -40,11 +40,15 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 /// Binds a unix socket, replacing a stale socket file but never a live daemon's.
 fn bind_unix(path: &Path, what: &str) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create directory {} for the {what} socket", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("create directory {} for the {what} socket", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("another process is already serving the {what} socket {}; stop it or choose another path", path.display());
+            bail!(
+                "another process is already serving the {what} socket {}; stop it or choose another path",
+                path.display()
+            );
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
@@ -58,16 +62,17 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
     let filter = args.log.or(config.log).unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| format!("log filter {filter:?}"))?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| format!("log filter {filter:?}"))?,
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let mount_root = args.mount_root.or(config.mount_root).unwrap_or_else(|| args.state_dir.join("mounts"));
-    let driver = args
-        .driver_name
-        .or(config.driver_name)
-        .unwrap_or_else(|| args.plugin_socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "voltool".into()));
+    let driver = args.driver_name.or(config.driver_name).unwrap_or_else(|| {
+        args.plugin_socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "voltool".into())
+    });
     let layout = Layout { state_dir: args.state_dir.clone(), mount_root };
 
     // Local work only before listening: the sockets must answer within a second of start.
@@ -91,7 +96,8 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let plugin = axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
+    let plugin =
+        axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
     let api = axum::serve(api_listener, mgmt::router(svc, driver, doctor)).with_graceful_shutdown(stop(rx));
 
     tokio::spawn(async move {

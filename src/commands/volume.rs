@@ -40,7 +40,9 @@ fn path_of(name: &str) -> String {
     // Names are validated by the daemon; escape anything that would change the route.
     let enc: String = name
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
         .collect();
     format!("/v1/volumes/{enc}")
 }
@@ -97,7 +99,11 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
                     println!("Mountpoint:  {}", v.mountpoint);
                     println!("Created:     {}", v.created_at);
                     for (k, val) in v.status.as_object().into_iter().flatten() {
-                        println!("{:<12} {}", format!("{k}:"), val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
+                        println!(
+                            "{:<12} {}",
+                            format!("{k}:"),
+                            val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string())
+                        );
                     }
                     for (k, val) in &v.options {
                         println!("Option:      {k}={val}");

@@ -1,0 +1,217 @@
+//! End-to-end suite against a real dockerd, run in both plugin modes: the managed plugin
+//! (`voltool:latest`, installed by deploy/plugin.sh) and the host service on a legacy
+//! socket (started by this test process). `bash deploy/test-env/test.sh` sets everything up.
+
+mod harness;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{Env, IMAGE, Mode, docker_fails, docker_ok, raw_post, run, text};
+
+/// Generates `name::managed` and `name::legacy` tests from one scenario function.
+macro_rules! both_modes {
+    ($($name:ident => $scenario:ident $(exclusive $ex:tt)?;)*) => {$(
+        mod $name {
+            use super::*;
+            #[test]
+            fn managed() {
+                let test = concat!(stringify!($name), "::managed");
+                if let Some(env) = both_modes!(@env test, Mode::Managed $(, $ex)?) { $scenario(&env) }
+            }
+            #[test]
+            fn legacy() {
+                let test = concat!(stringify!($name), "::legacy");
+                if let Some(env) = both_modes!(@env test, Mode::Legacy $(, $ex)?) { $scenario(&env) }
+            }
+        }
+    )*};
+    (@env $t:expr, $m:expr) => { harness::env($t, $m) };
+    (@env $t:expr, $m:expr, $ex:tt) => { harness::env_exclusive($t, $m) };
+}
+
+both_modes! {
+    tmpfs_volume_has_hard_size_limit => tmpfs_size_enforced;
+    local_volume_shared_between_containers => local_shared;
+    twenty_concurrent_containers_one_mount => twenty_concurrent;
+    volumes_survive_plugin_restart => survives_restart exclusive (x);
+    bad_input_is_refused_and_creates_nothing => bad_input;
+}
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn tmpfs_size_enforced(env: &Env) {
+    let v = env.volume_name("tmpfs16");
+    env.create_ok(&v, &["type=tmpfs", "size=16m"]);
+    let o = env.run_in(
+        &v,
+        "df -Pk /data | tail -n 1; stat -f -c %T /data; dd if=/dev/zero of=/data/f bs=1M count=20 2>&1; echo rc=$?",
+    );
+    let t = text(&o);
+    let df: Vec<&str> = t.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(df.get(1), Some(&"16384"), "16 MiB of 1K blocks: {t}");
+    assert!(t.lines().any(|l| l == "tmpfs"), "filesystem type: {t}");
+    assert!(t.contains("No space left on device"), "20 MiB into 16 MiB: {t}");
+    assert!(t.contains("rc=1"), "{t}");
+    let st = docker_ok(&["volume", "inspect", "-f", "{{json .Status}}", &v]);
+    assert!(st.contains("\"size_limit\":\"16 MiB\""), "{st}");
+    docker_ok(&["volume", "rm", &v]);
+}
+
+fn local_shared(env: &Env) {
+    let v = env.volume_name("shared");
+    env.create_ok(&v, &["uid=1234", "gid=2345", "mode=0750"]);
+    let a = env.run_in(
+        &v,
+        "head -c 1048576 /dev/urandom > /data/blob && sha256sum /data/blob | cut -d' ' -f1 && stat -c '%u %g %a' /data",
+    );
+    assert!(a.status.success(), "writer: {}", text(&a));
+    let a = out(&a);
+    let mut lines = a.lines();
+    let (sum_a, owner) = (lines.next().unwrap_or_default().to_string(), lines.next().unwrap_or_default().to_string());
+    assert_eq!(owner, "1234 2345 750", "uid/gid/mode of the volume root");
+    let b = env.run_in(&v, "sha256sum /data/blob | cut -d' ' -f1");
+    assert!(b.status.success(), "reader: {}", text(&b));
+    assert_eq!(out(&b), sum_a, "container B reads the bytes container A wrote");
+    assert_eq!(sum_a.len(), 64);
+    // Inspect shows exactly what the user passed.
+    let opts = docker_ok(&["volume", "inspect", "-f", "{{json .Options}}", &v]);
+    assert_eq!(opts, r#"{"gid":"2345","mode":"0750","uid":"1234"}"#);
+    let ours = env.voltool(&["volume", "inspect", "--json", &v]);
+    let j: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&ours)));
+    assert_eq!(j[0]["Options"], serde_json::json!({"gid": "2345", "mode": "0750", "uid": "1234"}));
+    assert!(j[0]["Status"]["used_bytes"].as_u64().unwrap_or(0) >= 1 << 20, "{j}");
+    docker_ok(&["volume", "rm", &v]);
+}
+
+fn mount_count(env: &Env, v: &str) -> u64 {
+    let o = env.voltool(&["volume", "inspect", "--json", v]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    j[0]["Status"]["mount_count"].as_u64().unwrap_or_else(|| panic!("mount_count in {j}"))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn twenty_concurrent(env: &Env) {
+    let v = env.volume_name("twenty");
+    env.create_ok(&v, &[]);
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20)
+            .map(|i| {
+                let v = &v;
+                s.spawn(move || {
+                    let o = run(Command::new("docker").args([
+                        "run",
+                        "-d",
+                        "--network",
+                        "none",
+                        "-v",
+                        &format!("{v}:/data"),
+                        IMAGE,
+                        "sh",
+                        "-c",
+                        &format!("echo {i} > /data/c{i}; exec sleep 600"),
+                    ]));
+                    assert!(o.status.success(), "container {i}: {}", text(&o));
+                    out(&o)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    assert!(env.host_mounted(&v), "mounted while containers run");
+    assert_eq!(mount_count(env, &v), 20);
+    wait_until("20 files", || out(&env.run_in(&v, "ls /data | wc -l")) == "20");
+    std::thread::scope(|s| {
+        for id in &ids[..19] {
+            s.spawn(move || docker_ok(&["rm", "-f", id]));
+        }
+    });
+    assert!(env.host_mounted(&v), "the last container still holds the volume");
+    assert_eq!(mount_count(env, &v), 1);
+    docker_ok(&["rm", "-f", &ids[19]]);
+    wait_until("unmount after the last container", || !env.host_mounted(&v));
+    assert_eq!(mount_count(env, &v), 0);
+    docker_ok(&["volume", "rm", &v]);
+}
+
+fn survives_restart(env: &Env) {
+    let (lv, tv) = (env.volume_name("keep-local"), env.volume_name("keep-tmpfs"));
+    env.create_ok(&lv, &["mode=0700"]);
+    env.create_ok(&tv, &["type=tmpfs", "size=8m"]);
+    let w = env.run_in(&lv, "echo precious > /data/hello");
+    assert!(w.status.success(), "{}", text(&w));
+    // A container holds the volume across the restart.
+    let holder = docker_ok(&["run", "-d", "--network", "none", "-v", &format!("{lv}:/data"), IMAGE, "sleep", "600"]);
+    let before = out(&env.voltool(&["volume", "inspect", "--json", &lv, &tv]));
+    env.restart_plugin();
+    let ls = docker_ok(&["volume", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    for v in [&lv, &tv] {
+        assert!(ls.lines().any(|l| l == format!("{v} {}", env.driver)), "{v} listed after restart: {ls}");
+    }
+    let after = out(&env.voltool(&["volume", "inspect", "--json", &lv, &tv]));
+    let opts = |s: &str| -> Vec<serde_json::Value> {
+        let j: serde_json::Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+        j.as_array().expect("array").iter().map(|v| v["Options"].clone()).collect()
+    };
+    assert_eq!(opts(&before), opts(&after), "options survive");
+    let r = env.run_in(&lv, "cat /data/hello && stat -c %a /data");
+    assert_eq!(out(&r), "precious\n700", "data survives: {}", text(&r));
+    let r = env.run_in(&tv, "df -Pk /data | tail -n 1");
+    assert_eq!(out(&r).split_whitespace().nth(1), Some("8192"), "tmpfs volume works again: {}", text(&r));
+    // The holder's Mount ID may have been dropped at restart; its Unmount must still succeed.
+    docker_ok(&["rm", "-f", &holder]);
+    wait_until("unmounted once nobody holds it", || !env.host_mounted(&lv));
+    docker_ok(&["volume", "rm", &lv, &tv]);
+}
+
+fn bad_input(env: &Env) {
+    let long = "x".repeat(300);
+    let vt = env.volume_name("bad-valid-name");
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        ("../x".into(), vec![], ""),
+        ("a/b".into(), vec![], ""),
+        (long.clone(), vec![], ""),
+        (vt.clone(), vec!["foo=1"], "valid options: type, size, uid, gid, mode"),
+        (vt.clone(), vec!["type=tmpfs", "size=12Q"], "unknown unit"),
+        (vt.clone(), vec!["type=zfs"], "unknown volume type \"zfs\""),
+        (vt.clone(), vec!["size=1G"], "quota"),
+    ];
+    for (name, opts, needle) in &cases {
+        let o = env.create(name, opts);
+        let t = text(&o);
+        assert!(!o.status.success(), "create {name:?} {opts:?} must fail: {t}");
+        assert!(t.contains(needle), "create {name:?} {opts:?}: message should contain {needle:?}: {t}");
+        docker_fails(&["volume", "inspect", name]);
+    }
+    // Straight to the plugin socket: empty and malformed bodies on every endpoint.
+    let sock = env.plugin_socket();
+    for ep in ["Create", "Remove", "Mount", "Unmount", "Path", "Get"] {
+        for body in [&b""[..], b"{", b"[]", b"\xff\xfe", b"{\"Name\": 7}"] {
+            let (status, resp) = raw_post(&sock, &format!("/VolumeDriver.{ep}"), body);
+            if ep == "Get" && body.is_empty() {
+                assert_eq!(resp, r#"{"Err":"","Volume":null}"#, "Get with empty body");
+                continue;
+            }
+            assert_eq!(status, 500, "{ep} {body:?}: {resp}");
+            let j: serde_json::Value =
+                serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{ep}: non-JSON reply {resp:?}: {e}"));
+            assert!(!j["Err"].as_str().unwrap_or_default().is_empty(), "{ep} {body:?}: {resp}");
+        }
+    }
+    let (_, resp) = raw_post(&sock, "/VolumeDriver.Get", br#"{"Name":"no-such-volume-here"}"#);
+    assert_eq!(resp, r#"{"Err":"","Volume":null}"#);
+    let ls = out(&env.voltool(&["volume", "ls", "-q"]));
+    for (name, _, _) in &cases {
+        assert!(!ls.lines().any(|l| l == name), "{name} must not exist: {ls}");
+    }
+    assert!(!ls.lines().any(|l| l.is_empty() || l.contains('/')), "{ls}");
+}
