@@ -75,11 +75,23 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     });
     let layout = Layout { state_dir: args.state_dir.clone(), mount_root };
 
-    // Local work only before listening: the sockets must answer within a second of start.
-    let svc = VolumeService::open(layout.clone(), Arc::new(LinuxMounter))
-        .with_context(|| format!("open state in {}", args.state_dir.display()))?;
+    // Order matters: first make sure no other daemon owns this state dir or these sockets,
+    // then touch state (reconciling would unmount another daemon's mounts). Only local work
+    // happens before listening: the sockets must answer within a second of start.
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("create state dir {}", args.state_dir.display()))?;
+    let _lock = voltool_runtime::lock::lock_dir(&args.state_dir)?;
     let plugin_listener = bind_unix(&args.plugin_socket, "plugin")?;
     let api_listener = bind_unix(&api_socket, "management API")?;
+    let svc = match VolumeService::open(layout.clone(), Arc::new(LinuxMounter)) {
+        Ok(s) => s,
+        Err(e) => {
+            for sock in [&args.plugin_socket, &api_socket] {
+                let _ = std::fs::remove_file(sock);
+            }
+            return Err(e).with_context(|| format!("open state in {}", args.state_dir.display()));
+        }
+    };
     tracing::info!(
         plugin_socket = %args.plugin_socket.display(),
         api_socket = %api_socket.display(),

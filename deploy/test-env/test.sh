@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The test command (README "Tests", and what .ci/run calls). Installs and starts every real
+# component the suites need, fails loudly when one cannot start, then runs fmt, clippy and
+# all tests. Run as root on a Debian machine:
+#
+#   bash deploy/test-env/test.sh
+#
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+log() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+die() { echo "test.sh: FAILED: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root: the runtime and Docker suites mount filesystems"
+
+log "packages"
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq || die "apt-get update"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || die "apt-get install ${need[*]}"
+fi
+
+log "dockerd"
+if ! docker info >/dev/null 2>&1; then
+  # No bridge/iptables: the machine has no network; test containers run with --network none.
+  nohup dockerd --iptables=false --bridge=none >/tmp/voltool-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+docker info >/dev/null 2>&1 || { tail -20 /tmp/voltool-dockerd.log >&2; die "dockerd did not start (log: /tmp/voltool-dockerd.log)"; }
+echo "docker $(docker version --format '{{.Server.Version}}') up"
+
+log "test image voltool-e2e-busybox"
+if ! docker image inspect voltool-e2e-busybox >/dev/null 2>&1; then
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" && cp /bin/busybox "$root/bin/busybox"
+  for a in $("$root/bin/busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
+  tar -C "$root" -c . | docker import - voltool-e2e-busybox >/dev/null || die "docker import"
+  rm -rf "$root"
+fi
+
+log "fmt + clippy"
+cargo fmt --all --check || die "cargo fmt --check: run cargo fmt"
+cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy"
+
+log "managed plugin"
+deploy/plugin.sh build || die "plugin build"
+deploy/plugin.sh install || die "plugin install"
+
+log "tests"
+cleanup() {
+  # The host-mode daemon the Docker suite started.
+  if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+cargo test --workspace --locked --no-fail-fast
