@@ -54,4 +54,17 @@ cleanup() {
   if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
-cargo test --workspace --locked --no-fail-fast
+out=$(mktemp)
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary, the last often a
+# doc-test binary with nothing in it).
+sum() { grep -E '^test result:' "$out" | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
+skips=$(grep -c '^SKIP ' "$out" || true)
+rm -f "$out"
+echo
+[ "$skips" = 0 ] || echo "note: $skips test(s) printed SKIP (see above)"
+echo "voltool: $(sum passed) passed, $(sum failed) failed, $(sum ignored) skipped"
+exit "$rc"
