@@ -47,6 +47,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A loop-device operation failed.
+    #[error("loop device {}: {op}: {errno}", device.display())]
+    Loop {
+        op: &'static str,
+        device: PathBuf,
+        #[source]
+        errno: Errno,
+    },
     /// A worker thread for namespace work panicked or could not be spawned.
     #[error("namespace worker thread: {0}")]
     Thread(String),
@@ -59,7 +67,8 @@ impl Error {
             Error::Mount { errno, .. }
             | Error::Unmount { errno, .. }
             | Error::Propagation { errno, .. }
-            | Error::Namespace { errno, .. } => Some(*errno),
+            | Error::Namespace { errno, .. }
+            | Error::Loop { errno, .. } => Some(*errno),
             Error::MountTable { source, .. } => source.raw_os_error().map(Errno::from_raw),
             Error::Thread(_) => None,
         }

@@ -24,6 +24,7 @@
 
 pub mod error;
 pub mod lock;
+pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
 pub mod ns;

@@ -139,3 +139,66 @@ fn propagation_change_is_visible_in_mountinfo() {
     })
     .expect("namespace");
 }
+
+#[test]
+fn loop_image_enforces_size_grows_and_autoclears() {
+    use voltool_runtime::loopdev::{LinuxLoopDevices, LoopDevices};
+    if !root_or_skip("loop_image_enforces_size_grows_and_autoclears") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("image");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    std::fs::File::create(&image).expect("create").set_len(32 << 20).expect("sparse");
+    let mk =
+        std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image).status().expect("mkfs.ext4");
+    assert!(mk.success());
+    let loops = LinuxLoopDevices::new();
+    let device = ns::in_new_mount_ns(|| {
+        let att = loops.attach(&image).expect("attach");
+        let device = att.device.clone();
+        let req =
+            MountRequest::filesystem("ext4", &device.display().to_string(), &mnt, MountFlags::empty(), String::new());
+        LinuxMounter.mount(&req).expect("mount loop device");
+        drop(att); // the mount now holds the device; autoclear frees it on unmount
+        let chunk = vec![0xA5u8; 1 << 20];
+        let mut written = 0u64;
+        let full = loop {
+            match std::fs::OpenOptions::new().append(true).create(true).open(mnt.join("fill")).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &chunk)?;
+                f.sync_all()
+            }) {
+                Ok(()) => written += 1 << 20,
+                Err(e) => break e,
+            }
+            assert!(written < 64 << 20, "wrote past the 32 MiB image");
+        };
+        assert_eq!(full.raw_os_error(), Some(libc_enospc()), "{full}");
+        assert!(written >= 24 << 20, "only {written} bytes fit in a 32 MiB image");
+        // Grow the backing file; the loop device sees it only after LOOP_SET_CAPACITY.
+        let sectors = || -> u64 {
+            let name = device.file_name().expect("name").to_string_lossy().into_owned();
+            std::fs::read_to_string(Path::new("/sys/block").join(name).join("size"))
+                .expect("size")
+                .trim()
+                .parse()
+                .expect("n")
+        };
+        assert_eq!(sectors(), (32 << 20) / 512);
+        std::fs::OpenOptions::new().write(true).open(&image).expect("open").set_len(64 << 20).expect("grow");
+        loops.refresh_capacity(&device).expect("LOOP_SET_CAPACITY");
+        assert_eq!(sectors(), (64 << 20) / 512, "device grew while mounted");
+        assert_eq!(unmount(&LinuxMounter, &mnt).expect("unmount"), UnmountOutcome::Unmounted);
+        device
+    })
+    .expect("namespace");
+    // Autoclear: the device has no backing file once the mount is gone.
+    let name = device.file_name().expect("name").to_string_lossy().into_owned();
+    let backing = Path::new("/sys/block").join(&name).join("loop/backing_file");
+    let t0 = std::time::Instant::now();
+    while backing.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!backing.exists(), "{} still attached", device.display());
+}
