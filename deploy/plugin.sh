@@ -36,7 +36,25 @@ build() {
   mkdir -p "$out/rootfs"/{usr/bin,mnt/volumes,var/lib/voltool,run/voltool,run/docker/plugins,etc/voltool,tmp,proc,sys,dev}
   chmod 1777 "$out/rootfs/tmp"
   cp "$here/plugin/config.json" "$out/config.json"
+  # Growing a mounted ext4 volume needs CAP_SYS_RESOURCE. runc cannot grant a capability
+  # outside dockerd's own bounding set (the plugin would fail to enable), so ask for it only
+  # where this host has it.
+  local bnd
+  bnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+  if (( (16#$bnd >> 24) & 1 )); then
+    sed -i 's/"CAP_MKNOD"\]/"CAP_MKNOD", "CAP_SYS_RESOURCE"]/' "$out/config.json"
+  else
+    echo "plugin.sh: note: this host withholds CAP_SYS_RESOURCE; ext4 volumes will only grow while unmounted (xfs grows online)"
+  fi
   copy_with_libs "$bin" /usr/bin/voltool
+  # Filesystem tools for image-backed volumes (mkfs, grow, check), under the names voltool
+  # calls them by (mke2fs picks ext4 from argv[0]).
+  local tool path
+  for tool in mkfs.ext4 resize2fs e2fsck mkfs.xfs xfs_growfs; do
+    path=$(PATH="$PATH:/usr/sbin:/sbin" command -v "$tool") || die "$tool not found: apt-get install e2fsprogs xfsprogs"
+    copy_with_libs "$(readlink -f "$path")" "/usr/sbin/$tool"
+  done
+  [ -f /etc/mke2fs.conf ] && install -D -m 0644 /etc/mke2fs.conf "$out/rootfs/etc/mke2fs.conf"
   echo "plugin.sh: built $out ($(du -sh "$out/rootfs" | cut -f1) rootfs)"
 }
 

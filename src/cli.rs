@@ -103,6 +103,12 @@ pub enum VolumeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Grow a volume's size limit, online while containers use it (image-backed volumes).
+    Resize {
+        name: String,
+        /// New limit, e.g. 128m, 20G, 1.5GiB (binary units); must be larger than the current one.
+        size: String,
+    },
     /// Remove volumes and their data.
     #[command(alias = "remove")]
     Rm {

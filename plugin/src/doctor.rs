@@ -46,18 +46,16 @@ pub fn assess(k: KernelReport) -> DoctorReport {
         ),
         finding(
             "size limits on local volumes",
-            k.state_dir_project_quota || k.loop_devices,
+            k.loop_devices,
             format!(
-                "project quotas on the state dir: {} (kernel quota support: {}); loop devices: {}. voltool will use {} — not in this version yet, size= on local volumes is refused",
+                "project quotas on the state dir: {} (kernel quota support: {}); loop devices: {}. size= on local volumes uses {}",
                 yes(k.state_dir_project_quota),
                 yes(k.kernel_quota),
                 yes(k.loop_devices),
-                if k.state_dir_project_quota {
-                    "project quotas"
-                } else if k.loop_devices {
-                    "loop-mounted image files"
+                if k.loop_devices {
+                    "loop-mounted image files (ext4; xfs with fs=xfs); project quotas are not in this version yet"
                 } else {
-                    "nothing: no quota and no loop devices"
+                    "nothing: without loop devices size= on local volumes is refused"
                 },
             ),
         ),
@@ -114,7 +112,7 @@ mod tests {
         k.state_dir_project_quota = true;
         k.kernel_nfs = true;
         let r = assess(k);
-        assert!(r.findings.iter().any(|f| f.detail.contains("will use project quotas")));
+        assert!(r.findings.iter().any(|f| f.detail.contains("project quotas on the state dir: yes")));
         assert!(r.findings.iter().any(|f| f.detail.contains("the kernel client")));
     }
 }

@@ -41,6 +41,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("volume {volume}: {source}")]
+    Tool {
+        volume: String,
+        #[source]
+        source: crate::backend::tools::ToolError,
+    },
+    #[error("volume {volume} cannot be resized: {reason}")]
+    Resize { volume: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A worker task died (panic); a bug, reported rather than hidden.

@@ -4,6 +4,7 @@
 //! - `GET /v1/version`
 //! - `GET /v1/volumes`, `POST /v1/volumes` `{"name", "options"}`
 //! - `GET /v1/volumes/{name}`, `DELETE /v1/volumes/{name}?force=true`
+//! - `POST /v1/volumes/{name}/resize` `{"size": "128m"}`
 //! - `GET /v1/doctor`
 //!
 //! Errors answer `{"error": "..."}` with a status chosen by [`status_of`], a `match` without
@@ -73,12 +74,15 @@ struct Ctx {
 /// HTTP status for a service error.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::Option(_) => StatusCode::BAD_REQUEST,
+        Error::Option(_) | Error::Resize { .. } => StatusCode::BAD_REQUEST,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Conflict { .. } | Error::InUse { .. } => StatusCode::CONFLICT,
-        Error::Mount { .. } | Error::Unmount { .. } | Error::Io { .. } | Error::Store(_) | Error::Internal(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        Error::Mount { .. }
+        | Error::Unmount { .. }
+        | Error::Io { .. }
+        | Error::Tool { .. }
+        | Error::Store(_)
+        | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -117,6 +121,7 @@ pub fn router(svc: VolumeService, driver: String, doctor: impl Fn() -> DoctorRep
         .route("/v1/version", get(version))
         .route("/v1/volumes", get(list).post(create))
         .route("/v1/volumes/{name}", get(get_one).delete(remove))
+        .route("/v1/volumes/{name}/resize", axum::routing::post(resize))
         .route("/v1/doctor", get(doctor_route))
         .with_state(ctx)
 }
@@ -156,6 +161,23 @@ async fn get_one(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
         Ok(None) => err(Error::NotFound { volume: name }),
         Err(e) => err(e),
     }
+}
+
+/// Body of `POST /v1/volumes/{name}/resize`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResizeVolume {
+    pub size: String,
+}
+
+async fn resize(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    let req: ResizeVolume = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid request body: {e}")),
+    };
+    if let Err(e) = c.svc.resize(&name, &req.size).await {
+        return err(e);
+    }
+    get_one(State(c), Path(name)).await
 }
 
 #[derive(Deserialize)]

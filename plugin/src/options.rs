@@ -27,9 +27,10 @@ pub enum OptionError {
 }
 
 /// The kind of storage behind a volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeType {
+    #[default]
     Local,
     Tmpfs,
 }
@@ -63,8 +64,58 @@ pub struct TmpfsExtra {
     pub ro: bool,
 }
 
+/// How a size limit is enforced (`quota=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaMode {
+    /// Project quota where the state dir's filesystem supports it, else an image file.
+    #[default]
+    Auto,
+    Project,
+    Image,
+    None,
+}
+
+/// Filesystem inside an image-backed volume (`fs=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    #[default]
+    Ext4,
+    Xfs,
+}
+
+impl FsType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+        }
+    }
+
+    /// Smallest image mkfs accepts for this filesystem.
+    pub fn min_size(self) -> u64 {
+        match self {
+            FsType::Ext4 => 4 << 20,
+            // mkfs.xfs (xfsprogs >= 5.19) refuses filesystems under 300 MiB.
+            FsType::Xfs => 300 << 20,
+        }
+    }
+}
+
+/// Where a local volume's bytes live; decided once at create and stored, so a later change
+/// of the host (say, quotas enabled) never moves an existing volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backing {
+    /// A plain directory, no size limit.
+    Dir,
+    /// A loop-mounted image file holding a filesystem of exactly `size` bytes.
+    Image,
+}
+
 /// A validated volume specification: everything the backends need, nothing stringly typed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeSpec {
     pub kind: VolumeType,
     /// Hard size limit in bytes.
@@ -72,6 +123,66 @@ pub struct VolumeSpec {
     pub owner: Owner,
     #[serde(default)]
     pub tmpfs: TmpfsExtra,
+    #[serde(default)]
+    pub quota: QuotaMode,
+    /// `Some` when the user asked for a filesystem (image-backed volumes).
+    #[serde(default)]
+    pub fs: Option<FsType>,
+    /// Resolved at create for local volumes (see [`resolve_backing`]).
+    #[serde(default)]
+    pub backing: Option<Backing>,
+}
+
+/// What the host offers for enforcing local size limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaSupport {
+    /// The state dir's filesystem is mounted with project quotas.
+    pub project: bool,
+    /// `/dev/loop-control` exists.
+    pub loop_devices: bool,
+}
+
+/// Decides how a local volume stores its bytes, from what the user asked and what the host
+/// offers.
+///
+/// # Errors
+/// [`OptionError::Unsupported`] or [`OptionError::Value`] explaining what cannot be done.
+pub fn resolve_backing(spec: &VolumeSpec, host: QuotaSupport) -> Result<Backing, OptionError> {
+    let Some(size) = spec.size else {
+        return match (spec.quota, spec.fs) {
+            (QuotaMode::Image | QuotaMode::Project, _) | (_, Some(_)) => Err(OptionError::Unsupported(
+                "options quota=image|project and fs= need a size limit; add e.g. -o size=10G".into(),
+            )),
+            _ => Ok(Backing::Dir),
+        };
+    };
+    let image = |fs: FsType| {
+        if !host.loop_devices {
+            return Err(OptionError::Unsupported(
+                "an image-backed volume needs loop devices, and this host has no /dev/loop-control (modprobe loop)"
+                    .into(),
+            ));
+        }
+        if size < fs.min_size() {
+            return Err(OptionError::Value {
+                key: "size".into(),
+                value: format_size(size),
+                reason: format!("an {} image needs at least {}", fs.name(), format_size(fs.min_size())),
+            });
+        }
+        Ok(Backing::Image)
+    };
+    match spec.quota {
+        QuotaMode::None => Err(OptionError::Unsupported(
+            "quota=none cannot enforce size; drop size= for an unlimited volume, or use quota=auto|image".into(),
+        )),
+        QuotaMode::Project => Err(OptionError::Unsupported(if host.project {
+            "quota=project is not available in this version of voltool yet; use quota=image".into()
+        } else {
+            "quota=project needs the state dir's filesystem (xfs, or ext4 with the project feature) mounted with prjquota; use quota=image".into()
+        })),
+        QuotaMode::Image | QuotaMode::Auto => image(spec.fs.unwrap_or_default()),
+    }
 }
 
 /// Checks a volume name against `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 characters.
@@ -153,6 +264,10 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+fn value_err(key: &str, v: &str, reason: &str) -> OptionError {
+    OptionError::Value { key: key.into(), value: v.into(), reason: reason.into() }
+}
+
 fn parse_mode(key: &str, v: &str) -> Result<u32, OptionError> {
     u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| OptionError::Value {
         key: key.into(),
@@ -170,12 +285,11 @@ fn parse_id(key: &str, v: &str) -> Result<u32, OptionError> {
 }
 
 const COMMON_KEYS: &[&str] = &["type", "size", "uid", "gid", "mode"];
+const LOCAL_KEYS: &[&str] = &["quota", "fs"];
 const TMPFS_KEYS: &[&str] = &["o", "device"];
 /// Keys from the product contract whose features this version does not have yet: refused
 /// with a message saying so rather than accepted and silently ignored.
 const PLANNED_KEYS: &[&str] = &[
-    "quota",
-    "fs",
     "addr",
     "export",
     "share",
@@ -193,9 +307,10 @@ const PLANNED_KEYS: &[&str] = &[
 
 fn valid_keys(kind: VolumeType) -> String {
     let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
-    if kind == VolumeType::Tmpfs {
-        keys.extend_from_slice(TMPFS_KEYS);
-    }
+    keys.extend_from_slice(match kind {
+        VolumeType::Local => LOCAL_KEYS,
+        VolumeType::Tmpfs => TMPFS_KEYS,
+    });
     keys.join(", ")
 }
 
@@ -235,7 +350,15 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
         }
         Some(other) => return Err(OptionError::Type(other.into())),
     };
-    let mut spec = VolumeSpec { kind, size: None, owner: Owner::default(), tmpfs: TmpfsExtra::default() };
+    let mut spec = VolumeSpec {
+        kind,
+        size: None,
+        owner: Owner::default(),
+        tmpfs: TmpfsExtra::default(),
+        quota: QuotaMode::default(),
+        fs: None,
+        backing: None,
+    };
     for (key, v) in opts {
         match key.as_str() {
             "type" => {}
@@ -243,6 +366,22 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
             "uid" => set_once(&mut spec.owner.uid, key, v, parse_id(key, v)?)?,
             "gid" => set_once(&mut spec.owner.gid, key, v, parse_id(key, v)?)?,
             "mode" => set_once(&mut spec.owner.mode, key, v, parse_mode(key, v)?)?,
+            "quota" if kind == VolumeType::Local => {
+                spec.quota = match v.as_str() {
+                    "auto" => QuotaMode::Auto,
+                    "project" => QuotaMode::Project,
+                    "image" => QuotaMode::Image,
+                    "none" => QuotaMode::None,
+                    _ => return Err(value_err(key, v, "valid values: auto, project, image, none")),
+                }
+            }
+            "fs" if kind == VolumeType::Local => {
+                spec.fs = Some(match v.as_str() {
+                    "ext4" => FsType::Ext4,
+                    "xfs" => FsType::Xfs,
+                    _ => return Err(value_err(key, v, "valid values: ext4, xfs")),
+                })
+            }
             "device" if kind == VolumeType::Tmpfs => {
                 // Docker's local driver needs `device=tmpfs`; any name is only cosmetic there.
             }
@@ -255,11 +394,6 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
             }
             _ => return Err(OptionError::Unknown { key: key.clone(), kind, valid: valid_keys(kind) }),
         }
-    }
-    if kind == VolumeType::Local && spec.size.is_some() {
-        return Err(OptionError::Unsupported(
-            "option size on a local volume needs a quota backend (image or project quota), which this version does not have yet; use type=tmpfs for a size-limited scratch volume".into(),
-        ));
     }
     Ok(spec)
 }
@@ -368,7 +502,10 @@ mod tests {
     #[test]
     fn unknown_keys_list_valid_ones() {
         let e = parse_options(&opts(&[("foo", "1")])).expect_err("foo").to_string();
-        assert_eq!(e, "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode");
+        assert_eq!(
+            e,
+            "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, quota, fs"
+        );
         let e = parse_options(&opts(&[("type", "tmpfs"), ("foo", "1")])).expect_err("foo").to_string();
         assert!(e.ends_with("valid options: type, size, uid, gid, mode, o, device"), "{e}");
         // local-driver keys are only valid where they mean something
@@ -389,7 +526,37 @@ mod tests {
         assert!(e.contains("not available in this version"), "{e}");
         let e = parse_options(&opts(&[("backup-schedule", "@daily")])).expect_err("planned").to_string();
         assert!(e.contains("not available in this version"), "{e}");
-        let e = parse_options(&opts(&[("size", "1G")])).expect_err("local size").to_string();
-        assert!(e.contains("quota"), "{e}");
+        assert!(parse_options(&opts(&[("quota", "zfs")])).is_err());
+        assert!(parse_options(&opts(&[("fs", "btrfs")])).is_err());
+        assert!(parse_options(&opts(&[("type", "tmpfs"), ("fs", "xfs")])).is_err(), "fs is for local volumes");
+    }
+
+    #[test]
+    fn backing_resolution_table() {
+        let host = QuotaSupport { project: false, loop_devices: true };
+        let no_loop = QuotaSupport { project: false, loop_devices: false };
+        type Case<'a> = (&'a [(&'a str, &'a str)], QuotaSupport, Result<Backing, &'a str>);
+        let cases: &[Case] = &[
+            (&[], host, Ok(Backing::Dir)),
+            (&[("quota", "none")], host, Ok(Backing::Dir)),
+            (&[("size", "64m")], host, Ok(Backing::Image)),
+            (&[("size", "64m"), ("quota", "image")], host, Ok(Backing::Image)),
+            (&[("size", "1g"), ("fs", "xfs")], host, Ok(Backing::Image)),
+            (&[("size", "64m"), ("fs", "xfs")], host, Err("at least 300 MiB")),
+            (&[("size", "1m")], host, Err("at least 4 MiB")),
+            (&[("size", "64m")], no_loop, Err("loop devices")),
+            (&[("size", "64m"), ("quota", "none")], host, Err("quota=none cannot enforce size")),
+            (&[("size", "64m"), ("quota", "project")], host, Err("prjquota")),
+            (&[("quota", "image")], host, Err("need a size limit")),
+            (&[("fs", "xfs")], host, Err("need a size limit")),
+        ];
+        for (o, h, want) in cases {
+            let spec = parse_options(&opts(o)).expect("parses");
+            match (resolve_backing(&spec, *h), want) {
+                (Ok(b), Ok(w)) => assert_eq!(b, *w, "{o:?}"),
+                (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{o:?}: {e}"),
+                (got, want) => panic!("{o:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -10,14 +10,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
-use voltool_runtime::Mounter;
-
-use crate::backend::{AnyBackend, Layout};
+use crate::backend::{AnyBackend, Host, Layout};
 use crate::error::{Error, Result};
 use crate::options::{self, VolumeSpec, VolumeType, format_size};
 use crate::store::{Store, VolumeRecord};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
 
 /// How long Status may spend measuring a local volume's usage.
 const USAGE_BUDGET: Duration = Duration::from_millis(300);
@@ -34,6 +32,12 @@ pub struct VolumeStatus {
     /// Allocated bytes; absent when they could not be measured quickly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub used_bytes: Option<u64>,
+    /// What the filesystem can hold (below the limit by its metadata); mounted tmpfs and
+    /// image-backed volumes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    /// `directory`, `image (ext4)`, `image (xfs)` or `tmpfs`.
+    pub backing: String,
     pub mounted: bool,
     pub mount_count: usize,
 }
@@ -55,7 +59,7 @@ pub struct VolumeView {
 
 struct Inner {
     store: Store,
-    mounter: Arc<dyn Mounter>,
+    host: Host,
     layout: Layout,
 }
 
@@ -78,12 +82,12 @@ impl VolumeService {
     ///
     /// # Errors
     /// [`Error::Io`] for the directories, [`Error::Store`] for the database.
-    pub fn open(layout: Layout, mounter: Arc<dyn Mounter>) -> Result<Self> {
+    pub fn open(layout: Layout, host: Host) -> Result<Self> {
         for dir in [&layout.state_dir, &layout.state_dir.join("volumes"), &layout.mount_root] {
             std::fs::create_dir_all(dir).map_err(Error::io("-", "create", dir.clone()))?;
         }
         let store = Store::open(&layout.database())?;
-        let svc = Self { inner: Arc::new(Inner { store, mounter, layout }), locks: Arc::default() };
+        let svc = Self { inner: Arc::new(Inner { store, host, layout }), locks: Arc::default() };
         svc.inner.reconcile()?;
         Ok(svc)
     }
@@ -128,6 +132,19 @@ impl VolumeService {
         let spec = options::parse_options(&opts)?;
         let name = name.to_string();
         self.locked(&name.clone(), move |inner| inner.create(&name, spec, opts)).await
+    }
+
+    /// Grows a volume's size limit to `size` (e.g. `128m`), online when it is mounted.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for a bad size, [`Error::Resize`] when the volume cannot grow,
+    /// [`Error::NotFound`], tool/loop/I/O errors.
+    pub async fn resize(&self, name: &str, size: &str) -> Result<()> {
+        let bytes = options::parse_size(size).map_err(|reason| {
+            Error::Option(options::OptionError::Value { key: "size".into(), value: size.into(), reason })
+        })?;
+        let (n, raw) = (name.to_string(), size.to_string());
+        self.locked(name, move |inner| inner.resize(&n, bytes, raw)).await
     }
 
     /// Removes a volume and its data. `force` first unmounts a volume that still has mounts.
@@ -189,6 +206,8 @@ impl VolumeService {
                 size_limit: v.spec.size.map_or_else(|| "none".to_string(), format_size),
                 size_limit_bytes: v.spec.size,
                 used_bytes: backend.used_bytes(&inner.layout, &n, v.mounted, USAGE_BUDGET),
+                capacity_bytes: backend.capacity_bytes(&inner.layout, &n, v.mounted),
+                backing: backend.describe(),
                 mounted: v.mounted,
                 mount_count: v.mount_count,
             });
@@ -218,7 +237,7 @@ impl Inner {
 
     fn is_mounted(&self, name: &str) -> Result<bool> {
         let mp = self.layout.mountpoint(name);
-        self.mounter.is_mounted(&mp).map_err(|source| Error::Mount { volume: name.into(), source })
+        self.host.mounter.is_mounted(&mp).map_err(|source| Error::Mount { volume: name.into(), source })
     }
 
     fn view(&self, rec: VolumeRecord) -> Result<VolumeView> {
@@ -236,7 +255,7 @@ impl Inner {
         })
     }
 
-    fn create(&self, name: &str, spec: VolumeSpec, opts: BTreeMap<String, String>) -> Result<()> {
+    fn create(&self, name: &str, mut spec: VolumeSpec, opts: BTreeMap<String, String>) -> Result<()> {
         if let Some(existing) = self.store.get_volume(name)? {
             return if existing.options == opts { Ok(()) } else { Err(Error::Conflict { volume: name.into() }) };
         }
@@ -253,9 +272,12 @@ impl Inner {
             std::fs::rename(&vdir, &dest).map_err(Error::io(name, "move orphaned directory", &vdir))?;
             tracing::warn!(volume = name, moved_to = %dest.display(), "found a volume directory without a record; moved it aside");
         }
+        if spec.kind == VolumeType::Local {
+            spec.backing = Some(options::resolve_backing(&spec, self.host.quota)?);
+        }
         let backend = AnyBackend::for_spec(&spec);
         let rec = VolumeRecord { name: name.into(), spec: spec.clone(), options: opts, created_at: now_rfc3339() };
-        let made = backend.provision(&self.layout, name, &spec).and_then(|()| {
+        let made = backend.provision(&self.host, &self.layout, name, &spec).and_then(|()| {
             if self.store.insert_volume(&rec)? { Ok(()) } else { Err(Error::Conflict { volume: name.into() }) }
         });
         if let Err(e) = made {
@@ -276,7 +298,7 @@ impl Inner {
         }
         let backend = AnyBackend::for_spec(&rec.spec);
         if self.is_mounted(name)? {
-            backend.unmount(self.mounter.as_ref(), &self.layout, name)?;
+            backend.unmount(&self.host, &self.layout, name)?;
         }
         self.store.clear_mount_ids(name)?;
         // Delete the record first: a crash after it leaves an orphan directory, which the
@@ -295,24 +317,37 @@ impl Inner {
             if stale > 0 {
                 tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounting");
             }
-            AnyBackend::for_spec(&rec.spec).mount(self.mounter.as_ref(), &self.layout, name, &rec.spec)?;
+            AnyBackend::for_spec(&rec.spec).mount(&self.host, &self.layout, name, &rec.spec)?;
             tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
         }
         if let Err(e) = self.store.add_mount_id(name, id) {
             // Do not leave a mount nobody is recorded as holding.
             if self.store.mount_ids(name).map(|ids| ids.is_empty()).unwrap_or(false) {
-                let _ = AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, name);
+                let _ = AnyBackend::for_spec(&rec.spec).unmount(&self.host, &self.layout, name);
             }
             return Err(e.into());
         }
         Ok(mp)
     }
 
+    fn resize(&self, name: &str, bytes: u64, raw: String) -> Result<()> {
+        let mut rec = self.record(name)?;
+        AnyBackend::for_spec(&rec.spec).grow(&self.host, &self.layout, name, &rec.spec, bytes)?;
+        rec.spec.size = Some(bytes);
+        // The limit the user now asked for is what inspect shows.
+        if rec.options.contains_key("size") {
+            rec.options.insert("size".into(), raw);
+        }
+        self.store.update_volume(&rec)?;
+        tracing::info!(volume = name, size = bytes, "resized volume");
+        Ok(())
+    }
+
     fn unmount(&self, name: &str, id: &str) -> Result<()> {
         let rec = self.record(name)?;
         let remaining = self.store.remove_mount_id(name, id)?;
         if remaining == 0 && self.is_mounted(name)? {
-            let outcome = AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, name)?;
+            let outcome = AnyBackend::for_spec(&rec.spec).unmount(&self.host, &self.layout, name)?;
             tracing::info!(volume = name, ?outcome, "unmounted");
         }
         Ok(())
@@ -333,7 +368,7 @@ impl Inner {
                     "mount gone since last run; dropped its mount IDs"
                 );
             } else if mounted && ids.is_empty() {
-                AnyBackend::for_spec(&rec.spec).unmount(self.mounter.as_ref(), &self.layout, &rec.name)?;
+                AnyBackend::for_spec(&rec.spec).unmount(&self.host, &self.layout, &rec.name)?;
                 tracing::warn!(volume = rec.name, "unmounted a mount no container holds");
             }
         }
@@ -352,3 +387,25 @@ fn now_compact() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Fakes for the host facilities, shared by this crate's tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::sync::Arc;
+
+    use voltool_runtime::RecordingMounter;
+    use voltool_runtime::loopdev::RecordingLoopDevices;
+
+    use crate::backend::Host;
+    use crate::backend::tools::RecordingFsTools;
+    use crate::options::QuotaSupport;
+
+    pub fn fake_host(mounter: &Arc<RecordingMounter>) -> Host {
+        Host {
+            mounter: mounter.clone(),
+            loops: Arc::new(RecordingLoopDevices::new()),
+            tools: Arc::new(RecordingFsTools::new()),
+            quota: QuotaSupport { project: false, loop_devices: true },
+        }
+    }
+}

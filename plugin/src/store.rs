@@ -172,6 +172,19 @@ impl Store {
         rows.into_iter().map(|(n, s, o, c)| self.decode(n, s, o, c)).collect()
     }
 
+    /// Replaces a volume's spec and options (after a resize).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn update_volume(&self, rec: &VolumeRecord) -> Result<(), StoreError> {
+        let spec = serde_json::to_string(&rec.spec).unwrap_or_default();
+        let opts = serde_json::to_string(&rec.options).unwrap_or_default();
+        self.conn()
+            .execute("UPDATE volumes SET spec = ?2, options = ?3 WHERE name = ?1", params![rec.name, spec, opts])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Deletes a volume and its mount IDs; `Ok(false)` when it did not exist.
     ///
     /// # Errors
@@ -234,17 +247,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{Owner, TmpfsExtra, VolumeType};
+    use crate::options::VolumeType;
 
     fn rec(name: &str) -> VolumeRecord {
         VolumeRecord {
             name: name.into(),
-            spec: VolumeSpec {
-                kind: VolumeType::Tmpfs,
-                size: Some(1 << 20),
-                owner: Owner::default(),
-                tmpfs: TmpfsExtra::default(),
-            },
+            spec: VolumeSpec { kind: VolumeType::Tmpfs, size: Some(1 << 20), ..Default::default() },
             options: [("type".to_string(), "tmpfs".to_string())].into(),
             created_at: "2026-01-01T00:00:00Z".into(),
         }

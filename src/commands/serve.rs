@@ -8,7 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use tokio::net::UnixListener;
+use voltool_plugin::backend::Host;
+use voltool_plugin::backend::tools::SystemFsTools;
+use voltool_plugin::options::QuotaSupport;
 use voltool_plugin::{Layout, VolumeService, doctor, mgmt, protocol};
+use voltool_runtime::loopdev::LinuxLoopDevices;
 use voltool_runtime::{LinuxMounter, probe};
 
 use crate::cli::ServeArgs;
@@ -83,7 +87,14 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let _lock = voltool_runtime::lock::lock_dir(&args.state_dir)?;
     let plugin_listener = bind_unix(&args.plugin_socket, "plugin")?;
     let api_listener = bind_unix(&api_socket, "management API")?;
-    let svc = match VolumeService::open(layout.clone(), Arc::new(LinuxMounter)) {
+    let kernel = probe::kernel_report(&args.state_dir);
+    let host = Host {
+        mounter: Arc::new(LinuxMounter),
+        loops: Arc::new(LinuxLoopDevices::new()),
+        tools: Arc::new(SystemFsTools::default()),
+        quota: QuotaSupport { project: kernel.state_dir_project_quota, loop_devices: kernel.loop_devices },
+    };
+    let svc = match VolumeService::open(layout.clone(), host) {
         Ok(s) => s,
         Err(e) => {
             for sock in [&args.plugin_socket, &api_socket] {

@@ -113,6 +113,10 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
             }
             return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
         }
+        VolumeCommand::Resize { name, size } => {
+            let v: VolumeInspect = api.post(&format!("{}/resize", path_of(&name)), json!({ "size": size })).await?;
+            println!("{} {}", v.name, status_str(&v.status, "size_limit"));
+        }
         VolumeCommand::Rm { names, force } => {
             let mut failed = false;
             for n in &names {

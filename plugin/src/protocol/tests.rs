@@ -32,7 +32,8 @@ struct Api {
 fn api() -> Api {
     let dir = tempfile::tempdir().expect("tmp");
     let layout = Layout { state_dir: dir.path().join("s"), mount_root: dir.path().join("m") };
-    let svc = VolumeService::open(layout, Arc::new(RecordingMounter::new())).expect("open");
+    let svc = VolumeService::open(layout, crate::service::tests_support::fake_host(&Arc::new(RecordingMounter::new())))
+        .expect("open");
     Api { router: router(Arc::new(svc.clone())), svc, _dir: dir }
 }
 

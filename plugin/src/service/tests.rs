@@ -6,6 +6,7 @@ use nix::errno::Errno;
 use voltool_runtime::{Mounter, RecordingMounter};
 
 use super::*;
+use crate::service::tests_support::fake_host;
 
 fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
     kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -22,7 +23,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tmp");
     let layout = Layout { state_dir: dir.path().join("state"), mount_root: dir.path().join("mnt") };
     let mounter = Arc::new(RecordingMounter::new());
-    let svc = VolumeService::open(layout.clone(), mounter.clone()).expect("open");
+    let svc = VolumeService::open(layout.clone(), fake_host(&mounter)).expect("open");
     Fixture { _dir: dir, layout, mounter, svc }
 }
 
@@ -132,7 +133,7 @@ async fn reopen_reconciles_with_kernel_table() {
         &voltool_runtime::MountRequest::bind(&f.layout.data_dir("orphan"), &f.layout.mountpoint("orphan")),
     )
     .expect("orphan mount");
-    let svc2 = VolumeService::open(f.layout.clone(), f.mounter.clone()).expect("reopen");
+    let svc2 = VolumeService::open(f.layout.clone(), fake_host(&f.mounter)).expect("reopen");
     let gone = svc2.get("gone").await.expect("get").expect("v");
     assert_eq!((gone.mounted, gone.mount_count), (false, 0));
     let kept = svc2.get("kept").await.expect("get").expect("v");

@@ -1,0 +1,449 @@
+//! Storage backends: where a volume's bytes live and how they get to its mountpoint.
+//!
+//! [`AnyBackend`] dispatches with a `match` (the youki libcgroups shape), so adding a
+//! backend forces every operation to decide what it means for it:
+//! - `Local`: a directory in the state dir, bind-mounted;
+//! - `Image`: a sparse image file of exactly `size` bytes with ext4/xfs inside, attached to a
+//!   loop device (autoclear) and mounted — the hard limit where project quotas are missing;
+//! - `Tmpfs`: a tmpfs with `size=`.
+
+pub mod tools;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use voltool_runtime::loopdev::LoopDevices;
+use voltool_runtime::mount::{self, MountFlags, MountRequest, Mounter};
+
+use crate::error::{Error, Result};
+use crate::options::{Backing, FsType, Owner, QuotaSupport, VolumeSpec, VolumeType};
+use tools::FsTools;
+
+/// The host facilities backends work through; fakes in tests.
+#[derive(Clone)]
+pub struct Host {
+    pub mounter: Arc<dyn Mounter>,
+    pub loops: Arc<dyn LoopDevices>,
+    pub tools: Arc<dyn FsTools>,
+    pub quota: QuotaSupport,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("quota", &self.quota).finish_non_exhaustive()
+    }
+}
+
+/// Where things live on disk.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub state_dir: PathBuf,
+    /// Parent of every volume's mountpoint. In managed-plugin mode this is the plugin's
+    /// `propagatedMount`, so mounts made here reach dockerd and the containers.
+    pub mount_root: PathBuf,
+}
+
+impl Layout {
+    pub fn database(&self) -> PathBuf {
+        self.state_dir.join("voltool.db")
+    }
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.state_dir.join("volumes").join(name)
+    }
+    /// The directory holding a local volume's data.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("data")
+    }
+    /// The image file of an image-backed volume.
+    pub fn image(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("image")
+    }
+    /// Where a new image is mounted once to set its root's owner and mode.
+    fn init_dir(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("init")
+    }
+    pub fn mountpoint(&self, name: &str) -> PathBuf {
+        self.mount_root.join(name)
+    }
+    pub fn orphans_dir(&self) -> PathBuf {
+        self.state_dir.join("orphans")
+    }
+}
+
+/// Applies uid/gid/mode to a volume root.
+fn apply_owner(volume: &str, dir: &Path, owner: &Owner) -> Result<()> {
+    if owner.uid.is_some() || owner.gid.is_some() {
+        std::os::unix::fs::chown(dir, owner.uid, owner.gid).map_err(Error::io(volume, "chown", dir))?;
+    }
+    if let Some(mode) = owner.mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(Error::io(volume, "chmod", dir))?;
+    }
+    Ok(())
+}
+
+/// Dispatch over the storage backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyBackend {
+    /// A directory under the state dir, bind-mounted at the mountpoint.
+    Local,
+    /// A loop-mounted image file with a filesystem of exactly the size limit.
+    Image(FsType),
+    /// A tmpfs mounted at the mountpoint; contents live only while mounted.
+    Tmpfs,
+}
+
+impl AnyBackend {
+    pub fn for_spec(spec: &VolumeSpec) -> Self {
+        match (spec.kind, spec.backing) {
+            (VolumeType::Local, Some(Backing::Image)) => AnyBackend::Image(spec.fs.unwrap_or_default()),
+            (VolumeType::Local, Some(Backing::Dir) | None) => AnyBackend::Local,
+            (VolumeType::Tmpfs, _) => AnyBackend::Tmpfs,
+        }
+    }
+
+    /// Creates the volume's persistent storage.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path, [`Error::Tool`] when mkfs fails, mount errors while
+    /// initialising an image.
+    pub fn provision(&self, host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
+        let vdir = layout.volume_dir(name);
+        std::fs::create_dir_all(&vdir).map_err(Error::io(name, "create", &vdir))?;
+        match self {
+            AnyBackend::Local => {
+                let data = layout.data_dir(name);
+                std::fs::create_dir(&data).map_err(Error::io(name, "create", &data))?;
+                std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io(name, "chmod", &data))?;
+                apply_owner(name, &data, &spec.owner)
+            }
+            AnyBackend::Image(fs) => {
+                let image = layout.image(name);
+                let size = spec.size.unwrap_or_default();
+                // Sparse: the limit is reserved in the filesystem's geometry, not on disk.
+                let f = std::fs::File::create_new(&image).map_err(Error::io(name, "create image", &image))?;
+                f.set_len(size).map_err(Error::io(name, "size image", &image))?;
+                drop(f);
+                host.tools.mkfs(*fs, &image).map_err(|source| Error::Tool { volume: name.into(), source })?;
+                // Mount once to give the root its owner and mode.
+                let init = layout.init_dir(name);
+                std::fs::create_dir_all(&init).map_err(Error::io(name, "create", &init))?;
+                mount_image(host, name, *fs, &image, &init)?;
+                let lost = init.join("lost+found");
+                let set = (|| {
+                    if lost.is_dir() {
+                        std::fs::remove_dir(&lost).map_err(Error::io(name, "remove", &lost))?;
+                    }
+                    let mode = spec.owner.mode.unwrap_or(0o755);
+                    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(mode))
+                        .map_err(Error::io(name, "chmod", &init))?;
+                    apply_owner(name, &init, &spec.owner)
+                })();
+                let un = mount::unmount(host.mounter.as_ref(), &init)
+                    .map_err(|source| Error::Unmount { volume: name.into(), source });
+                set.and(un.map(drop))?;
+                std::fs::remove_dir(&init).map_err(Error::io(name, "remove", &init))
+            }
+            AnyBackend::Tmpfs => Ok(()),
+        }
+    }
+
+    /// Mounts the volume at its mountpoint.
+    ///
+    /// # Errors
+    /// [`Error::Mount`] with the kernel's errno, [`Error::Io`] for the mountpoint directory.
+    pub fn mount(&self, host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
+        let mp = layout.mountpoint(name);
+        std::fs::create_dir_all(&mp).map_err(Error::io(name, "create mountpoint", &mp))?;
+        let req = match self {
+            AnyBackend::Local => MountRequest::bind(&layout.data_dir(name), &mp),
+            AnyBackend::Tmpfs => tmpfs_request(name, &mp, spec),
+            AnyBackend::Image(fs) => return mount_image(host, name, *fs, &layout.image(name), &mp),
+        };
+        host.mounter.mount(&req).map_err(|source| Error::Mount { volume: name.into(), source })
+    }
+
+    /// Unmounts the volume (lazily if busy). An image's loop device is freed by autoclear.
+    ///
+    /// # Errors
+    /// [`Error::Unmount`].
+    pub fn unmount(&self, host: &Host, layout: &Layout, name: &str) -> Result<mount::UnmountOutcome> {
+        mount::unmount(host.mounter.as_ref(), &layout.mountpoint(name))
+            .map_err(|source| Error::Unmount { volume: name.into(), source })
+    }
+
+    /// Grows the volume's limit to `new_size` bytes, online when mounted.
+    ///
+    /// # Errors
+    /// [`Error::Resize`] for a backend that cannot grow or a smaller size; tool, loop and I/O
+    /// errors otherwise.
+    pub fn grow(&self, host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec, new_size: u64) -> Result<()> {
+        let old = spec.size.unwrap_or_default();
+        let refuse = |reason: String| Err(Error::Resize { volume: name.into(), reason });
+        let fs = match self {
+            AnyBackend::Image(fs) => *fs,
+            AnyBackend::Local => return refuse("it has no size limit (create it with -o size=...)".into()),
+            AnyBackend::Tmpfs => return refuse("tmpfs volumes take their size at mount; recreate it".into()),
+        };
+        if new_size <= old {
+            return refuse(format!(
+                "shrinking is not supported (current limit {}, asked {})",
+                crate::options::format_size(old),
+                crate::options::format_size(new_size)
+            ));
+        }
+        let image = layout.image(name);
+        let mp = layout.mountpoint(name);
+        let table = host.mounter.mount_table().map_err(|source| Error::Mount { volume: name.into(), source })?;
+        let mounted_dev = table.iter().rev().find(|m| m.mount_point == mp).map(|m| PathBuf::from(&m.source));
+        let f = std::fs::OpenOptions::new().write(true).open(&image).map_err(Error::io(name, "open image", &image))?;
+        f.set_len(new_size).map_err(Error::io(name, "grow image", &image))?;
+        drop(f);
+        let tool = |source| Error::Tool { volume: name.into(), source };
+        match mounted_dev {
+            Some(dev) => {
+                host.loops.refresh_capacity(&dev).map_err(|source| Error::Mount { volume: name.into(), source })?;
+                host.tools.grow_online(fs, &dev, &mp).map_err(tool)
+            }
+            None => match fs {
+                FsType::Ext4 => host.tools.grow_offline_ext4(&image).map_err(tool),
+                FsType::Xfs => {
+                    // xfs only grows mounted: mount it aside, grow, unmount.
+                    let init = layout.init_dir(name);
+                    std::fs::create_dir_all(&init).map_err(Error::io(name, "create", &init))?;
+                    mount_image(host, name, fs, &image, &init)?;
+                    let grown = host.tools.grow_online(fs, Path::new(""), &init).map_err(tool);
+                    let un = mount::unmount(host.mounter.as_ref(), &init)
+                        .map_err(|source| Error::Unmount { volume: name.into(), source });
+                    grown.and(un.map(drop))?;
+                    std::fs::remove_dir(&init).map_err(Error::io(name, "remove", &init))
+                }
+            },
+        }
+    }
+
+    /// Deletes the volume's storage and mountpoint directory. The caller has made sure
+    /// nothing is mounted.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn destroy(&self, layout: &Layout, name: &str) -> Result<()> {
+        let vdir = layout.volume_dir(name);
+        // remove_dir_all does not follow symlinks inside the tree.
+        match std::fs::remove_dir_all(&vdir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(name, "remove", &vdir)(e)),
+            _ => {}
+        }
+        let mp = layout.mountpoint(name);
+        match std::fs::remove_dir(&mp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(name, "remove mountpoint", &mp)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the mounted filesystem can hold, for backends with a filesystem of their own.
+    pub fn capacity_bytes(&self, layout: &Layout, name: &str, mounted: bool) -> Option<u64> {
+        match self {
+            AnyBackend::Tmpfs | AnyBackend::Image(_) if mounted => {
+                let st = nix::sys::statvfs::statvfs(&layout.mountpoint(name)).ok()?;
+                Some(st.blocks() * st.fragment_size())
+            }
+            _ => None,
+        }
+    }
+
+    /// A short name for Status.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyBackend::Local => "directory".into(),
+            AnyBackend::Image(fs) => format!("image ({})", fs.name()),
+            AnyBackend::Tmpfs => "tmpfs".into(),
+        }
+    }
+
+    /// Bytes used, if they can be found within `budget`.
+    pub fn used_bytes(&self, layout: &Layout, name: &str, mounted: bool, budget: Duration) -> Option<u64> {
+        match self {
+            AnyBackend::Local => dir_usage(&layout.data_dir(name), budget),
+            AnyBackend::Tmpfs | AnyBackend::Image(_) if mounted => {
+                let st = nix::sys::statvfs::statvfs(&layout.mountpoint(name)).ok()?;
+                Some((st.blocks() - st.blocks_free()) * st.fragment_size())
+            }
+            // Unmounted image: what the sparse file occupies (filesystem metadata included).
+            AnyBackend::Image(_) => std::fs::metadata(layout.image(name)).ok().map(|m| m.blocks() * 512),
+            AnyBackend::Tmpfs => Some(0),
+        }
+    }
+}
+
+/// Attaches `image` to a loop device and mounts it at `target`; the device frees itself
+/// (autoclear) when the mount goes away, or at once if the mount fails.
+fn mount_image(host: &Host, name: &str, fs: FsType, image: &Path, target: &Path) -> Result<()> {
+    let att = host.loops.attach(image).map_err(|source| Error::Mount { volume: name.into(), source })?;
+    // discard: blocks freed inside the volume are punched out of the sparse image, so the
+    // host's disk and the unmounted usage figure follow what the volume really holds.
+    let req = MountRequest::filesystem(
+        fs.name(),
+        &att.device.display().to_string(),
+        target,
+        MountFlags::empty(),
+        "discard".into(),
+    );
+    host.mounter.mount(&req).map_err(|source| Error::Mount { volume: name.into(), source })
+}
+
+fn tmpfs_request(name: &str, mp: &Path, spec: &VolumeSpec) -> MountRequest {
+    let mut data = Vec::new();
+    if let Some(size) = spec.size {
+        data.push(format!("size={size}"));
+    }
+    if let Some(n) = spec.tmpfs.nr_inodes {
+        data.push(format!("nr_inodes={n}"));
+    }
+    data.push(format!("mode={:o}", spec.owner.mode.unwrap_or(0o755)));
+    if let Some(uid) = spec.owner.uid {
+        data.push(format!("uid={uid}"));
+    }
+    if let Some(gid) = spec.owner.gid {
+        data.push(format!("gid={gid}"));
+    }
+    // Safe defaults, as for Docker's --tmpfs: no setuid binaries or device nodes take effect
+    // on a scratch volume unless asked for with o=suid / o=dev.
+    let mut flags = MountFlags::empty();
+    for (on, flag) in [
+        (!spec.tmpfs.suid, MountFlags::MS_NOSUID),
+        (!spec.tmpfs.dev, MountFlags::MS_NODEV),
+        (spec.tmpfs.noexec, MountFlags::MS_NOEXEC),
+        (spec.tmpfs.noatime, MountFlags::MS_NOATIME),
+        (spec.tmpfs.ro, MountFlags::MS_RDONLY),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    MountRequest::filesystem("tmpfs", &format!("voltool-{name}"), mp, flags, data.join(","))
+}
+
+/// Allocated bytes under `root` (not following symlinks, not crossing mounts), or `None`
+/// when the walk takes longer than `budget`: Status must answer fast, even for huge trees.
+fn dir_usage(root: &Path, budget: Duration) -> Option<u64> {
+    let start = Instant::now();
+    let dev = std::fs::symlink_metadata(root).ok()?.dev();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if start.elapsed() > budget {
+                return None;
+            }
+            let Ok(md) = e.path().symlink_metadata() else { continue };
+            total += md.blocks() * 512;
+            if md.is_dir() && md.dev() == dev {
+                stack.push(e.path());
+            }
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::TmpfsExtra;
+    use tools::{RecordingFsTools, ToolCall};
+    use voltool_runtime::RecordingMounter;
+    use voltool_runtime::loopdev::{LoopCall, RecordingLoopDevices};
+
+    fn fake_host() -> (Host, Arc<RecordingMounter>, Arc<RecordingLoopDevices>, Arc<RecordingFsTools>) {
+        let (m, l, t) = (
+            Arc::new(RecordingMounter::new()),
+            Arc::new(RecordingLoopDevices::new()),
+            Arc::new(RecordingFsTools::new()),
+        );
+        let host = Host {
+            mounter: m.clone(),
+            loops: l.clone(),
+            tools: t.clone(),
+            quota: QuotaSupport { project: false, loop_devices: true },
+        };
+        (host, m, l, t)
+    }
+
+    #[test]
+    fn image_provision_mount_and_grow() {
+        let d = tempfile::tempdir().expect("tmp");
+        let layout = Layout { state_dir: d.path().join("s"), mount_root: d.path().join("m") };
+        let (host, m, l, t) = fake_host();
+        let spec = VolumeSpec {
+            size: Some(64 << 20),
+            owner: Owner { mode: Some(0o700), ..Default::default() },
+            backing: Some(Backing::Image),
+            ..Default::default()
+        };
+        let b = AnyBackend::for_spec(&spec);
+        assert_eq!(b, AnyBackend::Image(FsType::Ext4));
+        b.provision(&host, &layout, "v", &spec).expect("provision");
+        let md = std::fs::metadata(layout.image("v")).expect("image");
+        assert_eq!(md.len(), 64 << 20);
+        assert!(md.blocks() * 512 < 1 << 20, "sparse");
+        assert_eq!(t.calls(), vec![ToolCall::Mkfs(FsType::Ext4, layout.image("v"))]);
+        assert!(!layout.init_dir("v").exists(), "init mount cleaned up");
+        assert_eq!(m.mount_table().expect("t").len(), 0);
+        b.mount(&host, &layout, "v", &spec).expect("mount");
+        let mounts = m.mounts();
+        assert_eq!(mounts.last().map(|r| (r.source.as_str(), r.fstype.as_deref())), Some(("/dev/loop1", Some("ext4"))));
+        b.grow(&host, &layout, "v", &spec, 128 << 20).expect("grow");
+        assert_eq!(std::fs::metadata(layout.image("v")).expect("image").len(), 128 << 20);
+        assert!(l.calls().contains(&LoopCall::RefreshCapacity("/dev/loop1".into())));
+        assert_eq!(
+            t.calls().last(),
+            Some(&ToolCall::GrowOnline(FsType::Ext4, "/dev/loop1".into(), layout.mountpoint("v")))
+        );
+        let e = b
+            .grow(&host, &layout, "v", &VolumeSpec { size: Some(128 << 20), ..spec.clone() }, 100 << 20)
+            .expect_err("shrink");
+        assert!(e.to_string().contains("shrinking is not supported"), "{e}");
+        b.unmount(&host, &layout, "v").expect("unmount");
+        b.grow(&host, &layout, "v", &VolumeSpec { size: Some(128 << 20), ..spec }, 256 << 20).expect("grow offline");
+        assert_eq!(t.calls().last(), Some(&ToolCall::GrowOffline(layout.image("v"))));
+    }
+
+    #[test]
+    fn failed_mkfs_is_reported_with_the_volume() {
+        let d = tempfile::tempdir().expect("tmp");
+        let layout = Layout { state_dir: d.path().join("s"), mount_root: d.path().join("m") };
+        let (host, _, _, t) = fake_host();
+        t.fail_next("mkfs.ext4: no space");
+        let spec = VolumeSpec { size: Some(64 << 20), backing: Some(Backing::Image), ..Default::default() };
+        let e = AnyBackend::for_spec(&spec).provision(&host, &layout, "v", &spec).expect_err("mkfs fails");
+        assert!(e.to_string().starts_with("volume v:"), "{e}");
+    }
+
+    #[test]
+    fn tmpfs_request_carries_size_owner_and_safe_flags() {
+        let spec = VolumeSpec {
+            kind: VolumeType::Tmpfs,
+            size: Some(16 << 20),
+            owner: Owner { uid: Some(1000), gid: Some(1001), mode: Some(0o1777) },
+            tmpfs: TmpfsExtra { noexec: true, ..Default::default() },
+            ..Default::default()
+        };
+        let r = tmpfs_request("t1", Path::new("/m/t1"), &spec);
+        assert_eq!(r.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(r.data.as_deref(), Some("size=16777216,mode=1777,uid=1000,gid=1001"));
+        assert_eq!(r.flags, MountFlags::MS_NOSUID | MountFlags::MS_NODEV | MountFlags::MS_NOEXEC);
+    }
+
+    #[test]
+    fn usage_counts_allocated_bytes() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(d.path().join("sub")).expect("mkdir");
+        std::fs::write(d.path().join("sub/f"), vec![1u8; 100_000]).expect("write");
+        let used = dir_usage(d.path(), Duration::from_secs(5)).expect("usage");
+        assert!(used >= 100_000, "{used}");
+    }
+}
