@@ -36,6 +36,8 @@ both_modes! {
     twenty_concurrent_containers_one_mount => twenty_concurrent;
     volumes_survive_plugin_restart => survives_restart exclusive (x);
     bad_input_is_refused_and_creates_nothing => bad_input;
+    size_limited_local_volume_enforces_and_grows => size_limited_local;
+    xfs_volume_grows_while_mounted => xfs_grows_online;
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -183,7 +185,9 @@ fn bad_input(env: &Env) {
         (vt.clone(), vec!["foo=1"], "valid options: type, size, uid, gid, mode"),
         (vt.clone(), vec!["type=tmpfs", "size=12Q"], "unknown unit"),
         (vt.clone(), vec!["type=zfs"], "unknown volume type \"zfs\""),
-        (vt.clone(), vec!["size=1G"], "quota"),
+        (vt.clone(), vec!["size=1G", "quota=none"], "quota=none cannot enforce size"),
+        (vt.clone(), vec!["size=64m", "fs=xfs"], "at least 300 MiB"),
+        (vt.clone(), vec!["quota=image"], "need a size limit"),
     ];
     for (name, opts, needle) in &cases {
         let o = env.create(name, opts);
@@ -214,4 +218,86 @@ fn bad_input(env: &Env) {
         assert!(!ls.lines().any(|l| l == name), "{name} must not exist: {ls}");
     }
     assert!(!ls.lines().any(|l| l.is_empty() || l.contains('/')), "{ls}");
+}
+
+/// Writes `mib` MiB into /data/NAME in a container; returns (MiB written, output).
+fn fill(env: &Env, v: &str, file: &str, mib: u32) -> (u64, String) {
+    let o = env.run_in(
+        v,
+        &format!("dd if=/dev/zero of=/data/{file} bs=1M count={mib} 2>&1; echo rc=$?; stat -c %s /data/{file}"),
+    );
+    let t = text(&o);
+    let bytes: u64 = t.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("size in {t}"));
+    (bytes >> 20, t)
+}
+
+fn status(env: &Env, v: &str) -> serde_json::Value {
+    let o = env.voltool(&["volume", "inspect", "--json", v]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    j[0]["Status"].clone()
+}
+
+fn host_has_cap_sys_resource() -> bool {
+    let st = std::fs::read_to_string("/proc/self/status").expect("status");
+    let bnd = st.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(str::trim).expect("CapBnd");
+    u64::from_str_radix(bnd, 16).map(|b| b >> 24 & 1 == 1).unwrap_or(false)
+}
+
+fn size_limited_local(env: &Env) {
+    let v = env.volume_name("quota64");
+    env.create_ok(&v, &["size=64m"]);
+    let (mib, t) = fill(env, &v, "big", 100);
+    assert!(t.contains("No space left on device") && t.contains("rc=1"), "100 MiB into 64 MiB: {t}");
+    assert!((50..=64).contains(&mib), "stopped at ~64 MiB, wrote {mib} MiB: {t}");
+    let st = status(env, &v);
+    assert_eq!(st["size_limit"], "64 MiB", "{st}");
+    assert_eq!(st["backing"], "image (ext4)", "{st}");
+    assert!(st["used_bytes"].as_u64().unwrap_or(0) >= 50 << 20, "usage reported: {st}");
+    // Deleting frees the space again.
+    let o = env.run_in(&v, "rm /data/big && dd if=/dev/zero of=/data/small bs=1M count=20 2>&1; echo rc=$?");
+    assert!(text(&o).contains("rc=0"), "write after delete: {}", text(&o));
+    // Grow while a container holds it: works where the daemon has CAP_SYS_RESOURCE, else a
+    // clear error that says what to do.
+    let holder = docker_ok(&["run", "-d", "--network", "none", "-v", &format!("{v}:/data"), IMAGE, "sleep", "600"]);
+    let o = env.voltool(&["volume", "resize", &v, "128m"]);
+    if host_has_cap_sys_resource() {
+        assert!(o.status.success(), "online ext4 grow: {}", text(&o));
+    } else {
+        assert!(!o.status.success());
+        assert!(text(&o).contains("CAP_SYS_RESOURCE") && text(&o).contains("resize it unmounted"), "{}", text(&o));
+        assert_eq!(status(env, &v)["size_limit"], "64 MiB", "a failed grow changes nothing it reports");
+    }
+    docker_ok(&["rm", "-f", &holder]);
+    wait_until("unmounted", || !env.host_mounted(&v));
+    let o = env.voltool(&["volume", "resize", &v, "128m"]);
+    assert!(o.status.success(), "grow while unmounted: {}", text(&o));
+    assert!(env.run_in(&v, "rm /data/small").status.success());
+    let (mib, t) = fill(env, &v, "big", 100);
+    assert_eq!(mib, 100, "100 MiB fit after growing to 128 MiB: {t}");
+    assert_eq!(status(env, &v)["size_limit"], "128 MiB");
+    assert_eq!(
+        docker_ok(&["volume", "inspect", "-f", "{{json .Options}}", &v]),
+        r#"{"size":"64m"}"#,
+        "docker keeps what the user passed"
+    );
+    let o = env.voltool(&["volume", "resize", &v, "32m"]);
+    assert!(!o.status.success() && text(&o).contains("shrinking is not supported"), "{}", text(&o));
+    docker_ok(&["volume", "rm", &v]);
+}
+
+fn xfs_grows_online(env: &Env) {
+    let v = env.volume_name("xfs320");
+    env.create_ok(&v, &["size=320m", "fs=xfs", "mode=0777"]);
+    let holder = docker_ok(&["run", "-d", "--network", "none", "-v", &format!("{v}:/data"), IMAGE, "sleep", "600"]);
+    let (mib, t) = fill(env, &v, "big", 400);
+    assert!(t.contains("No space left on device"), "400 MiB into 320 MiB: {t}");
+    assert!(mib < 320, "{t}");
+    let o = env.voltool(&["volume", "resize", &v, "640m"]);
+    assert!(o.status.success(), "grow xfs while mounted: {}", text(&o));
+    assert!(env.host_mounted(&v), "stayed mounted");
+    let (mib, t) = fill(env, &v, "big", 400);
+    assert_eq!(mib, 400, "the write finishes after the grow: {t}");
+    assert_eq!(status(env, &v)["backing"], "image (xfs)");
+    docker_ok(&["rm", "-f", &holder]);
+    docker_ok(&["volume", "rm", &v]);
 }
