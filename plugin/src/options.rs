@@ -131,6 +131,19 @@ pub struct VolumeSpec {
     /// Resolved at create for local volumes (see [`resolve_backing`]).
     #[serde(default)]
     pub backing: Option<Backing>,
+    #[serde(default)]
+    pub on_remove: OnRemove,
+}
+
+/// What happens to a volume's data when it is removed (`on-remove=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemove {
+    /// Delete the data (the default for local and tmpfs volumes).
+    #[default]
+    Delete,
+    /// Keep the data, moved to `<state dir>/retained/NAME-TIMESTAMP`.
+    Retain,
 }
 
 /// What the host offers for enforcing local size limits.
@@ -284,7 +297,7 @@ fn parse_id(key: &str, v: &str) -> Result<u32, OptionError> {
     })
 }
 
-const COMMON_KEYS: &[&str] = &["type", "size", "uid", "gid", "mode"];
+const COMMON_KEYS: &[&str] = &["type", "size", "uid", "gid", "mode", "on-remove"];
 const LOCAL_KEYS: &[&str] = &["quota", "fs"];
 const TMPFS_KEYS: &[&str] = &["o", "device"];
 /// Keys from the product contract whose features this version does not have yet: refused
@@ -298,7 +311,6 @@ const PLANNED_KEYS: &[&str] = &[
     "secret",
     "subdir",
     "vers",
-    "on-remove",
     "backup-schedule",
     "backup-target",
     "backup-keep",
@@ -350,15 +362,7 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
         }
         Some(other) => return Err(OptionError::Type(other.into())),
     };
-    let mut spec = VolumeSpec {
-        kind,
-        size: None,
-        owner: Owner::default(),
-        tmpfs: TmpfsExtra::default(),
-        quota: QuotaMode::default(),
-        fs: None,
-        backing: None,
-    };
+    let mut spec = VolumeSpec { kind, ..Default::default() };
     for (key, v) in opts {
         match key.as_str() {
             "type" => {}
@@ -381,6 +385,25 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
                     "xfs" => FsType::Xfs,
                     _ => return Err(value_err(key, v, "valid values: ext4, xfs")),
                 })
+            }
+            "on-remove" => {
+                spec.on_remove = match (v.as_str(), kind) {
+                    ("delete", _) => OnRemove::Delete,
+                    ("retain", VolumeType::Local) => OnRemove::Retain,
+                    ("retain", VolumeType::Tmpfs) => {
+                        return Err(value_err(
+                            key,
+                            v,
+                            "a tmpfs volume has nothing to retain once unmounted; use delete",
+                        ));
+                    }
+                    ("archive", _) => {
+                        return Err(OptionError::Unsupported(
+                            "on-remove=archive backs the volume up before deleting it; backups are not in this version of voltool yet: use retain or delete".into(),
+                        ));
+                    }
+                    _ => return Err(value_err(key, v, "valid values: delete, retain, archive")),
+                }
             }
             "device" if kind == VolumeType::Tmpfs => {
                 // Docker's local driver needs `device=tmpfs`; any name is only cosmetic there.
@@ -504,10 +527,10 @@ mod tests {
         let e = parse_options(&opts(&[("foo", "1")])).expect_err("foo").to_string();
         assert_eq!(
             e,
-            "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, quota, fs"
+            "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, on-remove, quota, fs"
         );
         let e = parse_options(&opts(&[("type", "tmpfs"), ("foo", "1")])).expect_err("foo").to_string();
-        assert!(e.ends_with("valid options: type, size, uid, gid, mode, o, device"), "{e}");
+        assert!(e.ends_with("valid options: type, size, uid, gid, mode, on-remove, o, device"), "{e}");
         // local-driver keys are only valid where they mean something
         assert!(parse_options(&opts(&[("o", "size=1m")])).is_err());
     }
@@ -527,6 +550,11 @@ mod tests {
         let e = parse_options(&opts(&[("backup-schedule", "@daily")])).expect_err("planned").to_string();
         assert!(e.contains("not available in this version"), "{e}");
         assert!(parse_options(&opts(&[("quota", "zfs")])).is_err());
+        assert_eq!(parse_options(&opts(&[("on-remove", "retain")])).expect("retain").on_remove, OnRemove::Retain);
+        let e = parse_options(&opts(&[("on-remove", "archive")])).expect_err("archive").to_string();
+        assert!(e.contains("backups are not in this version"), "{e}");
+        assert!(parse_options(&opts(&[("type", "tmpfs"), ("on-remove", "retain")])).is_err());
+        assert!(parse_options(&opts(&[("on-remove", "keep")])).is_err());
         assert!(parse_options(&opts(&[("fs", "btrfs")])).is_err());
         assert!(parse_options(&opts(&[("type", "tmpfs"), ("fs", "xfs")])).is_err(), "fs is for local volumes");
     }

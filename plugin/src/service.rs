@@ -304,8 +304,16 @@ impl Inner {
         // Delete the record first: a crash after it leaves an orphan directory, which the
         // next create of the name moves aside, never a record pointing at half-deleted data.
         self.store.delete_volume(name)?;
-        backend.destroy(&self.layout, name)?;
-        tracing::info!(volume = name, "removed volume");
+        match rec.spec.on_remove {
+            options::OnRemove::Delete => {
+                backend.destroy(&self.layout, name)?;
+                tracing::info!(volume = name, "removed volume and deleted its data");
+            }
+            options::OnRemove::Retain => {
+                let kept = backend.retain(&self.layout, name, &now_compact())?;
+                tracing::info!(volume = name, kept = %kept.display(), "removed volume; data retained (on-remove=retain)");
+            }
+        }
         Ok(())
     }
 

@@ -70,6 +70,10 @@ impl Layout {
     pub fn orphans_dir(&self) -> PathBuf {
         self.state_dir.join("orphans")
     }
+    /// Where `on-remove=retain` keeps removed volumes.
+    pub fn retained_dir(&self) -> PathBuf {
+        self.state_dir.join("retained")
+    }
 }
 
 /// Applies uid/gid/mode to a volume root.
@@ -222,6 +226,23 @@ impl AnyBackend {
                     std::fs::remove_dir(&init).map_err(Error::io(name, "remove", &init))
                 }
             },
+        }
+    }
+
+    /// Moves the volume's storage to `<state dir>/retained/NAME-STAMP` (on-remove=retain) and
+    /// returns where it went. The caller has made sure nothing is mounted.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn retain(&self, layout: &Layout, name: &str, stamp: &str) -> Result<PathBuf> {
+        let dest = layout.retained_dir().join(format!("{name}-{stamp}"));
+        std::fs::create_dir_all(layout.retained_dir()).map_err(Error::io(name, "create", layout.retained_dir()))?;
+        let vdir = layout.volume_dir(name);
+        std::fs::rename(&vdir, &dest).map_err(Error::io(name, "move to retained", &vdir))?;
+        let mp = layout.mountpoint(name);
+        match std::fs::remove_dir(&mp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(name, "remove mountpoint", &mp)(e)),
+            _ => Ok(dest),
         }
     }
 

@@ -180,3 +180,19 @@ async fn status_of_tmpfs_reports_limit() {
     assert!(f.svc.get("missing").await.expect("get").is_none());
     let _ = Path::new("/");
 }
+
+#[tokio::test]
+async fn on_remove_retain_keeps_the_data() {
+    let f = fixture();
+    f.svc.create("keep", opts(&[("on-remove", "retain")])).await.expect("create");
+    std::fs::write(f.layout.data_dir("keep").join("precious"), b"x").expect("write");
+    f.svc.remove("keep", false).await.expect("remove");
+    assert!(f.svc.get("keep").await.expect("get").is_none());
+    let kept: Vec<_> = std::fs::read_dir(f.layout.retained_dir()).expect("retained").flatten().collect();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].file_name().to_string_lossy().starts_with("keep-"));
+    assert_eq!(std::fs::read(kept[0].path().join("data/precious")).expect("kept"), b"x");
+    // The name is free again and starts empty.
+    f.svc.create("keep", opts(&[])).await.expect("recreate");
+    assert!(!f.layout.data_dir("keep").join("precious").exists());
+}
