@@ -40,6 +40,28 @@ pub enum Command {
     Volume(VolumeCommand),
     /// Show what this host supports and what voltool does where something is missing.
     Doctor(DoctorArgs),
+    /// Manage secrets (e.g. SMB passwords) that volumes refer to by name (-o secret=NAME).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Add or replace a secret, reading its value from stdin (one trailing newline is
+    /// dropped): printf %s "$PASS" | voltool secret add smb-pass
+    Add { name: String },
+    /// List secret names (never values).
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove secrets.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -86,3 +86,13 @@ impl Api {
         self.call(Method::DELETE, path, None).await.map(drop)
     }
 }
+
+/// Percent-encodes a name for use as one URL path segment (the daemon validates names; this
+/// only keeps a bad one from changing the route).
+pub fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
+        .collect()
+}

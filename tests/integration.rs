@@ -243,3 +243,42 @@ fn mounts_refcount_and_survive_crash_restart() {
     d.post("/VolumeDriver.Unmount", r#"{"Name":"v","ID":"d"}"#);
     assert!(!host_mounted(&mp));
 }
+
+#[test]
+fn secrets_are_stored_private_and_never_echoed() {
+    let d = Daemon::start();
+    let secret = "s3cr3t-Value-42";
+    let add = |name: &str, input: &str| {
+        let mut c = Command::new(bin())
+            .args(["secret", "add", name])
+            .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        c.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        c.wait_with_output().expect("wait")
+    };
+    let o = add("smb-pass", &format!("{secret}\n"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = d.dir.path().join("state/secrets/smb-pass");
+    assert_eq!(std::fs::read_to_string(&file).expect("stored"), secret, "one trailing newline dropped");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("md").permissions().mode() & 0o777, 0o600);
+    let bad = add("../escape", secret);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid secret name"), "{}", stderr(&bad));
+    let empty = add("e", "");
+    assert!(!empty.status.success() && stderr(&empty).contains("is empty"), "{}", stderr(&empty));
+    let ls = d.cli(&["secret", "ls", "--json"]);
+    assert!(stdout(&ls).contains("smb-pass"));
+    let rm = d.cli(&["secret", "rm", "smb-pass", "nope"]);
+    assert!(!rm.status.success() && stderr(&rm).contains("secret nope not found"), "{}", stderr(&rm));
+    assert!(!file.exists());
+    for (what, text) in
+        [("outputs", format!("{}{}{}{}", stdout(&o), stderr(&bad), stdout(&ls), stderr(&rm))), ("log", d.log())]
+    {
+        assert!(!text.contains(secret), "secret leaked into {what}");
+    }
+}

@@ -25,6 +25,7 @@ pub mod error;
 pub mod mgmt;
 pub mod options;
 pub mod protocol;
+pub mod secrets;
 pub mod service;
 pub mod store;
 

@@ -6,6 +6,8 @@
 //! - `GET /v1/volumes/{name}`, `DELETE /v1/volumes/{name}?force=true`
 //! - `POST /v1/volumes/{name}/resize` `{"size": "128m"}`
 //! - `GET /v1/doctor`
+//! - `GET /v1/secrets`, `POST /v1/secrets` `{"name", "value"}`, `DELETE /v1/secrets/{name}`
+//!   (values go in, never out)
 //!
 //! Errors answer `{"error": "..."}` with a status chosen by [`status_of`], a `match` without
 //! a catch-all arm so a new error variant forces a decision (the bottlerocket apiserver shape).
@@ -23,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::doctor::DoctorReport;
 use crate::error::Error;
+use crate::secrets::{SecretError, SecretStore};
 use crate::service::{VolumeService, VolumeView};
 
 /// A volume in Docker's `docker volume inspect` shape.
@@ -67,6 +70,7 @@ pub struct VersionInfo {
 #[derive(Clone)]
 struct Ctx {
     svc: VolumeService,
+    secrets: SecretStore,
     driver: String,
     doctor: std::sync::Arc<dyn Fn() -> DoctorReport + Send + Sync>,
 }
@@ -115,14 +119,21 @@ fn inspect(v: VolumeView, driver: &str) -> VolumeInspect {
 }
 
 /// The management router. `doctor` produces the host report on demand.
-pub fn router(svc: VolumeService, driver: String, doctor: impl Fn() -> DoctorReport + Send + Sync + 'static) -> Router {
-    let ctx = Ctx { svc, driver, doctor: std::sync::Arc::new(doctor) };
+pub fn router(
+    svc: VolumeService,
+    secrets: SecretStore,
+    driver: String,
+    doctor: impl Fn() -> DoctorReport + Send + Sync + 'static,
+) -> Router {
+    let ctx = Ctx { svc, secrets, driver, doctor: std::sync::Arc::new(doctor) };
     Router::new()
         .route("/v1/version", get(version))
         .route("/v1/volumes", get(list).post(create))
         .route("/v1/volumes/{name}", get(get_one).delete(remove))
         .route("/v1/volumes/{name}/resize", axum::routing::post(resize))
         .route("/v1/doctor", get(doctor_route))
+        .route("/v1/secrets", get(list_secrets).post(add_secret))
+        .route("/v1/secrets/{name}", axum::routing::delete(remove_secret))
         .with_state(ctx)
 }
 
@@ -198,5 +209,55 @@ async fn doctor_route(State(c): State<Ctx>) -> Response {
     match tokio::task::spawn_blocking(move || f()).await {
         Ok(r) => axum::Json(r).into_response(),
         Err(e) => err(Error::Internal(e.to_string())),
+    }
+}
+
+/// Body of `POST /v1/secrets`.
+#[derive(Deserialize)]
+pub struct AddSecret {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for AddSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddSecret").field("name", &self.name).field("value", &"<redacted>").finish()
+    }
+}
+
+fn secret_err(e: SecretError) -> Response {
+    let status = match &e {
+        SecretError::Name { .. } | SecretError::Empty { .. } | SecretError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+        SecretError::NotFound { .. } => StatusCode::NOT_FOUND,
+        SecretError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, axum::Json(json!({ "error": e.to_string() }))).into_response()
+}
+
+async fn add_secret(State(c): State<Ctx>, body: Bytes) -> Response {
+    // The serde error could quote the body; say only where it failed.
+    let req: AddSecret = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid request body at line {} column {}", e.line(), e.column())),
+    };
+    let store = c.secrets.clone();
+    match tokio::task::spawn_blocking(move || store.add(&req.name, req.value.as_bytes()).map(|r| (req.name, r))).await {
+        Ok(Ok((name, replaced))) => axum::Json(json!({ "name": name, "replaced": replaced })).into_response(),
+        Ok(Err(e)) => secret_err(e),
+        Err(e) => err(Error::Internal(e.to_string())),
+    }
+}
+
+async fn list_secrets(State(c): State<Ctx>) -> Response {
+    match c.secrets.list() {
+        Ok(l) => axum::Json(l).into_response(),
+        Err(e) => secret_err(e),
+    }
+}
+
+async fn remove_secret(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    match c.secrets.remove(&name) {
+        Ok(()) => axum::Json(json!({ "removed": name })).into_response(),
+        Err(e) => secret_err(e),
     }
 }

@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Api;
 
 mod doctor;
+mod secret;
 mod serve;
 mod volume;
 
@@ -18,5 +19,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(args, cli.api_socket).await,
         Command::Volume(cmd) => volume::run(&api, cmd).await,
         Command::Doctor(args) => doctor::run(&api, args).await,
+        Command::Secret(cmd) => secret::run(&api, cmd).await,
     }
 }

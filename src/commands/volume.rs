@@ -37,14 +37,7 @@ fn status_str(v: &Value, key: &str) -> String {
 }
 
 fn path_of(name: &str) -> String {
-    // Names are validated by the daemon; escape anything that would change the route.
-    let enc: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
-        })
-        .collect();
-    format!("/v1/volumes/{enc}")
+    format!("/v1/volumes/{}", crate::client::segment(name))
 }
 
 pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {

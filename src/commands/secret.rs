@@ -1,0 +1,79 @@
+//! `voltool secret add|ls|rm`.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use voltool_plugin::secrets::SecretInfo;
+
+use crate::cli::SecretCommand;
+use crate::client::Api;
+use crate::output;
+
+/// Drops one trailing newline (`echo pass | voltool secret add x`).
+fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
+    if v.ends_with(b"\n") {
+        v.pop();
+        if v.ends_with(b"\r") {
+            v.pop();
+        }
+    }
+    v
+}
+
+pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
+    match cmd {
+        SecretCommand::Add { name } => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("type the secret for {name}, then press Enter and Ctrl-D:");
+            }
+            let mut raw = Vec::new();
+            std::io::stdin().take(64 * 1024 + 2).read_to_end(&mut raw).context("read the secret from stdin")?;
+            let value = String::from_utf8(trim_newline(raw))
+                .map_err(|_| anyhow::anyhow!("secret {name} must be UTF-8 text"))?;
+            if value.is_empty() {
+                bail!(
+                    "secret {name} is empty: pipe the value on stdin, e.g. printf %s \"$PASS\" | voltool secret add {name}"
+                );
+            }
+            let r: serde_json::Value = api.post("/v1/secrets", json!({ "name": name, "value": value })).await?;
+            let replaced = r.get("replaced").and_then(|v| v.as_bool()).unwrap_or(false);
+            println!("{name}{}", if replaced { " (replaced)" } else { "" });
+        }
+        SecretCommand::Ls { json } => {
+            let list: Vec<SecretInfo> = api.get("/v1/secrets").await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list.into_iter().map(|s| vec![s.name, s.updated_at]).collect();
+                output::table(&["NAME", "UPDATED"], &rows)?;
+            }
+        }
+        SecretCommand::Rm { names } => {
+            let mut failed = false;
+            for n in &names {
+                match api.delete(&format!("/v1/secrets/{}", crate::client::segment(n))).await {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("voltool: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_trailing_newline_is_dropped() {
+        assert_eq!(super::trim_newline(b"pw\n".to_vec()), b"pw");
+        assert_eq!(super::trim_newline(b"pw\r\n".to_vec()), b"pw");
+        assert_eq!(super::trim_newline(b"pw\n\n".to_vec()), b"pw\n");
+        assert_eq!(super::trim_newline(b"pw".to_vec()), b"pw");
+    }
+}
