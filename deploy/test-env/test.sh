@@ -65,8 +65,9 @@ set -e
 # doc-test binary with nothing in it).
 sum() { grep -E '^test result:' "$out" | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
 skips=$(grep -c '^SKIP ' "$out" || true)
+summary="voltool: $(sum passed) passed, $(sum failed) failed, $(sum ignored) skipped"
 rm -f "$out"
 echo
 [ "$skips" = 0 ] || echo "note: $skips test(s) printed SKIP (see above)"
-echo "voltool: $(sum passed) passed, $(sum failed) failed, $(sum ignored) skipped"
+echo "$summary"
 exit "$rc"
