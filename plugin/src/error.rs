@@ -47,6 +47,12 @@ pub enum Error {
         #[source]
         source: crate::backend::tools::ToolError,
     },
+    /// The volume's server failed the create-time check.
+    #[error("volume {volume}: {reason}")]
+    Remote { volume: String, reason: String },
+    /// Something this host or this version cannot do for the volume.
+    #[error("volume {volume}: {reason}")]
+    Unsupported { volume: String, reason: String },
     #[error("volume {volume} cannot be resized: {reason}")]
     Resize { volume: String, reason: String },
     #[error(transparent)]

@@ -78,7 +78,9 @@ struct Ctx {
 /// HTTP status for a service error.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::Option(_) | Error::Resize { .. } => StatusCode::BAD_REQUEST,
+        Error::Option(_) | Error::Resize { .. } | Error::Remote { .. } | Error::Unsupported { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Conflict { .. } | Error::InUse { .. } => StatusCode::CONFLICT,
         Error::Mount { .. }

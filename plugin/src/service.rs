@@ -129,7 +129,17 @@ impl VolumeService {
     /// store errors (anything half-made is removed).
     pub async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<()> {
         options::validate_name(name)?;
-        let spec = options::parse_options(&opts)?;
+        let mut spec = options::parse_options(&opts)?;
+        if let Some(t) = spec.nfs.as_mut() {
+            if t.subdir.is_none() {
+                t.subdir = Some(name.to_string());
+            }
+            // Network check before taking the volume's lock: a slow server delays only
+            // this create.
+            crate::backend::nfs::check_and_prepare(t, &spec.owner)
+                .await
+                .map_err(|e| Error::Remote { volume: name.into(), reason: e.0 })?;
+        }
         let name = name.to_string();
         self.locked(&name.clone(), move |inner| inner.create(&name, spec, opts)).await
     }
@@ -308,6 +318,11 @@ impl Inner {
             options::OnRemove::Delete => {
                 backend.destroy(&self.layout, name)?;
                 tracing::info!(volume = name, "removed volume and deleted its data");
+            }
+            options::OnRemove::Retain if backend == AnyBackend::Nfs => {
+                backend.destroy(&self.layout, name)?;
+                let t = rec.spec.nfs.as_ref().map(|t| format!("{}:{}", t.addr, t.remote_path())).unwrap_or_default();
+                tracing::info!(volume = name, remote = t, "removed volume; its data stays on the nfs server");
             }
             options::OnRemove::Retain => {
                 let kept = backend.retain(&self.layout, name, &now_compact())?;

@@ -7,6 +7,7 @@
 //!   loop device (autoclear) and mounted — the hard limit where project quotas are missing;
 //! - `Tmpfs`: a tmpfs with `size=`.
 
+pub mod nfs;
 pub mod tools;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -97,6 +98,8 @@ pub enum AnyBackend {
     Image(FsType),
     /// A tmpfs mounted at the mountpoint; contents live only while mounted.
     Tmpfs,
+    /// A directory on an NFS export, mounted by the kernel's NFS client.
+    Nfs,
 }
 
 impl AnyBackend {
@@ -105,6 +108,7 @@ impl AnyBackend {
             (VolumeType::Local, Some(Backing::Image)) => AnyBackend::Image(spec.fs.unwrap_or_default()),
             (VolumeType::Local, Some(Backing::Dir) | None) => AnyBackend::Local,
             (VolumeType::Tmpfs, _) => AnyBackend::Tmpfs,
+            (VolumeType::Nfs, _) => AnyBackend::Nfs,
         }
     }
 
@@ -151,7 +155,8 @@ impl AnyBackend {
                 set.and(un.map(drop))?;
                 std::fs::remove_dir(&init).map_err(Error::io(name, "remove", &init))
             }
-            AnyBackend::Tmpfs => Ok(()),
+            // The remote directory was made by the create-time check.
+            AnyBackend::Tmpfs | AnyBackend::Nfs => Ok(()),
         }
     }
 
@@ -166,6 +171,7 @@ impl AnyBackend {
             AnyBackend::Local => MountRequest::bind(&layout.data_dir(name), &mp),
             AnyBackend::Tmpfs => tmpfs_request(name, &mp, spec),
             AnyBackend::Image(fs) => return mount_image(host, name, *fs, &layout.image(name), &mp),
+            AnyBackend::Nfs => return mount_nfs(host, name, spec, &mp),
         };
         host.mounter.mount(&req).map_err(|source| Error::Mount { volume: name.into(), source })
     }
@@ -191,6 +197,7 @@ impl AnyBackend {
             AnyBackend::Image(fs) => *fs,
             AnyBackend::Local => return refuse("it has no size limit (create it with -o size=...)".into()),
             AnyBackend::Tmpfs => return refuse("tmpfs volumes take their size at mount; recreate it".into()),
+            AnyBackend::Nfs => return refuse("nfs volumes have no size limit in this version".into()),
         };
         if new_size <= old {
             return refuse(format!(
@@ -282,6 +289,7 @@ impl AnyBackend {
             AnyBackend::Local => "directory".into(),
             AnyBackend::Image(fs) => format!("image ({})", fs.name()),
             AnyBackend::Tmpfs => "tmpfs".into(),
+            AnyBackend::Nfs => "nfs (kernel client)".into(),
         }
     }
 
@@ -296,8 +304,29 @@ impl AnyBackend {
             // Unmounted image: what the sparse file occupies (filesystem metadata included).
             AnyBackend::Image(_) => std::fs::metadata(layout.image(name)).ok().map(|m| m.blocks() * 512),
             AnyBackend::Tmpfs => Some(0),
+            // The share's usage is the server's business; walking it could take forever.
+            AnyBackend::Nfs => None,
         }
     }
+}
+
+/// Mounts an NFS volume with the kernel client. The name is resolved here (the kernel does
+/// not resolve), bounded by the system resolver's own timeouts.
+fn mount_nfs(host: &Host, name: &str, spec: &VolumeSpec, target: &Path) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let t = spec.nfs.as_ref().ok_or_else(|| Error::Internal(format!("volume {name}: nfs volume without a target")))?;
+    let ip =
+        (t.addr.as_str(), 2049).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or_else(|| {
+            Error::Unsupported { volume: name.into(), reason: format!("nfs server {} does not resolve", t.addr) }
+        })?;
+    let req = nfs::kernel_request(t, ip, target);
+    host.mounter.mount(&req).map_err(|source| match source.errno() {
+        Some(nix::errno::Errno::ENODEV) => Error::Unsupported {
+            volume: name.into(),
+            reason: "this host's kernel has no NFS client (see `voltool doctor`); the userspace NFS path is not in this version of voltool yet".into(),
+        },
+        _ => Error::Mount { volume: name.into(), source },
+    })
 }
 
 /// Attaches `image` to a loop device and mounts it at `target`; the device frees itself

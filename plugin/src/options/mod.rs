@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod nfs;
+pub use nfs::NfsTarget;
+
 /// Longest accepted volume name.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -33,6 +36,7 @@ pub enum VolumeType {
     #[default]
     Local,
     Tmpfs,
+    Nfs,
 }
 
 impl std::fmt::Display for VolumeType {
@@ -40,6 +44,7 @@ impl std::fmt::Display for VolumeType {
         f.write_str(match self {
             VolumeType::Local => "local",
             VolumeType::Tmpfs => "tmpfs",
+            VolumeType::Nfs => "nfs",
         })
     }
 }
@@ -133,6 +138,9 @@ pub struct VolumeSpec {
     pub backing: Option<Backing>,
     #[serde(default)]
     pub on_remove: OnRemove,
+    /// NFS volumes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<NfsTarget>,
 }
 
 /// What happens to a volume's data when it is removed (`on-remove=`).
@@ -300,28 +308,18 @@ fn parse_id(key: &str, v: &str) -> Result<u32, OptionError> {
 const COMMON_KEYS: &[&str] = &["type", "size", "uid", "gid", "mode", "on-remove"];
 const LOCAL_KEYS: &[&str] = &["quota", "fs"];
 const TMPFS_KEYS: &[&str] = &["o", "device"];
+const NFS_KEYS: &[&str] = &["addr", "export", "subdir", "vers", "o", "device"];
 /// Keys from the product contract whose features this version does not have yet: refused
 /// with a message saying so rather than accepted and silently ignored.
-const PLANNED_KEYS: &[&str] = &[
-    "addr",
-    "export",
-    "share",
-    "username",
-    "domain",
-    "secret",
-    "subdir",
-    "vers",
-    "backup-schedule",
-    "backup-target",
-    "backup-keep",
-    "backup-verify",
-];
+const PLANNED_KEYS: &[&str] =
+    &["share", "username", "domain", "secret", "backup-schedule", "backup-target", "backup-keep", "backup-verify"];
 
 fn valid_keys(kind: VolumeType) -> String {
     let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
     keys.extend_from_slice(match kind {
         VolumeType::Local => LOCAL_KEYS,
         VolumeType::Tmpfs => TMPFS_KEYS,
+        VolumeType::Nfs => NFS_KEYS,
     });
     keys.join(", ")
 }
@@ -355,21 +353,31 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
     let kind = match opts.get("type").map(|s| s.as_str()) {
         None | Some("local") | Some("") => VolumeType::Local,
         Some("tmpfs") => VolumeType::Tmpfs,
-        Some(t @ ("nfs" | "nfs4" | "cifs" | "smb")) => {
+        Some("nfs" | "nfs4") => VolumeType::Nfs,
+        Some(t @ ("cifs" | "smb")) => {
             return Err(OptionError::Unsupported(format!(
-                "volume type {t} is not available in this version of voltool yet; valid types now: local, tmpfs"
+                "volume type {t} is not available in this version of voltool yet; valid types now: local, tmpfs, nfs"
             )));
         }
         Some(other) => return Err(OptionError::Type(other.into())),
     };
     let mut spec = VolumeSpec { kind, ..Default::default() };
+    let mut nfs = NfsTarget::default();
     for (key, v) in opts {
+        if kind == VolumeType::Nfs && nfs::parse_key(&mut nfs, key, v)? {
+            continue;
+        }
         match key.as_str() {
             "type" => {}
-            "size" => set_once(&mut spec.size, key, v, size_opt(key, v)?)?,
+            "size" if kind != VolumeType::Nfs => set_once(&mut spec.size, key, v, size_opt(key, v)?)?,
             "uid" => set_once(&mut spec.owner.uid, key, v, parse_id(key, v)?)?,
             "gid" => set_once(&mut spec.owner.gid, key, v, parse_id(key, v)?)?,
             "mode" => set_once(&mut spec.owner.mode, key, v, parse_mode(key, v)?)?,
+            "size" if kind == VolumeType::Nfs => {
+                return Err(OptionError::Unsupported(
+                    "size on an nfs volume (an image kept on the share) is not in this version of voltool yet".into(),
+                ));
+            }
             "quota" if kind == VolumeType::Local => {
                 spec.quota = match v.as_str() {
                     "auto" => QuotaMode::Auto,
@@ -388,8 +396,13 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
             }
             "on-remove" => {
                 spec.on_remove = match (v.as_str(), kind) {
+                    ("delete", VolumeType::Nfs) => {
+                        return Err(OptionError::Unsupported(
+                            "on-remove=delete for nfs volumes (deleting the remote directory) is not in this version of voltool yet; nfs volumes are retained".into(),
+                        ));
+                    }
                     ("delete", _) => OnRemove::Delete,
-                    ("retain", VolumeType::Local) => OnRemove::Retain,
+                    ("retain", VolumeType::Local | VolumeType::Nfs) => OnRemove::Retain,
                     ("retain", VolumeType::Tmpfs) => {
                         return Err(value_err(
                             key,
@@ -417,6 +430,14 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
             }
             _ => return Err(OptionError::Unknown { key: key.clone(), kind, valid: valid_keys(kind) }),
         }
+    }
+    if kind == VolumeType::Nfs {
+        nfs::finish(&mut nfs, opts.get("type").map(String::as_str) == Some("nfs4"))?;
+        // Remote data outlives a `docker volume rm` unless asked otherwise.
+        if !opts.contains_key("on-remove") {
+            spec.on_remove = OnRemove::Retain;
+        }
+        spec.nfs = Some(nfs);
     }
     Ok(spec)
 }
@@ -545,7 +566,7 @@ mod tests {
         assert!(parse_options(&opts(&[("mode", "17777")])).is_err());
         assert!(parse_options(&opts(&[("uid", "-1")])).is_err());
         assert!(parse_options(&opts(&[("type", "tmpfs"), ("o", "size=1m,bogus")])).is_err());
-        let e = parse_options(&opts(&[("type", "nfs")])).expect_err("nfs").to_string();
+        let e = parse_options(&opts(&[("type", "cifs")])).expect_err("cifs").to_string();
         assert!(e.contains("not available in this version"), "{e}");
         let e = parse_options(&opts(&[("backup-schedule", "@daily")])).expect_err("planned").to_string();
         assert!(e.contains("not available in this version"), "{e}");
@@ -585,6 +606,64 @@ mod tests {
                 (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{o:?}: {e}"),
                 (got, want) => panic!("{o:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod nfs_option_tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn seed_recipe_spelling_and_native_spelling_agree() {
+        let seed =
+            parse_options(&opts(&[("type", "nfs"), ("o", "addr=127.0.0.1,rw"), ("device", ":/export")])).expect("seed");
+        let native =
+            parse_options(&opts(&[("type", "nfs"), ("addr", "127.0.0.1"), ("export", "/export"), ("o", "rw")]))
+                .expect("native");
+        assert_eq!(seed.nfs, native.nfs);
+        let t = seed.nfs.expect("nfs");
+        assert_eq!(
+            (t.addr.as_str(), t.export.as_str(), t.extra.clone()),
+            ("127.0.0.1", "/export", vec!["rw".to_string()])
+        );
+        assert_eq!(seed.on_remove, OnRemove::Retain, "remote data is retained by default");
+    }
+
+    #[test]
+    fn ports_versions_and_errors() {
+        let s = parse_options(&opts(&[
+            ("type", "nfs4"),
+            ("device", "srv.example:/data"),
+            ("o", "port=18049,mountport=18048,hard"),
+        ]))
+        .expect("ok");
+        let t = s.nfs.expect("nfs");
+        assert_eq!(
+            (t.port, t.mount_port, t.vers.as_deref(), t.addr.as_str()),
+            (Some(18049), Some(18048), Some("4"), "srv.example")
+        );
+        for (o, needle) in [
+            (vec![("type", "nfs"), ("export", "/x")], "needs the server"),
+            (vec![("type", "nfs"), ("addr", "h")], "needs the export"),
+            (vec![("type", "nfs"), ("addr", "h"), ("export", "x")], "absolute path"),
+            (vec![("type", "nfs"), ("addr", "h"), ("export", "/x"), ("vers", "2")], "valid versions"),
+            (vec![("type", "nfs"), ("addr", "h"), ("export", "/x"), ("subdir", "../up")], "without '..'"),
+            (vec![("type", "nfs"), ("addr", "h"), ("export", "/x"), ("size", "1G")], "not in this version"),
+            (vec![("type", "nfs"), ("addr", "h;rm"), ("export", "/x")], "host name"),
+            (vec![("type", "nfs"), ("addr", "h"), ("export", "/x"), ("o", "port=0")], "port number"),
+            (vec![("type", "nfs"), ("addr", "h"), ("export", "/x"), ("share", "//h/s")], "not available"),
+            (
+                vec![("type", "nfs"), ("addr", "h"), ("export", "/x"), ("fs", "xfs")],
+                "valid options: type, size, uid, gid, mode, on-remove, addr",
+            ),
+        ] {
+            let e = parse_options(&opts(&o)).expect_err("must fail").to_string();
+            assert!(e.contains(needle), "{o:?}: {e}");
         }
     }
 }
