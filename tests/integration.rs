@@ -284,3 +284,71 @@ fn secrets_are_stored_private_and_never_echoed() {
         assert!(!text.contains(secret), "secret leaked into {what}");
     }
 }
+
+/// The export directory of the test NFS server (deploy/test-env/nfs/start-ganesha.sh), as
+/// exported by test.sh in VOLTOOL_TEST_NFS_EXPORT.
+fn nfs_export(test: &str) -> Option<PathBuf> {
+    match std::env::var("VOLTOOL_TEST_NFS_EXPORT") {
+        Ok(p) if Path::new(&p).is_dir() => Some(PathBuf::from(p)),
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI must provide the NFS server (test.sh)");
+            println!("SKIP {test}: no test NFS server (run deploy/test-env/test.sh, or set VOLTOOL_TEST_NFS_EXPORT)");
+            None
+        }
+    }
+}
+
+#[test]
+fn nfs_create_checks_the_server_and_prepares_the_subdir() {
+    let Some(export) = nfs_export("nfs_create_checks_the_server_and_prepares_the_subdir") else { return };
+    let d = Daemon::start();
+    let ex = export.display().to_string();
+    let _ = std::fs::remove_dir_all(export.join("it-nfs1"));
+    // The seed recipe's spelling, plus the test server's ports.
+    let device = format!("device=:{ex}");
+    let o = d.cli(&[
+        "volume",
+        "create",
+        "it-nfs1",
+        "-o",
+        "type=nfs",
+        "-o",
+        "o=addr=127.0.0.1,rw,port=18049,mountport=18048",
+        "-o",
+        &device,
+        "-o",
+        "mode=0750",
+        "-o",
+        "uid=4321",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::metadata(export.join("it-nfs1")).expect("subdir made on the server");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!((md.permissions().mode() & 0o7777, md.uid()), (0o750, 4321));
+    assert_eq!(std::fs::read_dir(export.join("it-nfs1")).expect("dir").count(), 0, "probe file removed");
+    let j: serde_json::Value =
+        serde_json::from_slice(&d.cli(&["volume", "inspect", "--json", "it-nfs1"]).stdout).expect("json");
+    assert_eq!(j[0]["Status"]["type"], "nfs");
+    let good_export = format!("export={ex}");
+    for (args, needle) in [
+        (vec!["o=addr=127.0.0.1,port=18049,mountport=18048", "export=/no/such/export"], "the export does not exist"),
+        (vec!["addr=no-such-host.invalid", "export=/x"], "name lookup failed"),
+        (vec!["o=addr=127.0.0.1,port=18999,mountport=18998", good_export.as_str()], "refused the connection"),
+    ] {
+        let t0 = Instant::now();
+        let mut full = vec!["volume", "create", "it-nfs-bad", "-o", "type=nfs"];
+        for a in &args {
+            full.extend(["-o", a]);
+        }
+        let o = d.cli(&full);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(t0.elapsed() < Duration::from_secs(15), "{args:?} took {:?}", t0.elapsed());
+    }
+    assert_eq!(stdout(&d.cli(&["volume", "ls", "-q"])), "it-nfs1", "failed creates leave nothing");
+    // Removing keeps the remote data (on-remove defaults to retain for nfs).
+    std::fs::write(export.join("it-nfs1/keep"), b"x").expect("write on server");
+    assert!(d.cli(&["volume", "rm", "it-nfs1"]).status.success());
+    assert!(export.join("it-nfs1/keep").exists());
+    let _ = std::fs::remove_dir_all(export.join("it-nfs1"));
+}

@@ -18,10 +18,12 @@ need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || need+=(xfsprogs)
+command -v ganesha.nfsd >/dev/null || need+=(nfs-ganesha nfs-ganesha-vfs)
 [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq || die "apt-get update"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || die "apt-get install ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+    || die "apt-get install ${need[*]}"
 fi
 
 log "dockerd"
@@ -32,6 +34,10 @@ if ! docker info >/dev/null 2>&1; then
 fi
 docker info >/dev/null 2>&1 || { tail -20 /tmp/voltool-dockerd.log >&2; die "dockerd did not start (log: /tmp/voltool-dockerd.log)"; }
 echo "docker $(docker version --format '{{.Server.Version}}') up"
+
+log "nfs server (nfs-ganesha, NFSv3 on 127.0.0.1:18049)"
+export VOLTOOL_TEST_NFS_EXPORT
+VOLTOOL_TEST_NFS_EXPORT=$(NFS_DIR=/tmp/voltool-test-nfs deploy/test-env/nfs/start-ganesha.sh) || die "nfs-ganesha did not start"
 
 log "test image voltool-e2e-busybox"
 if ! docker image inspect voltool-e2e-busybox >/dev/null 2>&1; then
@@ -54,6 +60,7 @@ log "tests"
 cleanup() {
   # The host-mode daemon the Docker suite started.
   if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
+  if [ -f /tmp/voltool-test-nfs/ganesha.pid ]; then kill "$(cat /tmp/voltool-test-nfs/ganesha.pid)" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 out=$(mktemp)

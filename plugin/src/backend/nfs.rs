@@ -57,9 +57,10 @@ fn connect_msg(t: &NfsTarget, ip: IpAddr, e: &ConnectError) -> String {
                     "export {} not found on nfs server {server}: check `showmount -e {}` on the server",
                     t.export, t.addr
                 ),
+                // Many servers (ganesha among them) answer ACCES for an export they do not have.
                 1 | 13 => format!(
-                    "nfs server {server} refused to export {} to this host (permission denied): check the export's client list",
-                    t.export
+                    "nfs server {server} refused to mount {}: the export does not exist or is not open to this host; check `showmount -e {}` and the export's client list",
+                    t.export, t.addr
                 ),
                 _ => format!("nfs server {server} refused to mount {}: {stat}", t.export),
             }
