@@ -19,6 +19,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || need+=(xfsprogs)
 command -v ganesha.nfsd >/dev/null || need+=(nfs-ganesha nfs-ganesha-vfs)
+command -v smbd >/dev/null || need+=(samba smbclient)
 [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq || die "apt-get update"
@@ -38,6 +39,11 @@ echo "docker $(docker version --format '{{.Server.Version}}') up"
 log "nfs server (nfs-ganesha, NFSv3 on 127.0.0.1:18049)"
 export VOLTOOL_TEST_NFS_EXPORT
 VOLTOOL_TEST_NFS_EXPORT=$(NFS_DIR=/tmp/voltool-test-nfs deploy/test-env/nfs/start-ganesha.sh) || die "nfs-ganesha did not start"
+
+log "smb server (samba smbd on 127.0.0.1:18445)"
+export VOLTOOL_TEST_SMB_SHARE VOLTOOL_TEST_SMB_PASSWORD=smbtest-pass
+VOLTOOL_TEST_SMB_SHARE=$(SMB_DIR=/tmp/voltool-test-smb SMB_PASSWORD=$VOLTOOL_TEST_SMB_PASSWORD deploy/test-env/smb/start-samba.sh) \
+  || die "smbd did not start"
 
 log "test image voltool-e2e-busybox"
 if ! docker image inspect voltool-e2e-busybox >/dev/null 2>&1; then
@@ -61,6 +67,7 @@ cleanup() {
   # The host-mode daemon the Docker suite started.
   if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
   if [ -f /tmp/voltool-test-nfs/ganesha.pid ]; then kill "$(cat /tmp/voltool-test-nfs/ganesha.pid)" 2>/dev/null || true; fi
+  for p in /tmp/voltool-test-smb/pid/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 out=$(mktemp)

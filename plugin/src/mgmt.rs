@@ -48,6 +48,10 @@ pub struct VolumeInspect {
     pub scope: String,
     #[serde(rename = "Options")]
     pub options: BTreeMap<String, String>,
+    /// Things the user should know about the create they just made (not Docker's shape;
+    /// only in the reply to a create).
+    #[serde(rename = "Warnings", default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Body of `POST /v1/volumes`.
@@ -117,16 +121,13 @@ fn inspect(v: VolumeView, driver: &str) -> VolumeInspect {
         labels: BTreeMap::new(),
         scope: "local".into(),
         options: v.options,
+        warnings: Vec::new(),
     }
 }
 
 /// The management router. `doctor` produces the host report on demand.
-pub fn router(
-    svc: VolumeService,
-    secrets: SecretStore,
-    driver: String,
-    doctor: impl Fn() -> DoctorReport + Send + Sync + 'static,
-) -> Router {
+pub fn router(svc: VolumeService, driver: String, doctor: impl Fn() -> DoctorReport + Send + Sync + 'static) -> Router {
+    let secrets = svc.secrets().clone();
     let ctx = Ctx { svc, secrets, driver, doctor: std::sync::Arc::new(doctor) };
     Router::new()
         .route("/v1/version", get(version))
@@ -162,10 +163,15 @@ async fn create(State(c): State<Ctx>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid request body: {e}")),
     };
-    if let Err(e) = c.svc.create(&req.name, req.options).await {
-        return err(e);
+    let warnings = match c.svc.create(&req.name, req.options).await {
+        Ok(w) => w,
+        Err(e) => return err(e),
+    };
+    match c.svc.get(&req.name).await {
+        Ok(Some(v)) => axum::Json(VolumeInspect { warnings, ..inspect(v, &c.driver) }).into_response(),
+        Ok(None) => err(Error::NotFound { volume: req.name }),
+        Err(e) => err(e),
     }
-    get_one(State(c), Path(req.name)).await
 }
 
 async fn get_one(State(c): State<Ctx>, Path(name): Path<String>) -> Response {

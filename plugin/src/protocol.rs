@@ -201,7 +201,8 @@ impl From<crate::service::VolumeView> for DockerVolume {
 impl VolumeDriver for crate::service::VolumeService {
     type Error = crate::Error;
     async fn create(&self, name: String, opts: BTreeMap<String, String>) -> crate::Result<()> {
-        VolumeService::create(self, &name, opts).await
+        // Docker's Create has no place for warnings; they are in the daemon's log.
+        VolumeService::create(self, &name, opts).await.map(drop)
     }
     async fn remove(&self, name: String) -> crate::Result<()> {
         VolumeService::remove(self, &name, false).await

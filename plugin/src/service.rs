@@ -61,6 +61,7 @@ struct Inner {
     store: Store,
     host: Host,
     layout: Layout,
+    secrets: crate::secrets::SecretStore,
 }
 
 /// The service behind both the Docker plugin API and the management API.
@@ -87,13 +88,20 @@ impl VolumeService {
             std::fs::create_dir_all(dir).map_err(Error::io("-", "create", dir.clone()))?;
         }
         let store = Store::open(&layout.database())?;
-        let svc = Self { inner: Arc::new(Inner { store, host, layout }), locks: Arc::default() };
+        let secrets = crate::secrets::SecretStore::open(&layout.state_dir.join("secrets"))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let svc = Self { inner: Arc::new(Inner { store, host, layout, secrets }), locks: Arc::default() };
         svc.inner.reconcile()?;
         Ok(svc)
     }
 
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    /// The secret store volumes refer to (`secret=NAME`).
+    pub fn secrets(&self) -> &crate::secrets::SecretStore {
+        &self.inner.secrets
     }
 
     /// Runs `f` with the volume's lock held, on the blocking pool.
@@ -127,9 +135,11 @@ impl VolumeService {
     /// # Errors
     /// [`Error::Option`] for bad input (nothing is created), [`Error::Conflict`], I/O and
     /// store errors (anything half-made is removed).
-    pub async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<()> {
+    pub async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Vec<String>> {
         options::validate_name(name)?;
-        let mut spec = options::parse_options(&opts)?;
+        let parsed = options::parse_full(&opts)?;
+        let (mut spec, stored) = (parsed.spec, parsed.stored);
+        let mut warnings = Vec::new();
         if let Some(t) = spec.nfs.as_mut() {
             if t.subdir.is_none() {
                 t.subdir = Some(name.to_string());
@@ -140,8 +150,40 @@ impl VolumeService {
                 .await
                 .map_err(|e| Error::Remote { volume: name.into(), reason: e.0 })?;
         }
+        if let Some(t) = spec.cifs.as_mut() {
+            if t.subdir.is_none() {
+                t.subdir = Some(name.to_string());
+            }
+            let remote = |reason: String| Error::Remote { volume: name.into(), reason };
+            let password = match (&parsed.inline_password, &t.secret) {
+                (Some(pw), _) => Some(pw.clone()),
+                (None, Some(secret)) => {
+                    Some(self.inner.secrets.read(secret).map_err(|e| remote(e.to_string())).and_then(|v| {
+                        String::from_utf8(v).map_err(|_| remote(format!("secret {secret} is not UTF-8 text")))
+                    })?)
+                }
+                (None, None) => None,
+            };
+            let ip = crate::backend::nfs::resolve(&t.host, std::time::Duration::from_secs(5))
+                .await
+                .map_err(|e| remote(e.0.replace("nfs server", "smb server")))?;
+            crate::backend::cifs::check_and_prepare(t, ip, password).await.map_err(|e| remote(e.0))?;
+            if let Some(pw) = &parsed.inline_password {
+                // Compatibility with the local driver's o=password=: keep it as a secret, never
+                // in the volume's options.
+                let secret = format!("{name}-password");
+                self.inner.secrets.add(&secret, pw.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
+                t.secret = Some(secret.clone());
+                let w = format!(
+                    "volume {name}: the password given in o=password= was moved into secret {secret}; next time use -o secret={secret} (Docker itself still keeps the options it was given)"
+                );
+                tracing::warn!(volume = name, secret, "inline cifs password moved into a secret");
+                warnings.push(w);
+            }
+        }
         let name = name.to_string();
-        self.locked(&name.clone(), move |inner| inner.create(&name, spec, opts)).await
+        self.locked(&name.clone(), move |inner| inner.create(&name, spec, stored)).await?;
+        Ok(warnings)
     }
 
     /// Grows a volume's size limit to `size` (e.g. `128m`), online when it is mounted.
@@ -340,7 +382,16 @@ impl Inner {
             if stale > 0 {
                 tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounting");
             }
-            AnyBackend::for_spec(&rec.spec).mount(&self.host, &self.layout, name, &rec.spec)?;
+            let password = match rec.spec.cifs.as_ref().and_then(|t| t.secret.as_ref()) {
+                Some(secret) => Some(
+                    self.secrets
+                        .read(secret)
+                        .map_err(|e| Error::Unsupported { volume: name.into(), reason: e.to_string() })
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())?,
+                ),
+                None => None,
+            };
+            AnyBackend::for_spec(&rec.spec).mount(&self.host, &self.layout, name, &rec.spec, password.as_deref())?;
             tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
         }
         if let Err(e) = self.store.add_mount_id(name, id) {

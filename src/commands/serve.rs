@@ -121,8 +121,7 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     };
     let plugin =
         axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
-    let secrets = voltool_plugin::secrets::SecretStore::open(&layout.state_dir.join("secrets"))?;
-    let api = axum::serve(api_listener, mgmt::router(svc, secrets, driver, doctor)).with_graceful_shutdown(stop(rx));
+    let api = axum::serve(api_listener, mgmt::router(svc, driver, doctor)).with_graceful_shutdown(stop(rx));
 
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -45,6 +45,9 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
         VolumeCommand::Create { name, opts, json } => {
             let options = parse_opts(&opts)?;
             let v: VolumeInspect = api.post("/v1/volumes", json!({ "name": name, "options": options })).await?;
+            for w in &v.warnings {
+                eprintln!("voltool: warning: {w}");
+            }
             if json { output::json(&v)? } else { println!("{}", v.name) }
         }
         VolumeCommand::Ls { json, quiet } => {

@@ -7,6 +7,7 @@
 //!   loop device (autoclear) and mounted — the hard limit where project quotas are missing;
 //! - `Tmpfs`: a tmpfs with `size=`.
 
+pub mod cifs;
 pub mod nfs;
 pub mod tools;
 
@@ -100,6 +101,8 @@ pub enum AnyBackend {
     Tmpfs,
     /// A directory on an NFS export, mounted by the kernel's NFS client.
     Nfs,
+    /// A directory on an SMB share, mounted by the kernel's CIFS client.
+    Cifs,
 }
 
 impl AnyBackend {
@@ -109,6 +112,7 @@ impl AnyBackend {
             (VolumeType::Local, Some(Backing::Dir) | None) => AnyBackend::Local,
             (VolumeType::Tmpfs, _) => AnyBackend::Tmpfs,
             (VolumeType::Nfs, _) => AnyBackend::Nfs,
+            (VolumeType::Cifs, _) => AnyBackend::Cifs,
         }
     }
 
@@ -156,7 +160,7 @@ impl AnyBackend {
                 std::fs::remove_dir(&init).map_err(Error::io(name, "remove", &init))
             }
             // The remote directory was made by the create-time check.
-            AnyBackend::Tmpfs | AnyBackend::Nfs => Ok(()),
+            AnyBackend::Tmpfs | AnyBackend::Nfs | AnyBackend::Cifs => Ok(()),
         }
     }
 
@@ -164,7 +168,15 @@ impl AnyBackend {
     ///
     /// # Errors
     /// [`Error::Mount`] with the kernel's errno, [`Error::Io`] for the mountpoint directory.
-    pub fn mount(&self, host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
+    /// `password` is the secret of a CIFS volume, read by the caller just for this call.
+    pub fn mount(
+        &self,
+        host: &Host,
+        layout: &Layout,
+        name: &str,
+        spec: &VolumeSpec,
+        password: Option<&str>,
+    ) -> Result<()> {
         let mp = layout.mountpoint(name);
         std::fs::create_dir_all(&mp).map_err(Error::io(name, "create mountpoint", &mp))?;
         let req = match self {
@@ -172,6 +184,7 @@ impl AnyBackend {
             AnyBackend::Tmpfs => tmpfs_request(name, &mp, spec),
             AnyBackend::Image(fs) => return mount_image(host, name, *fs, &layout.image(name), &mp),
             AnyBackend::Nfs => return mount_nfs(host, name, spec, &mp),
+            AnyBackend::Cifs => return mount_cifs(host, name, spec, password, &mp),
         };
         host.mounter.mount(&req).map_err(|source| Error::Mount { volume: name.into(), source })
     }
@@ -197,7 +210,9 @@ impl AnyBackend {
             AnyBackend::Image(fs) => *fs,
             AnyBackend::Local => return refuse("it has no size limit (create it with -o size=...)".into()),
             AnyBackend::Tmpfs => return refuse("tmpfs volumes take their size at mount; recreate it".into()),
-            AnyBackend::Nfs => return refuse("nfs volumes have no size limit in this version".into()),
+            AnyBackend::Nfs | AnyBackend::Cifs => {
+                return refuse("network volumes have no size limit in this version".into());
+            }
         };
         if new_size <= old {
             return refuse(format!(
@@ -290,6 +305,7 @@ impl AnyBackend {
             AnyBackend::Image(fs) => format!("image ({})", fs.name()),
             AnyBackend::Tmpfs => "tmpfs".into(),
             AnyBackend::Nfs => "nfs (kernel client)".into(),
+            AnyBackend::Cifs => "cifs (kernel client)".into(),
         }
     }
 
@@ -305,9 +321,39 @@ impl AnyBackend {
             AnyBackend::Image(_) => std::fs::metadata(layout.image(name)).ok().map(|m| m.blocks() * 512),
             AnyBackend::Tmpfs => Some(0),
             // The share's usage is the server's business; walking it could take forever.
-            AnyBackend::Nfs => None,
+            AnyBackend::Nfs | AnyBackend::Cifs => None,
         }
     }
+}
+
+/// Resolves a server name to an IP with the system resolver.
+fn resolve_blocking(name: &str, host: &str) -> Result<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| Error::Unsupported { volume: name.into(), reason: format!("server {host} does not resolve") })
+}
+
+fn no_kernel_client(name: &str, what: &str, source: voltool_runtime::Error) -> Error {
+    match source.errno() {
+        Some(nix::errno::Errno::ENODEV) => Error::Unsupported {
+            volume: name.into(),
+            reason: format!("this host's kernel has no {what} client (see `voltool doctor`)"),
+        },
+        _ => Error::Mount { volume: name.into(), source },
+    }
+}
+
+/// Mounts a CIFS volume with the kernel client; the password goes only into mount(2)'s data.
+fn mount_cifs(host: &Host, name: &str, spec: &VolumeSpec, password: Option<&str>, target: &Path) -> Result<()> {
+    let t =
+        spec.cifs.as_ref().ok_or_else(|| Error::Internal(format!("volume {name}: cifs volume without a target")))?;
+    let ip = resolve_blocking(name, &t.host)?;
+    let req = cifs::kernel_request(t, ip, &spec.owner, password, target);
+    host.mounter.mount(&req).map_err(|e| no_kernel_client(name, "CIFS", e))
 }
 
 /// Mounts an NFS volume with the kernel client. The name is resolved here (the kernel does
@@ -443,7 +489,7 @@ mod tests {
         assert_eq!(t.calls(), vec![ToolCall::Mkfs(FsType::Ext4, layout.image("v"))]);
         assert!(!layout.init_dir("v").exists(), "init mount cleaned up");
         assert_eq!(m.mount_table().expect("t").len(), 0);
-        b.mount(&host, &layout, "v", &spec).expect("mount");
+        b.mount(&host, &layout, "v", &spec, None).expect("mount");
         let mounts = m.mounts();
         assert_eq!(mounts.last().map(|r| (r.source.as_str(), r.fstype.as_deref())), Some(("/dev/loop1", Some("ext4"))));
         b.grow(&host, &layout, "v", &spec, 128 << 20).expect("grow");

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod cifs;
 pub mod nfs;
+pub use cifs::CifsTarget;
 pub use nfs::NfsTarget;
 
 /// Longest accepted volume name.
@@ -37,6 +39,7 @@ pub enum VolumeType {
     Local,
     Tmpfs,
     Nfs,
+    Cifs,
 }
 
 impl std::fmt::Display for VolumeType {
@@ -45,6 +48,7 @@ impl std::fmt::Display for VolumeType {
             VolumeType::Local => "local",
             VolumeType::Tmpfs => "tmpfs",
             VolumeType::Nfs => "nfs",
+            VolumeType::Cifs => "cifs",
         })
     }
 }
@@ -141,6 +145,18 @@ pub struct VolumeSpec {
     /// NFS volumes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfs: Option<NfsTarget>,
+    /// CIFS volumes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cifs: Option<CifsTarget>,
+}
+
+/// The result of parsing: the spec, the options as they may be stored and shown (an inline
+/// password removed), and that password, which the caller moves into a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub spec: VolumeSpec,
+    pub stored: BTreeMap<String, String>,
+    pub inline_password: Option<String>,
 }
 
 /// What happens to a volume's data when it is removed (`on-remove=`).
@@ -309,6 +325,7 @@ const COMMON_KEYS: &[&str] = &["type", "size", "uid", "gid", "mode", "on-remove"
 const LOCAL_KEYS: &[&str] = &["quota", "fs"];
 const TMPFS_KEYS: &[&str] = &["o", "device"];
 const NFS_KEYS: &[&str] = &["addr", "export", "subdir", "vers", "o", "device"];
+const CIFS_KEYS: &[&str] = &["share", "username", "domain", "secret", "subdir", "vers", "o", "device"];
 /// Keys from the product contract whose features this version does not have yet: refused
 /// with a message saying so rather than accepted and silently ignored.
 const PLANNED_KEYS: &[&str] =
@@ -320,6 +337,7 @@ fn valid_keys(kind: VolumeType) -> String {
         VolumeType::Local => LOCAL_KEYS,
         VolumeType::Tmpfs => TMPFS_KEYS,
         VolumeType::Nfs => NFS_KEYS,
+        VolumeType::Cifs => CIFS_KEYS,
     });
     keys.join(", ")
 }
@@ -350,33 +368,48 @@ fn set_once<T: PartialEq + Copy>(slot: &mut Option<T>, key: &str, raw: &str, v: 
 /// [`OptionError`] for an unknown key (listing the valid ones), a bad value, an unknown type
 /// or a feature this version does not provide.
 pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, OptionError> {
+    parse_full(opts).map(|p| p.spec)
+}
+
+/// Like [`parse_options`], also returning the storable options and an inline password.
+///
+/// # Errors
+/// As [`parse_options`].
+pub fn parse_full(opts: &BTreeMap<String, String>) -> Result<Parsed, OptionError> {
     let kind = match opts.get("type").map(|s| s.as_str()) {
         None | Some("local") | Some("") => VolumeType::Local,
         Some("tmpfs") => VolumeType::Tmpfs,
         Some("nfs" | "nfs4") => VolumeType::Nfs,
-        Some(t @ ("cifs" | "smb")) => {
-            return Err(OptionError::Unsupported(format!(
-                "volume type {t} is not available in this version of voltool yet; valid types now: local, tmpfs, nfs"
-            )));
-        }
+        Some("cifs" | "smb") => VolumeType::Cifs,
         Some(other) => return Err(OptionError::Type(other.into())),
     };
     let mut spec = VolumeSpec { kind, ..Default::default() };
     let mut nfs = NfsTarget::default();
+    let mut cifs = CifsTarget::default();
+    let mut password = None;
+    let mut stored = opts.clone();
     for (key, v) in opts {
         if kind == VolumeType::Nfs && nfs::parse_key(&mut nfs, key, v)? {
             continue;
         }
+        if kind == VolumeType::Cifs
+            && let Some(keep) = cifs::parse_key(&mut cifs, &mut password, key, v)?
+        {
+            stored.insert(key.clone(), keep);
+            continue;
+        }
         match key.as_str() {
             "type" => {}
-            "size" if kind != VolumeType::Nfs => set_once(&mut spec.size, key, v, size_opt(key, v)?)?,
+            "size" if !matches!(kind, VolumeType::Nfs | VolumeType::Cifs) => {
+                set_once(&mut spec.size, key, v, size_opt(key, v)?)?
+            }
             "uid" => set_once(&mut spec.owner.uid, key, v, parse_id(key, v)?)?,
             "gid" => set_once(&mut spec.owner.gid, key, v, parse_id(key, v)?)?,
             "mode" => set_once(&mut spec.owner.mode, key, v, parse_mode(key, v)?)?,
-            "size" if kind == VolumeType::Nfs => {
-                return Err(OptionError::Unsupported(
-                    "size on an nfs volume (an image kept on the share) is not in this version of voltool yet".into(),
-                ));
+            "size" if matches!(kind, VolumeType::Nfs | VolumeType::Cifs) => {
+                return Err(OptionError::Unsupported(format!(
+                    "size on a {kind} volume (an image kept on the share) is not in this version of voltool yet"
+                )));
             }
             "quota" if kind == VolumeType::Local => {
                 spec.quota = match v.as_str() {
@@ -396,13 +429,13 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
             }
             "on-remove" => {
                 spec.on_remove = match (v.as_str(), kind) {
-                    ("delete", VolumeType::Nfs) => {
+                    ("delete", VolumeType::Nfs | VolumeType::Cifs) => {
                         return Err(OptionError::Unsupported(
-                            "on-remove=delete for nfs volumes (deleting the remote directory) is not in this version of voltool yet; nfs volumes are retained".into(),
+                            "on-remove=delete for network volumes (deleting the remote directory) is not in this version of voltool yet; they are retained".into(),
                         ));
                     }
                     ("delete", _) => OnRemove::Delete,
-                    ("retain", VolumeType::Local | VolumeType::Nfs) => OnRemove::Retain,
+                    ("retain", VolumeType::Local | VolumeType::Nfs | VolumeType::Cifs) => OnRemove::Retain,
                     ("retain", VolumeType::Tmpfs) => {
                         return Err(value_err(
                             key,
@@ -439,7 +472,14 @@ pub fn parse_options(opts: &BTreeMap<String, String>) -> Result<VolumeSpec, Opti
         }
         spec.nfs = Some(nfs);
     }
-    Ok(spec)
+    if kind == VolumeType::Cifs {
+        cifs::finish(&cifs, password.is_some())?;
+        if !opts.contains_key("on-remove") {
+            spec.on_remove = OnRemove::Retain;
+        }
+        spec.cifs = Some(cifs);
+    }
+    Ok(Parsed { spec, stored, inline_password: password })
 }
 
 /// Parses the local driver's tmpfs `o=size=100m,uid=1000,mode=1777,noexec` list.
@@ -567,7 +607,7 @@ mod tests {
         assert!(parse_options(&opts(&[("uid", "-1")])).is_err());
         assert!(parse_options(&opts(&[("type", "tmpfs"), ("o", "size=1m,bogus")])).is_err());
         let e = parse_options(&opts(&[("type", "cifs")])).expect_err("cifs").to_string();
-        assert!(e.contains("not available in this version"), "{e}");
+        assert!(e.contains("needs the share"), "{e}");
         let e = parse_options(&opts(&[("backup-schedule", "@daily")])).expect_err("planned").to_string();
         assert!(e.contains("not available in this version"), "{e}");
         assert!(parse_options(&opts(&[("quota", "zfs")])).is_err());
@@ -664,6 +704,52 @@ mod nfs_option_tests {
         ] {
             let e = parse_options(&opts(&o)).expect_err("must fail").to_string();
             assert!(e.contains(needle), "{o:?}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod cifs_option_tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn local_driver_spelling_moves_the_password_out() {
+        let p = parse_full(&opts(&[
+            ("type", "cifs"),
+            ("device", "//127.0.0.1/data"),
+            ("o", "username=smbtest,password=s3cret,vers=3.0,port=18445"),
+        ]))
+        .expect("ok");
+        assert_eq!(p.inline_password.as_deref(), Some("s3cret"));
+        assert_eq!(p.stored["o"], "username=smbtest,vers=3.0,port=18445");
+        assert!(!format!("{:?}{:?}", p.stored, p.spec).contains("s3cret"));
+        let t = p.spec.cifs.expect("cifs");
+        assert_eq!((t.host.as_str(), t.share.as_str(), t.port), ("127.0.0.1", "data", Some(18445)));
+    }
+
+    #[test]
+    fn native_spelling_and_errors() {
+        let s =
+            parse_options(&opts(&[("type", "cifs"), ("share", "//h/s/base"), ("username", "u"), ("secret", "smb")]))
+                .expect("ok");
+        let t = s.cifs.expect("cifs");
+        assert_eq!((t.base.as_str(), t.secret.as_deref()), ("base", Some("smb")));
+        for (o, needle) in [
+            (vec![("type", "cifs"), ("share", "//h/s"), ("secret", "x"), ("o", "password=p")], "not both"),
+            (vec![("type", "cifs"), ("share", "h/s")], "//host/share"),
+            (vec![("type", "cifs"), ("share", "//h/s"), ("o", "credentials=/etc/x")], "not supported"),
+            (
+                vec![("type", "cifs"), ("share", "//h/s"), ("addr", "h")],
+                "valid options: type, size, uid, gid, mode, on-remove, share",
+            ),
+        ] {
+            let e = parse_options(&opts(&o)).expect_err("must fail").to_string();
+            assert!(e.contains(needle), "{o:?}: {e}");
+            assert!(!e.contains("password=p"), "{e}");
         }
     }
 }

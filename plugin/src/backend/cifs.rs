@@ -1,0 +1,242 @@
+//! CIFS/SMB volumes: the create-time share check (pure-Rust SMB client, no kernel needed)
+//! and the kernel mount request.
+//!
+//! The `smb` crate's directory listing has been seen to hang on a multi-threaded tokio
+//! runtime, so every SMB call here runs on a dedicated thread with its own current-thread
+//! runtime, under one deadline; the caller waits on a channel with the same deadline and
+//! never blocks the daemon's workers.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use smb::{Client, ClientConfig, ConnectionConfig, CreateOptions, FileAttributes, FileCreateArgs, UncPath};
+use voltool_runtime::mount::{MountFlags, MountRequest};
+
+use crate::options::{CifsTarget, Owner};
+
+/// How long the whole create-time check may take.
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(12);
+
+const STATUS_LOGON_FAILURE: u32 = 0xC000_006D;
+const STATUS_ACCOUNT_DISABLED: u32 = 0xC000_0072;
+const STATUS_BAD_NETWORK_NAME: u32 = 0xC000_00CC;
+const STATUS_ACCESS_DENIED: u32 = 0xC000_0022;
+const STATUS_OBJECT_NAME_COLLISION: u32 = 0xC000_0035;
+
+/// Why a share check failed. The message names the server and share, never the password.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CifsCheckError(pub String);
+
+fn status_of(e: &smb::Error) -> Option<u32> {
+    match e {
+        smb::Error::ReceivedErrorMessage(code, _) | smb::Error::UnexpectedMessageStatus(code) => Some(*code),
+        _ => None,
+    }
+}
+
+/// Checks the share with the given credentials and prepares the volume's directory.
+///
+/// # Errors
+/// [`CifsCheckError`] naming the server and share and what is wrong (unreachable, wrong
+/// password, no such share, not writable, too slow).
+pub async fn check_and_prepare(t: &CifsTarget, ip: IpAddr, password: Option<String>) -> Result<(), CifsCheckError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let target = t.clone();
+    let spawned = std::thread::Builder::new().name("voltool-smb-check".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let r = match rt {
+            Ok(rt) => rt.block_on(async {
+                tokio::time::timeout(CHECK_DEADLINE, check_inner(&target, ip, password)).await.unwrap_or_else(|_| {
+                    Err(CifsCheckError(format!("smb server {} did not answer within {CHECK_DEADLINE:?}", target.host)))
+                })
+            }),
+            Err(e) => Err(CifsCheckError(format!("cannot start the smb check: {e}"))),
+        };
+        let _ = tx.send(r);
+    });
+    if let Err(e) = spawned {
+        return Err(CifsCheckError(format!("cannot start the smb check: {e}")));
+    }
+    match tokio::time::timeout(CHECK_DEADLINE + Duration::from_secs(1), rx).await {
+        Ok(Ok(r)) => r,
+        _ => Err(CifsCheckError(format!("smb server {} did not answer within {CHECK_DEADLINE:?}", t.host))),
+    }
+}
+
+async fn check_inner(t: &CifsTarget, ip: IpAddr, password: Option<String>) -> Result<(), CifsCheckError> {
+    let server = if ip.to_string() == t.host { t.host.clone() } else { format!("{} ({ip})", t.host) };
+    let port = t.port.unwrap_or(445);
+    let client = Client::new(ClientConfig {
+        connection: ConnectionConfig { port: Some(port), timeout: Some(Duration::from_secs(8)), ..Default::default() },
+        ..Default::default()
+    });
+    let unc = UncPath::new(&ip.to_string())
+        .and_then(|u| u.with_share(&t.share))
+        .map_err(|e| CifsCheckError(format!("smb share //{}/{}: {e}", t.host, t.share)))?;
+    let user = match (&t.domain, &t.username) {
+        (Some(d), Some(u)) => format!("{d}\\{u}"),
+        (None, Some(u)) => u.clone(),
+        (_, None) => "guest".to_string(),
+    };
+    if let Err(e) = client.share_connect(&unc, &user, password.unwrap_or_default()).await {
+        let msg = match status_of(&e) {
+            Some(STATUS_LOGON_FAILURE | STATUS_ACCOUNT_DISABLED) => format!(
+                "smb server {server} rejected the login of {user}: wrong username or password (check the secret with `voltool secret add`)"
+            ),
+            Some(STATUS_BAD_NETWORK_NAME) => format!("share {} not found on smb server {server}", t.share),
+            Some(STATUS_ACCESS_DENIED) => format!("smb server {server} denied {user} access to share {}", t.share),
+            _ => match &e {
+                smb::Error::IoError(io) => format!("cannot reach smb server {server} port {port}: {io}"),
+                other => format!("smb share //{}/{} on {server}: {other}", t.host, t.share),
+            },
+        };
+        let _ = client.close().await;
+        return Err(CifsCheckError(msg));
+    }
+    let r = prepare(&client, &unc, t, &server).await;
+    let _ = client.close().await;
+    r
+}
+
+async fn prepare(client: &Client, unc: &UncPath, t: &CifsTarget, server: &str) -> Result<(), CifsCheckError> {
+    let path = t.share_path();
+    let mut sofar = String::new();
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        if !sofar.is_empty() {
+            sofar.push('\\');
+        }
+        sofar.push_str(comp);
+        let args = FileCreateArgs::make_create_new(
+            FileAttributes::new().with_directory(true),
+            CreateOptions::new().with_directory_file(true),
+        );
+        match client.create_file(&unc.clone().with_path(&sofar), &args).await {
+            Ok(r) => close(&r).await,
+            Err(e) if status_of(&e) == Some(STATUS_OBJECT_NAME_COLLISION) => {}
+            Err(e) => {
+                return Err(CifsCheckError(format!(
+                    "cannot create directory {sofar} in share {} on smb server {server}: {e}",
+                    t.share
+                )));
+            }
+        }
+    }
+    let probe = if sofar.is_empty() { ".voltool-probe".to_string() } else { format!("{sofar}\\.voltool-probe") };
+    let probe_path = unc.clone().with_path(&probe);
+    let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
+    let file = client
+        .create_file(&probe_path, &args)
+        .await
+        .map_err(|e| CifsCheckError(format!("share {} on smb server {server} is not writable: {e}", t.share)))?;
+    let written = match file.as_file() {
+        Some(f) => f.write_block(b"voltool\n", 0, None).await.map(drop).map_err(|e| e.to_string()),
+        None => Err("the probe is not a file".to_string()),
+    };
+    close(&file).await;
+    // Remove the probe: open it for DELETE with delete-on-close, then close.
+    let del = FileCreateArgs {
+        disposition: smb::CreateDisposition::Open,
+        attributes: FileAttributes::new(),
+        options: CreateOptions::new().with_delete_on_close(true),
+        desired_access: smb::FileAccessMask::new().with_delete(true),
+    };
+    if let Ok(r) = client.create_file(&probe_path, &del).await {
+        close(&r).await;
+    }
+    written.map_err(|e| CifsCheckError(format!("share {} on smb server {server} is not writable: {e}", t.share)))
+}
+
+async fn close(r: &smb::Resource) {
+    let _ = match r {
+        smb::Resource::File(f) => f.close().await,
+        smb::Resource::Directory(d) => d.close().await,
+        smb::Resource::Pipe(_) => Ok(()),
+    };
+}
+
+/// Escapes a value for the kernel's comma-separated cifs options (a comma is doubled).
+fn escape(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+/// The kernel mount request for a CIFS volume. The password travels only in mount(2)'s
+/// data buffer: never in argv, and the kernel does not show it in /proc/mounts.
+pub fn kernel_request(
+    t: &CifsTarget,
+    ip: IpAddr,
+    owner: &Owner,
+    password: Option<&str>,
+    target: &std::path::Path,
+) -> MountRequest {
+    let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+    let path = t.share_path();
+    let source = if path.is_empty() { format!("//{host}/{}", t.share) } else { format!("//{host}/{}/{path}", t.share) };
+    let mut data = vec![format!("ip={ip}")];
+    if let Some(p) = t.port {
+        data.push(format!("port={p}"));
+    }
+    if let Some(u) = &t.username {
+        data.push(format!("username={}", escape(u)));
+    }
+    if let Some(d) = &t.domain {
+        data.push(format!("domain={}", escape(d)));
+    }
+    if let Some(v) = &t.vers {
+        data.push(format!("vers={v}"));
+    }
+    if let Some(uid) = owner.uid {
+        data.push(format!("uid={uid}"));
+    }
+    if let Some(gid) = owner.gid {
+        data.push(format!("gid={gid}"));
+    }
+    if let Some(mode) = owner.mode {
+        data.push(format!("dir_mode=0{mode:o},file_mode=0{:o}", mode & 0o666));
+    }
+    data.extend(t.extra.iter().cloned());
+    match password {
+        Some(p) => data.push(format!("password={}", escape(p))),
+        None if t.username.is_none() => data.push("guest".into()),
+        None => {}
+    }
+    MountRequest::filesystem("cifs", &source, target, MountFlags::empty(), data.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_options_escape_and_carry_owner() {
+        let t = CifsTarget {
+            host: "srv".into(),
+            share: "data".into(),
+            base: "teams".into(),
+            subdir: Some("vol".into()),
+            username: Some("bob".into()),
+            vers: Some("3.0".into()),
+            port: Some(18445),
+            ..Default::default()
+        };
+        let owner = Owner { uid: Some(1000), gid: Some(1000), mode: Some(0o750) };
+        let r = kernel_request(&t, "10.0.2.100".parse().expect("ip"), &owner, Some("p,w"), std::path::Path::new("/m"));
+        assert_eq!(r.source, "//10.0.2.100/data/teams/vol");
+        assert_eq!(r.fstype.as_deref(), Some("cifs"));
+        assert_eq!(
+            r.data.as_deref(),
+            Some(
+                "ip=10.0.2.100,port=18445,username=bob,vers=3.0,uid=1000,gid=1000,dir_mode=0750,file_mode=0640,password=p,,w"
+            )
+        );
+        let guest = CifsTarget { username: None, ..t };
+        let r = kernel_request(
+            &guest,
+            "10.0.2.100".parse().expect("ip"),
+            &Owner::default(),
+            None,
+            std::path::Path::new("/m"),
+        );
+        assert!(r.data.as_deref().is_some_and(|d| d.ends_with(",guest")));
+    }
+}
