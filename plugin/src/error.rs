@@ -47,6 +47,10 @@ pub enum Error {
         #[source]
         source: crate::backend::tools::ToolError,
     },
+    /// A mount or unmount did not finish in time (typically a network server that stopped
+    /// answering); the operation may still complete later.
+    #[error("volume {volume}: {op} did not finish within {after:?}; is its server answering?")]
+    Timeout { volume: String, op: &'static str, after: std::time::Duration },
     /// The volume's server failed the create-time check.
     #[error("volume {volume}: {reason}")]
     Remote { volume: String, reason: String },

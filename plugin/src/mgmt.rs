@@ -91,6 +91,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::Unmount { .. }
         | Error::Io { .. }
         | Error::Tool { .. }
+        | Error::Timeout { .. }
         | Error::Store(_)
         | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

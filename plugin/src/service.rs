@@ -69,7 +69,12 @@ struct Inner {
 pub struct VolumeService {
     inner: Arc<Inner>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    deadline: Duration,
 }
+
+/// How long Mount/Unmount may take: a network mount against a server that stopped answering
+/// fails after this, instead of hanging Docker.
+pub const MOUNT_DEADLINE: Duration = Duration::from_secs(15);
 
 impl std::fmt::Debug for VolumeService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,7 +95,11 @@ impl VolumeService {
         let store = Store::open(&layout.database())?;
         let secrets = crate::secrets::SecretStore::open(&layout.state_dir.join("secrets"))
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let svc = Self { inner: Arc::new(Inner { store, host, layout, secrets }), locks: Arc::default() };
+        let svc = Self {
+            inner: Arc::new(Inner { store, host, layout, secrets }),
+            locks: Arc::default(),
+            deadline: MOUNT_DEADLINE,
+        };
         svc.inner.reconcile()?;
         Ok(svc)
     }
@@ -110,23 +119,58 @@ impl VolumeService {
         name: &str,
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.locked_within(name, None, f, None).await
+    }
+
+    /// Like [`Self::locked`], but the caller gives up after `deadline`. The work itself runs in
+    /// its own task that keeps the volume's lock until the (possibly hung) syscall returns,
+    /// so no second operation on the volume can start underneath it; other volumes are not
+    /// affected. If the work succeeds after the caller gave up, `undo` runs (under the same
+    /// lock), so a mount Docker was told had failed does not stay held.
+    async fn locked_within<T: Send + 'static>(
+        &self,
+        name: &str,
+        deadline: Option<(&'static str, Duration)>,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+        undo: Option<Box<dyn FnOnce(&Inner) + Send>>,
+    ) -> Result<T> {
         options::validate_name(name)?;
         let lock = {
             let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(name.to_string()).or_default().clone()
         };
-        let result = {
-            let _guard = lock.lock().await;
-            let inner = self.inner.clone();
-            tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| Error::Internal(e.to_string()))?
+        let (inner, locks, key) = (self.inner.clone(), self.locks.clone(), name.to_string());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            {
+                let _guard = lock.lock().await;
+                let work = inner.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || f(&work)).await.map_err(|e| Error::Internal(e.to_string()));
+                let result = result.and_then(|r| r);
+                if let Err(Ok(_)) = tx.send(result)
+                    && let Some(undo) = undo
+                {
+                    // The caller timed out and reported failure: take the effect back.
+                    let _ = tokio::task::spawn_blocking(move || undo(&inner)).await;
+                    tracing::warn!(volume = key, "a mount finished after its deadline; released it again");
+                }
+            }
+            // Drop the map entry when nobody else holds or waits for it, so the map only holds
+            // volumes with work in flight.
+            let mut map = locks.lock().unwrap_or_else(|p| p.into_inner());
+            if Arc::strong_count(&lock) == 2 {
+                map.remove(&key);
+            }
+        });
+        let joined = match deadline {
+            None => rx.await,
+            Some((op, after)) => match tokio::time::timeout(after, rx).await {
+                Ok(j) => j,
+                Err(_) => return Err(Error::Timeout { volume: name.into(), op, after }),
+            },
         };
-        // Drop the map entry when nobody else holds or waits for it, so the map only holds
-        // volumes with work in flight.
-        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if Arc::strong_count(&lock) == 2 {
-            map.remove(name);
-        }
-        result
+        joined.map_err(|e| Error::Internal(e.to_string()))?
     }
 
     /// Creates a volume. Creating an existing volume with the same options succeeds (Docker
@@ -215,7 +259,11 @@ impl VolumeService {
     /// [`Error::NotFound`], [`Error::Mount`], store errors.
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
         let (n, id) = (name.to_string(), id.to_string());
-        self.locked(name, move |inner| inner.mount(&n, &id)).await
+        let (n2, id2) = (n.clone(), id.clone());
+        let undo: Box<dyn FnOnce(&Inner) + Send> = Box::new(move |inner| {
+            let _ = inner.unmount(&n2, &id2);
+        });
+        self.locked_within(name, Some(("mount", self.deadline)), move |inner| inner.mount(&n, &id), Some(undo)).await
     }
 
     /// Releases Mount ID `id` (an unknown ID succeeds); the real unmount happens when the
@@ -225,7 +273,14 @@ impl VolumeService {
     /// [`Error::NotFound`], [`Error::Unmount`], store errors.
     pub async fn unmount(&self, name: &str, id: &str) -> Result<()> {
         let (n, id) = (name.to_string(), id.to_string());
-        self.locked(name, move |inner| inner.unmount(&n, &id)).await
+        self.locked_within(name, Some(("unmount", self.deadline)), move |inner| inner.unmount(&n, &id), None).await
+    }
+
+    /// Sets how long Mount and Unmount may take before the caller gets an error (a hung
+    /// network server); default [`MOUNT_DEADLINE`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The mountpoint of an existing volume.

@@ -187,6 +187,7 @@ struct FakeState {
     table: Vec<MountInfo>,
     next_id: u32,
     inject: HashMap<&'static str, Vec<Errno>>,
+    delays: HashMap<PathBuf, std::time::Duration>,
 }
 
 /// A recording fake: records each call, keeps a mount table that mount/umount2 update, and
@@ -210,6 +211,12 @@ impl RecordingMounter {
     /// `errno`. Several injections for one kind are used in order.
     pub fn fail_next(&self, op: &'static str, errno: Errno) {
         self.lock().inject.entry(op).or_default().push(errno);
+    }
+
+    /// Makes the next mount onto `target` take `delay` (a server that stopped answering);
+    /// calls for other targets are not held up.
+    pub fn delay_next_mount(&self, target: &Path, delay: std::time::Duration) {
+        self.lock().delays.insert(target.to_path_buf(), delay);
     }
 
     /// All calls so far.
@@ -247,6 +254,10 @@ impl RecordingMounter {
 
 impl Mounter for RecordingMounter {
     fn mount(&self, req: &MountRequest) -> Result<()> {
+        let delay = self.lock().delays.remove(&req.target);
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         let mut st = self.lock();
         st.calls.push(RecordedCall::Mount(req.clone()));
         if let Some(errno) = Self::injected(&mut st, "mount") {

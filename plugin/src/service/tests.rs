@@ -196,3 +196,39 @@ async fn on_remove_retain_keeps_the_data() {
     f.svc.create("keep", opts(&[])).await.expect("recreate");
     assert!(!f.layout.data_dir("keep").join("precious").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_mount_times_out_without_blocking_other_volumes() {
+    let f = fixture();
+    let svc = f.svc.clone().with_deadline(std::time::Duration::from_millis(500));
+    svc.create("slow", opts(&[])).await.expect("create");
+    svc.create("fast", opts(&[])).await.expect("create");
+    f.mounter.delay_next_mount(&f.layout.mountpoint("slow"), std::time::Duration::from_secs(3));
+    let slow = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
+            (svc.mount("slow", "a").await, t0.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Meanwhile another volume mounts and unmounts at full speed.
+    for i in 0..20 {
+        let t0 = std::time::Instant::now();
+        svc.mount("fast", &format!("f{i}")).await.expect("fast mount");
+        svc.unmount("fast", &format!("f{i}")).await.expect("fast unmount");
+        assert!(t0.elapsed() < std::time::Duration::from_millis(50), "fast volume waited {:?}", t0.elapsed());
+    }
+    let (r, took) = slow.await.expect("join");
+    let e = r.expect_err("deadline");
+    assert!(matches!(e, Error::Timeout { op: "mount", .. }), "{e}");
+    assert!(e.to_string().contains("is its server answering"), "{e}");
+    assert!(took < std::time::Duration::from_millis(1500), "gave up after {took:?}");
+    // When the hung mount finally completes, nobody holds it: it is released again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let v = svc.get("slow").await.expect("get").expect("slow");
+    assert_eq!((v.mounted, v.mount_count), (false, 0), "late mount was undone");
+    // And the volume works normally afterwards.
+    svc.mount("slow", "b").await.expect("mount after the server recovered");
+    assert_eq!(svc.get("slow").await.expect("get").expect("slow").mount_count, 1);
+}
