@@ -57,6 +57,9 @@ pub struct VolumeView {
     pub mount_count: usize,
 }
 
+/// Takes back the effect of work whose caller gave up waiting.
+type Undo = Box<dyn FnOnce(&Inner) + Send>;
+
 struct Inner {
     store: Store,
     host: Host,
@@ -132,7 +135,7 @@ impl VolumeService {
         name: &str,
         deadline: Option<(&'static str, Duration)>,
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
-        undo: Option<Box<dyn FnOnce(&Inner) + Send>>,
+        undo: Option<Undo>,
     ) -> Result<T> {
         options::validate_name(name)?;
         let lock = {
@@ -260,7 +263,7 @@ impl VolumeService {
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
         let (n, id) = (name.to_string(), id.to_string());
         let (n2, id2) = (n.clone(), id.clone());
-        let undo: Box<dyn FnOnce(&Inner) + Send> = Box::new(move |inner| {
+        let undo: Undo = Box::new(move |inner| {
             let _ = inner.unmount(&n2, &id2);
         });
         self.locked_within(name, Some(("mount", self.deadline)), move |inner| inner.mount(&n, &id), Some(undo)).await
