@@ -131,6 +131,20 @@ pub enum VolumeCommand {
         /// New limit, e.g. 128m, 20G, 1.5GiB (binary units); must be larger than the current one.
         size: String,
     },
+    /// Mount a volume for use without Docker and print its mountpoint. Counted like a
+    /// container's mount under ID (unmount with the same ID).
+    Mount {
+        name: String,
+        #[arg(long, default_value = "voltool-cli")]
+        id: String,
+    },
+    /// Release a mount made with `voltool volume mount` (the volume is unmounted when no
+    /// container or other ID holds it).
+    Unmount {
+        name: String,
+        #[arg(long, default_value = "voltool-cli")]
+        id: String,
+    },
     /// Remove volumes and their data.
     #[command(alias = "remove")]
     Rm {

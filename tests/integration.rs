@@ -244,6 +244,12 @@ fn mounts_refcount_and_survive_crash_restart() {
     assert_eq!(std::fs::read(mp.join("f")).expect("data back"), b"data");
     d.post("/VolumeDriver.Unmount", r#"{"Name":"v","ID":"d"}"#);
     assert!(!host_mounted(&mp));
+    // The same reference counting without Docker: voltool volume mount/unmount.
+    let o = d.cli(&["volume", "mount", "v"]);
+    assert_eq!(stdout(&o), mp.display().to_string(), "{}", stderr(&o));
+    assert!(host_mounted(&mp));
+    assert!(d.cli(&["volume", "unmount", "v"]).status.success());
+    assert!(!host_mounted(&mp));
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! - `GET /v1/volumes`, `POST /v1/volumes` `{"name", "options"}`
 //! - `GET /v1/volumes/{name}`, `DELETE /v1/volumes/{name}?force=true`
 //! - `POST /v1/volumes/{name}/resize` `{"size": "128m"}`
+//! - `POST /v1/volumes/{name}/mount` / `unmount` `{"id": "..."}`: the same reference-counted
+//!   mounts Docker makes, for use without Docker
 //! - `GET /v1/doctor`
 //! - `GET /v1/secrets`, `POST /v1/secrets` `{"name", "value"}`, `DELETE /v1/secrets/{name}`
 //!   (values go in, never out)
@@ -135,6 +137,8 @@ pub fn router(svc: VolumeService, driver: String, doctor: impl Fn() -> DoctorRep
         .route("/v1/volumes", get(list).post(create))
         .route("/v1/volumes/{name}", get(get_one).delete(remove))
         .route("/v1/volumes/{name}/resize", axum::routing::post(resize))
+        .route("/v1/volumes/{name}/mount", axum::routing::post(mount))
+        .route("/v1/volumes/{name}/unmount", axum::routing::post(unmount))
         .route("/v1/doctor", get(doctor_route))
         .route("/v1/secrets", get(list_secrets).post(add_secret))
         .route("/v1/secrets/{name}", axum::routing::delete(remove_secret))
@@ -198,6 +202,42 @@ async fn resize(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> 
         return err(e);
     }
     get_one(State(c), Path(name)).await
+}
+
+/// Body of `POST /v1/volumes/{name}/mount` and `/unmount`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountId {
+    pub id: String,
+}
+
+fn mount_id(body: &Bytes) -> Result<String, Response> {
+    match serde_json::from_slice::<MountId>(body) {
+        Ok(m) if !m.id.is_empty() => Ok(m.id),
+        Ok(_) => Err(bad_request("the mount id is empty".into())),
+        Err(e) => Err(bad_request(format!("invalid request body: {e}"))),
+    }
+}
+
+async fn mount(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    let id = match mount_id(&body) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match c.svc.mount(&name, &id).await {
+        Ok(p) => axum::Json(json!({ "Mountpoint": p })).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn unmount(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    let id = match mount_id(&body) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match c.svc.unmount(&name, &id).await {
+        Ok(()) => axum::Json(json!({ "unmounted": name })).into_response(),
+        Err(e) => err(e),
+    }
 }
 
 #[derive(Deserialize)]

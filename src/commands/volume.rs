@@ -113,6 +113,13 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
             let v: VolumeInspect = api.post(&format!("{}/resize", path_of(&name)), json!({ "size": size })).await?;
             println!("{} {}", v.name, status_str(&v.status, "size_limit"));
         }
+        VolumeCommand::Mount { name, id } => {
+            let r: serde_json::Value = api.post(&format!("{}/mount", path_of(&name)), json!({ "id": id })).await?;
+            println!("{}", r.get("Mountpoint").and_then(|m| m.as_str()).unwrap_or_default());
+        }
+        VolumeCommand::Unmount { name, id } => {
+            let _: serde_json::Value = api.post(&format!("{}/unmount", path_of(&name)), json!({ "id": id })).await?;
+        }
         VolumeCommand::Rm { names, force } => {
             let mut failed = false;
             for n in &names {
