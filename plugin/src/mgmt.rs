@@ -210,18 +210,18 @@ pub struct MountId {
     pub id: String,
 }
 
-fn mount_id(body: &Bytes) -> Result<String, Response> {
+fn mount_id(body: &Bytes) -> Result<String, String> {
     match serde_json::from_slice::<MountId>(body) {
         Ok(m) if !m.id.is_empty() => Ok(m.id),
-        Ok(_) => Err(bad_request("the mount id is empty".into())),
-        Err(e) => Err(bad_request(format!("invalid request body: {e}"))),
+        Ok(_) => Err("the mount id is empty".into()),
+        Err(e) => Err(format!("invalid request body: {e}")),
     }
 }
 
 async fn mount(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
     let id = match mount_id(&body) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(msg) => return bad_request(msg),
     };
     match c.svc.mount(&name, &id).await {
         Ok(p) => axum::Json(json!({ "Mountpoint": p })).into_response(),
@@ -232,7 +232,7 @@ async fn mount(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> R
 async fn unmount(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
     let id = match mount_id(&body) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(msg) => return bad_request(msg),
     };
     match c.svc.unmount(&name, &id).await {
         Ok(()) => axum::Json(json!({ "unmounted": name })).into_response(),
