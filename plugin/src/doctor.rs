@@ -46,16 +46,18 @@ pub fn assess(k: KernelReport) -> DoctorReport {
         ),
         finding(
             "size limits on local volumes",
-            k.loop_devices,
+            k.state_dir_project_quota || k.loop_devices,
             format!(
                 "project quotas on the state dir: {} (kernel quota support: {}); loop devices: {}. size= on local volumes uses {}",
                 yes(k.state_dir_project_quota),
                 yes(k.kernel_quota),
                 yes(k.loop_devices),
-                if k.loop_devices {
-                    "loop-mounted image files (ext4; xfs with fs=xfs); project quotas are not in this version yet"
-                } else {
-                    "nothing: without loop devices size= on local volumes is refused"
+                match (k.state_dir_project_quota, k.loop_devices) {
+                    (true, _) => "project quotas (fs= or quota=image still gives an image)",
+                    (false, true) =>
+                        "loop-mounted image files (ext4; xfs with fs=xfs); mount the state dir with prjquota for project quotas",
+                    (false, false) =>
+                        "nothing: without project quotas or loop devices size= on local volumes is refused",
                 },
             ),
         ),

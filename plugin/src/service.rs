@@ -17,6 +17,9 @@ use crate::store::{Store, VolumeRecord};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
+/// Project IDs voltool hands out start here, clear of IDs admins commonly use by hand.
+const FIRST_PROJECT_ID: u32 = 100_000;
+
 /// How long Status may spend measuring a local volume's usage.
 const USAGE_BUDGET: Duration = Duration::from_millis(300);
 
@@ -65,6 +68,8 @@ struct Inner {
     host: Host,
     layout: Layout,
     secrets: crate::secrets::SecretStore,
+    /// Serialises project-ID allocation across volumes (IDs are max + 1 of the stored ones).
+    project_ids: Mutex<()>,
 }
 
 /// The service behind both the Docker plugin API and the management API.
@@ -99,7 +104,7 @@ impl VolumeService {
         let secrets = crate::secrets::SecretStore::open(&layout.state_dir.join("secrets"))
             .map_err(|e| Error::Internal(e.to_string()))?;
         let svc = Self {
-            inner: Arc::new(Inner { store, host, layout, secrets }),
+            inner: Arc::new(Inner { store, host, layout, secrets, project_ids: Mutex::new(()) }),
             locks: Arc::default(),
             deadline: MOUNT_DEADLINE,
         };
@@ -315,7 +320,7 @@ impl VolumeService {
                 kind: v.spec.kind,
                 size_limit: v.spec.size.map_or_else(|| "none".to_string(), format_size),
                 size_limit_bytes: v.spec.size,
-                used_bytes: backend.used_bytes(&inner.layout, &n, v.mounted, USAGE_BUDGET),
+                used_bytes: backend.used_bytes(&inner.host, &inner.layout, &n, &v.spec, v.mounted, USAGE_BUDGET),
                 capacity_bytes: backend.capacity_bytes(&inner.layout, &n, v.mounted),
                 backing: backend.describe(),
                 mounted: v.mounted,
@@ -385,6 +390,13 @@ impl Inner {
         if spec.kind == VolumeType::Local {
             spec.backing = Some(options::resolve_backing(&spec, self.host.quota)?);
         }
+        // Held until the record is stored, so two creates never pick the same project ID.
+        let _ids = (spec.backing == Some(options::Backing::Project)).then(|| {
+            let guard = self.project_ids.lock().unwrap_or_else(|p| p.into_inner());
+            let max = self.store.list_volumes().ok().into_iter().flatten().filter_map(|r| r.spec.project_id).max();
+            spec.project_id = Some(max.map_or(FIRST_PROJECT_ID, |m| m + 1));
+            guard
+        });
         let backend = AnyBackend::for_spec(&spec);
         let rec = VolumeRecord { name: name.into(), spec: spec.clone(), options: opts, created_at: now_rfc3339() };
         let made = backend.provision(&self.host, &self.layout, name, &spec).and_then(|()| {
@@ -531,12 +543,14 @@ pub(crate) mod tests_support {
     use crate::backend::Host;
     use crate::backend::tools::RecordingFsTools;
     use crate::options::QuotaSupport;
+    use voltool_runtime::quota::RecordingProjectQuota;
 
     pub fn fake_host(mounter: &Arc<RecordingMounter>) -> Host {
         Host {
             mounter: mounter.clone(),
             loops: Arc::new(RecordingLoopDevices::new()),
             tools: Arc::new(RecordingFsTools::new()),
+            projects: Arc::new(RecordingProjectQuota::new()),
             quota: QuotaSupport { project: false, loop_devices: true },
         }
     }

@@ -55,6 +55,14 @@ pub enum Error {
         #[source]
         errno: Errno,
     },
+    /// A project-quota operation failed.
+    #[error("project quota on {}: {op}: {errno}", path.display())]
+    Quota {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        errno: Errno,
+    },
     /// A worker thread for namespace work panicked or could not be spawned.
     #[error("namespace worker thread: {0}")]
     Thread(String),
@@ -68,7 +76,8 @@ impl Error {
             | Error::Unmount { errno, .. }
             | Error::Propagation { errno, .. }
             | Error::Namespace { errno, .. }
-            | Error::Loop { errno, .. } => Some(*errno),
+            | Error::Loop { errno, .. }
+            | Error::Quota { errno, .. } => Some(*errno),
             Error::MountTable { source, .. } => source.raw_os_error().map(Errno::from_raw),
             Error::Thread(_) => None,
         }

@@ -29,6 +29,7 @@ pub mod mount;
 pub mod mountinfo;
 pub mod ns;
 pub mod probe;
+pub mod quota;
 
 pub use error::{Error, Result};
 pub use mount::{

@@ -92,6 +92,7 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
         mounter: Arc::new(LinuxMounter),
         loops: Arc::new(LinuxLoopDevices::new()),
         tools: Arc::new(SystemFsTools::default()),
+        projects: Arc::new(voltool_runtime::quota::LinuxProjectQuota),
         quota: QuotaSupport { project: kernel.state_dir_project_quota, loop_devices: kernel.loop_devices },
     };
     let svc = match VolumeService::open(layout.clone(), host) {

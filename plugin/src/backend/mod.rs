@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use voltool_runtime::loopdev::LoopDevices;
 use voltool_runtime::mount::{self, MountFlags, MountRequest, Mounter};
+use voltool_runtime::quota::ProjectQuota;
 
 use crate::error::{Error, Result};
 use crate::options::{Backing, FsType, Owner, QuotaSupport, VolumeSpec, VolumeType};
@@ -29,6 +30,7 @@ pub struct Host {
     pub mounter: Arc<dyn Mounter>,
     pub loops: Arc<dyn LoopDevices>,
     pub tools: Arc<dyn FsTools>,
+    pub projects: Arc<dyn ProjectQuota>,
     pub quota: QuotaSupport,
 }
 
@@ -97,6 +99,8 @@ pub enum AnyBackend {
     Local,
     /// A loop-mounted image file with a filesystem of exactly the size limit.
     Image(FsType),
+    /// A directory under the state dir limited by a project quota, bind-mounted.
+    Project,
     /// A tmpfs mounted at the mountpoint; contents live only while mounted.
     Tmpfs,
     /// A directory on an NFS export, mounted by the kernel's NFS client.
@@ -109,6 +113,7 @@ impl AnyBackend {
     pub fn for_spec(spec: &VolumeSpec) -> Self {
         match (spec.kind, spec.backing) {
             (VolumeType::Local, Some(Backing::Image)) => AnyBackend::Image(spec.fs.unwrap_or_default()),
+            (VolumeType::Local, Some(Backing::Project)) => AnyBackend::Project,
             (VolumeType::Local, Some(Backing::Dir) | None) => AnyBackend::Local,
             (VolumeType::Tmpfs, _) => AnyBackend::Tmpfs,
             (VolumeType::Nfs, _) => AnyBackend::Nfs,
@@ -131,6 +136,17 @@ impl AnyBackend {
                 std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))
                     .map_err(Error::io(name, "chmod", &data))?;
                 apply_owner(name, &data, &spec.owner)
+            }
+            AnyBackend::Project => {
+                let data = layout.data_dir(name);
+                std::fs::create_dir(&data).map_err(Error::io(name, "create", &data))?;
+                std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io(name, "chmod", &data))?;
+                apply_owner(name, &data, &spec.owner)?;
+                let (id, size) = project_of(name, spec)?;
+                let q = |source| Error::Mount { volume: name.into(), source };
+                host.projects.assign(&data, id).map_err(q)?;
+                host.projects.set_limit(&data, id, size).map_err(q)
             }
             AnyBackend::Image(fs) => {
                 let image = layout.image(name);
@@ -180,7 +196,7 @@ impl AnyBackend {
         let mp = layout.mountpoint(name);
         std::fs::create_dir_all(&mp).map_err(Error::io(name, "create mountpoint", &mp))?;
         let req = match self {
-            AnyBackend::Local => MountRequest::bind(&layout.data_dir(name), &mp),
+            AnyBackend::Local | AnyBackend::Project => MountRequest::bind(&layout.data_dir(name), &mp),
             AnyBackend::Tmpfs => tmpfs_request(name, &mp, spec),
             AnyBackend::Image(fs) => return mount_image(host, name, *fs, &layout.image(name), &mp),
             AnyBackend::Nfs => return mount_nfs(host, name, spec, &mp),
@@ -208,6 +224,22 @@ impl AnyBackend {
         let refuse = |reason: String| Err(Error::Resize { volume: name.into(), reason });
         let fs = match self {
             AnyBackend::Image(fs) => *fs,
+            AnyBackend::Project => {
+                if new_size <= old {
+                    return refuse(format!(
+                        "shrinking is not supported (current limit {}, asked {})",
+                        crate::options::format_size(old),
+                        crate::options::format_size(new_size)
+                    ));
+                }
+                // A project quota grows in place, mounted or not.
+                let (id, _) = project_of(name, spec)?;
+                let data = layout.data_dir(name);
+                return host
+                    .projects
+                    .set_limit(&data, id, new_size)
+                    .map_err(|source| Error::Mount { volume: name.into(), source });
+            }
             AnyBackend::Local => return refuse("it has no size limit (create it with -o size=...)".into()),
             AnyBackend::Tmpfs => return refuse("tmpfs volumes take their size at mount; recreate it".into()),
             AnyBackend::Nfs | AnyBackend::Cifs => {
@@ -303,6 +335,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Local => "directory".into(),
             AnyBackend::Image(fs) => format!("image ({})", fs.name()),
+            AnyBackend::Project => "project quota".into(),
             AnyBackend::Tmpfs => "tmpfs".into(),
             AnyBackend::Nfs => "nfs (kernel client)".into(),
             AnyBackend::Cifs => "cifs (kernel client)".into(),
@@ -310,8 +343,21 @@ impl AnyBackend {
     }
 
     /// Bytes used, if they can be found within `budget`.
-    pub fn used_bytes(&self, layout: &Layout, name: &str, mounted: bool, budget: Duration) -> Option<u64> {
+    pub fn used_bytes(
+        &self,
+        host: &Host,
+        layout: &Layout,
+        name: &str,
+        spec: &VolumeSpec,
+        mounted: bool,
+        budget: Duration,
+    ) -> Option<u64> {
         match self {
+            // The kernel keeps the count: no walk needed.
+            AnyBackend::Project => {
+                let (id, _) = project_of(name, spec).ok()?;
+                host.projects.usage(&layout.data_dir(name), id).ok().map(|u| u.used)
+            }
             AnyBackend::Local => dir_usage(&layout.data_dir(name), budget),
             AnyBackend::Tmpfs | AnyBackend::Image(_) if mounted => {
                 let st = nix::sys::statvfs::statvfs(&layout.mountpoint(name)).ok()?;
@@ -323,6 +369,14 @@ impl AnyBackend {
             // The share's usage is the server's business; walking it could take forever.
             AnyBackend::Nfs | AnyBackend::Cifs => None,
         }
+    }
+}
+
+/// The project ID and limit of a project-quota volume.
+fn project_of(name: &str, spec: &VolumeSpec) -> Result<(u32, u64)> {
+    match (spec.project_id, spec.size) {
+        (Some(id), Some(size)) => Ok((id, size)),
+        _ => Err(Error::Internal(format!("volume {name}: project-quota volume without project id or size"))),
     }
 }
 
@@ -464,6 +518,7 @@ mod tests {
             mounter: m.clone(),
             loops: l.clone(),
             tools: t.clone(),
+            projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
             quota: QuotaSupport { project: false, loop_devices: true },
         };
         (host, m, l, t)

@@ -121,6 +121,8 @@ pub enum Backing {
     Dir,
     /// A loop-mounted image file holding a filesystem of exactly `size` bytes.
     Image,
+    /// A directory on the state dir's filesystem limited by a project quota.
+    Project,
 }
 
 /// A validated volume specification: everything the backends need, nothing stringly typed.
@@ -140,6 +142,9 @@ pub struct VolumeSpec {
     /// Resolved at create for local volumes (see [`resolve_backing`]).
     #[serde(default)]
     pub backing: Option<Backing>,
+    /// The project ID of a `Backing::Project` volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<u32>,
     #[serde(default)]
     pub on_remove: OnRemove,
     /// NFS volumes only.
@@ -213,11 +218,16 @@ pub fn resolve_backing(spec: &VolumeSpec, host: QuotaSupport) -> Result<Backing,
         QuotaMode::None => Err(OptionError::Unsupported(
             "quota=none cannot enforce size; drop size= for an unlimited volume, or use quota=auto|image".into(),
         )),
-        QuotaMode::Project => Err(OptionError::Unsupported(if host.project {
-            "quota=project is not available in this version of voltool yet; use quota=image".into()
-        } else {
-            "quota=project needs the state dir's filesystem (xfs, or ext4 with the project feature) mounted with prjquota; use quota=image".into()
-        })),
+        QuotaMode::Project if spec.fs.is_some() => {
+            Err(OptionError::Unsupported("fs= applies to image-backed volumes (quota=image), not quota=project".into()))
+        }
+        QuotaMode::Project if host.project => Ok(Backing::Project),
+        QuotaMode::Project => Err(OptionError::Unsupported(
+            "quota=project needs the state dir's filesystem (xfs, or ext4 with the project feature) mounted with prjquota; use quota=image".into(),
+        )),
+        // auto: a project quota where the state dir has them (no image, no loop device), unless
+        // a filesystem was asked for.
+        QuotaMode::Auto if host.project && spec.fs.is_none() => Ok(Backing::Project),
         QuotaMode::Image | QuotaMode::Auto => image(spec.fs.unwrap_or_default()),
     }
 }
@@ -624,6 +634,7 @@ mod tests {
     fn backing_resolution_table() {
         let host = QuotaSupport { project: false, loop_devices: true };
         let no_loop = QuotaSupport { project: false, loop_devices: false };
+        let prj = QuotaSupport { project: true, loop_devices: true };
         type Case<'a> = (&'a [(&'a str, &'a str)], QuotaSupport, Result<Backing, &'a str>);
         let cases: &[Case] = &[
             (&[], host, Ok(Backing::Dir)),
@@ -636,6 +647,10 @@ mod tests {
             (&[("size", "64m")], no_loop, Err("loop devices")),
             (&[("size", "64m"), ("quota", "none")], host, Err("quota=none cannot enforce size")),
             (&[("size", "64m"), ("quota", "project")], host, Err("prjquota")),
+            (&[("size", "64m"), ("quota", "project")], prj, Ok(Backing::Project)),
+            (&[("size", "64m")], prj, Ok(Backing::Project)),
+            (&[("size", "1g"), ("fs", "xfs")], prj, Ok(Backing::Image)),
+            (&[("size", "1g"), ("fs", "xfs"), ("quota", "project")], prj, Err("fs= applies to image-backed")),
             (&[("quota", "image")], host, Err("need a size limit")),
             (&[("fs", "xfs")], host, Err("need a size limit")),
         ];

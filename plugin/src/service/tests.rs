@@ -232,3 +232,30 @@ async fn hung_mount_times_out_without_blocking_other_volumes() {
     svc.mount("slow", "b").await.expect("mount after the server recovered");
     assert_eq!(svc.get("slow").await.expect("get").expect("slow").mount_count, 1);
 }
+
+#[tokio::test]
+async fn project_quota_volumes_get_distinct_ids_limits_and_grow_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let layout = Layout { state_dir: dir.path().join("state"), mount_root: dir.path().join("mnt") };
+    let mounter = Arc::new(RecordingMounter::new());
+    let projects = Arc::new(voltool_runtime::quota::RecordingProjectQuota::new());
+    let mut host = fake_host(&mounter);
+    host.projects = projects.clone();
+    host.quota.project = true;
+    let svc = VolumeService::open(layout.clone(), host).expect("open");
+    svc.create("p1", opts(&[("size", "10m")])).await.expect("p1");
+    svc.create("p2", opts(&[("size", "20m"), ("quota", "project")])).await.expect("p2");
+    let (id1, id2) = (projects.project_of(&layout.data_dir("p1")), projects.project_of(&layout.data_dir("p2")));
+    assert_eq!((id1, id2), (Some(100_000), Some(100_001)), "tagged with distinct project IDs");
+    assert_eq!(projects.limit_of(100_000), Some(10 << 20));
+    let st = svc.get("p1").await.expect("get").expect("p1").status.expect("status");
+    assert_eq!(st.backing, "project quota");
+    svc.mount("p1", "a").await.expect("mount");
+    assert_eq!(mounter.mounts()[0].source, layout.data_dir("p1").display().to_string(), "bind of the data dir");
+    svc.resize("p1", "30m").await.expect("grow while mounted");
+    assert_eq!(projects.limit_of(100_000), Some(30 << 20));
+    assert!(matches!(svc.resize("p1", "5m").await, Err(Error::Resize { .. })));
+    // An image is still chosen when a filesystem is asked for.
+    svc.create("img", opts(&[("size", "64m"), ("fs", "ext4")])).await.expect("img");
+    assert_eq!(svc.get("img").await.expect("get").expect("img").status.expect("st").backing, "image (ext4)");
+}
