@@ -14,6 +14,10 @@ if [ -f "$dir/ganesha.pid" ] && kill -0 "$(cat "$dir/ganesha.pid")" 2>/dev/null;
   kill "$(cat "$dir/ganesha.pid")" 2>/dev/null || true
   for _ in $(seq 1 50); do kill -0 "$(cat "$dir/ganesha.pid")" 2>/dev/null || break; sleep 0.1; done
 fi
+# Another server on the port would answer the readiness probe below with the wrong export.
+if (exec 3<>/dev/tcp/127.0.0.1/18049) 2>/dev/null; then
+  die "127.0.0.1:18049 is already in use by another process (ss -ltnp 'sport = :18049'); stop it first"
+fi
 mkdir -p "$dir/export" "$dir/recovery"
 gcc -shared -fPIC -O2 -o "$dir/fake_rpcb.so" "$here/fake_rpcb.c" || die "cannot build the rpcbind shim"
 sed "s|\${NFS_DIR}|$dir|g" "$here/ganesha.conf.template" > "$dir/ganesha.conf"

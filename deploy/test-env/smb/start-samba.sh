@@ -14,6 +14,10 @@ for pidf in "$dir/pid/smbd.pid" "$dir/pid/samba-dcerpcd.pid"; do
   [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
 done
 sleep 0.2
+# Another server on the port would answer the readiness probe below with the wrong export.
+if (exec 3<>/dev/tcp/127.0.0.1/18445) 2>/dev/null; then
+  die "127.0.0.1:18445 is already in use by another process (ss -ltnp 'sport = :18445'); stop it first"
+fi
 mkdir -p "$dir"/{private,lock,state,cache,pid,ncalrpc,log,share}
 id smbtest >/dev/null 2>&1 || useradd --system --no-create-home smbtest
 chown smbtest "$dir/share"
