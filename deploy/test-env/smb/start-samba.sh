@@ -13,7 +13,8 @@ command -v smbd >/dev/null || die "smbd not installed (apt-get install samba smb
 for pidf in "$dir/pid/smbd.pid" "$dir/pid/samba-dcerpcd.pid"; do
   [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
 done
-sleep 0.2
+# Give an instance we just stopped time to release the port.
+for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/18445) 2>/dev/null || break; sleep 0.1; done
 # Another server on the port would answer the readiness probe below with the wrong export.
 if (exec 3<>/dev/tcp/127.0.0.1/18445) 2>/dev/null; then
   die "127.0.0.1:18445 is already in use by another process (ss -ltnp 'sport = :18445'); stop it first"
