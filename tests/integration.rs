@@ -463,6 +463,8 @@ fn cifs_create_checks_the_share_and_never_leaks_the_password() {
     let j: serde_json::Value =
         serde_json::from_slice(&d.cli(&["volume", "inspect", "--json", "it-cifs2"]).stdout).expect("json");
     assert_eq!(j[0]["Options"]["o"], "username=smbtest,port=18445");
+    let o = d.cli(&["secret", "rm", "smbpw"]);
+    assert!(!o.status.success() && stderr(&o).contains("used by volume(s) it-cifs1"), "{}", stderr(&o));
     for v in ["it-cifs1", "it-cifs2"] {
         assert!(d.cli(&["volume", "rm", v]).status.success());
         let _ = std::fs::remove_dir_all(share.join(v));

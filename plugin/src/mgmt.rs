@@ -305,6 +305,19 @@ async fn list_secrets(State(c): State<Ctx>) -> Response {
 }
 
 async fn remove_secret(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    // A CIFS volume that refers to the secret could not be mounted any more.
+    let users: Vec<String> = match c.svc.list().await {
+        Ok(vs) => vs
+            .into_iter()
+            .filter(|v| v.spec.cifs.as_ref().and_then(|t| t.secret.as_deref()) == Some(name.as_str()))
+            .map(|v| v.name)
+            .collect(),
+        Err(e) => return err(e),
+    };
+    if !users.is_empty() {
+        let msg = format!("secret {name} is used by volume(s) {}; remove them first", users.join(", "));
+        return (StatusCode::CONFLICT, axum::Json(json!({ "error": msg }))).into_response();
+    }
     match c.secrets.remove(&name) {
         Ok(()) => axum::Json(json!({ "removed": name })).into_response(),
         Err(e) => secret_err(e),
