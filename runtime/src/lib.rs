@@ -23,6 +23,7 @@
 //! `SKIP` line) when not run as root outside CI.
 
 pub mod error;
+pub mod fuse;
 pub mod lock;
 pub mod loopdev;
 pub mod mount;

@@ -202,3 +202,32 @@ fn loop_image_enforces_size_grows_and_autoclears() {
     }
     assert!(!backing.exists(), "{} still attached", device.display());
 }
+
+#[test]
+fn fuse_mount_shows_in_mountinfo_and_unmounts() {
+    if !root_or_skip("fuse_mount_shows_in_mountinfo_and_unmounts") {
+        return;
+    }
+    if !Path::new(voltool_runtime::fuse::FUSE_DEVICE).exists() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must have /dev/fuse");
+        println!("SKIP fuse_mount_shows_in_mountinfo_and_unmounts: no /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("f");
+    std::fs::create_dir(&target).expect("mkdir");
+    let m = LinuxMounter;
+    ns::in_new_mount_ns(|| {
+        let fd = voltool_runtime::fuse::mount_fuse(&m, &target, "voltool-fuse-test", true).expect("mount fuse");
+        let e = m.mount_table().expect("table").into_iter().find(|e| e.mount_point == target).expect("mounted");
+        assert_eq!((e.fs_type.as_str(), e.source.as_str()), ("fuse", "voltool-fuse-test"));
+        assert!(e.options.contains("nosuid") && e.options.contains("nodev"), "{e:?}");
+        assert!(e.super_options.contains("default_permissions") && e.super_options.contains("allow_other"), "{e:?}");
+        // Nobody serves the descriptor: unmounting needs no answer from a server.
+        assert_eq!(unmount(&m, &target).expect("unmount"), UnmountOutcome::Unmounted);
+        assert!(!m.is_mounted(&target).expect("table"));
+        drop(fd);
+    })
+    .expect("namespace");
+    assert!(!host_sees(&target));
+}
