@@ -75,13 +75,26 @@ set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
+
+log "kernel lab (Debian kernel under qemu: project quotas, kernel NFS and CIFS)"
+lab_out=$(mktemp)
+set +e
+VOLTOOL_BIN="$top/target/release/voltool" deploy/lab/run.sh 2>&1 | tee "$lab_out"
+lab_rc=${PIPESTATUS[0]}
+set -e
+
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
 sum() { grep -E '^test result:' "$out" | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
+lab() { grep -E '^lab: [0-9]+ passed, [0-9]+ failed' "$lab_out" | tail -1 | grep -oE "[0-9]+ $1" | awk '{print $1+0}'; }
+lab_passed=$(lab passed); lab_failed=$(lab failed)
+# A lab that died before its summary counts as one failure.
+[ -n "$lab_failed" ] || { lab_passed=0; lab_failed=1; }
+[ "$lab_rc" = 0 ] || [ "$lab_failed" != 0 ] || lab_failed=1
 skips=$(grep -c '^SKIP ' "$out" || true)
-summary="voltool: $(sum passed) passed, $(sum failed) failed, $(sum ignored) skipped"
-rm -f "$out"
+summary="voltool: $(( $(sum passed) + lab_passed )) passed, $(( $(sum failed) + lab_failed )) failed, $(sum ignored) skipped"
+rm -f "$out" "$lab_out"
 echo
 [ "$skips" = 0 ] || echo "note: $skips test(s) printed SKIP (see above)"
 echo "$summary"
-exit "$rc"
+[ "$rc" = 0 ] && [ "$lab_rc" = 0 ]
