@@ -304,9 +304,13 @@ fn nfs_export(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Tests that use (and may stop) the shared NFS server run one at a time.
+static NFS_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn nfs_create_checks_the_server_and_prepares_the_subdir() {
     let Some(export) = nfs_export("nfs_create_checks_the_server_and_prepares_the_subdir") else { return };
+    let _server = NFS_SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let d = Daemon::start();
     let ex = export.display().to_string();
     let _ = std::fs::remove_dir_all(export.join("it-nfs1"));
@@ -469,4 +473,79 @@ fn cifs_create_checks_the_share_and_never_leaks_the_password() {
         assert!(d.cli(&["volume", "rm", v]).status.success());
         let _ = std::fs::remove_dir_all(share.join(v));
     }
+}
+
+/// Resumes a SIGSTOPped process when dropped, so a failing test never leaves the shared
+/// server stopped.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
+#[test]
+fn stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else() {
+    let test = "stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else";
+    let Some(export) = nfs_export(test) else { return };
+    if !is_root() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs this as root");
+        println!("SKIP {test}: needs root for real mounts");
+        return;
+    }
+    let _server = NFS_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let pidfile = export.parent().expect("nfs dir").join("ganesha.pid");
+    let pid =
+        std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display())).trim().to_string();
+    let d = Daemon::start();
+    let ex = export.display().to_string();
+    let device = format!("device=:{ex}");
+    let o = d.cli(&[
+        "volume",
+        "create",
+        "it-hung",
+        "-o",
+        "type=nfs",
+        "-o",
+        "o=addr=127.0.0.1,port=18049,mountport=18048",
+        "-o",
+        &device,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.cli(&["volume", "create", "it-local"]).status.success());
+    // The server stops answering (not refusing: hanging).
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    let resume = Resume(pid);
+    let hung = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let t0 = Instant::now();
+            let r = d.post("/VolumeDriver.Mount", r#"{"Name":"it-hung","ID":"h1"}"#);
+            (r, t0.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        // Meanwhile a local volume mounts and unmounts at full speed.
+        let mut worst = Duration::ZERO;
+        for i in 0..20 {
+            let t0 = Instant::now();
+            let (s1, b1) = d.post("/VolumeDriver.Mount", &format!(r#"{{"Name":"it-local","ID":"l{i}"}}"#));
+            let (s2, b2) = d.post("/VolumeDriver.Unmount", &format!(r#"{{"Name":"it-local","ID":"l{i}"}}"#));
+            assert_eq!((s1, s2), (200, 200), "{b1} {b2}");
+            worst = worst.max(t0.elapsed());
+        }
+        assert!(worst < Duration::from_millis(50), "local Mount+Unmount took {worst:?} while the nfs server hung");
+        h.join().expect("join")
+    });
+    let ((status, body), took) = hung;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("it-hung"), "{body}");
+    assert!(took < Duration::from_secs(16), "the hung mount failed only after {took:?}");
+    drop(resume);
+    // The server is back: the volume mounts and its data is the server's.
+    std::fs::write(export.join("it-hung/back.txt"), b"ok").expect("write on server");
+    let (s, body) = d.post("/VolumeDriver.Mount", r#"{"Name":"it-hung","ID":"h2"}"#);
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(std::fs::read(d.mountpoint("it-hung").join("back.txt")).expect("through the mount"), b"ok");
+    assert_eq!(d.post("/VolumeDriver.Unmount", r#"{"Name":"it-hung","ID":"h2"}"#).0, 200);
+    let _ = std::fs::remove_dir_all(export.join("it-hung"));
 }

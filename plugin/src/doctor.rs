@@ -65,7 +65,7 @@ pub fn assess(k: KernelReport) -> DoctorReport {
             "nfs volumes",
             k.kernel_nfs || k.fuse,
             format!(
-                "kernel NFS client: {}; FUSE: {}. voltool will mount through {} — not in this version yet",
+                "kernel NFS client: {}; FUSE: {}. nfs volumes mount through {}",
                 yes(k.kernel_nfs),
                 yes(k.fuse),
                 if k.kernel_nfs {

@@ -322,7 +322,11 @@ impl VolumeService {
                 size_limit_bytes: v.spec.size,
                 used_bytes: backend.used_bytes(&inner.host, &inner.layout, &n, &v.spec, v.mounted, USAGE_BUDGET),
                 capacity_bytes: backend.capacity_bytes(&inner.layout, &n, v.mounted),
-                backing: backend.describe(),
+                backing: match backend {
+                    AnyBackend::Nfs if inner.host.nfs_userspace => "nfs (userspace client over FUSE)".into(),
+                    AnyBackend::Nfs => "nfs (kernel client)".into(),
+                    _ => backend.describe(),
+                },
                 mounted: v.mounted,
                 mount_count: v.mount_count,
             });
@@ -447,6 +451,12 @@ impl Inner {
     fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
         let rec = self.record(name)?;
         let mp = self.layout.mountpoint(name);
+        let backend = AnyBackend::for_spec(&rec.spec);
+        if self.is_mounted(name)? && !backend.is_alive(&self.host, &self.layout, name) {
+            // A userspace NFS mount left by an earlier run of the daemon: its server is gone.
+            backend.unmount(&self.host, &self.layout, name)?;
+            tracing::warn!(volume = name, "replaced a dead userspace nfs mount");
+        }
         if !self.is_mounted(name)? {
             let stale = self.store.clear_mount_ids(name)?;
             if stale > 0 {
@@ -503,6 +513,14 @@ impl Inner {
     fn reconcile(&self) -> Result<()> {
         for rec in self.store.list_volumes()? {
             let ids = self.store.mount_ids(&rec.name)?;
+            let backend = AnyBackend::for_spec(&rec.spec);
+            if self.is_mounted(&rec.name)? && !backend.is_alive(&self.host, &self.layout, &rec.name) {
+                backend.unmount(&self.host, &self.layout, &rec.name)?;
+                tracing::warn!(
+                    volume = rec.name,
+                    "unmounted a userspace nfs mount whose session died with the last run"
+                );
+            }
             let mounted = self.is_mounted(&rec.name)?;
             if !mounted && !ids.is_empty() {
                 self.store.clear_mount_ids(&rec.name)?;
@@ -552,6 +570,8 @@ pub(crate) mod tests_support {
             tools: Arc::new(RecordingFsTools::new()),
             projects: Arc::new(RecordingProjectQuota::new()),
             quota: QuotaSupport { project: false, loop_devices: true },
+            nfs_userspace: false,
+            fuse: Arc::default(),
         }
     }
 }

@@ -94,6 +94,9 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
         tools: Arc::new(SystemFsTools::default()),
         projects: Arc::new(voltool_runtime::quota::LinuxProjectQuota),
         quota: QuotaSupport { project: kernel.state_dir_project_quota, loop_devices: kernel.loop_devices },
+        // No kernel NFS client (this host, many containers): the userspace client over FUSE.
+        nfs_userspace: !kernel.kernel_nfs && kernel.fuse,
+        fuse: Arc::default(),
     };
     let svc = match VolumeService::open(layout.clone(), host) {
         Ok(s) => s,

@@ -38,6 +38,7 @@ both_modes! {
     bad_input_is_refused_and_creates_nothing => bad_input;
     size_limited_local_volume_enforces_and_grows => size_limited_local;
     xfs_volume_grows_while_mounted => xfs_grows_online;
+    nfs_volume_shared_through_the_server => nfs_shared;
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -300,4 +301,32 @@ fn xfs_grows_online(env: &Env) {
     assert_eq!(status(env, &v)["backing"], "image (xfs)");
     docker_ok(&["rm", "-f", &holder]);
     docker_ok(&["volume", "rm", &v]);
+}
+
+fn nfs_shared(env: &Env) {
+    let export = match std::env::var("VOLTOOL_TEST_NFS_EXPORT") {
+        Ok(e) if std::path::Path::new(&e).is_dir() => e,
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must provide the NFS server (test.sh)");
+            println!("SKIP nfs_volume_shared_through_the_server: no test NFS server (VOLTOOL_TEST_NFS_EXPORT)");
+            return;
+        }
+    };
+    let v = env.volume_name("nfs");
+    let _ = std::fs::remove_dir_all(format!("{export}/{v}"));
+    // The seed recipe's spelling, plus the test server's ports (it has no portmapper).
+    env.create_ok(&v, &["type=nfs", "o=addr=127.0.0.1,rw,port=18049,mountport=18048", &format!("device=:{export}")]);
+    let a = env.run_in(&v, "echo from-container-a > /data/a.txt && head -c 3000000 /dev/urandom > /data/blob && sha256sum /data/blob | cut -d' ' -f1");
+    assert!(a.status.success(), "writer: {}", text(&a));
+    let sum = out(&a);
+    // The bytes are on the server's export, in the volume's subdir.
+    let on_server = std::fs::read_to_string(format!("{export}/{v}/a.txt")).expect("file on the server");
+    assert_eq!(on_server, "from-container-a\n");
+    let b = env.run_in(&v, "cat /data/a.txt && sha256sum /data/blob | cut -d' ' -f1");
+    assert_eq!(out(&b), format!("from-container-a\n{sum}"), "a second container sees the data: {}", text(&b));
+    let st = status(env, &v);
+    assert!(st["backing"].as_str().is_some_and(|b| b.starts_with("nfs")), "{st}");
+    docker_ok(&["volume", "rm", &v]);
+    assert!(std::path::Path::new(&format!("{export}/{v}/a.txt")).exists(), "nfs data is retained on remove");
+    let _ = std::fs::remove_dir_all(format!("{export}/{v}"));
 }

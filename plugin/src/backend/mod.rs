@@ -32,6 +32,41 @@ pub struct Host {
     pub tools: Arc<dyn FsTools>,
     pub projects: Arc<dyn ProjectQuota>,
     pub quota: QuotaSupport,
+    /// Mount NFS through the userspace client over FUSE (no kernel NFS client here).
+    pub nfs_userspace: bool,
+    /// Live userspace NFS sessions by mountpoint.
+    pub fuse: Arc<FuseSessions>,
+}
+
+/// The FUSE sessions serving userspace NFS mounts. A session ends when its mountpoint is
+/// unmounted; one whose daemon died leaves a dead mount that must be replaced.
+#[derive(Debug, Default)]
+pub struct FuseSessions {
+    live: std::sync::Mutex<std::collections::HashMap<PathBuf, voltool_nfsfuse::Mounted>>,
+}
+
+impl FuseSessions {
+    fn insert(&self, mp: &Path, m: voltool_nfsfuse::Mounted) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(mp.to_path_buf(), m);
+    }
+
+    /// Whether a live session serves `mp`.
+    pub fn serves(&self, mp: &Path) -> bool {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(mp).is_some_and(|m| !m.is_finished())
+    }
+
+    /// Forgets the session of `mp` after its unmount; its threads finish in the background
+    /// (within one NFS call timeout even if the server hangs).
+    fn finish(&self, mp: &Path) {
+        let m = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(mp);
+        if let Some(m) = m {
+            let _ = std::thread::Builder::new().name("voltool-nfs-join".into()).spawn(move || {
+                if let Err(e) = m.join() {
+                    tracing::warn!(error = %e, "userspace nfs session ended with an error");
+                }
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -210,8 +245,22 @@ impl AnyBackend {
     /// # Errors
     /// [`Error::Unmount`].
     pub fn unmount(&self, host: &Host, layout: &Layout, name: &str) -> Result<mount::UnmountOutcome> {
-        mount::unmount(host.mounter.as_ref(), &layout.mountpoint(name))
-            .map_err(|source| Error::Unmount { volume: name.into(), source })
+        let mp = layout.mountpoint(name);
+        let out =
+            mount::unmount(host.mounter.as_ref(), &mp).map_err(|source| Error::Unmount { volume: name.into(), source });
+        if *self == AnyBackend::Nfs {
+            host.fuse.finish(&mp);
+        }
+        out
+    }
+
+    /// Whether the mount at the volume's mountpoint can serve I/O. A userspace NFS mount
+    /// whose session is gone (the daemon restarted) is dead and must be replaced.
+    pub fn is_alive(&self, host: &Host, layout: &Layout, name: &str) -> bool {
+        match self {
+            AnyBackend::Nfs if host.nfs_userspace => host.fuse.serves(&layout.mountpoint(name)),
+            _ => true,
+        }
     }
 
     /// Grows the volume's limit to `new_size` bytes, online when mounted.
@@ -337,7 +386,7 @@ impl AnyBackend {
             AnyBackend::Image(fs) => format!("image ({})", fs.name()),
             AnyBackend::Project => "project quota".into(),
             AnyBackend::Tmpfs => "tmpfs".into(),
-            AnyBackend::Nfs => "nfs (kernel client)".into(),
+            AnyBackend::Nfs => "nfs".into(),
             AnyBackend::Cifs => "cifs (kernel client)".into(),
         }
     }
@@ -410,23 +459,32 @@ fn mount_cifs(host: &Host, name: &str, spec: &VolumeSpec, password: Option<&str>
     host.mounter.mount(&req).map_err(|e| no_kernel_client(name, "CIFS", e))
 }
 
-/// Mounts an NFS volume with the kernel client. The name is resolved here (the kernel does
-/// not resolve), bounded by the system resolver's own timeouts.
+/// Mounts an NFS volume: with the kernel client where there is one, else through the
+/// userspace client over FUSE.
 fn mount_nfs(host: &Host, name: &str, spec: &VolumeSpec, target: &Path) -> Result<()> {
-    use std::net::ToSocketAddrs;
     let t = spec.nfs.as_ref().ok_or_else(|| Error::Internal(format!("volume {name}: nfs volume without a target")))?;
-    let ip =
-        (t.addr.as_str(), 2049).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or_else(|| {
-            Error::Unsupported { volume: name.into(), reason: format!("nfs server {} does not resolve", t.addr) }
-        })?;
-    let req = nfs::kernel_request(t, ip, target);
-    host.mounter.mount(&req).map_err(|source| match source.errno() {
-        Some(nix::errno::Errno::ENODEV) => Error::Unsupported {
-            volume: name.into(),
-            reason: "this host's kernel has no NFS client (see `voltool doctor`); the userspace NFS path is not in this version of voltool yet".into(),
-        },
-        _ => Error::Mount { volume: name.into(), source },
-    })
+    let ip = resolve_blocking(name, &t.addr)?;
+    if !host.nfs_userspace {
+        let req = nfs::kernel_request(t, ip, target);
+        return host.mounter.mount(&req).map_err(|e| no_kernel_client(name, "NFS", e));
+    }
+    let mut cfg = voltool_nfsfuse::NfsConfig::new(ip, t.export.clone());
+    cfg.subdir = t.subdir.clone().unwrap_or_default();
+    cfg.nfs_port = t.port;
+    cfg.mount_port = t.mount_port;
+    let fd = voltool_runtime::fuse::mount_fuse(host.mounter.as_ref(), target, &cfg.source(), true)
+        .map_err(|source| Error::Mount { volume: name.into(), source })?;
+    match voltool_nfsfuse::serve(cfg, fd) {
+        Ok(m) => {
+            host.fuse.insert(target, m);
+            Ok(())
+        }
+        Err(e) => {
+            // Without its server the FUSE mount is dead: take it away again.
+            let _ = mount::unmount(host.mounter.as_ref(), target);
+            Err(Error::Remote { volume: name.into(), reason: e.to_string() })
+        }
+    }
 }
 
 /// Attaches `image` to a loop device and mounts it at `target`; the device frees itself
@@ -520,6 +578,8 @@ mod tests {
             tools: t.clone(),
             projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
             quota: QuotaSupport { project: false, loop_devices: true },
+            nfs_userspace: false,
+            fuse: Arc::default(),
         };
         (host, m, l, t)
     }
