@@ -96,3 +96,21 @@ pub fn segment(name: &str) -> String {
         })
         .collect()
 }
+
+impl Api {
+    /// DELETEs one path per name (`path(name)`), printing each name that went and each error;
+    /// the exit code says whether all went (like `docker volume rm a b c`).
+    pub async fn delete_each(&self, names: &[String], path: impl Fn(&str) -> String) -> std::process::ExitCode {
+        let mut failed = false;
+        for n in names {
+            match self.delete(&path(n)).await {
+                Ok(()) => println!("{n}"),
+                Err(e) => {
+                    eprintln!("voltool: {e:#}");
+                    failed = true;
+                }
+            }
+        }
+        if failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
+    }
+}

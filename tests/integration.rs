@@ -256,18 +256,7 @@ fn mounts_refcount_and_survive_crash_restart() {
 fn secrets_are_stored_private_and_never_echoed() {
     let d = Daemon::start();
     let secret = "s3cr3t-Value-42";
-    let add = |name: &str, input: &str| {
-        let mut c = Command::new(bin())
-            .args(["secret", "add", name])
-            .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        c.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
-        c.wait_with_output().expect("wait")
-    };
+    let add = |name: &str, input: &str| secret_add(&d, name, input);
     let o = add("smb-pass", &format!("{secret}\n"));
     assert!(o.status.success(), "{}", stderr(&o));
     let file = d.dir.path().join("state/secrets/smb-pass");
@@ -377,16 +366,22 @@ fn smb_share(test: &str) -> Option<(PathBuf, String)> {
 }
 
 fn add_secret(d: &Daemon, name: &str, value: &str) {
+    let o = secret_add(d, name, value);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `voltool secret add NAME` with `value` on stdin.
+fn secret_add(d: &Daemon, name: &str, value: &str) -> Output {
     let mut c = Command::new(bin())
         .args(["secret", "add", name])
         .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     c.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
-    assert!(c.wait().expect("wait").success());
+    c.wait_with_output().expect("wait")
 }
 
 #[test]

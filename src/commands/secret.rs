@@ -51,17 +51,7 @@ pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
             }
         }
         SecretCommand::Rm { names } => {
-            let mut failed = false;
-            for n in &names {
-                match api.delete(&format!("/v1/secrets/{}", crate::client::segment(n))).await {
-                    Ok(()) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("voltool: {e:#}");
-                        failed = true;
-                    }
-                }
-            }
-            return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+            return Ok(api.delete_each(&names, |n| format!("/v1/secrets/{}", crate::client::segment(n))).await);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -121,18 +121,8 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
             let _: serde_json::Value = api.post(&format!("{}/unmount", path_of(&name)), json!({ "id": id })).await?;
         }
         VolumeCommand::Rm { names, force } => {
-            let mut failed = false;
-            for n in &names {
-                let q = if force { "?force=true" } else { "" };
-                match api.delete(&format!("{}{q}", path_of(n))).await {
-                    Ok(()) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("voltool: {e:#}");
-                        failed = true;
-                    }
-                }
-            }
-            return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+            let q = if force { "?force=true" } else { "" };
+            return Ok(api.delete_each(&names, |n| format!("{}{q}", path_of(n))).await);
         }
     }
     Ok(ExitCode::SUCCESS)
