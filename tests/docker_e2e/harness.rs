@@ -264,6 +264,19 @@ impl Env {
         run(Command::new(voltool_bin()).args(args).env("VOLTOOL_API_SOCKET", &self.api_socket))
     }
 
+    /// `voltool secret add NAME` with `value` on stdin, against this mode's daemon.
+    pub fn add_secret(&self, name: &str, value: &str) {
+        let mut add = Command::new(voltool_bin())
+            .args(["secret", "add", name])
+            .env("VOLTOOL_API_SOCKET", &self.api_socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("secret add");
+        std::io::Write::write_all(&mut add.stdin.take().expect("stdin"), value.as_bytes()).expect("write");
+        assert!(add.wait().expect("wait").success(), "secret add {name}");
+    }
+
     /// The plugin's unix socket as seen from the host.
     pub fn plugin_socket(&self) -> PathBuf {
         match self.mode {
