@@ -180,13 +180,18 @@ fn cli_manages_volumes_and_refuses_bad_input() {
 #[test]
 fn second_daemon_on_live_socket_is_refused() {
     let d = Daemon::start();
-    let mut other = Daemon::spawn_in(d.dir.path());
-    let status = other.wait().expect("wait");
-    assert!(!status.success());
-    assert!(d.log().contains("in use by another voltool daemon"), "{}", d.log());
+    let (state, plugin, api) = Daemon::paths(d.dir.path());
+    // The same state dir (even on other sockets): refused by the state-dir lock.
+    let o = Command::new(bin())
+        .args(["serve", "--state-dir"])
+        .arg(&state)
+        .args(["--plugin-socket", "/nonexistent-dir/p.sock", "--api-socket", "/nonexistent-dir/a.sock"])
+        .output()
+        .expect("second daemon");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("in use by another voltool daemon"), "{}", stderr(&o));
     // Another state dir but the same sockets: refused on the socket.
     let other_dir = tempfile::tempdir().expect("tmp");
-    let (_, plugin, api) = Daemon::paths(d.dir.path());
     let o = Command::new(bin())
         .args(["serve", "--state-dir"])
         .arg(other_dir.path())
@@ -302,13 +307,16 @@ fn nfs_create_checks_the_server_and_prepares_the_subdir() {
     let _server = NFS_SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let d = Daemon::start();
     let ex = export.display().to_string();
-    let _ = std::fs::remove_dir_all(export.join("it-nfs1"));
+    // A name of this run only: the server may cache a directory of an earlier run that was
+    // removed behind its back, and answer NFS3ERR_STALE for it.
+    let vol = format!("it-nfs1-{}", std::process::id());
+    let vol = vol.as_str();
     // The seed recipe's spelling, plus the test server's ports.
     let device = format!("device=:{ex}");
     let o = d.cli(&[
         "volume",
         "create",
-        "it-nfs1",
+        vol,
         "-o",
         "type=nfs",
         "-o",
@@ -321,12 +329,12 @@ fn nfs_create_checks_the_server_and_prepares_the_subdir() {
         "uid=4321",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let md = std::fs::metadata(export.join("it-nfs1")).expect("subdir made on the server");
+    let md = std::fs::metadata(export.join(vol)).expect("subdir made on the server");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!((md.permissions().mode() & 0o7777, md.uid()), (0o750, 4321));
-    assert_eq!(std::fs::read_dir(export.join("it-nfs1")).expect("dir").count(), 0, "probe file removed");
+    assert_eq!(std::fs::read_dir(export.join(vol)).expect("dir").count(), 0, "probe file removed");
     let j: serde_json::Value =
-        serde_json::from_slice(&d.cli(&["volume", "inspect", "--json", "it-nfs1"]).stdout).expect("json");
+        serde_json::from_slice(&d.cli(&["volume", "inspect", "--json", vol]).stdout).expect("json");
     assert_eq!(j[0]["Status"]["type"], "nfs");
     let good_export = format!("export={ex}");
     for (args, needle) in [
@@ -344,12 +352,12 @@ fn nfs_create_checks_the_server_and_prepares_the_subdir() {
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
         assert!(t0.elapsed() < Duration::from_secs(15), "{args:?} took {:?}", t0.elapsed());
     }
-    assert_eq!(stdout(&d.cli(&["volume", "ls", "-q"])), "it-nfs1", "failed creates leave nothing");
+    assert_eq!(stdout(&d.cli(&["volume", "ls", "-q"])), vol, "failed creates leave nothing");
     // Removing keeps the remote data (on-remove defaults to retain for nfs).
-    std::fs::write(export.join("it-nfs1/keep"), b"x").expect("write on server");
-    assert!(d.cli(&["volume", "rm", "it-nfs1"]).status.success());
-    assert!(export.join("it-nfs1/keep").exists());
-    let _ = std::fs::remove_dir_all(export.join("it-nfs1"));
+    std::fs::write(export.join(format!("{vol}/keep")), b"x").expect("write on server");
+    assert!(d.cli(&["volume", "rm", vol]).status.success());
+    assert!(export.join(format!("{vol}/keep")).exists());
+    let _ = std::fs::remove_dir_all(export.join(vol));
 }
 
 /// The share directory of the test Samba server (deploy/test-env/smb/start-samba.sh):
@@ -490,16 +498,20 @@ fn stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else() {
         return;
     }
     let _server = NFS_SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    let pidfile = export.parent().expect("nfs dir").join("ganesha.pid");
+    let pidfile = std::env::var("VOLTOOL_TEST_NFS_PIDFILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| export.parent().expect("nfs dir").join("ganesha.pid"));
     let pid =
         std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display())).trim().to_string();
     let d = Daemon::start();
     let ex = export.display().to_string();
     let device = format!("device=:{ex}");
+    let vol = format!("it-hung-{}", std::process::id());
+    let vol = vol.as_str();
     let o = d.cli(&[
         "volume",
         "create",
-        "it-hung",
+        vol,
         "-o",
         "type=nfs",
         "-o",
@@ -515,7 +527,7 @@ fn stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else() {
     let hung = std::thread::scope(|s| {
         let h = s.spawn(|| {
             let t0 = Instant::now();
-            let r = d.post("/VolumeDriver.Mount", r#"{"Name":"it-hung","ID":"h1"}"#);
+            let r = d.post("/VolumeDriver.Mount", &format!(r#"{{"Name":"{vol}","ID":"h1"}}"#));
             (r, t0.elapsed())
         });
         std::thread::sleep(Duration::from_millis(200));
@@ -533,14 +545,14 @@ fn stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else() {
     });
     let ((status, body), took) = hung;
     assert_eq!(status, 500, "{body}");
-    assert!(body.contains("it-hung"), "{body}");
+    assert!(body.contains(vol), "{body}");
     assert!(took < Duration::from_secs(16), "the hung mount failed only after {took:?}");
     drop(resume);
     // The server is back: the volume mounts and its data is the server's.
-    std::fs::write(export.join("it-hung/back.txt"), b"ok").expect("write on server");
-    let (s, body) = d.post("/VolumeDriver.Mount", r#"{"Name":"it-hung","ID":"h2"}"#);
+    std::fs::write(export.join(format!("{vol}/back.txt")), b"ok").expect("write on server");
+    let (s, body) = d.post("/VolumeDriver.Mount", &format!(r#"{{"Name":"{vol}","ID":"h2"}}"#));
     assert_eq!(s, 200, "{body}");
-    assert_eq!(std::fs::read(d.mountpoint("it-hung").join("back.txt")).expect("through the mount"), b"ok");
-    assert_eq!(d.post("/VolumeDriver.Unmount", r#"{"Name":"it-hung","ID":"h2"}"#).0, 200);
-    let _ = std::fs::remove_dir_all(export.join("it-hung"));
+    assert_eq!(std::fs::read(d.mountpoint(vol).join("back.txt")).expect("through the mount"), b"ok");
+    assert_eq!(d.post("/VolumeDriver.Unmount", &format!(r#"{{"Name":"{vol}","ID":"h2"}}"#)).0, 200);
+    let _ = std::fs::remove_dir_all(export.join(vol));
 }

@@ -37,8 +37,10 @@ docker info >/dev/null 2>&1 || { tail -20 /tmp/voltool-dockerd.log >&2; die "doc
 echo "docker $(docker version --format '{{.Server.Version}}') up"
 
 log "nfs server (nfs-ganesha, NFSv3 on 127.0.0.1:18049)"
-export VOLTOOL_TEST_NFS_EXPORT
-VOLTOOL_TEST_NFS_EXPORT=$(NFS_DIR=/tmp/voltool-test-nfs deploy/test-env/nfs/start-ganesha.sh) || die "nfs-ganesha did not start"
+export VOLTOOL_TEST_NFS_EXPORT VOLTOOL_TEST_NFS_PIDFILE=/tmp/voltool-test-nfs/ganesha.pid
+# Exported as /export, so the seed recipe (-o o=addr=127.0.0.1,rw -o device=:/export) is tested as written.
+VOLTOOL_TEST_NFS_EXPORT=$(NFS_DIR=/tmp/voltool-test-nfs NFS_EXPORT=/export deploy/test-env/nfs/start-ganesha.sh) \
+  || die "nfs-ganesha did not start"
 
 log "smb server (samba smbd on 127.0.0.1:18445)"
 export VOLTOOL_TEST_SMB_SHARE VOLTOOL_TEST_SMB_PASSWORD=smbtest-pass
@@ -66,7 +68,9 @@ log "tests"
 cleanup() {
   # The host-mode daemon the Docker suite started.
   if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
-  if [ -f /tmp/voltool-test-nfs/ganesha.pid ]; then kill "$(cat /tmp/voltool-test-nfs/ganesha.pid)" 2>/dev/null || true; fi
+  for p in /tmp/voltool-test-nfs/ganesha.pid /tmp/voltool-test-nfs/rpcbind.pid; do
+    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+  done
   for p in /tmp/voltool-test-smb/pid/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
 }
 trap cleanup EXIT

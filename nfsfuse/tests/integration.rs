@@ -73,7 +73,10 @@ fn find_or_start_server() -> Result<Server, String> {
         if !export.is_dir() || !listening() {
             return Err(format!("VOLTOOL_TEST_NFS_EXPORT={p} but no server answers on port {NFS_PORT}"));
         }
-        return Ok(Server { export, pid_file: dir.join("ganesha.pid") });
+        // The test script names the pid file when the export is not under the server's dir.
+        let pid_file =
+            std::env::var("VOLTOOL_TEST_NFS_PIDFILE").map(PathBuf::from).unwrap_or_else(|_| dir.join("ganesha.pid"));
+        return Ok(Server { export, pid_file });
     }
     if listening() {
         let dir = running_ganesha_dir()

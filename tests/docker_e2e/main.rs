@@ -316,8 +316,8 @@ fn nfs_shared(env: &Env) {
     };
     let v = env.volume_name("nfs");
     let _ = std::fs::remove_dir_all(format!("{export}/{v}"));
-    // The seed recipe's spelling, plus the test server's ports (it has no portmapper).
-    env.create_ok(&v, &["type=nfs", "o=addr=127.0.0.1,rw,port=18049,mountport=18048", &format!("device=:{export}")]);
+    // The seed recipe as written (test.sh exports /export and runs a portmapper).
+    env.create_ok(&v, &["type=nfs", "o=addr=127.0.0.1,rw", &format!("device=:{export}")]);
     let a = env.run_in(&v, "echo from-container-a > /data/a.txt && head -c 3000000 /dev/urandom > /data/blob && sha256sum /data/blob | cut -d' ' -f1");
     assert!(a.status.success(), "writer: {}", text(&a));
     let sum = out(&a);
