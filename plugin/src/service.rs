@@ -452,12 +452,15 @@ impl Inner {
         let rec = self.record(name)?;
         let mp = self.layout.mountpoint(name);
         let backend = AnyBackend::for_spec(&rec.spec);
-        if self.is_mounted(name)? && !backend.is_alive(&self.host, &self.layout, name) {
+        // One look at the mount table per call: it is the hot path of every container start.
+        let mut mounted = self.is_mounted(name)?;
+        if mounted && !backend.is_alive(&self.host, &self.layout, name) {
             // A userspace NFS mount left by an earlier run of the daemon: its server is gone.
             backend.unmount(&self.host, &self.layout, name)?;
             tracing::warn!(volume = name, "replaced a dead userspace nfs mount");
+            mounted = false;
         }
-        if !self.is_mounted(name)? {
+        if !mounted {
             let stale = self.store.clear_mount_ids(name)?;
             if stale > 0 {
                 tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounting");
@@ -471,7 +474,7 @@ impl Inner {
                 ),
                 None => None,
             };
-            AnyBackend::for_spec(&rec.spec).mount(&self.host, &self.layout, name, &rec.spec, password.as_deref())?;
+            backend.mount(&self.host, &self.layout, name, &rec.spec, password.as_deref())?;
             tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
         }
         if let Err(e) = self.store.add_mount_id(name, id) {

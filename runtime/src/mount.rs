@@ -171,6 +171,15 @@ impl Mounter for LinuxMounter {
         // for namespace worker threads (see crate::ns).
         mountinfo::read(Path::new("/proc/thread-self/mountinfo"))
     }
+
+    fn is_mounted(&self, target: &Path) -> Result<bool> {
+        // The hot path of every Mount/Unmount: scan only the mount-point field instead of
+        // building the whole table.
+        let path = Path::new("/proc/thread-self/mountinfo");
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::MountTable { path: path.to_path_buf(), source })?;
+        Ok(mountinfo::has_mount_point(&text, target))
+    }
 }
 
 /// One call seen by [`RecordingMounter`].

@@ -96,6 +96,15 @@ pub fn parse(text: &str) -> Vec<MountInfo> {
     text.lines().filter_map(parse_line).collect()
 }
 
+/// Whether any line of a mountinfo text has `target` as its mount point (field 5), without
+/// parsing the other fields.
+pub fn has_mount_point(text: &str, target: &Path) -> bool {
+    let want = target.as_os_str().as_encoded_bytes();
+    text.lines()
+        .filter_map(|l| l.split_ascii_whitespace().nth(4))
+        .any(|mp| if mp.contains('\\') { unescape(mp).as_bytes() == want } else { mp.as_bytes() == want })
+}
+
 /// Reads and parses a mountinfo file such as `/proc/self/mountinfo`.
 ///
 /// # Errors
@@ -147,6 +156,15 @@ garbage line
         assert_eq!(m, Some(41));
         let m = containing(&t, Path::new("/etc/passwd")).map(|m| m.mount_id);
         assert_eq!(m, Some(22));
+    }
+
+    #[test]
+    fn has_mount_point_matches_parse() {
+        for (p, want) in [("/mnt/with space", true), ("/var/lib/voltool/mounts/t1", true), ("/mnt", false), ("/", true)]
+        {
+            assert_eq!(has_mount_point(SAMPLE, Path::new(p)), want, "{p}");
+            assert_eq!(parse(SAMPLE).iter().any(|m| m.mount_point == Path::new(p)), want, "{p}");
+        }
     }
 
     #[test]
