@@ -1,10 +1,56 @@
 //! # voltool-backup
 //!
 //! ## Overview
-//! The backup engine: pax tar + zstd archive stream with a manifest and sha256, sinks for
-//! local disk and S3, the catalog, the cron scheduler and retention.
+//! The backup archive format (SPEC §3): `ID.tar.zst`, a zstd-compressed POSIX pax tar of a
+//! volume root that stock `zstd -d | tar -x` restores; `ID.manifest.json`, which describes
+//! every entry (path, type, mode, owner, size, mtime, sha256) and the archive's size and
+//! sha256; and `ID.tar.zst.sha256` in `sha256sum -c` format.
 //!
-//! ## Status
-//! Not built yet (issue 4). The crate exists so the workspace layout is final; it exports
-//! nothing, and the daemon refuses the `backup-*` volume options with a clear message until
-//! it does.
+//! - [`archive::write_archive`] walks the root and streams tar → zstd → a hashing, counting
+//!   writer, hashing each regular file as tar copies it, and returns an [`ArchiveSummary`].
+//! - [`manifest::Manifest`] turns the summary into the manifest (JSON in and out);
+//!   [`manifest::sha256sum_line`] and [`manifest::backup_id`] name things.
+//! - [`verify::verify_archive`] re-reads an archive (zstd → tar, nothing written to disk) and
+//!   checks every byte against the manifest, naming the first bad entry or the archive.
+//!
+//! ## Design
+//! - One pass, constant memory: every file is read once through a reader that hashes and
+//!   counts exactly the bytes tar stores; neither a file nor the volume is ever buffered and
+//!   nothing is written to a temporary file. Memory grows only with the number of entries
+//!   (the manifest) and the number of multiply-linked inodes.
+//! - Deterministic order: depth-first, names sorted bytewise, directories before their
+//!   contents. Symlinks are never followed; a directory on another device (a mount point) is
+//!   archived as an empty directory. Files are opened `O_NOFOLLOW|O_NONBLOCK` and re-checked by
+//!   inode so a swapped-in symlink or fifo is refused rather than followed or blocked on.
+//! - ustar headers with pax (`x`) records for what ustar cannot hold: long paths and link
+//!   targets, sizes ≥ 8 GiB, uids/gids ≥ 2^21, negative or sub-second mtimes (so GNU tar
+//!   restores nanosecond mtimes) and extended attributes (`SCHILY.xattr.*`). Owner names are
+//!   left empty, so restores are numeric.
+//! - Hard links: the second and later paths of an inode with `st_nlink > 1` become tar link
+//!   entries pointing at the first path. Fifos are recorded; devices and sockets are skipped
+//!   with a note in the summary.
+//! - A file that changes while read: the archive holds exactly `st_size` bytes (zero-padded if
+//!   it shrank) and a note says so; its recorded sha256 is of what the archive holds, so the
+//!   archive always verifies against its own manifest.
+//! - zstd frames carry their content checksum; `threads > 1` uses zstd's worker threads.
+//!
+//! ## Limitations
+//! - The root directory's own mode/owner/mtime are not recorded (a restore target is created
+//!   with the volume's options).
+//! - Manifest paths are UTF-8: a non-UTF-8 name is stored in the tar as its raw bytes but
+//!   appears lossily in the manifest (two such names could collide there).
+//! - Xattrs are archived but not listed in the manifest nor checked by verify; GNU tar restores
+//!   them only with `--xattrs`. ACLs travel as their `system.posix_acl_*` xattrs.
+//! - Sparse files are stored dense (holes become zeros); atime/ctime are not kept.
+//! - Verify stops at the first problem (one pass; a damaged zstd stream cannot be resynced).
+//!   Sinks (disk, S3), the catalog, scheduling and retention are not in this crate yet.
+
+pub mod archive;
+pub mod error;
+pub mod manifest;
+pub mod verify;
+
+pub use archive::{ArchiveOptions, ArchiveSummary, write_archive};
+pub use error::BackupError;
+pub use manifest::{Entry, EntryKind, FORMAT_VERSION, Manifest, backup_id, sha256sum_line};
+pub use verify::{VerifyReport, verify_archive};
