@@ -80,7 +80,11 @@ pub fn assess(k: KernelReport) -> DoctorReport {
         finding(
             "cifs volumes",
             k.kernel_cifs,
-            format!("kernel CIFS client: {} — not in this version yet", yes(k.kernel_cifs)),
+            if k.kernel_cifs {
+                "kernel CIFS client: yes. cifs volumes mount through it; shares are checked with a userspace SMB client at create".into()
+            } else {
+                "kernel CIFS client: no. cifs volumes can be created (the share is checked at create) but not mounted on this host".into()
+            },
         ),
     ];
     DoctorReport { kernel: k, findings }
