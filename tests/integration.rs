@@ -298,6 +298,19 @@ fn nfs_export(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// `voltool volume create VOL` of an nfs volume on the test server's export, in the seed
+/// recipe's spelling plus the test server's ports, with `extra` options.
+fn create_nfs_volume(d: &Daemon, vol: &str, export: &Path, extra: &[&str]) -> Output {
+    let device = format!("device=:{}", export.display());
+    let mut args =
+        vec!["volume", "create", vol, "-o", "type=nfs", "-o", "o=addr=127.0.0.1,rw,port=18049,mountport=18048"];
+    args.extend(["-o", device.as_str()]);
+    for e in extra {
+        args.extend(["-o", e]);
+    }
+    d.cli(&args)
+}
+
 /// Tests that use (and may stop) the shared NFS server run one at a time.
 static NFS_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -311,23 +324,7 @@ fn nfs_create_checks_the_server_and_prepares_the_subdir() {
     // removed behind its back, and answer NFS3ERR_STALE for it.
     let vol = format!("it-nfs1-{}", std::process::id());
     let vol = vol.as_str();
-    // The seed recipe's spelling, plus the test server's ports.
-    let device = format!("device=:{ex}");
-    let o = d.cli(&[
-        "volume",
-        "create",
-        vol,
-        "-o",
-        "type=nfs",
-        "-o",
-        "o=addr=127.0.0.1,rw,port=18049,mountport=18048",
-        "-o",
-        &device,
-        "-o",
-        "mode=0750",
-        "-o",
-        "uid=4321",
-    ]);
+    let o = create_nfs_volume(&d, vol, &export, &["mode=0750", "uid=4321"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::metadata(export.join(vol)).expect("subdir made on the server");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -504,21 +501,9 @@ fn stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else() {
     let pid =
         std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display())).trim().to_string();
     let d = Daemon::start();
-    let ex = export.display().to_string();
-    let device = format!("device=:{ex}");
     let vol = format!("it-hung-{}", std::process::id());
     let vol = vol.as_str();
-    let o = d.cli(&[
-        "volume",
-        "create",
-        vol,
-        "-o",
-        "type=nfs",
-        "-o",
-        "o=addr=127.0.0.1,port=18049,mountport=18048",
-        "-o",
-        &device,
-    ]);
+    let o = create_nfs_volume(&d, vol, &export, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.cli(&["volume", "create", "it-local"]).status.success());
     // The server stops answering (not refusing: hanging).
