@@ -33,7 +33,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: Docker plugin API, management API (and, later, the backup scheduler).
+    /// Run the daemon: Docker plugin API, management API and the backup scheduler.
     Serve(ServeArgs),
     /// Create, list, inspect and remove volumes without Docker.
     #[command(subcommand)]
@@ -43,6 +43,96 @@ pub enum Command {
     /// Manage secrets (e.g. SMB passwords) that volumes refer to by name (-o secret=NAME).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Back volumes up (zstd tar + manifest + sha256), list, verify and prune backups.
+    #[command(subcommand, long_about = BACKUP_ABOUT)]
+    Backup(BackupCommand),
+}
+
+const BACKUP_ABOUT: &str = "\
+Back volumes up, list, verify and prune backups.
+
+Each backup is three objects in its target: ID.tar.zst (zstd-compressed POSIX tar of the
+volume; `zstd -d < ID.tar.zst | tar -x -C DIR` restores it without voltool), ID.manifest.json
+(every file's path, mode, owner, size and sha256) and ID.tar.zst.sha256 (`sha256sum -c`).
+
+Targets: a directory (/srv/backups or file:///srv/backups), an S3 bucket
+(s3://bucket/prefix?endpoint=http://host:9000&region=us-east-1&path_style=true, credentials
+from the daemon's AWS environment), or a name from the config file ([targets.NAME]).
+Default: <state dir>/backups.
+
+Scheduled backups: docker volume create -d voltool -o backup-schedule='0 3 * * *' \\
+  -o backup-keep=last=3,daily=7,weekly=4 -o backup-verify=true NAME
+Examples:
+  voltool backup run db --verify          # prints the backup ID last
+  voltool backup ls db
+  voltool backup verify db-20261201T030000Z-1a2b3c
+  voltool backup prune db --keep last=3,daily=7 --dry-run
+  voltool backup schedule ls";
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back a volume up now; prints the backup ID as the last line of stdout.
+    Run {
+        volume: String,
+        /// Target name (config file) or URL [default: the volume's backup-target, else the
+        /// daemon's default target].
+        #[arg(long)]
+        target: Option<String>,
+        /// Read the stored backup back and check every file before reporting success.
+        #[arg(long)]
+        verify: bool,
+        /// Print {"id": ..., ...} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups, newest first.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this volume's backups.
+        volume: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup (and its manifest summary).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read a stored backup and check the archive sha256 and every file against the
+    /// manifest (nothing is written to disk). Exit status 1 if it fails.
+    Verify {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete backups a retention policy does not keep (newest verified backup is always kept).
+    Prune {
+        /// Only this volume's backups [default: every volume with a backup-keep option].
+        volume: Option<String>,
+        /// Policy, e.g. last=3,hourly=24,daily=7,weekly=4,monthly=6 [default: each volume's
+        /// backup-keep].
+        #[arg(long)]
+        keep: Option<String>,
+        /// Show what would be deleted without deleting anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backup schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// List schedules (volume options and config-file schedules) with their next run.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -55,8 +55,18 @@ impl Api {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<Bytes> {
+        self.call_within(method, path, body, API_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<Bytes> {
         let body = body.map(|b| b.to_string().into_bytes());
-        let (status, bytes) = raw(&self.socket, method, path, body, API_TIMEOUT).await.with_context(|| {
+        let (status, bytes) = raw(&self.socket, method, path, body, timeout).await.with_context(|| {
             format!(
                 "cannot reach the voltool daemon at {}; is `voltool serve` running (or the voltool plugin enabled)? Set --api-socket or VOLTOOL_API_SOCKET for another daemon",
                 self.socket.display()
@@ -79,6 +89,13 @@ impl Api {
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T> {
         let b = self.call(Method::POST, path, Some(body)).await?;
+        serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
+    }
+
+    /// A POST whose work may take as long as reading a whole backup (verify): no client-side
+    /// timeout beyond a day; the daemon bounds its own network calls.
+    pub async fn post_long<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T> {
+        let b = self.call_within(Method::POST, path, Some(body), Duration::from_secs(86_400)).await?;
         serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
     }
 

@@ -1,124 +1,13 @@
 //! The `voltool` binary end to end without Docker: the daemon on temporary sockets, the CLI
 //! against it, the plugin protocol over the real socket, restart and reconciliation.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_voltool")
-}
-
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-        (dir.join("state"), dir.join("plugin.sock"), dir.join("api.sock"))
-    }
-
-    fn spawn_in(dir: &Path) -> Child {
-        let (state, plugin, api) = Self::paths(dir);
-        Command::new(bin())
-            .args(["serve", "--state-dir"])
-            .arg(&state)
-            .arg("--plugin-socket")
-            .arg(&plugin)
-            .arg("--api-socket")
-            .arg(&api)
-            .env("VOLTOOL_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
-            .spawn()
-            .expect("spawn daemon")
-    }
-
-    /// Starts a daemon and asserts both sockets accept within one second.
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut d = Daemon { child: None, dir };
-        d.restart();
-        d
-    }
-
-    fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let t0 = Instant::now();
-        self.child = Some(Self::spawn_in(self.dir.path()));
-        let (_, plugin, api) = Self::paths(self.dir.path());
-        while UnixStream::connect(&plugin).is_err() || UnixStream::connect(&api).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(1), "sockets not accepting within 1 s: {}", self.log());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin()).args(args).env("VOLTOOL_API_SOCKET", Self::paths(self.dir.path()).2).output().expect("cli")
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, String) {
-        let mut s = UnixStream::connect(Self::paths(self.dir.path()).1).expect("connect plugin socket");
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).expect("write");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-
-    fn mountpoint(&self, vol: &str) -> PathBuf {
-        self.dir.path().join("state/mounts").join(vol)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Leave no mounts behind in the host namespace.
-        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("state/mounts")) {
-            for e in entries.flatten() {
-                let _ = Command::new("umount").arg("-l").arg(e.path()).output();
-            }
-        }
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_string()
-}
-
-fn host_mounted(p: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()))
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+mod common;
+use common::*;
 
 #[test]
 fn help_teaches() {

@@ -7,6 +7,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 use sha2::{Digest, Sha256};
@@ -86,6 +88,7 @@ impl<W: Write> Write for HashingWriter<W> {
 /// is padded with zeros (so the tar stays well-formed); the hash covers what the archive holds.
 struct FileReader<'a> {
     file: &'a mut File,
+    progress: &'a AtomicU64,
     remaining: u64,
     hasher: Sha256,
     padded: bool,
@@ -120,6 +123,7 @@ impl Read for FileReader<'_> {
         };
         self.hasher.update(&buf[..n]);
         self.remaining -= n as u64;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -132,6 +136,8 @@ struct Walk<W: Write> {
     /// (dev, ino) of regular files with more than one link -> first archived path.
     links: HashMap<(u64, u64), Vec<u8>>,
     summary: ArchiveSummary,
+    /// File content bytes read so far, for progress reports.
+    progress: Arc<AtomicU64>,
 }
 
 /// Archives the directory tree at `root` into `out` as zstd-compressed pax tar.
@@ -140,6 +146,17 @@ struct Walk<W: Write> {
 /// points are archived as empty directories without their contents. Every regular file is
 /// read once, streamed, and hashed on the way. The root directory itself is not an entry.
 pub fn write_archive(root: &Path, out: impl Write, opts: &ArchiveOptions) -> Result<ArchiveSummary, BackupError> {
+    write_archive_with_progress(root, out, opts, Arc::default())
+}
+
+/// [`write_archive`], adding every file content byte read to `progress` as it goes (another
+/// thread may watch it to show a progress bar).
+pub fn write_archive_with_progress(
+    root: &Path,
+    out: impl Write,
+    opts: &ArchiveOptions,
+    progress: Arc<AtomicU64>,
+) -> Result<ArchiveSummary, BackupError> {
     if !(1..=22).contains(&opts.level) {
         return Err(BackupError::Options(format!("zstd level {} is not in 1..=22", opts.level)));
     }
@@ -159,6 +176,7 @@ pub fn write_archive(root: &Path, out: impl Write, opts: &ArchiveOptions) -> Res
         opts: opts.clone(),
         builder: Builder::new(encoder),
         links: HashMap::new(),
+        progress,
         summary: ArchiveSummary {
             entries: Vec::new(),
             files: 0,
@@ -384,8 +402,14 @@ impl<W: Write> Walk<W> {
                 source: io::Error::other("replaced by another file while being archived"),
             });
         }
-        let mut reader =
-            FileReader { file: &mut file, remaining: meta.len(), hasher: Sha256::new(), padded: false, error: None };
+        let mut reader = FileReader {
+            file: &mut file,
+            progress: &self.progress,
+            remaining: meta.len(),
+            hasher: Sha256::new(),
+            padded: false,
+            error: None,
+        };
         if let Err(e) = self.builder.append(header, &mut reader) {
             return Err(match reader.error.take() {
                 Some(source) => BackupError::Read { path: full.into(), source },

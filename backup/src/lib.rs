@@ -43,14 +43,23 @@
 //!   them only with `--xattrs`. ACLs travel as their `system.posix_acl_*` xattrs.
 //! - Sparse files are stored dense (holes become zeros); atime/ctime are not kept.
 //! - Verify stops at the first problem (one pass; a damaged zstd stream cannot be resynced).
-//!   Sinks (disk, S3), the catalog, scheduling and retention are not in this crate yet.
+//!
+//! Also here, without I/O of their own: [`target`] (where backups are stored: directories and
+//! S3 buckets, behind one blocking trait), [`retention`] (which backups a `backup-keep` policy
+//! keeps, a pure function of the catalog and the clock) and [`schedule`] (cron expressions and
+//! the missed-run rule). The catalog and the scheduler loop live in the daemon
+//! (`voltool_plugin::backups`).
 
 pub mod archive;
 pub mod error;
 pub mod manifest;
+pub mod retention;
+pub mod schedule;
+pub mod target;
 pub mod verify;
 
-pub use archive::{ArchiveOptions, ArchiveSummary, write_archive};
+pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
 pub use error::BackupError;
 pub use manifest::{Entry, EntryKind, FORMAT_VERSION, Manifest, backup_id, sha256sum_line};
+pub use target::{ObjectWriter, Target, TargetConfig, TargetError, TargetSpec, open_target};
 pub use verify::{VerifyReport, verify_archive};

@@ -61,6 +61,16 @@ pub enum Error {
     Resize { volume: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A backup operation failed; the reason names the target or the file.
+    #[error("backup {id}: {reason}")]
+    Backup { id: String, reason: String },
+    #[error("backup {id} not found")]
+    BackupNotFound { id: String },
+    #[error("a backup of volume {volume} is already running ({id})")]
+    BackupBusy { volume: String, id: String },
+    /// Input that cannot be used (a bad target, retention policy, ...).
+    #[error("{0}")]
+    BadRequest(String),
     /// A worker task died (panic); a bug, reported rather than hidden.
     #[error("internal error: {0}")]
     Internal(String),

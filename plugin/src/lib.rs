@@ -20,6 +20,8 @@
 //! like Docker's own tmpfs volumes.
 
 pub mod backend;
+pub mod backup_api;
+pub mod backups;
 pub mod doctor;
 pub mod error;
 pub mod mgmt;

@@ -84,17 +84,20 @@ struct Ctx {
 /// HTTP status for a service error.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::Option(_) | Error::Resize { .. } | Error::Remote { .. } | Error::Unsupported { .. } => {
-            StatusCode::BAD_REQUEST
-        }
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        Error::Conflict { .. } | Error::InUse { .. } => StatusCode::CONFLICT,
+        Error::Option(_)
+        | Error::Resize { .. }
+        | Error::Remote { .. }
+        | Error::Unsupported { .. }
+        | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound { .. } | Error::BackupNotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Conflict { .. } | Error::InUse { .. } | Error::BackupBusy { .. } => StatusCode::CONFLICT,
         Error::Mount { .. }
         | Error::Unmount { .. }
         | Error::Io { .. }
         | Error::Tool { .. }
         | Error::Timeout { .. }
         | Error::Store(_)
+        | Error::Backup { .. }
         | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -43,6 +43,21 @@ pub struct VolumeStatus {
     pub backing: String,
     pub mounted: bool,
     pub mount_count: usize,
+    /// The newest finished backup (complete or failed) and its verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+}
+
+/// The last backup of a volume, as its Status shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LastBackup {
+    pub id: String,
+    pub status: crate::store::BackupStatus,
+    pub time: String,
+    /// `ok`, `failed` or `not verified`.
+    pub verified: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A volume as the outside world sees it.
@@ -78,6 +93,8 @@ pub struct VolumeService {
     inner: Arc<Inner>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     deadline: Duration,
+    /// Notified when a volume is created or removed (the backup scheduler listens).
+    changes: Arc<tokio::sync::Notify>,
 }
 
 /// How long Mount/Unmount may take: a network mount against a server that stopped answering
@@ -107,6 +124,7 @@ impl VolumeService {
             inner: Arc::new(Inner { store, host, layout, secrets, project_ids: Mutex::new(()) }),
             locks: Arc::default(),
             deadline: MOUNT_DEADLINE,
+            changes: Arc::default(),
         };
         svc.inner.reconcile()?;
         Ok(svc)
@@ -114,6 +132,53 @@ impl VolumeService {
 
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    /// The state database (the backup engine keeps its catalog there).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Notified whenever a volume is created or removed.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
+    }
+
+    /// The stored record of a volume.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], store errors.
+    pub async fn record(&self, name: &str) -> Result<VolumeRecord> {
+        options::validate_name(name)?;
+        let n = name.to_string();
+        self.blocking(move |inner| inner.record(&n)).await
+    }
+
+    /// Releases every Mount ID starting with `prefix` on every volume (internal mounts a
+    /// killed daemon left behind).
+    ///
+    /// # Errors
+    /// Store and unmount errors.
+    pub async fn release_mounts_with_prefix(&self, prefix: &str) -> Result<()> {
+        let p = prefix.to_string();
+        let held: Vec<(String, String)> = self
+            .blocking(move |inner| {
+                let mut out = Vec::new();
+                for v in inner.store.list_volumes()? {
+                    for id in inner.store.mount_ids(&v.name)? {
+                        if id.starts_with(&p) {
+                            out.push((v.name.clone(), id));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        for (vol, id) in held {
+            tracing::info!(volume = vol, mount_id = id, "releasing an internal mount left by a stopped daemon");
+            self.unmount(&vol, &id).await?;
+        }
+        Ok(())
     }
 
     /// The secret store volumes refer to (`secret=NAME`).
@@ -235,6 +300,7 @@ impl VolumeService {
         }
         let name = name.to_string();
         self.locked(&name.clone(), move |inner| inner.create(&name, spec, stored)).await?;
+        self.changes.notify_one();
         Ok(warnings)
     }
 
@@ -257,7 +323,9 @@ impl VolumeService {
     /// [`Error::NotFound`], [`Error::InUse`], unmount/I/O/store errors.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let n = name.to_string();
-        self.locked(name, move |inner| inner.remove(&n, force)).await
+        self.locked(name, move |inner| inner.remove(&n, force)).await?;
+        self.changes.notify_one();
+        Ok(())
     }
 
     /// Mounts the volume for Docker Mount ID `id` and returns the mountpoint. A repeated ID is
@@ -329,6 +397,13 @@ impl VolumeService {
                 },
                 mounted: v.mounted,
                 mount_count: v.mount_count,
+                last_backup: inner.store.last_backup(&n).ok().flatten().map(|b| LastBackup {
+                    id: b.id,
+                    status: b.status,
+                    time: b.finished_at.unwrap_or(b.started_at),
+                    verified: b.verify_status.unwrap_or_else(|| "not verified".into()),
+                    reason: b.reason,
+                }),
             });
             Ok(Some(v))
         })

@@ -12,6 +12,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::options::VolumeSpec;
 
+mod catalog;
+pub use catalog::{BackupRow, BackupStatus, ScheduleState};
+
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +43,35 @@ const MIGRATIONS: &[&str] = &[
         volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
         id TEXT NOT NULL,
         PRIMARY KEY (volume, id)
+     );",
+    // 2: the backup catalog and schedule state.
+    "CREATE TABLE backups (
+        id TEXT PRIMARY KEY NOT NULL,
+        volume TEXT NOT NULL,        -- not a foreign key: backups outlive their volume
+        target_ref TEXT NOT NULL,    -- what the run was given: a config target name or a URL
+        target_url TEXT NOT NULL,    -- where that resolved to (never credentials)
+        trigger TEXT NOT NULL,       -- manual, schedule, archive
+        started_at TEXT NOT NULL,    -- RFC 3339
+        finished_at TEXT,
+        duration_ms INTEGER,
+        status TEXT NOT NULL,        -- running, complete, failed
+        reason TEXT,                 -- why it failed
+        bytes_in INTEGER,
+        bytes_out INTEGER,
+        files INTEGER,
+        sha256 TEXT,
+        upload_token TEXT,           -- S3 multipart upload id while running
+        cleanup_pending INTEGER NOT NULL DEFAULT 0,
+        verify_status TEXT,          -- ok, failed (NULL: never verified)
+        verify_at TEXT,
+        verify_reason TEXT
+     );
+     CREATE INDEX backups_by_volume ON backups (volume, started_at);
+     CREATE TABLE schedules (
+        key TEXT PRIMARY KEY NOT NULL,  -- volume:NAME or config:SCHEDULE:VOLUME
+        expr TEXT NOT NULL,
+        anchor TEXT NOT NULL,           -- when this expression was first seen
+        last_slot TEXT                  -- the latest slot handled (run or skipped)
      );",
 ];
 

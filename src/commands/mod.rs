@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::client::Api;
 
+mod backup;
 mod doctor;
 mod secret;
 mod serve;
@@ -20,5 +21,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Volume(cmd) => volume::run(&api, cmd).await,
         Command::Doctor(args) => doctor::run(&api, args).await,
         Command::Secret(cmd) => secret::run(&api, cmd).await,
+        Command::Backup(cmd) => backup::run(&api, cmd).await,
     }
 }

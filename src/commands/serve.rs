@@ -1,5 +1,6 @@
 //! `voltool serve`: the daemon.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use tokio::net::UnixListener;
+use voltool_backup::TargetConfig;
 use voltool_plugin::backend::Host;
 use voltool_plugin::backend::tools::SystemFsTools;
+use voltool_plugin::backups::{BackupSettings, Backups, ConfigSchedule};
 use voltool_plugin::options::QuotaSupport;
 use voltool_plugin::{Layout, VolumeService, doctor, mgmt, protocol};
 use voltool_runtime::loopdev::LinuxLoopDevices;
@@ -26,6 +29,25 @@ struct Config {
     mount_root: Option<PathBuf>,
     driver_name: Option<String>,
     log: Option<String>,
+    /// `[backup]`: default target, zstd level, threads, concurrency.
+    #[serde(default)]
+    backup: Option<BackupSettings>,
+    /// `[targets.NAME]`: named backup targets.
+    #[serde(default)]
+    targets: BTreeMap<String, TargetConfig>,
+    /// `[schedules.NAME]`: backup schedules for listed volumes.
+    #[serde(default)]
+    schedules: BTreeMap<String, ConfigSchedule>,
+}
+
+impl Config {
+    fn backup_settings(&self) -> Result<BackupSettings> {
+        let mut s = self.backup.clone().unwrap_or_default();
+        s.targets = self.targets.clone();
+        s.schedules = self.schedules.clone();
+        s.validate().map_err(|e| anyhow::anyhow!("config file: {e}"))?;
+        Ok(s)
+    }
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -64,6 +86,7 @@ fn bind_unix(path: &Path, what: &str) -> Result<UnixListener> {
 
 pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
+    let backup_settings = config.backup_settings()?;
     let filter = args.log.or(config.log).unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -107,12 +130,23 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
             return Err(e).with_context(|| format!("open state in {}", args.state_dir.display()));
         }
     };
+    let backups = match Backups::open(svc.clone(), backup_settings).await {
+        Ok(b) => b,
+        Err(e) => {
+            for sock in [&args.plugin_socket, &api_socket] {
+                let _ = std::fs::remove_file(sock);
+            }
+            return Err(e).context("open the backup catalog");
+        }
+    };
+    let scheduler = backups.spawn_scheduler();
     tracing::info!(
         plugin_socket = %args.plugin_socket.display(),
         api_socket = %api_socket.display(),
         state_dir = %layout.state_dir.display(),
         mount_root = %layout.mount_root.display(),
         driver,
+        default_backup_target = backups.default_target(),
         "voltool {} serving",
         env!("CARGO_PKG_VERSION")
     );
@@ -125,7 +159,8 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     };
     let plugin =
         axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
-    let api = axum::serve(api_listener, mgmt::router(svc, driver, doctor)).with_graceful_shutdown(stop(rx));
+    let api_routes = mgmt::router(svc, driver, doctor).merge(voltool_plugin::backup_api::router(backups));
+    let api = axum::serve(api_listener, api_routes).with_graceful_shutdown(stop(rx));
 
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -144,6 +179,7 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     });
 
     let (p, a) = tokio::join!(plugin.into_future(), api.into_future());
+    scheduler.abort();
     for sock in [&args.plugin_socket, &api_socket] {
         let _ = std::fs::remove_file(sock);
     }
@@ -162,5 +198,32 @@ mod tests {
         assert_eq!(c.mount_root.as_deref(), Some(Path::new("/mnt/volumes")));
         assert!(toml::from_str::<Config>("mountroot = 1").is_err());
         assert!(load_config(Some(Path::new("/nonexistent/voltool.toml"))).is_err());
+        let c: Config = toml::from_str(
+            r#"
+[backup]
+default-target = "offsite"
+level = 5
+[targets.offsite]
+url = "s3://bkt/pfx"
+endpoint = "http://127.0.0.1:18014"
+path-style = true
+max-parts = 1000
+[schedules.nightly]
+volumes = ["db", "web"]
+cron = "0 3 * * *"
+keep = "daily=7"
+verify = true
+"#,
+        )
+        .expect("backup config");
+        let s = c.backup_settings().expect("valid");
+        assert_eq!(s.level, 5);
+        assert_eq!(s.targets["offsite"].max_parts, Some(1000));
+        assert_eq!(s.schedules["nightly"].volumes, ["db", "web"]);
+        let bad: Config = toml::from_str("[backup]\ndefault-target = \"nowhere\"\n").expect("parse");
+        let e = bad.backup_settings().expect_err("unknown target").to_string();
+        assert!(e.contains("\"nowhere\" is not defined"), "{e}");
+        let bad: Config = toml::from_str("[schedules.x]\nvolumes = [\"a\"]\ncron = \"bad\"\n").expect("parse");
+        assert!(bad.backup_settings().is_err());
     }
 }

@@ -153,6 +153,73 @@ pub struct VolumeSpec {
     /// CIFS volumes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cifs: Option<CifsTarget>,
+    /// `backup-*` options.
+    #[serde(default, skip_serializing_if = "BackupPolicy::is_empty")]
+    pub backup: BackupPolicy,
+}
+
+/// A volume's `backup-schedule`, `backup-target`, `backup-keep` and `backup-verify`, validated
+/// and kept as the user wrote them (the backup engine parses them again when it uses them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// A target name from the config file or a target URL; `None`: the default target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
+}
+
+impl BackupPolicy {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Whether a `backup-target` value is a URL/path (else it names a config-file target).
+pub fn is_target_url(v: &str) -> bool {
+    v.starts_with('/') || v.contains("://")
+}
+
+fn parse_backup_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result<bool, OptionError> {
+    let bad = |reason: String| OptionError::Value { key: key.into(), value: v.into(), reason };
+    match key {
+        "backup-schedule" => {
+            voltool_backup::schedule::Schedule::parse(v).map_err(|e| bad(e.to_string()))?;
+            policy.schedule = Some(v.trim().to_owned());
+        }
+        "backup-keep" => {
+            voltool_backup::retention::KeepPolicy::parse(v).map_err(|e| bad(e.to_string()))?;
+            policy.keep = Some(v.trim().to_owned());
+        }
+        "backup-target" => {
+            if is_target_url(v) {
+                voltool_backup::TargetSpec::parse(v).map_err(|e| bad(e.to_string()))?;
+            } else if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+                return Err(bad(
+                    "expected a target name from the config file ([targets.NAME]) or a URL: /path, file:///path, s3://bucket/prefix".into(),
+                ));
+            }
+            policy.target = Some(v.to_owned());
+        }
+        "backup-verify" => {
+            policy.verify = match v {
+                "true" | "yes" | "1" => true,
+                "false" | "no" | "0" => false,
+                "restore" => {
+                    return Err(OptionError::Unsupported(
+                        "backup-verify=restore (a restore test after each backup) is not in this version of voltool yet; use true".into(),
+                    ));
+                }
+                _ => return Err(bad("valid values: true, false".into())),
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// The result of parsing: the spec, the options as they may be stored and shown (an inline
@@ -338,8 +405,8 @@ const NFS_KEYS: &[&str] = &["addr", "export", "subdir", "vers", "o", "device"];
 const CIFS_KEYS: &[&str] = &["share", "username", "domain", "secret", "subdir", "vers", "o", "device"];
 /// Keys from the product contract whose features this version does not have yet: refused
 /// with a message saying so rather than accepted and silently ignored.
-const PLANNED_KEYS: &[&str] =
-    &["share", "username", "domain", "secret", "backup-schedule", "backup-target", "backup-keep", "backup-verify"];
+const PLANNED_KEYS: &[&str] = &["share", "username", "domain", "secret"];
+const BACKUP_KEYS: &[&str] = &["backup-schedule", "backup-target", "backup-keep", "backup-verify"];
 
 fn valid_keys(kind: VolumeType) -> String {
     let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
@@ -349,6 +416,7 @@ fn valid_keys(kind: VolumeType) -> String {
         VolumeType::Nfs => NFS_KEYS,
         VolumeType::Cifs => CIFS_KEYS,
     });
+    keys.extend_from_slice(BACKUP_KEYS);
     keys.join(", ")
 }
 
@@ -406,6 +474,9 @@ pub fn parse_full(opts: &BTreeMap<String, String>) -> Result<Parsed, OptionError
             && let Some(keep) = cifs::parse_key(&mut cifs, &mut password, key, v)?
         {
             stored.insert(key.clone(), keep);
+            continue;
+        }
+        if parse_backup_key(&mut spec.backup, key, v)? {
             continue;
         }
         match key.as_str() {
@@ -598,10 +669,15 @@ mod tests {
         let e = parse_options(&opts(&[("foo", "1")])).expect_err("foo").to_string();
         assert_eq!(
             e,
-            "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, on-remove, quota, fs"
+            "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, on-remove, quota, fs, backup-schedule, backup-target, backup-keep, backup-verify"
         );
         let e = parse_options(&opts(&[("type", "tmpfs"), ("foo", "1")])).expect_err("foo").to_string();
-        assert!(e.ends_with("valid options: type, size, uid, gid, mode, on-remove, o, device"), "{e}");
+        assert!(
+            e.ends_with(
+                "valid options: type, size, uid, gid, mode, on-remove, o, device, backup-schedule, backup-target, backup-keep, backup-verify"
+            ),
+            "{e}"
+        );
         // local-driver keys are only valid where they mean something
         assert!(parse_options(&opts(&[("o", "size=1m")])).is_err());
     }
@@ -618,8 +694,30 @@ mod tests {
         assert!(parse_options(&opts(&[("type", "tmpfs"), ("o", "size=1m,bogus")])).is_err());
         let e = parse_options(&opts(&[("type", "cifs")])).expect_err("cifs").to_string();
         assert!(e.contains("needs the share"), "{e}");
-        let e = parse_options(&opts(&[("backup-schedule", "@daily")])).expect_err("planned").to_string();
-        assert!(e.contains("not available in this version"), "{e}");
+        let p = parse_options(&opts(&[
+            ("backup-schedule", "0 3 * * *"),
+            ("backup-keep", "last=3,daily=7"),
+            ("backup-target", "offsite"),
+            ("backup-verify", "true"),
+        ]))
+        .expect("backup options");
+        assert_eq!(p.backup.schedule.as_deref(), Some("0 3 * * *"));
+        assert_eq!(p.backup.keep.as_deref(), Some("last=3,daily=7"));
+        assert_eq!(p.backup.target.as_deref(), Some("offsite"));
+        assert!(p.backup.verify);
+        for (k, v, want) in [
+            ("backup-schedule", "61 * * * *", "option backup-schedule"),
+            ("backup-schedule", "* * *", "option backup-schedule"),
+            ("backup-keep", "daily=x", "option backup-keep"),
+            ("backup-keep", "yearly=1", "option backup-keep"),
+            ("backup-target", "gs://b/x", "unsupported scheme"),
+            ("backup-target", "a b", "target name"),
+            ("backup-verify", "maybe", "valid values: true, false"),
+            ("backup-verify", "restore", "not in this version"),
+        ] {
+            let e = parse_options(&opts(&[(k, v)])).expect_err(v).to_string();
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
         assert!(parse_options(&opts(&[("quota", "zfs")])).is_err());
         assert_eq!(parse_options(&opts(&[("on-remove", "retain")])).expect("retain").on_remove, OnRemove::Retain);
         let e = parse_options(&opts(&[("on-remove", "archive")])).expect_err("archive").to_string();

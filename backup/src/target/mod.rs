@@ -1,0 +1,114 @@
+//! Where backups are stored: a directory (`file:///path` or a plain absolute path) or an S3
+//! bucket (`s3://bucket/prefix`).
+//!
+//! Every backup is three objects next to each other (SPEC §3): `ID.tar.zst`,
+//! `ID.manifest.json`, `ID.tar.zst.sha256`. A [`Target`] writes the archive through an
+//! [`ObjectWriter`] that keeps it invisible under its final name until [`ObjectWriter::commit`];
+//! the two small objects are written whole by [`Target::put_small`]. The backup engine commits
+//! them in the order archive → manifest → checksum and records in its catalog that the run is
+//! in progress, with the writer's [`ObjectWriter::token`], before it writes a byte, so that
+//! [`Target::cleanup`] can remove whatever an interrupted run left.
+//!
+//! All methods block: the engine calls them from a blocking thread, next to the archiver.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+pub mod file;
+pub mod s3;
+mod spec;
+
+pub use file::FileTarget;
+pub use spec::{S3Spec, TargetConfig, TargetSpec};
+
+/// Errors of a backup target. Messages name the target and the object, never credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// A target URL or target configuration that cannot be used.
+    #[error("backup target {target:?}: {reason}")]
+    Config { target: String, reason: String },
+    /// A local filesystem operation on a `file://` target failed.
+    #[error("backup target {target}: {op} {}: {source}", path.display())]
+    Io {
+        target: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An S3 request failed (after retries where they apply).
+    #[error("backup target {target}: {op} {key}: {reason}")]
+    S3 { target: String, op: &'static str, key: String, reason: String },
+    /// The object does not exist.
+    #[error("backup target {target}: object {name} not found")]
+    NotFound { target: String, name: String },
+    /// The object is larger than the caller allows (small objects only).
+    #[error("backup target {target}: object {name} is larger than {limit} bytes")]
+    TooLarge { target: String, name: String, limit: u64 },
+}
+
+/// A place backups are stored.
+pub trait Target: Send + Sync + fmt::Debug {
+    /// The target as users name it, without credentials (`file:///srv/backups`, `s3://bkt/pfx`).
+    fn describe(&self) -> String;
+
+    /// Starts writing the object `name` (the archive). Nothing is visible under `name` until
+    /// the writer is committed; dropping or aborting the writer discards what was written.
+    fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>, TargetError>;
+
+    /// Writes a small object completely and atomically (visible whole or not at all).
+    fn put_small(&self, name: &str, data: &[u8]) -> Result<(), TargetError>;
+
+    /// Opens an object for streaming reads. A missing object is [`TargetError::NotFound`].
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, TargetError>;
+
+    /// Reads a small object whole, refusing one larger than `limit` bytes.
+    fn read_small(&self, name: &str, limit: u64) -> Result<Vec<u8>, TargetError> {
+        let mut r = self.open(name)?.take(limit + 1);
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf).map_err(|e| TargetError::S3 {
+            target: self.describe(),
+            op: "reading",
+            key: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if buf.len() as u64 > limit {
+            return Err(TargetError::TooLarge { target: self.describe(), name: name.to_owned(), limit });
+        }
+        Ok(buf)
+    }
+
+    /// Whether the object exists.
+    fn exists(&self, name: &str) -> Result<bool, TargetError>;
+
+    /// Deletes an object; a missing one is not an error.
+    fn delete(&self, name: &str) -> Result<(), TargetError>;
+
+    /// Removes what an interrupted write of `name` may have left: temporary files, an open
+    /// multipart upload (`token` is what [`ObjectWriter::token`] returned, if it was recorded).
+    /// Does not delete a committed object `name` itself (use [`Target::delete`]).
+    fn cleanup(&self, name: &str, token: Option<&str>) -> Result<(), TargetError>;
+}
+
+/// An object being written. `Write` errors carry the target's reason (e.g. "no space left").
+pub trait ObjectWriter: Write + Send {
+    /// What a later [`Target::cleanup`] needs to find this write if the process dies (the S3
+    /// multipart upload id); `None` when the name alone is enough.
+    fn token(&self) -> Option<String>;
+
+    /// Makes the object visible under its final name, durably. Returns its size in bytes.
+    fn commit(self: Box<Self>) -> Result<u64, TargetError>;
+
+    /// Discards everything written (best effort; errors are logged, not returned).
+    fn abort(self: Box<Self>);
+}
+
+/// Opens the target a spec describes. S3 targets need a tokio runtime handle for their
+/// requests (the methods themselves block and must not be called on a runtime worker thread).
+pub fn open_target(spec: &TargetSpec, rt: &tokio::runtime::Handle) -> Result<Box<dyn Target>, TargetError> {
+    match spec {
+        TargetSpec::File(dir) => Ok(Box::new(FileTarget::new(dir.clone()))),
+        TargetSpec::S3(s3) => Ok(Box::new(s3::S3Target::new(s3.clone(), rt.clone())?)),
+    }
+}

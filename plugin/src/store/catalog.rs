@@ -1,0 +1,375 @@
+//! The backup catalog and the scheduler's state, in the same database as the volumes.
+//!
+//! A backup row is inserted as `running` before the first byte is written and becomes
+//! `complete` only after all three objects are committed; a row still `running` when the
+//! daemon starts belongs to a run that was killed, and is turned into `failed` by the backup
+//! engine after it removed that run's objects.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupStatus {
+    Running,
+    Complete,
+    Failed,
+}
+
+impl BackupStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => Self::Running,
+            "complete" => Self::Complete,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// One backup in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRow {
+    pub id: String,
+    pub volume: String,
+    pub target_ref: String,
+    pub target_url: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub status: BackupStatus,
+    pub reason: Option<String>,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+    pub files: Option<u64>,
+    pub sha256: Option<String>,
+    #[serde(skip)]
+    pub upload_token: Option<String>,
+    /// A failed run whose objects could not be removed yet (retried by the scheduler).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup_pending: bool,
+    /// `ok` or `failed`; `None` when never verified.
+    pub verify_status: Option<String>,
+    pub verify_at: Option<String>,
+    pub verify_reason: Option<String>,
+}
+
+impl BackupRow {
+    /// A run that is starting: `running`, nothing measured yet.
+    pub fn running(
+        id: &str,
+        volume: &str,
+        target_ref: &str,
+        target_url: &str,
+        trigger: &str,
+        started_at: &str,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            volume: volume.into(),
+            target_ref: target_ref.into(),
+            target_url: target_url.into(),
+            trigger: trigger.into(),
+            started_at: started_at.into(),
+            finished_at: None,
+            duration_ms: None,
+            status: BackupStatus::Running,
+            reason: None,
+            bytes_in: None,
+            bytes_out: None,
+            files: None,
+            sha256: None,
+            upload_token: None,
+            cleanup_pending: false,
+            verify_status: None,
+            verify_at: None,
+            verify_reason: None,
+        }
+    }
+}
+
+/// The scheduler's memory of one schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub key: String,
+    pub expr: String,
+    pub anchor: String,
+    pub last_slot: Option<String>,
+}
+
+const COLUMNS: &str = "id, volume, target_ref, target_url, trigger, started_at, finished_at, duration_ms, status, \
+     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
+    let u = |i: usize| -> rusqlite::Result<Option<u64>> { Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64)) };
+    Ok(BackupRow {
+        id: r.get(0)?,
+        volume: r.get(1)?,
+        target_ref: r.get(2)?,
+        target_url: r.get(3)?,
+        trigger: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        duration_ms: u(7)?,
+        status: BackupStatus::parse(&r.get::<_, String>(8)?),
+        reason: r.get(9)?,
+        bytes_in: u(10)?,
+        bytes_out: u(11)?,
+        files: u(12)?,
+        sha256: r.get(13)?,
+        upload_token: r.get(14)?,
+        cleanup_pending: r.get::<_, i64>(15)? != 0,
+        verify_status: r.get(16)?,
+        verify_at: r.get(17)?,
+        verify_reason: r.get(18)?,
+    })
+}
+
+fn i(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Records a run that is starting.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] (also when the ID exists).
+    pub fn insert_backup(&self, b: &BackupRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO backups (id, volume, target_ref, target_url, trigger, started_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![b.id, b.volume, b.target_ref, b.target_url, b.trigger, b.started_at, b.status.as_str()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Remembers the upload token of a running backup (so a killed run's upload can be aborted).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn set_backup_token(&self, id: &str, token: Option<&str>) -> Result<(), StoreError> {
+        self.conn()
+            .execute("UPDATE backups SET upload_token = ?2 WHERE id = ?1", params![id, token])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Writes the final state of a run (complete or failed) and its numbers.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn finish_backup(&self, b: &BackupRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE backups SET finished_at = ?2, duration_ms = ?3, status = ?4, reason = ?5, bytes_in = ?6,
+                    bytes_out = ?7, files = ?8, sha256 = ?9, upload_token = ?10, cleanup_pending = ?11
+                 WHERE id = ?1",
+                params![
+                    b.id,
+                    b.finished_at,
+                    i(b.duration_ms),
+                    b.status.as_str(),
+                    b.reason,
+                    i(b.bytes_in),
+                    i(b.bytes_out),
+                    i(b.files),
+                    b.sha256,
+                    b.upload_token,
+                    i64::from(b.cleanup_pending),
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records a verification result.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn set_backup_verified(&self, id: &str, ok: bool, at: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE backups SET verify_status = ?2, verify_at = ?3, verify_reason = ?4 WHERE id = ?1",
+                params![id, if ok { "ok" } else { "failed" }, at, reason],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// One backup.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn get_backup(&self, id: &str) -> Result<Option<BackupRow>, StoreError> {
+        self.conn()
+            .query_row(&format!("SELECT {COLUMNS} FROM backups WHERE id = ?1"), [id], row)
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Backups, newest first, of one volume or of all.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn list_backups(&self, volume: Option<&str>) -> Result<Vec<BackupRow>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM backups WHERE (?1 IS NULL OR volume = ?1) ORDER BY started_at DESC, id DESC"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = stmt.query_map([volume], row).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Runs that need work from the engine: still `running` (at start: killed) or failed with
+    /// their objects not yet removed.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn backups_needing_cleanup(&self) -> Result<Vec<BackupRow>, StoreError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM backups WHERE status = 'running' OR cleanup_pending != 0");
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = stmt.query_map([], row).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Removes a backup from the catalog (after its objects were deleted).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn delete_backup(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute("DELETE FROM backups WHERE id = ?1", [id]).map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    /// The newest complete backup of a volume.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn last_backup(&self, volume: &str) -> Result<Option<BackupRow>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM backups WHERE volume = ?1 AND status != 'running'
+                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                [volume],
+                row,
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The state of one schedule.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn get_schedule(&self, key: &str) -> Result<Option<ScheduleState>, StoreError> {
+        self.conn()
+            .query_row("SELECT key, expr, anchor, last_slot FROM schedules WHERE key = ?1", [key], |r| {
+                Ok(ScheduleState { key: r.get(0)?, expr: r.get(1)?, anchor: r.get(2)?, last_slot: r.get(3)? })
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Inserts or replaces the state of one schedule.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn put_schedule(&self, s: &ScheduleState) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO schedules (key, expr, anchor, last_slot) VALUES (?1, ?2, ?3, ?4)",
+                params![s.key, s.expr, s.anchor, s.last_slot],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Forgets schedules whose key is not in `keep` (volumes removed, schedules dropped).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn retain_schedules(&self, keep: &[String]) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let keys: Vec<String> = {
+            let mut stmt = conn.prepare_cached("SELECT key FROM schedules").map_err(self.err())?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
+            rows.collect::<Result<_, _>>().map_err(self.err())?
+        };
+        for k in keys.iter().filter(|k| !keep.contains(k)) {
+            conn.execute("DELETE FROM schedules WHERE key = ?1", [k]).map_err(self.err())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(id: &str, volume: &str, at: &str) -> BackupRow {
+        BackupRow::running(id, volume, "/b", "file:///b", "manual", at)
+    }
+
+    #[test]
+    fn backup_lifecycle_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("state.db");
+        {
+            let s = Store::open(&p).expect("open");
+            s.insert_backup(&running("v-1", "v", "2026-01-01T00:00:00Z")).expect("insert");
+            s.insert_backup(&running("v-2", "v", "2026-01-02T00:00:00Z")).expect("insert");
+            s.insert_backup(&running("w-1", "w", "2026-01-01T00:00:00Z")).expect("insert");
+            s.set_backup_token("v-2", Some("upload-1")).expect("token");
+            let mut done = running("v-1", "v", "2026-01-01T00:00:00Z");
+            done.status = BackupStatus::Complete;
+            done.bytes_in = Some(10);
+            done.sha256 = Some("ab".into());
+            s.finish_backup(&done).expect("finish");
+            s.set_backup_verified("v-1", true, "2026-01-01T01:00:00Z", None).expect("verify");
+        }
+        let s = Store::open(&p).expect("reopen");
+        let v = s.list_backups(Some("v")).expect("ls");
+        assert_eq!(v.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["v-2", "v-1"]);
+        assert_eq!(v[1].status, BackupStatus::Complete);
+        assert_eq!(v[1].verify_status.as_deref(), Some("ok"));
+        assert_eq!(s.list_backups(None).expect("all").len(), 3);
+        let pending = s.backups_needing_cleanup().expect("pending");
+        assert_eq!(pending.len(), 2);
+        assert_eq!(
+            pending.iter().find(|b| b.id == "v-2").and_then(|b| b.upload_token.clone()).as_deref(),
+            Some("upload-1")
+        );
+        assert_eq!(s.last_backup("v").expect("last").map(|b| b.id), Some("v-1".into()));
+        assert!(s.delete_backup("v-1").expect("del"));
+        assert_eq!(s.get_backup("v-1").expect("get"), None);
+    }
+
+    #[test]
+    fn schedules_are_kept_and_pruned() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(&dir.path().join("state.db")).expect("open");
+        let st = ScheduleState { key: "volume:a".into(), expr: "@daily".into(), anchor: "t".into(), last_slot: None };
+        s.put_schedule(&st).expect("put");
+        s.put_schedule(&ScheduleState { key: "volume:b".into(), ..st.clone() }).expect("put");
+        s.retain_schedules(&["volume:a".into()]).expect("retain");
+        assert_eq!(s.get_schedule("volume:a").expect("get"), Some(st));
+        assert_eq!(s.get_schedule("volume:b").expect("get"), None);
+    }
+}

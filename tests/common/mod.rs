@@ -1,0 +1,150 @@
+//! The daemon harness shared by the integration test binaries: a `voltool serve` on
+//! temporary sockets and state, the CLI pointed at it, and small helpers.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_voltool")
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    /// Extra environment for the daemon (e.g. AWS credentials).
+    pub env: Vec<(String, String)>,
+    /// A config file for the daemon (`--config`), if any.
+    pub config: Option<PathBuf>,
+}
+
+impl Daemon {
+    pub fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        (dir.join("state"), dir.join("plugin.sock"), dir.join("api.sock"))
+    }
+
+    pub fn spawn_in(dir: &Path, env: &[(String, String)], config: Option<&Path>) -> Child {
+        let (state, plugin, api) = Self::paths(dir);
+        let mut cmd = Command::new(bin());
+        cmd.env_remove("VOLTOOL_CONFIG").args(["serve", "--state-dir"]).arg(&state);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("--plugin-socket")
+            .arg(&plugin)
+            .arg("--api-socket")
+            .arg(&api)
+            .env("VOLTOOL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+            .spawn()
+            .expect("spawn daemon")
+    }
+
+    /// Starts a daemon and asserts both sockets accept within one second.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = Daemon { child: None, dir, env: Vec::new(), config: None };
+        d.restart();
+        d
+    }
+
+    /// Starts a daemon with a config file (TOML text) and extra environment.
+    pub fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("voltool.toml");
+        std::fs::write(&path, config).expect("write config");
+        let env = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+        let mut d = Daemon { child: None, dir, env, config: Some(path) };
+        d.restart();
+        d
+    }
+
+    /// The daemon's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("daemon running")
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        Self::paths(self.dir.path()).0
+    }
+
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let t0 = Instant::now();
+        self.child = Some(Self::spawn_in(self.dir.path(), &self.env, self.config.as_deref()));
+        let (_, plugin, api) = Self::paths(self.dir.path());
+        while UnixStream::connect(&plugin).is_err() || UnixStream::connect(&api).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(1), "sockets not accepting within 1 s: {}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin()).args(args).env("VOLTOOL_API_SOCKET", Self::paths(self.dir.path()).2).output().expect("cli")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(Self::paths(self.dir.path()).1).expect("connect plugin socket");
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    pub fn mountpoint(&self, vol: &str) -> PathBuf {
+        self.dir.path().join("state/mounts").join(vol)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Leave no mounts behind in the host namespace.
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("state/mounts")) {
+            for e in entries.flatten() {
+                let _ = Command::new("umount").arg("-l").arg(e.path()).output();
+            }
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+pub fn host_mounted(p: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
