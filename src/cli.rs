@@ -81,9 +81,12 @@ pub enum BackupCommand {
         /// Read the stored backup back and check every file before reporting success.
         #[arg(long)]
         verify: bool,
-        /// Print {"id": ..., ...} as JSON.
+        /// Print the catalog entry ({"id": ..., "status": ...}) as JSON.
         #[arg(long)]
         json: bool,
+        /// Print the ID and return at once; follow with `voltool backup show ID`.
+        #[arg(long, short = 'd')]
+        detach: bool,
     },
     /// List backups, newest first.
     #[command(alias = "list")]

@@ -82,12 +82,20 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<Value> {
 pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     match cmd {
-        BackupCommand::Run { volume, target, verify, json } => {
+        BackupCommand::Run { volume, target, verify, json, detach } => {
             let started: Value =
                 api.post("/v1/backups", json!({ "volume": volume, "target": target, "verify": verify })).await?;
             let Some(id) = started.get("id").and_then(Value::as_str).map(str::to_owned) else {
                 bail!("the daemon did not return a backup id");
             };
+            if detach {
+                if json {
+                    output::json(&started)?
+                } else {
+                    println!("{id}")
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if tty && !json {
                 eprintln!("backing up volume {volume} as {id}");
             }

@@ -1,0 +1,543 @@
+//! Backups end to end without Docker: the daemon on temporary state, the CLI against it,
+//! backups to a directory (and, in `s3` tests below, to a real S3 server), restored with stock
+//! `zstd -d | tar -x` and compared file by file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn json(o: &std::process::Output) -> Value {
+    assert!(o.status.success(), "command failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not json ({e}): {}", stdout(o)))
+}
+
+/// Mounts a volume through the CLI and returns its path.
+fn mount(d: &Daemon, vol: &str) -> PathBuf {
+    let o = d.cli(&["volume", "mount", vol, "--id", "test"]);
+    assert!(o.status.success(), "mount: {}", stderr(&o));
+    PathBuf::from(stdout(&o))
+}
+
+fn unmount(d: &Daemon, vol: &str) {
+    let o = d.cli(&["volume", "unmount", vol, "--id", "test"]);
+    assert!(o.status.success(), "unmount: {}", stderr(&o));
+}
+
+fn sh(script: &str) {
+    let o = Command::new("sh").arg("-c").arg(script).output().expect("sh");
+    assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Fills `root` with what a backup must carry: nested dirs, modes incl. setuid/sticky,
+/// owners, symlinks (also dangling), hard links, an empty file and dir, a fifo, odd names,
+/// nanosecond mtimes, a 3 MiB incompressible file and an xattr.
+fn populate(root: &Path) {
+    sh(&format!(
+        r#"set -e; cd '{r}'
+        mkdir -p a/b/c empty 'sp ace' deep/1/2/3/4/5/6/7/8/9
+        printf 'hello\n' > a/b/c/hello.txt
+        head -c 3145728 /dev/urandom > a/random.bin
+        seq 1 200000 > a/b/numbers.txt
+        : > empty.file
+        printf x > 'sp ace/ünï cödé.txt'
+        printf deep > deep/1/2/3/4/5/6/7/8/9/$(printf 'n%.0s' $(seq 1 120))
+        ln -s b/c/hello.txt a/link-rel
+        ln -s /nonexistent/target dangling
+        ln a/b/c/hello.txt hard1
+        ln a/b/c/hello.txt a/hard2
+        mkfifo pipe
+        chmod 4755 a/random.bin; chmod 1777 empty; chmod 0600 a/b/numbers.txt; chmod 0751 a/b
+        chown 1234:5678 a/b/numbers.txt; chown -h 42:43 a/link-rel; chown 7:8 a/b
+        touch -d '2001-02-03 04:05:06.123456789' a/b/c/hello.txt
+        touch -h -d '2002-02-02 02:02:02' a/link-rel
+        touch -d '1999-12-31 23:59:59.5' a/b/c empty
+        "#,
+        r = root.display()
+    ));
+    // xattrs where the filesystem has them (tmpfs and ext4 do for user.*).
+    let _ =
+        Command::new("setfattr").args(["-n", "user.voltool", "-v", "kept"]).arg(root.join("a/b/numbers.txt")).output();
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Meta {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: Option<(i64, i64)>,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    /// The first path (in sorted order) of the inode, for files with several links.
+    hardlink_group: Option<String>,
+}
+
+/// Everything under `root` (not the root itself), keyed by relative path.
+fn tree(root: &Path) -> BTreeMap<String, Meta> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Meta>, inodes: &mut BTreeMap<u64, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").path()).collect();
+        entries.sort();
+        for p in entries {
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(root).expect("prefix").to_string_lossy().into_owned();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                "other"
+            };
+            let hardlink_group =
+                (ft.is_file() && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+            out.insert(
+                rel,
+                Meta {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if ft.is_dir() { 0 } else { m.len() },
+                    mtime: Some((m.mtime(), m.mtime_nsec())),
+                    content: ft.is_file().then(|| std::fs::read(&p).expect("read")),
+                    link: ft.is_symlink().then(|| std::fs::read_link(&p).expect("readlink")),
+                    hardlink_group,
+                },
+            );
+            if ft.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, &mut BTreeMap::new());
+    out
+}
+
+/// Compares two trees and names the first difference.
+fn assert_same_tree(want: &Path, got: &Path) {
+    let (a, b) = (tree(want), tree(got));
+    let ka: Vec<&String> = a.keys().collect();
+    let kb: Vec<&String> = b.keys().collect();
+    assert_eq!(ka, kb, "different paths");
+    for (k, ma) in &a {
+        let mb = &b[k];
+        assert_eq!(ma, mb, "{k} differs");
+    }
+}
+
+/// Extracts `archive` with stock zstd + GNU tar (as root: owners and modes kept) into `dest`.
+fn gnu_extract(archive: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).expect("mkdir");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -d < '{}' | tar -x --xattrs -C '{}'", archive.display(), dest.display()))
+        .output()
+        .expect("zstd | tar");
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "stock zstd | tar must restore without errors or warnings: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn run_backup(d: &Daemon, vol: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["backup", "run", vol, "--json"];
+    args.extend_from_slice(extra);
+    json(&d.cli(&args))
+}
+
+fn needs_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI runs as root");
+    println!("SKIP {test}: needs root (mounts, chown)");
+    false
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics with `what` after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn list(d: &Daemon, vol: &str) -> Vec<Value> {
+    json(&d.cli(&["backup", "ls", vol, "--json"])).as_array().cloned().unwrap_or_default()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn backup_to_disk_restores_with_stock_tar_exactly_and_verifies() {
+    if !needs_root("backup_to_disk_restores_with_stock_tar_exactly_and_verifies") {
+        return;
+    }
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "data"]).status.success());
+    let root = mount(&d, "data");
+    populate(&root);
+    let target = d.dir.path().join("backups");
+    let b = run_backup(&d, "data", &["--target", target.to_str().expect("utf8"), "--verify"]);
+    let id = b["id"].as_str().expect("id").to_string();
+    assert!(id.starts_with("data-"), "{id}");
+    assert_eq!(b["status"], "complete");
+    assert_eq!(b["verify_status"], "ok");
+    assert_eq!(
+        files_in(&target),
+        [format!("{id}.manifest.json"), format!("{id}.tar.zst"), format!("{id}.tar.zst.sha256")]
+    );
+    // The text output ends with the ID, for scripts.
+    let o = d.cli(&["backup", "run", "data", "--target", target.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().last().is_some_and(|l| l.starts_with("data-")), "{}", stdout(&o));
+
+    // sha256sum -c, and the manifest names every entry with its sha256.
+    sh(&format!("cd '{}' && sha256sum -c --status '{id}.tar.zst.sha256'", target.display()));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(target.join(format!("{id}.manifest.json"))).expect("manifest"))
+            .expect("manifest json");
+    assert_eq!(manifest["volume"], "data");
+    let hello = manifest["entries"].as_array().expect("entries").iter().find(|e| e["path"] == "a/b/c/hello.txt");
+    assert_eq!(
+        hello.and_then(|e| e["sha256"].as_str()),
+        Some("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+    );
+
+    let restored = d.dir.path().join("restored");
+    gnu_extract(&target.join(format!("{id}.tar.zst")), &restored);
+    // The fifo is archived; the comparison covers it as "other".
+    assert_same_tree(&root, &restored);
+    let x = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.voltool"])
+        .arg(restored.join("a/b/numbers.txt"))
+        .output();
+    if let Ok(x) = x
+        && x.status.success()
+    {
+        assert_eq!(x.stdout, b"kept", "xattr restored by tar --xattrs");
+    }
+    unmount(&d, "data");
+
+    // The volume's Status shows the last backup and its verification.
+    let v = json(&d.cli(&["volume", "inspect", "data", "--json"]));
+    let last = &v[0]["Status"]["last_backup"];
+    assert_eq!(last["status"], "complete", "{v}");
+    let show = json(&d.cli(&["backup", "show", &id, "--json"]));
+    assert_eq!(show["verify_status"], "ok");
+    assert!(show["files"].as_u64().expect("files") >= 6, "{show}");
+}
+
+#[test]
+fn flipped_byte_fails_verify_naming_the_backup_and_the_file() {
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "flip"]).status.success());
+    let root = mount(&d, "flip");
+    std::fs::write(root.join("aaa-first.txt"), "first file\n").expect("write");
+    // Incompressible, so a byte in the middle of the archive lands in this file's data.
+    sh(&format!("head -c 4194304 /dev/urandom > '{}'", root.join("middle.bin").display()));
+    std::fs::write(root.join("zzz-last.txt"), "last file\n").expect("write");
+    unmount(&d, "flip");
+    let target = d.dir.path().join("b");
+    let b = run_backup(&d, "flip", &["--target", target.to_str().expect("utf8")]);
+    let id = b["id"].as_str().expect("id").to_string();
+    let ok = d.cli(&["backup", "verify", &id]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("ok"), "{}", stdout(&ok));
+
+    let archive = target.join(format!("{id}.tar.zst"));
+    let mut bytes = std::fs::read(&archive).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&archive, &bytes).expect("write");
+    let bad = d.cli(&["backup", "verify", &id]);
+    assert!(!bad.status.success(), "a flipped byte must fail verify");
+    let msg = stderr(&bad);
+    assert!(msg.contains(&id), "names the backup: {msg}");
+    assert!(msg.contains("middle.bin"), "names the first bad file: {msg}");
+    let row = json(&d.cli(&["backup", "show", &id, "--json"]));
+    assert_eq!(row["verify_status"], "failed", "{row}");
+    assert!(row["verify_reason"].as_str().is_some_and(|r| r.contains("middle.bin")), "{row}");
+    let o = d.cli(&["backup", "ls", "flip"]);
+    assert!(stdout(&o).contains("failed"), "ls shows the failed verification: {}", stdout(&o));
+    // --json verify says the same, machine-readably.
+    let j = d.cli(&["backup", "verify", &id, "--json"]);
+    assert!(!j.status.success());
+    let v: Value = serde_json::from_slice(&j.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+}
+
+#[test]
+fn bad_runs_are_refused_clearly() {
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "v"]).status.success());
+    for (args, want) in [
+        (vec!["backup", "run", "nope"], "volume nope not found"),
+        (vec!["backup", "run", "v", "--target", "gs://b/x"], "unsupported scheme"),
+        (vec!["backup", "run", "v", "--target", "offsite"], "\"offsite\" is not defined in the config file"),
+        (vec!["backup", "run", "v", "--target", "relative/dir"], "not defined"),
+        (vec!["backup", "verify", "v-20260101T000000Z-abcdef"], "backup v-20260101T000000Z-abcdef not found"),
+        (vec!["backup", "prune", "--keep", "daily=0"], "daily"),
+    ] {
+        let o = d.cli(&args);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    let o = d.cli(&["volume", "create", "w", "-o", "backup-schedule=61 * * * *"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("backup-schedule"), "{}", stderr(&o));
+    assert!(list(&d, "v").is_empty(), "no backup rows from refused runs");
+}
+
+#[test]
+fn scheduled_backups_run_verify_and_keep_the_retention() {
+    let d = Daemon::start();
+    let o = d.cli(&[
+        "volume",
+        "create",
+        "sched",
+        "-o",
+        "backup-schedule=*/2 * * * * *",
+        "-o",
+        "backup-verify=true",
+        "-o",
+        "backup-keep=last=2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = mount(&d, "sched");
+    std::fs::write(root.join("file.txt"), "scheduled\n").expect("write");
+    unmount(&d, "sched");
+    // schedule ls shows it with a next run.
+    let s = json(&d.cli(&["backup", "schedule", "ls", "--json"]));
+    let entry = s.as_array().and_then(|a| a.iter().find(|e| e["volume"] == "sched").cloned()).expect("listed");
+    assert_eq!(entry["cron"], "*/2 * * * * *");
+    assert!(entry["next_run"].as_str().is_some(), "{entry}");
+    let text = stdout(&d.cli(&["backup", "schedule", "ls"]));
+    assert!(text.contains("sched") && text.contains("NEXT RUN"), "{text}");
+
+    // Several runs happen; each is complete and verified; retention keeps the last 2.
+    let first = wait_for(Duration::from_secs(60), "a complete, verified scheduled backup", || {
+        list(&d, "sched").into_iter().find(|b| b["status"] == "complete" && b["verify_status"] == "ok")
+    });
+    assert_eq!(first["trigger"], "schedule");
+    let seen = wait_for(Duration::from_secs(90), "retention to delete the oldest", || {
+        let ids: Vec<String> = list(&d, "sched").iter().filter_map(|b| b["id"].as_str().map(str::to_owned)).collect();
+        (!ids.contains(&first["id"].as_str().unwrap_or_default().to_string())).then_some(ids)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let all = list(&d, "sched");
+    let complete: Vec<&Value> = all.iter().filter(|b| b["status"] == "complete").collect();
+    assert!(complete.len() <= 3, "last=2 (+1 possibly just written): {all:?}");
+    assert!(!seen.is_empty());
+    assert!(all.iter().all(|b| b["status"] != "failed"), "no failed runs: {all:?}");
+    // The deleted backup's objects are gone from disk; the kept ones are whole.
+    let dir = d.state().join("backups");
+    let files = files_in(&dir);
+    let first_id = first["id"].as_str().expect("id");
+    assert!(!files.iter().any(|f| f.starts_with(first_id)), "{files:?}");
+    for b in &complete {
+        let id = b["id"].as_str().expect("id");
+        for suffix in [".tar.zst", ".manifest.json", ".tar.zst.sha256"] {
+            assert!(files.contains(&format!("{id}{suffix}")), "{id}{suffix} in {files:?}");
+        }
+    }
+    let v = json(&d.cli(&["volume", "inspect", "sched", "--json"]));
+    assert_eq!(v[0]["Status"]["last_backup"]["verified"], "ok", "{v}");
+}
+
+#[test]
+fn prune_dry_run_lists_exactly_what_prune_deletes() {
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "p"]).status.success());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(run_backup(&d, "p", &[])["id"].as_str().expect("id").to_string());
+    }
+    let dry = json(&d.cli(&["backup", "prune", "p", "--keep", "last=2", "--dry-run", "--json"]));
+    let would: Vec<String> = dry
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|i| i["keep"] == false)
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(would.len(), 3, "{dry}");
+    assert_eq!(list(&d, "p").len(), 5, "a dry run deletes nothing");
+    let text = stdout(&d.cli(&["backup", "prune", "p", "--keep", "last=2", "--dry-run"]));
+    assert_eq!(text.matches("would delete").count(), 3, "{text}");
+    let real = json(&d.cli(&["backup", "prune", "p", "--keep", "last=2", "--json"]));
+    let deleted: Vec<String> = real
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|i| i["keep"] == false)
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(would, deleted);
+    let left: Vec<String> = list(&d, "p").iter().map(|b| b["id"].as_str().expect("id").to_string()).collect();
+    assert_eq!(left.len(), 2);
+    for id in &deleted {
+        assert!(!left.contains(id));
+        assert!(!d.state().join("backups").join(format!("{id}.tar.zst")).exists());
+    }
+    // The two newest are the ones kept.
+    let mut newest = ids.clone();
+    newest.sort();
+    assert!(left.iter().all(|id| newest[3..].contains(id)), "{left:?} vs {ids:?}");
+}
+
+/// A 500 MiB volume: half incompressible, half text.
+fn big_volume(d: &Daemon, vol: &str) {
+    assert!(d.cli(&["volume", "create", vol]).status.success());
+    let root = mount(d, vol);
+    sh(&format!(
+        "head -c 262144000 /dev/urandom > '{r}/random.bin' && yes 'voltool backup test line with some text' | head -c 262144000 > '{r}/text.txt'",
+        r = root.display()
+    ));
+    unmount(d, vol);
+}
+
+/// Starts a backup without waiting and returns its ID.
+fn start_backup(d: &Daemon, vol: &str, target: &str) -> String {
+    let o = d.cli(&["backup", "run", vol, "--target", target, "--detach"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).lines().last().expect("id").to_string()
+}
+
+/// Kills the daemon with SIGKILL when the run `id` has read `fraction` of its bytes.
+fn kill_at(d: &mut Daemon, id: &str, fraction: f64) -> bool {
+    let t0 = Instant::now();
+    loop {
+        let b = json(&d.cli(&["backup", "show", id, "--json"]));
+        if b["status"] != "running" {
+            return false;
+        }
+        let done = b["progress"]["done_bytes"].as_u64().unwrap_or(0) as f64;
+        let total = b["progress"]["total_bytes"].as_u64().unwrap_or(524_288_000) as f64;
+        if done >= fraction * total {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "backup {id} did not progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+    true
+}
+
+/// xorshift: random kill points without a dependency.
+fn next_fraction(seed: &mut u64) -> f64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    0.02 + (*seed % 1000) as f64 / 1000.0 * 0.93
+}
+
+#[test]
+fn kill_9_mid_backup_leaves_nothing_that_looks_complete() {
+    let mut d = Daemon::start();
+    big_volume(&d, "big");
+    let target = d.dir.path().join("killed");
+    let t = target.to_str().expect("utf8").to_string();
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut killed = Vec::new();
+    for _ in 0..10 {
+        let id = start_backup(&d, "big", &t);
+        let f = next_fraction(&mut seed);
+        assert!(kill_at(&mut d, &id, f), "backup {id} finished before the kill at {f:.2}");
+        println!("killed {id} at {:.0}%", f * 100.0);
+        killed.push(id);
+        d.restart();
+    }
+    // After the restart: every killed run is failed (interrupted), none complete, and their
+    // partial objects are removed (at once for a directory target).
+    let rows = list(&d, "big");
+    for id in &killed {
+        let row = rows.iter().find(|b| b["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} listed"));
+        assert_eq!(row["status"], "failed", "{row}");
+        assert!(row["reason"].as_str().is_some_and(|r| r.contains("interrupted")), "{row}");
+    }
+    let files = wait_for(Duration::from_secs(30), "partial objects to be removed", || {
+        let f = files_in(&target);
+        f.iter().all(|n| !n.ends_with(".partial") && !killed.iter().any(|id| n.starts_with(id.as_str()))).then_some(f)
+    });
+    assert!(files.is_empty(), "{files:?}");
+    // The volume is not left mounted by the killed runs, and the next backup works.
+    let v = json(&d.cli(&["volume", "inspect", "big", "--json"]));
+    assert_eq!(v[0]["Status"]["mount_count"], 0, "{v}");
+    let b = run_backup(&d, "big", &["--target", &t, "--verify"]);
+    assert_eq!(b["status"], "complete");
+    assert_eq!(b["verify_status"], "ok");
+    let id = b["id"].as_str().expect("id");
+    assert_eq!(
+        files_in(&target),
+        [format!("{id}.manifest.json"), format!("{id}.tar.zst"), format!("{id}.tar.zst.sha256")]
+    );
+}
+
+#[test]
+fn full_target_fails_cleanly_and_the_next_scheduled_run_works() {
+    if !needs_root("full_target_fails_cleanly_and_the_next_scheduled_run_works") {
+        return;
+    }
+    let d = Daemon::start();
+    let target = d.dir.path().join("small");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    sh(&format!("mount -t tmpfs -o size=8m tmpfs '{}'", target.display()));
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+    let _u = Umount(target.clone());
+    let opt = format!("backup-target={}", target.display());
+    let o = d.cli(&["volume", "create", "full", "-o", "backup-schedule=*/2 * * * * *", "-o", &opt]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = mount(&d, "full");
+    sh(&format!("head -c 20971520 /dev/urandom > '{}/big.bin'", root.display()));
+    let failed = wait_for(Duration::from_secs(60), "a failed scheduled backup", || {
+        list(&d, "full").into_iter().find(|b| b["status"] == "failed")
+    });
+    let reason = failed["reason"].as_str().unwrap_or_default().to_lowercase();
+    assert!(reason.contains("no space left"), "clear reason: {failed}");
+    assert!(reason.contains(&target.display().to_string().to_lowercase()), "names the target: {failed}");
+    // Nothing partial remains in the target (hidden temporary files included).
+    let left = files_in(&target);
+    assert!(
+        left.iter().all(|f| !f.starts_with(failed["id"].as_str().unwrap_or("?")) && !f.ends_with(".partial")),
+        "{left:?}"
+    );
+    // Make it fit; the next scheduled run completes.
+    std::fs::remove_file(root.join("big.bin")).expect("rm");
+    std::fs::write(root.join("small.txt"), "fits\n").expect("write");
+    unmount(&d, "full");
+    let ok = wait_for(Duration::from_secs(60), "a complete scheduled backup after the failure", || {
+        list(&d, "full").into_iter().find(|b| b["status"] == "complete")
+    });
+    let id = ok["id"].as_str().expect("id");
+    assert!(target.join(format!("{id}.tar.zst")).exists());
+    assert!(!files_in(&target).iter().any(|f| f.ends_with(".partial")));
+}
