@@ -367,6 +367,12 @@ fn scheduled_backups_run_verify_and_keep_the_retention() {
     assert_eq!(v[0]["Status"]["last_backup"]["verified"], "ok", "{v}");
 }
 
+/// The IDs a prune answer does not keep.
+fn not_kept(items: &Value) -> Vec<String> {
+    let all = items.as_array().expect("array");
+    all.iter().filter(|i| i["keep"] == false).map(|i| i["id"].as_str().expect("id").to_string()).collect()
+}
+
 #[test]
 fn prune_dry_run_lists_exactly_what_prune_deletes() {
     let d = Daemon::start();
@@ -376,25 +382,13 @@ fn prune_dry_run_lists_exactly_what_prune_deletes() {
         ids.push(run_backup(&d, "p", &[])["id"].as_str().expect("id").to_string());
     }
     let dry = json(&d.cli(&["backup", "prune", "p", "--keep", "last=2", "--dry-run", "--json"]));
-    let would: Vec<String> = dry
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|i| i["keep"] == false)
-        .map(|i| i["id"].as_str().expect("id").to_string())
-        .collect();
+    let would = not_kept(&dry);
     assert_eq!(would.len(), 3, "{dry}");
     assert_eq!(list(&d, "p").len(), 5, "a dry run deletes nothing");
     let text = stdout(&d.cli(&["backup", "prune", "p", "--keep", "last=2", "--dry-run"]));
     assert_eq!(text.matches("would delete").count(), 3, "{text}");
     let real = json(&d.cli(&["backup", "prune", "p", "--keep", "last=2", "--json"]));
-    let deleted: Vec<String> = real
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|i| i["keep"] == false)
-        .map(|i| i["id"].as_str().expect("id").to_string())
-        .collect();
+    let deleted = not_kept(&real);
     assert_eq!(would, deleted);
     let left: Vec<String> = list(&d, "p").iter().map(|b| b["id"].as_str().expect("id").to_string()).collect();
     assert_eq!(left.len(), 2);

@@ -7,11 +7,14 @@ Writes into DIR (which should be empty):
   text/log-NN.txt    16 files, 512 MiB total of log-like text (seeded PRNG; zstd -3 ~4x)
   random/blob-NN.bin 16 files, 512 MiB total of seeded pseudo-random bytes (incompressible)
   small/dNNN/fNNN    100,000 files of 0..4096 bytes in 1,000 directories (half text, half random)
+Every file has its own seed (derived from --seed), so the output does not depend on the
+number of worker processes.
 --scale multiplies every size and count (for quick trials). Prints a JSON summary
 (files, dirs, bytes) on stdout. Same seed and scale => byte-identical tree (mtimes aside).
 """
 
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -54,20 +57,22 @@ class TextGen:
         out = []
         size = 0
         # Draw words in bulk: much faster than per line.
-        pool = rng.choices(self.words, cum_weights=self.cum, k=nbytes // 5 + 64)
+        pool = rng.choices(self.words, cum_weights=self.cum, k=nbytes // 9 + 64)
         p = 0
+        levels, comps = LEVELS, COMPONENTS
         while size < nbytes:
-            self.t += rng.randrange(0, 40)
+            r = rng.getrandbits(64)
+            self.t += r & 31
             t = self.t
-            n = rng.randrange(4, 16)
+            n = 4 + (r >> 42) % 12
             msg = " ".join(pool[p:p + n])
             p += n
             if p + 16 > len(pool):
-                pool = rng.choices(self.words, cum_weights=self.cum, k=nbytes // 5 + 64)
+                pool = rng.choices(self.words, cum_weights=self.cum, k=nbytes // 9 + 64)
                 p = 0
             line = "%d.%03d %s [%s] req=%08x user=%d %s latency_ms=%d\n" % (
-                t // 1000, t % 1000, rng.choice(LEVELS), rng.choice(COMPONENTS), rng.getrandbits(32),
-                rng.randrange(100000), msg, rng.randrange(2000))
+                t // 1000, t % 1000, levels[(r >> 5) % 21], comps[(r >> 10) & 15], rng.getrandbits(32),
+                (r >> 14) % 100000, msg, (r >> 31) % 2000)
             out.append(line)
             size += len(line)
         return "".join(out).encode()
@@ -83,6 +88,39 @@ def write_file(path, gen, total, piece=4 * MIB):
             left -= len(b)
 
 
+def big_file(job):
+    root, kind, i, per, seed = job
+    if kind == "text":
+        write_file(os.path.join(root, "text", "log-%02d.txt" % i), TextGen(random.Random(seed * 1000 + i)).chunk, per)
+    else:
+        write_file(os.path.join(root, "random", "blob-%02d.bin" % i), random.Random(seed * 1000 + 500 + i).randbytes,
+                   per)
+    return per
+
+
+def small_dir(job):
+    root, d, seed = job
+    rng = random.Random(seed * 100000 + d)
+    text = TextGen(random.Random(seed * 100000 + 50000 + d))
+    dpath = os.path.join(root, "small", "d%03d" % d)
+    os.makedirs(dpath, exist_ok=True)
+    sizes = [rng.randrange(0, 4097) for _ in range(100)]
+    kinds = [rng.random() < 0.5 for _ in range(100)]
+    tbuf = text.chunk(sum(s for s, k in zip(sizes, kinds) if k) + 1)
+    off = nbytes = 0
+    for j in range(100):
+        s = sizes[j]
+        if kinds[j]:
+            data = tbuf[off:off + s]
+            off += s
+        else:
+            data = rng.randbytes(s)
+        with open(os.path.join(dpath, "f%03d" % j), "wb") as f:
+            f.write(data)
+        nbytes += s
+    return nbytes
+
+
 def main():
     args = sys.argv[1:]
     if not args or args[0].startswith("-"):
@@ -93,51 +131,24 @@ def main():
     i = 1
     while i < len(args):
         if args[i] == "--scale":
-            scale = float(args[i + 1]); i += 2
+            scale = float(args[i + 1])
+            i += 2
         elif args[i] == "--seed":
-            seed = int(args[i + 1]); i += 2
+            seed = int(args[i + 1])
+            i += 2
         else:
             sys.exit("unknown argument " + args[i])
 
-    rng = random.Random(seed)
-    text = TextGen(random.Random(seed + 1))
-    brng = random.Random(seed + 2)
-    nfiles_big = 16
     per = int(32 * MIB * scale)
-    files = dirs = nbytes = 0
-
-    os.makedirs(os.path.join(root, "text"), exist_ok=True)
-    os.makedirs(os.path.join(root, "random"), exist_ok=True)
-    dirs += 2
-    for i in range(nfiles_big):
-        write_file(os.path.join(root, "text", "log-%02d.txt" % i), text.chunk, per)
-        write_file(os.path.join(root, "random", "blob-%02d.bin" % i), brng.randbytes, per)
-        files += 2
-        nbytes += 2 * per
-
     ndirs = max(1, int(1000 * scale))
-    per_dir = 100
-    # One text buffer to cut small text files from (fresh text per directory).
-    for d in range(ndirs):
-        dpath = os.path.join(root, "small", "d%03d" % d)
-        os.makedirs(dpath, exist_ok=True)
-        dirs += 1
-        sizes = [rng.randrange(0, 4097) for _ in range(per_dir)]
-        kinds = [rng.random() < 0.5 for _ in range(per_dir)]
-        tbuf = text.chunk(sum(s for s, k in zip(sizes, kinds) if k) + 1)
-        off = 0
-        for j in range(per_dir):
-            s = sizes[j]
-            if kinds[j]:
-                data = tbuf[off:off + s]
-                off += s
-            else:
-                data = brng.randbytes(s)
-            with open(os.path.join(dpath, "f%03d" % j), "wb") as f:
-                f.write(data)
-            files += 1
-            nbytes += s
-    dirs += 1  # small/
+    for sub in ("text", "random", "small"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    jobs = [(root, kind, i, per, seed) for i in range(16) for kind in ("text", "random")]
+    with multiprocessing.Pool(os.cpu_count() or 1) as pool:
+        nbytes = sum(pool.map(big_file, jobs, chunksize=1))
+        nbytes += sum(pool.map(small_dir, [(root, d, seed) for d in range(ndirs)], chunksize=10))
+    files = len(jobs) + 100 * ndirs
+    dirs = 3 + ndirs
     print(json.dumps({"files": files, "dirs": dirs, "bytes": nbytes, "seed": seed, "scale": scale}))
 
 
