@@ -41,6 +41,7 @@ both_modes! {
     nfs_volume_shared_through_the_server => nfs_shared;
     network_volume_create_fails_early_with_the_reason => network_create_checks;
     cifs_secret_never_shows => cifs_secret_hidden;
+    scheduled_backup_of_container_data_restores_with_tar => scheduled_backup;
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -97,10 +98,14 @@ fn mount_count(env: &Env, v: &str) -> u64 {
     j[0]["Status"]["mount_count"].as_u64().unwrap_or_else(|| panic!("mount_count in {j}"))
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    wait_within(Duration::from_secs(10), what, f);
+}
+
+fn wait_within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -457,4 +462,50 @@ fn cifs_secret_hidden(env: &Env) {
     }
     docker_ok(&["volume", "rm", &v]);
     let _ = std::fs::remove_dir_all(format!("{share}/{v}"));
+}
+
+/// A volume with `backup-schedule` written by a container: the scheduler backs it up and
+/// verifies it; `docker volume inspect` shows it; stock zstd | tar gets the data back.
+fn scheduled_backup(env: &Env) {
+    let v = env.volume_name("sched");
+    env.create_ok(&v, &["backup-schedule=*/3 * * * * *", "backup-verify=true", "backup-keep=last=2"]);
+    let o = env.run_in(
+        &v,
+        "mkdir -p /data/app && echo hello > /data/app/a && head -c 524288 /dev/urandom > /data/app/r \
+         && ln -s a /data/app/l && chown 1000:1001 /data/app/a && sha256sum /data/app/r | cut -d' ' -f1",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let sha = out(&o);
+    let mut found = None;
+    wait_within(Duration::from_secs(60), "a complete, verified scheduled backup holding the container's files", || {
+        let o = env.voltool(&["backup", "ls", &v, "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        found = list.as_array().into_iter().flatten().find_map(|b| {
+            (b["status"] == "complete" && b["verify_status"] == "ok" && b["files"].as_u64() >= Some(2))
+                .then(|| b.clone())
+        });
+        found.is_some()
+    });
+    let b = found.expect("found");
+    assert_eq!(b["trigger"], "schedule");
+    let id = b["id"].as_str().expect("id");
+    let dir = b["target_url"].as_str().and_then(|u| u.strip_prefix("file://")).expect("default target is a directory");
+    let status = status(env, &v);
+    assert!(status["last_backup"]["status"].is_string(), "docker volume inspect shows the last backup: {status}");
+    let restored = tempfile::tempdir().expect("tmp");
+    let o = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -d < '{dir}/{id}.tar.zst' | tar -x -C '{}'", restored.path().display())));
+    assert!(o.status.success() && o.stderr.is_empty(), "stock zstd | tar: {}", text(&o));
+    let a = restored.path().join("app/a");
+    assert_eq!(std::fs::read_to_string(&a).expect("a"), "hello\n");
+    let meta = std::fs::metadata(&a).expect("meta");
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&meta), std::os::unix::fs::MetadataExt::gid(&meta)), (1000, 1001));
+    assert_eq!(std::fs::read_link(restored.path().join("app/l")).expect("link"), std::path::Path::new("a"));
+    let o = run(Command::new("sha256sum").arg(restored.path().join("app/r")));
+    assert_eq!(out(&o).split_whitespace().next(), Some(sha.as_str()), "random file restored byte for byte");
+    // The next scheduled run may hold the volume for a moment.
+    wait_within(Duration::from_secs(20), "the volume to be removable", || {
+        run(Command::new("docker").args(["volume", "rm", &v])).status.success()
+    });
 }
