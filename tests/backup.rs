@@ -203,6 +203,10 @@ fn backup_to_disk_restores_with_stock_tar_exactly_and_verifies() {
     let b = run_backup(&d, "data", &["--target", target.to_str().expect("utf8"), "--verify"]);
     let id = b["id"].as_str().expect("id").to_string();
     assert!(id.starts_with("data-"), "{id}");
+    assert!(!d.log().contains("no read-only view"), "as root the archiver reads through a read-only view");
+    // ... which only the archiving thread saw: the volume stays writable for everyone else.
+    std::fs::write(root.join("after-backup"), "still writable").expect("volume writable after a backup");
+    std::fs::remove_file(root.join("after-backup")).expect("rm");
     assert_eq!(b["status"], "complete");
     assert_eq!(b["verify_status"], "ok");
     assert_eq!(

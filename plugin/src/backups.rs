@@ -1003,8 +1003,7 @@ impl Engine {
             },
             xattrs: true,
         };
-        let summary = voltool_backup::write_archive_with_progress(&root, &mut *writer, &opts, progress.done.clone())
-            .map_err(|e| e.to_string())?;
+        let summary = self.archive_read_only(&root, &mut *writer, &opts, progress).map_err(|e| e.to_string())?;
         writer.commit().map_err(|e| e.to_string())?;
         let m = Manifest::new(&row.id, &row.volume, options, summary, created).map_err(|e| e.to_string())?;
         let json = m.to_json_pretty().map_err(|e| e.to_string())?;
@@ -1013,6 +1012,45 @@ impl Engine {
             .put_small(&sum_name, voltool_backup::sha256sum_line(&row.id, &m.archive_sha256).as_bytes())
             .map_err(|e| e.to_string())?;
         Ok(m)
+    }
+
+    /// Archives `root` through a read-only view of it: a read-only bind mount over it in a
+    /// private mount namespace that only the archiving thread sees, so the backup cannot
+    /// change the volume whatever happens. Where namespaces are not available (no
+    /// CAP_SYS_ADMIN) it reads the volume directly (the archiver only ever opens files
+    /// read-only).
+    fn archive_read_only(
+        &self,
+        root: &std::path::Path,
+        writer: &mut dyn ObjectWriter,
+        opts: &ArchiveOptions,
+        progress: &Progress,
+    ) -> std::result::Result<voltool_backup::ArchiveSummary, voltool_backup::BackupError> {
+        use voltool_runtime::{MountFlags, MountRequest};
+        let mounter = self.svc.mounter();
+        let inside = voltool_runtime::ns::in_new_mount_ns(|| {
+            let ro = MountRequest {
+                flags: MountFlags::MS_BIND | MountFlags::MS_REMOUNT | MountFlags::MS_RDONLY,
+                ..MountRequest::bind(root, root)
+            };
+            match mounter.mount(&MountRequest::bind(root, root)).and_then(|()| mounter.mount(&ro)) {
+                Ok(()) => {
+                    Some(voltool_backup::write_archive_with_progress(root, &mut *writer, opts, progress.done.clone()))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no read-only view of the volume; reading it directly");
+                    None
+                }
+            }
+        });
+        match inside {
+            Ok(Some(result)) => result,
+            // The closure never touched the writer: no namespace, or no bind mount.
+            Ok(None) | Err(voltool_runtime::Error::Namespace { .. }) => {
+                voltool_backup::write_archive_with_progress(root, writer, opts, progress.done.clone())
+            }
+            Err(e) => Err(voltool_backup::BackupError::Write(std::io::Error::other(e.to_string()))),
+        }
     }
 
     fn read_manifest(&self, target: &dyn Target, id: &str) -> std::result::Result<Manifest, String> {

@@ -139,6 +139,11 @@ impl VolumeService {
         &self.inner.store
     }
 
+    /// The mount seam (the backup engine makes its read-only view with it).
+    pub fn mounter(&self) -> Arc<dyn voltool_runtime::Mounter> {
+        self.inner.host.mounter.clone()
+    }
+
     /// Notified whenever a volume is created or removed.
     pub fn changes(&self) -> Arc<tokio::sync::Notify> {
         self.changes.clone()
