@@ -539,3 +539,275 @@ fn full_target_fails_cleanly_and_the_next_scheduled_run_works() {
     assert!(target.join(format!("{id}.tar.zst")).exists());
     assert!(!files_in(&target).iter().any(|f| f.ends_with(".partial")));
 }
+
+// ---------------------------------------------------------------------------------------
+// S3: against the s3s-fs server test.sh starts (deploy/test-env/s3/start-s3.sh), which checks
+// request signatures and stores objects as plain files under VOLTOOL_TEST_S3_DATA/BUCKET/KEY
+// and open multipart uploads as DATA/.upload-ID.json + DATA/.upload_id-ID.part-N.
+
+struct S3 {
+    endpoint: String,
+    bucket: String,
+    data: PathBuf,
+}
+
+fn s3(test: &str) -> Option<S3> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("VOLTOOL_TEST_S3_ENDPOINT"), var("VOLTOOL_TEST_S3_BUCKET"), var("VOLTOOL_TEST_S3_DATA")) {
+        (Some(endpoint), Some(bucket), Some(data)) => Some(S3 { endpoint, bucket, data: data.into() }),
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI must provide the S3 server (test.sh)");
+            println!("SKIP {test}: no test S3 server (run deploy/test-env/test.sh, or set VOLTOOL_TEST_S3_*)");
+            None
+        }
+    }
+}
+
+impl S3 {
+    /// A target URL under a prefix unique to this test run.
+    fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}?endpoint={}&path_style=true", self.bucket, self.endpoint)
+    }
+
+    fn prefix(test: &str) -> String {
+        format!("t{}-{test}", std::process::id())
+    }
+
+    fn object(&self, prefix: &str, name: &str) -> PathBuf {
+        self.data.join(&self.bucket).join(prefix).join(name)
+    }
+
+    fn objects(&self, prefix: &str) -> Vec<String> {
+        files_in(&self.data.join(&self.bucket).join(prefix)).into_iter().filter(|f| !f.starts_with(".")).collect()
+    }
+
+    /// Files of the multipart upload `token` still on the server (none once it is aborted).
+    fn upload_files(&self, token: &str) -> Vec<String> {
+        files_in(&self.data).into_iter().filter(|f| f.contains(token)).collect()
+    }
+}
+
+#[test]
+fn s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar() {
+    let Some(s3) = s3("s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar") else { return };
+    let d = Daemon::start();
+    let prefix = S3::prefix("sched");
+    let target = format!("backup-target={}", s3.url(&prefix));
+    let o = d.cli(&[
+        "volume",
+        "create",
+        "s3sched",
+        "-o",
+        "backup-schedule=*/2 * * * * *",
+        "-o",
+        &target,
+        "-o",
+        "backup-verify=true",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = mount(&d, "s3sched");
+    if is_root() {
+        populate(&root);
+    } else {
+        std::fs::write(root.join("f.txt"), "s3\n").expect("write");
+    }
+    let b = wait_for(Duration::from_secs(60), "a complete, verified scheduled S3 backup of the data", || {
+        list(&d, "s3sched").into_iter().find(|b| {
+            b["status"] == "complete" && b["verify_status"] == "ok" && b["files"].as_u64() >= Some(if is_root() { 6 } else { 1 })
+        })
+    });
+    let id = b["id"].as_str().expect("id");
+    assert_eq!(b["target_url"], format!("s3://{}/{prefix}", s3.bucket));
+    for suffix in [".tar.zst", ".manifest.json", ".tar.zst.sha256"] {
+        assert!(s3.object(&prefix, &format!("{id}{suffix}")).is_file(), "{id}{suffix} stored");
+    }
+    let restored = d.dir.path().join("restored");
+    gnu_extract(&s3.object(&prefix, &format!("{id}.tar.zst")), &restored);
+    assert_same_tree(&root, &restored);
+    unmount(&d, "s3sched");
+    assert!(b["upload_token"].is_null(), "a complete backup has no open upload: {b}");
+}
+
+#[test]
+fn s3_flipped_byte_fails_verify_naming_the_file() {
+    let Some(s3) = s3("s3_flipped_byte_fails_verify_naming_the_file") else { return };
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "s3flip"]).status.success());
+    let root = mount(&d, "s3flip");
+    std::fs::write(root.join("aaa.txt"), "first\n").expect("write");
+    sh(&format!("head -c 4194304 /dev/urandom > '{}'", root.join("middle.bin").display()));
+    unmount(&d, "s3flip");
+    let prefix = S3::prefix("flip");
+    let b = run_backup(&d, "s3flip", &["--target", &s3.url(&prefix), "--verify"]);
+    assert_eq!(b["verify_status"], "ok");
+    let id = b["id"].as_str().expect("id");
+    let obj = s3.object(&prefix, &format!("{id}.tar.zst"));
+    let mut bytes = std::fs::read(&obj).expect("object");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x80;
+    std::fs::write(&obj, &bytes).expect("flip");
+    let bad = d.cli(&["backup", "verify", id]);
+    assert!(!bad.status.success());
+    let msg = stderr(&bad);
+    assert!(msg.contains(id) && msg.contains("middle.bin"), "{msg}");
+}
+
+#[test]
+fn s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload() {
+    let Some(s3) = s3("s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload") else { return };
+    let mut d = Daemon::start();
+    big_volume(&d, "s3big");
+    let prefix = S3::prefix("kill");
+    let url = s3.url(&prefix);
+    let mut seed = u64::from(std::process::id()) | 3;
+    let mut killed = Vec::new();
+    for _ in 0..10 {
+        let id = start_backup(&d, "s3big", &url);
+        let f = next_fraction(&mut seed);
+        let token = wait_for(Duration::from_secs(30), "the upload id in the catalog", || {
+            json(&d.cli(&["backup", "show", &id, "--json"]))["upload_token"].as_str().map(str::to_owned)
+        });
+        assert!(kill_at(&mut d, &id, f), "backup {id} finished before the kill at {f:.2}");
+        assert!(!s3.upload_files(&token).is_empty(), "the upload {token} was open when the daemon died");
+        println!("killed {id} at {:.0}% (upload {token})", f * 100.0);
+        killed.push((id, token));
+        d.restart();
+    }
+    wait_for(Duration::from_secs(60), "every killed run failed and cleaned up", || {
+        let rows = list(&d, "s3big");
+        killed
+            .iter()
+            .all(|(id, _)| {
+                rows.iter().any(|b| {
+                    b["id"] == id.as_str() && b["status"] == "failed" && b["cleanup_pending"].is_null()
+                })
+            })
+            .then_some(())
+    });
+    for (id, token) in &killed {
+        assert!(s3.upload_files(token).is_empty(), "upload {token} of {id} aborted: {:?}", s3.upload_files(token));
+    }
+    let objects = s3.objects(&prefix);
+    assert!(objects.is_empty(), "nothing of the killed runs is stored: {objects:?}");
+    let b = run_backup(&d, "s3big", &["--target", &url, "--verify"]);
+    assert_eq!(b["verify_status"], "ok", "the next backup works: {b}");
+}
+
+#[test]
+fn s3_with_max_parts_10_uploads_300_mib_and_verifies() {
+    let Some(s3) = s3("s3_with_max_parts_10_uploads_300_mib_and_verifies") else { return };
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "s3parts"]).status.success());
+    let root = mount(&d, "s3parts");
+    sh(&format!("head -c 314572800 /dev/urandom > '{}/random.bin'", root.display()));
+    unmount(&d, "s3parts");
+    let prefix = S3::prefix("parts");
+    let url = format!("{}&max_parts=10", s3.url(&prefix));
+    let b = run_backup(&d, "s3parts", &["--target", &url, "--verify"]);
+    assert_eq!(b["status"], "complete", "{b}");
+    assert_eq!(b["verify_status"], "ok", "{b}");
+    assert!(b["bytes_out"].as_u64() > Some(314_572_800), "{b}");
+    let id = b["id"].as_str().expect("id");
+    let size = std::fs::metadata(s3.object(&prefix, &format!("{id}.tar.zst"))).expect("object").len();
+    assert_eq!(Some(size), b["bytes_out"].as_u64());
+}
+
+#[test]
+fn s3_wrong_credentials_fail_clearly_without_the_secret() {
+    let Some(s3) = s3("s3_wrong_credentials_fail_clearly_without_the_secret") else { return };
+    let secret = "Wr0ngS3cretKeyThatMustNeverBePrinted";
+    let d = Daemon::start_with("", &[("AWS_SECRET_ACCESS_KEY", secret)]);
+    assert!(d.cli(&["volume", "create", "s3creds"]).status.success());
+    let prefix = S3::prefix("creds");
+    let o = d.cli(&["backup", "run", "s3creds", "--target", &s3.url(&prefix)]);
+    assert!(!o.status.success(), "wrong credentials must fail");
+    let msg = stderr(&o);
+    let lower = msg.to_lowercase();
+    assert!(lower.contains("access denied") || lower.contains("credentials") || lower.contains("signature"), "{msg}");
+    assert!(msg.contains(&format!("s3://{}/{prefix}", s3.bucket)), "names the target: {msg}");
+    assert!(!msg.contains(secret) && !d.log().contains(secret), "the secret never shows");
+    let row = &list(&d, "s3creds")[0];
+    assert_eq!(row["status"], "failed");
+    assert!(s3.objects(&prefix).is_empty());
+}
+
+/// A private s3s-fs (its own port and data dir) the test can stop and start.
+struct PrivateS3 {
+    child: Option<std::process::Child>,
+    data: PathBuf,
+    port: u16,
+}
+
+impl PrivateS3 {
+    fn start(data: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(data.join("bkt")).expect("bucket dir");
+        let mut s = PrivateS3 { child: None, data: data.to_path_buf(), port };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        let bin = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs")).ok().filter(|p| p.exists());
+        let key = std::env::var("AWS_ACCESS_KEY_ID").expect("AWS_ACCESS_KEY_ID from start-s3.sh");
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").expect("AWS_SECRET_ACCESS_KEY from start-s3.sh");
+        let child = Command::new(bin.unwrap_or_else(|| PathBuf::from("s3s-fs")))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--access-key", &key, "--secret-key", &secret])
+            .arg(&self.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3s-fs");
+        self.child = Some(child);
+        wait_for(Duration::from_secs(10), "the private s3s-fs to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn s3_server_stopped_mid_upload_fails_cleanly_and_the_next_run_works() {
+    let Some(_) = s3("s3_server_stopped_mid_upload_fails_cleanly_and_the_next_run_works") else { return };
+    let d = Daemon::start();
+    let mut server = PrivateS3::start(&d.dir.path().join("s3data"), 18017);
+    let url = format!("s3://bkt/p?endpoint=http://127.0.0.1:{}&path_style=true", server.port);
+    big_volume(&d, "s3stop");
+    let id = start_backup(&d, "s3stop", &url);
+    wait_for(Duration::from_secs(60), "the upload to be under way", || {
+        let b = json(&d.cli(&["backup", "show", &id, "--json"]));
+        (b["progress"]["done_bytes"].as_u64().unwrap_or(0) > 60 << 20).then_some(())
+    });
+    server.stop();
+    let t0 = Instant::now();
+    let failed = wait_for(Duration::from_secs(120), "the backup to fail", || {
+        let b = json(&d.cli(&["backup", "show", &id, "--json"]));
+        (b["status"] == "failed").then_some(b)
+    });
+    println!("failed after {:?}: {}", t0.elapsed(), failed["reason"]);
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("s3://bkt/p"), "names the target: {reason}");
+    assert!(reason.to_lowercase().contains("connect") || reason.contains("127.0.0.1"), "clear reason: {reason}");
+    server.restart();
+    // The pending cleanup runs once the server is back: no object, no open upload.
+    wait_for(Duration::from_secs(60), "the cleanup after the server came back", || {
+        let b = json(&d.cli(&["backup", "show", &id, "--json"]));
+        b["cleanup_pending"].is_null().then_some(())
+    });
+    let leftovers: Vec<String> = files_in(&server.data).into_iter().filter(|f| f.starts_with(".upload")).collect();
+    assert!(leftovers.is_empty(), "no open upload: {leftovers:?}");
+    assert!(files_in(&server.data.join("bkt/p")).is_empty(), "no object");
+    let b = run_backup(&d, "s3stop", &["--target", &url, "--verify"]);
+    assert_eq!(b["verify_status"], "ok", "{b}");
+}

@@ -13,11 +13,14 @@
 //! this crate runs without root against the recording fake. Work on one volume is
 //! serialised; different volumes never wait on each other.
 //!
+//! The backup engine ([`backups`]: runs, catalog, verify, retention, scheduler) and its API
+//! routes ([`backup_api`]) live here too, on top of the service and the store; the archive
+//! format and the targets are in `voltool-backup`.
+//!
 //! ## Limitations
-//! This version has `local` and `tmpfs` volumes. Size limits on local volumes, NFS and CIFS,
-//! `on-remove` and the `backup-*` options are refused with a message saying so; they come in
-//! later versions. tmpfs contents live only while the volume is mounted by some container,
-//! like Docker's own tmpfs volumes.
+//! NFS/CIFS `size=` and `on-remove=delete` for network volumes, `on-remove=archive` and
+//! `backup-verify=restore` are refused with a message saying so. tmpfs contents live only
+//! while the volume is mounted by some container, like Docker's own tmpfs volumes.
 
 pub mod backend;
 pub mod backup_api;

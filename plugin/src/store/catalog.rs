@@ -54,7 +54,8 @@ pub struct BackupRow {
     pub bytes_out: Option<u64>,
     pub files: Option<u64>,
     pub sha256: Option<String>,
-    #[serde(skip)]
+    /// The S3 multipart upload id of a run in flight (or of a failed run not cleaned up yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_token: Option<String>,
     /// A failed run whose objects could not be removed yet (retried by the scheduler).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
