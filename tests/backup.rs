@@ -613,7 +613,9 @@ fn s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar() {
     }
     let b = wait_for(Duration::from_secs(60), "a complete, verified scheduled S3 backup of the data", || {
         list(&d, "s3sched").into_iter().find(|b| {
-            b["status"] == "complete" && b["verify_status"] == "ok" && b["files"].as_u64() >= Some(if is_root() { 6 } else { 1 })
+            b["status"] == "complete"
+                && b["verify_status"] == "ok"
+                && b["files"].as_u64() >= Some(if is_root() { 6 } else { 1 })
         })
     });
     let id = b["id"].as_str().expect("id");
@@ -678,9 +680,7 @@ fn s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload() {
         killed
             .iter()
             .all(|(id, _)| {
-                rows.iter().any(|b| {
-                    b["id"] == id.as_str() && b["status"] == "failed" && b["cleanup_pending"].is_null()
-                })
+                rows.iter().any(|b| b["id"] == id.as_str() && b["status"] == "failed" && b["cleanup_pending"].is_null())
             })
             .then_some(())
     });
@@ -751,7 +751,16 @@ impl PrivateS3 {
         let key = std::env::var("AWS_ACCESS_KEY_ID").expect("AWS_ACCESS_KEY_ID from start-s3.sh");
         let secret = std::env::var("AWS_SECRET_ACCESS_KEY").expect("AWS_SECRET_ACCESS_KEY from start-s3.sh");
         let child = Command::new(bin.unwrap_or_else(|| PathBuf::from("s3s-fs")))
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--access-key", &key, "--secret-key", &secret])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                &key,
+                "--secret-key",
+                &secret,
+            ])
             .arg(&self.data)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -532,6 +532,11 @@ impl Backups {
                 tracing::warn!(backup = row.id, volume = row.volume, reason, "backup failed");
                 row.status = BackupStatus::Failed;
                 row.reason = Some(reason);
+                // The upload id was recorded in the catalog by the blocking part.
+                let i = row.id.clone();
+                if let Ok(Some(stored)) = self.blocking(move |e| Ok(e.svc.store().get_backup(&i)?)).await {
+                    row.upload_token = stored.upload_token;
+                }
                 let (e, r) = (self.e.clone(), row.clone());
                 let cleaned = tokio::task::spawn_blocking(move || e.remove_objects(&r)).await;
                 row.cleanup_pending = !matches!(cleaned, Ok(Ok(())));
