@@ -55,6 +55,12 @@ build() {
     copy_with_libs "$(readlink -f "$path")" "/usr/sbin/$tool"
   done
   [ -f /etc/mke2fs.conf ] && install -D -m 0644 /etc/mke2fs.conf "$out/rootfs/etc/mke2fs.conf"
+  # CA certificates for https S3 endpoints.
+  if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
+  else
+    echo "plugin.sh: note: no /etc/ssl/certs/ca-certificates.crt (apt-get install ca-certificates); https S3 endpoints will fail"
+  fi
   echo "plugin.sh: built $out ($(du -sh "$out/rootfs" | cut -f1) rootfs)"
 }
 
@@ -75,6 +81,12 @@ install_plugin() {
   [ -e /dev/loop-control ] || die "/dev/loop-control is missing on this host (modprobe loop)"
   remove
   docker plugin create "$name" "$out" >/dev/null
+  # S3 credentials for backup targets, from this shell's environment when set (the same as
+  # `docker plugin set voltool:latest AWS_ACCESS_KEY_ID=...` by hand).
+  local v
+  for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN VOLTOOL_CONFIG; do
+    if [ -n "${!v:-}" ]; then docker plugin set "$name" "$v=${!v}" >/dev/null; fi
+  done
   docker plugin enable "$name" >/dev/null
   # The daemon inside listens on the host's /run/voltool/voltool.sock.
   for _ in $(seq 1 50); do

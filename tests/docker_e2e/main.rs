@@ -42,6 +42,7 @@ both_modes! {
     network_volume_create_fails_early_with_the_reason => network_create_checks;
     cifs_secret_never_shows => cifs_secret_hidden;
     scheduled_backup_of_container_data_restores_with_tar => scheduled_backup;
+    scheduled_backup_to_s3_of_container_data => scheduled_backup_s3;
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -467,8 +468,33 @@ fn cifs_secret_hidden(env: &Env) {
 /// A volume with `backup-schedule` written by a container: the scheduler backs it up and
 /// verifies it; `docker volume inspect` shows it; stock zstd | tar gets the data back.
 fn scheduled_backup(env: &Env) {
-    let v = env.volume_name("sched");
-    env.create_ok(&v, &["backup-schedule=*/3 * * * * *", "backup-verify=true", "backup-keep=last=2"]);
+    scheduled_backup_to(env, "sched", None);
+}
+
+/// The same to the S3 test server (test.sh starts it and passes its credentials to both
+/// daemons: the environment, and `docker plugin set` in plugin.sh install).
+fn scheduled_backup_s3(env: &Env) {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(endpoint), Some(bucket), Some(data)) =
+        (var("VOLTOOL_TEST_S3_ENDPOINT"), var("VOLTOOL_TEST_S3_BUCKET"), var("VOLTOOL_TEST_S3_DATA"))
+    else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must provide the S3 server (test.sh)");
+        println!("SKIP scheduled_backup_s3: no test S3 server (VOLTOOL_TEST_S3_*)");
+        return;
+    };
+    let prefix = format!("e2e-{}-{}", std::process::id(), if env.mode == harness::Mode::Managed { "m" } else { "l" });
+    let url = format!("s3://{bucket}/{prefix}?endpoint={endpoint}&path_style=true");
+    let objects = std::path::PathBuf::from(data).join(bucket).join(&prefix);
+    scheduled_backup_to(env, "sched-s3", Some((url, objects)));
+}
+
+/// `target`: an S3 URL and the directory where the test server keeps its objects.
+fn scheduled_backup_to(env: &Env, base: &str, target: Option<(String, std::path::PathBuf)>) {
+    let v = env.volume_name(base);
+    let target_opt = target.as_ref().map(|(url, _)| format!("backup-target={url}"));
+    let mut opts = vec!["backup-schedule=*/3 * * * * *", "backup-verify=true", "backup-keep=last=2"];
+    opts.extend(target_opt.as_deref());
+    env.create_ok(&v, &opts);
     let o = env.run_in(
         &v,
         "mkdir -p /data/app && echo hello > /data/app/a && head -c 524288 /dev/urandom > /data/app/r \
@@ -489,7 +515,10 @@ fn scheduled_backup(env: &Env) {
     let b = found.expect("found");
     assert_eq!(b["trigger"], "schedule");
     let id = b["id"].as_str().expect("id");
-    let dir = b["target_url"].as_str().and_then(|u| u.strip_prefix("file://")).expect("default target is a directory");
+    let dir = match &target {
+        Some((_, objects)) => objects.display().to_string(),
+        None => b["target_url"].as_str().and_then(|u| u.strip_prefix("file://")).expect("a directory").to_string(),
+    };
     let status = status(env, &v);
     assert!(status["last_backup"]["status"].is_string(), "docker volume inspect shows the last backup: {status}");
     let restored = tempfile::tempdir().expect("tmp");
