@@ -84,7 +84,7 @@ install_plugin() {
   # S3 credentials for backup targets, from this shell's environment when set (the same as
   # `docker plugin set voltool:latest AWS_ACCESS_KEY_ID=...` by hand).
   local v
-  for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN VOLTOOL_CONFIG; do
+  for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN; do
     if [ -n "${!v:-}" ]; then docker plugin set "$name" "$v=${!v}" >/dev/null; fi
   done
   docker plugin enable "$name" >/dev/null

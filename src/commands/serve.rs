@@ -52,8 +52,6 @@ impl Config {
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
     let (path, explicit) = match path {
-        // An empty VOLTOOL_CONFIG (the managed plugin's default) means "none given".
-        Some(p) if p.as_os_str().is_empty() => (PathBuf::from(DEFAULT_CONFIG), false),
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
