@@ -1,0 +1,24 @@
+//! The crate's error type. Messages name the entry or the archive, never a secret.
+
+/// What can go wrong while restoring.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The input is not an archive this crate reads.
+    #[error("{0}")]
+    Format(String),
+    /// The stream is truncated or corrupt (decompression or tar framing).
+    #[error("reading the archive: {0}")]
+    Read(String),
+    /// Writing into the staging directory failed.
+    #[error("writing {0}")]
+    Write(String),
+    /// An entry that would write outside the target, or that restore does not create.
+    #[error("refused entry {entry:?}: {reason}")]
+    Refused { entry: String, reason: String },
+    /// The archive holds more than the limit (the volume's size).
+    #[error("refused entry {entry:?}: the archive holds more than {limit} bytes of file data, the volume's size limit")]
+    TooLarge { entry: String, limit: u64 },
+    /// What was extracted does not match the backup's manifest.
+    #[error("the restored data does not match the manifest: {0}")]
+    Manifest(String),
+}
