@@ -46,6 +46,69 @@ pub enum Command {
     /// Back volumes up (zstd tar + manifest + sha256), list, verify and prune backups.
     #[command(subcommand, long_about = BACKUP_ABOUT)]
     Backup(BackupCommand),
+    /// Restore a volume from a backup ID, an archive file or URL (tar, tar.gz, tar.zst).
+    #[command(long_about = RESTORE_ABOUT)]
+    Restore(RestoreArgs),
+    /// Write a volume as a zstd-compressed tar (the stream a backup stores) to a file or stdout.
+    Export {
+        volume: String,
+        /// Output file (written to a temporary name, renamed when complete) [default: stdout].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Fill a volume from a tar, tar.gz or tar.zst stream (a file or stdin); same checks as restore.
+    Import {
+        volume: String,
+        /// Input file [default: stdin].
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        opts: RestoreFlags,
+    },
+}
+
+const RESTORE_ABOUT: &str = "\
+Restore a volume from a backup ID in the catalog, an archive file on this host, or a target URL
+(file:///dir/ID.tar.zst, s3://bucket/prefix/ID.tar.zst?endpoint=...). Plain .tar, .tar.gz and
+.tar.zst archives (e.g. made with `tar czf backup.tgz -C /data .`) are recognised by their
+first bytes.
+
+The archive is extracted into a staging directory inside the volume and swapped in only when
+it is complete (and matches the backup's manifest, when there is one): a failed restore
+leaves the volume as it was. Nothing is ever written outside the volume: absolute paths, '..',
+paths through symlinks, hard links to outside and device nodes are refused, and the data must
+fit the volume's size limit. A missing volume is created (with the options recorded in the
+backup); a volume that has data or is used by containers is refused unless --force.
+
+Examples:
+  voltool restore db --from db-20261201T023000Z-3f9a1c
+  voltool restore db --from ./pgdata-backup.tar.gz --force
+  voltool restore web --from backup.tgz --strip-components 1    # archive made of /data/...";
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub volume: String,
+    /// A backup ID, a local archive file (- for stdin), or an archive URL.
+    #[arg(long)]
+    pub from: String,
+    #[command(flatten)]
+    pub opts: RestoreFlags,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreFlags {
+    /// Replace a volume that has data or is used by containers.
+    #[arg(long)]
+    pub force: bool,
+    /// Create device nodes found in the archive (refused by default).
+    #[arg(long)]
+    pub allow_devices: bool,
+    /// Drop this many leading path components of every entry.
+    #[arg(long, default_value_t = 0)]
+    pub strip_components: usize,
 }
 
 const BACKUP_ABOUT: &str = "\

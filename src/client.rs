@@ -131,3 +131,107 @@ impl Api {
         if failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
     }
 }
+
+/// A request body read from an `AsyncRead` (a file, stdin) as it is sent.
+pub struct ReadBody<R> {
+    reader: R,
+    buf: Vec<u8>,
+    /// Bytes sent so far (for a progress bar).
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R> ReadBody<R> {
+    pub fn new(reader: R) -> Self {
+        Self { reader, buf: vec![0; 256 * 1024], sent: std::sync::Arc::default() }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> hyper::body::Body for ReadBody<R> {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let mut rb = tokio::io::ReadBuf::new(&mut this.buf);
+        match std::pin::Pin::new(&mut this.reader).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => {
+                let data = Bytes::copy_from_slice(rb.filled());
+                this.sent.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Api {
+    /// POSTs a streamed body (no timeout: it lasts as long as the data) and returns the reply.
+    pub async fn post_stream<R, T>(&self, path: &str, body: ReadBody<R>) -> Result<T>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        T: DeserializeOwned,
+    {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| format!("cannot reach the voltool daemon at {}", self.socket.display()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "voltool")
+            .header("content-type", "application/octet-stream")
+            .body(body)?;
+        let resp = sender.send_request(req).await.context("sending the stream to the daemon")?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{msg}");
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
+    }
+
+    /// GETs a streamed body into `out`, returning the bytes written. A body cut off by the
+    /// daemon (its side failed) is an error.
+    pub async fn get_stream(&self, path: &str, out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send)) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| format!("cannot reach the voltool daemon at {}", self.socket.display()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req =
+            Request::builder().method(Method::GET).uri(path).header("host", "voltool").body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{msg}");
+        }
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("the daemon stopped the stream (see its log for why)")?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).await?;
+                n += data.len() as u64;
+            }
+        }
+        out.flush().await?;
+        Ok(n)
+    }
+}

@@ -763,6 +763,22 @@ impl Backups {
         .await
     }
 
+    /// Where a complete backup's archive is: its target, `ID.tar.zst` and `ID.manifest.json`;
+    /// `None` when `id` is not in the catalog.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a backup that is not complete, target errors.
+    pub async fn locate(&self, id: &str) -> Result<Option<(TargetSpec, String, Option<String>)>> {
+        let i = id.to_owned();
+        let Some(row) = self.blocking(move |e| Ok(e.svc.store().get_backup(&i)?)).await? else { return Ok(None) };
+        if row.status != BackupStatus::Complete {
+            return Err(Error::BadRequest(format!("backup {id} is not complete; it cannot be restored")));
+        }
+        let spec = self.e.resolve_row(&row)?;
+        let [archive, manifest, _] = names(id);
+        Ok(Some((spec, archive, Some(manifest))))
+    }
+
     fn view(&self, row: BackupRow) -> BackupView {
         // Progress stays while a finished run verifies and prunes.
         let progress = self.e.progress.lock().unwrap_or_else(|p| p.into_inner()).get(&row.id).map(|p| p.view());

@@ -68,6 +68,9 @@ pub enum Error {
     BackupNotFound { id: String },
     #[error("a backup of volume {volume} is already running ({id})")]
     BackupBusy { volume: String, id: String },
+    /// A restore or import was refused or failed; the volume is unchanged.
+    #[error("restore into volume {volume}: {reason}")]
+    Restore { volume: String, reason: String },
     /// Input that cannot be used (a bad target, retention policy, ...).
     #[error("{0}")]
     BadRequest(String),

@@ -30,6 +30,8 @@ pub mod error;
 pub mod mgmt;
 pub mod options;
 pub mod protocol;
+pub mod restore_api;
+pub mod restores;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -88,7 +88,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::Resize { .. }
         | Error::Remote { .. }
         | Error::Unsupported { .. }
-        | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        | Error::BadRequest(_)
+        | Error::Restore { .. } => StatusCode::BAD_REQUEST,
         Error::NotFound { .. } | Error::BackupNotFound { .. } => StatusCode::NOT_FOUND,
         Error::Conflict { .. } | Error::InUse { .. } | Error::BackupBusy { .. } => StatusCode::CONFLICT,
         Error::Mount { .. }

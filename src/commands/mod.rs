@@ -9,6 +9,7 @@ use crate::client::Api;
 
 mod backup;
 mod doctor;
+mod restore;
 mod secret;
 mod serve;
 mod volume;
@@ -22,5 +23,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(args) => doctor::run(&api, args).await,
         Command::Secret(cmd) => secret::run(&api, cmd).await,
         Command::Backup(cmd) => backup::run(&api, cmd).await,
+        Command::Restore(args) => restore::restore(&api, args).await,
+        Command::Export { volume, output } => restore::export(&api, &volume, output.as_deref()).await,
+        Command::Import { volume, input, opts } => restore::import(&api, &volume, input.as_deref(), &opts, false).await,
     }
 }

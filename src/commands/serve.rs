@@ -139,6 +139,10 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
             return Err(e).context("open the backup catalog");
         }
     };
+    // Restores and exports a killed daemon left mounted.
+    if let Err(e) = svc.release_mounts_with_prefix(voltool_plugin::restores::MOUNT_ID_PREFIX).await {
+        tracing::warn!(error = %e, "could not release mounts left by interrupted restores");
+    }
     let scheduler = backups.spawn_scheduler();
     tracing::info!(
         plugin_socket = %args.plugin_socket.display(),
@@ -159,7 +163,10 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     };
     let plugin =
         axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
-    let api_routes = mgmt::router(svc, driver, doctor).merge(voltool_plugin::backup_api::router(backups));
+    let restores = voltool_plugin::restores::Restores::new(svc.clone(), backups.clone());
+    let api_routes = mgmt::router(svc, driver, doctor)
+        .merge(voltool_plugin::backup_api::router(backups))
+        .merge(voltool_plugin::restore_api::router(restores));
     let api = axum::serve(api_listener, api_routes).with_graceful_shutdown(stop(rx));
 
     tokio::spawn(async move {
