@@ -73,11 +73,7 @@ impl Api {
             )
         })?;
         if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{msg}");
+            bail!("{}", error_message(&bytes));
         }
         Ok(bytes)
     }
@@ -102,6 +98,14 @@ impl Api {
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.call(Method::DELETE, path, None).await.map(drop)
     }
+}
+
+/// The daemon's `{"error": "..."}` message, or the body as text.
+fn error_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// Percent-encodes a name for use as one URL path segment (the daemon validates names; this
@@ -192,11 +196,7 @@ impl Api {
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{msg}");
+            bail!("{}", error_message(&bytes));
         }
         serde_json::from_slice(&bytes).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
     }
@@ -217,11 +217,7 @@ impl Api {
         let mut body = resp.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{msg}");
+            bail!("{}", error_message(&bytes));
         }
         let mut n = 0u64;
         while let Some(frame) = body.frame().await {
