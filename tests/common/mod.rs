@@ -2,7 +2,9 @@
 //! temporary sockets and state, the CLI pointed at it, and small helpers.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -147,4 +149,74 @@ pub fn host_mounted(p: &Path) -> bool {
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Meta {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: Option<(i64, i64)>,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    /// The first path (in sorted order) of the inode, for files with several links.
+    hardlink_group: Option<String>,
+}
+
+/// Everything under `root` (not the root itself), keyed by relative path.
+pub fn tree(root: &Path) -> BTreeMap<String, Meta> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Meta>, inodes: &mut BTreeMap<u64, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").path()).collect();
+        entries.sort();
+        for p in entries {
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(root).expect("prefix").to_string_lossy().into_owned();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                "other"
+            };
+            let hardlink_group =
+                (ft.is_file() && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+            out.insert(
+                rel,
+                Meta {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if ft.is_dir() { 0 } else { m.len() },
+                    mtime: Some((m.mtime(), m.mtime_nsec())),
+                    content: ft.is_file().then(|| std::fs::read(&p).expect("read")),
+                    link: ft.is_symlink().then(|| std::fs::read_link(&p).expect("readlink")),
+                    hardlink_group,
+                },
+            );
+            if ft.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, &mut BTreeMap::new());
+    out
+}
+
+/// Compares two trees and names the first difference.
+pub fn assert_same_tree(want: &Path, got: &Path) {
+    let (a, b) = (tree(want), tree(got));
+    let ka: Vec<&String> = a.keys().collect();
+    let kb: Vec<&String> = b.keys().collect();
+    assert_eq!(ka, kb, "different paths");
+    for (k, ma) in &a {
+        let mb = &b[k];
+        assert_eq!(ma, mb, "{k} differs");
+    }
 }
