@@ -13,18 +13,8 @@ fn ok(o: &std::process::Output) -> String {
     stdout(o)
 }
 
-/// One raw tar entry, name and link written byte for byte (the `tar` crate's setters refuse
-/// exactly the names these archives need).
 fn raw(b: &mut tar::Builder<Vec<u8>>, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8]) {
-    let mut h = tar::Header::new_ustar();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
-    h.set_entry_type(kind);
-    h.set_mode(0o644);
-    h.set_size(data.len() as u64);
-    h.set_mtime(1_700_000_000);
-    h.set_cksum();
-    b.append(&h, data).expect("append");
+    voltool_restore::extract::append_raw_entry(b, name, kind, data, link);
 }
 
 fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {

@@ -419,3 +419,22 @@ fn apply_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path) {
         }
     }
 }
+
+/// Appends one tar entry whose name and link name are written byte for byte, including
+/// names the `tar` crate's own setters refuse (`..`, absolute paths). For building hostile
+/// archives in tests of anything that restores.
+///
+/// # Panics
+/// When a name is longer than 100 bytes or the builder's output fails.
+pub fn append_raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    #[allow(clippy::expect_used)]
+    b.append(&h, data).expect("appending to an in-memory tar");
+}
