@@ -43,6 +43,7 @@ both_modes! {
     cifs_secret_never_shows => cifs_secret_hidden;
     scheduled_backup_of_container_data_restores_with_tar => scheduled_backup;
     scheduled_backup_to_s3_of_container_data => scheduled_backup_s3;
+    seed_recipe_backup_restores_byte_identical => seed_restore;
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -537,4 +538,62 @@ fn scheduled_backup_to(env: &Env, base: &str, target: Option<(String, std::path:
     wait_within(Duration::from_secs(20), "the volume to be removable", || {
         run(Command::new("docker").args(["volume", "rm", &v])).status.success()
     });
+}
+
+/// The seed recipe's backup (`docker run --rm -v vol:/data -v $(pwd):/backup busybox tar czf
+/// /backup/backup.tar.gz -C /data .`) restores with `voltool restore --from FILE` into a new
+/// voltool volume, byte for byte (the CLI streams the file, so it works with the managed plugin
+/// too).
+fn seed_restore(env: &Env) {
+    let src = env.volume_name("seed-src");
+    let dst = env.volume_name("seed-dst");
+    docker_ok(&["volume", "create", &src]);
+    let fill = run(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{src}:/data"),
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /data/db/base && head -c 3000000 /dev/urandom > /data/db/base/1 && echo conf > /data/db/pg.conf \
+         && chmod 600 /data/db/pg.conf && chown -R 70:70 /data/db && ln -s db/pg.conf /data/link",
+    ]));
+    assert!(fill.status.success(), "{}", text(&fill));
+    let backup = tempfile::tempdir().expect("tmp");
+    let seed = run(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{src}:/data"),
+        "-v",
+        &format!("{}:/backup", backup.path().display()),
+        IMAGE,
+        "tar",
+        "czf",
+        "/backup/backup.tar.gz",
+        "-C",
+        "/data",
+        ".",
+    ]));
+    assert!(seed.status.success(), "the seed recipe: {}", text(&seed));
+    let file = backup.path().join("backup.tar.gz");
+    let o = env.voltool(&["restore", &dst, "--from", file.to_str().expect("utf8")]);
+    assert!(o.status.success(), "voltool restore: {}", text(&o));
+    let listing = "cd /data && find . | sort | while read f; do stat -c '%n %u:%g %a %F %s' \"$f\"; \
+                   [ -f \"$f\" ] && [ ! -L \"$f\" ] && sha256sum \"$f\"; done; readlink link";
+    let want = env.run_in(&src, listing);
+    let got = env.run_in(&dst, listing);
+    assert!(want.status.success() && got.status.success(), "{} {}", text(&want), text(&got));
+    // The volume root itself (".") may differ in mode; every entry below it must not.
+    let below =
+        |o: &std::process::Output| out(o).lines().filter(|l| !l.starts_with(". ")).collect::<Vec<_>>().join("\n");
+    assert_eq!(below(&got), below(&want), "restored volume differs from the original");
+    assert!(below(&want).contains("./db/base/1 70:70"), "{}", below(&want));
+    docker_ok(&["volume", "rm", &dst]);
+    docker_ok(&["volume", "rm", &src]);
 }
