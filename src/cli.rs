@@ -56,6 +56,14 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Move a volume to another host over ssh (the remote runs `voltool receive`).
+    #[command(long_about = MIGRATE_ABOUT)]
+    Migrate(MigrateArgs),
+    /// The remote end of `voltool migrate` (reads the stream on stdin; not for direct use).
+    Receive {
+        /// The volume to create on this host.
+        name: String,
+    },
     /// Fill a volume from a tar, tar.gz or tar.zst stream (a file or stdin); same checks as restore.
     Import {
         volume: String,
@@ -84,6 +92,44 @@ Examples:
   voltool restore db --from db-20261201T023000Z-3f9a1c
   voltool restore db --from ./pgdata-backup.tar.gz --force
   voltool restore web --from backup.tgz --strip-components 1    # archive made of /data/...";
+
+const MIGRATE_ABOUT: &str = "\
+Move a volume to another host over ssh: voltool migrate VOLUME [USER@]HOST[:NEWNAME]
+
+Runs the system ssh (your ~/.ssh/config, agent and known_hosts apply; host keys are checked)
+and starts `voltool receive NEWNAME` there, which hands the stream to the remote daemon. The
+remote first checks it can take the volume (the secrets its options name exist there, no
+volume NEWNAME with data) before any data moves; then the volume streams as a zstd tar, the
+remote creates NEWNAME with the same options, checks every file against the manifest sent at
+the end and only then reports success. An interrupted migration leaves no volume behind on
+the remote.
+
+Examples:
+  voltool migrate pgdata root@db2
+  voltool migrate pgdata admin@db2:pgdata-old -e 'ssh -p 2222' --ssh-option Compression=no
+  voltool migrate web root@10.0.0.5 --remote-voltool /usr/local/bin/voltool --delete-source";
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    pub volume: String,
+    /// [USER@]HOST[:NEWNAME] (NEWNAME defaults to VOLUME).
+    pub destination: String,
+    /// The ssh command, split on spaces (like rsync -e).
+    #[arg(short = 'e', long, env = "VOLTOOL_SSH_COMMAND", default_value = "ssh")]
+    pub ssh_command: String,
+    /// Extra ssh option, passed as -o KEY=VALUE (repeatable).
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// The voltool binary on the remote host.
+    #[arg(long, default_value = "voltool")]
+    pub remote_voltool: String,
+    /// Remove the local volume after the remote verified the transfer.
+    #[arg(long)]
+    pub delete_source: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {

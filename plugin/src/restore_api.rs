@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use std::io::Read as _;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::error::Error;
@@ -35,6 +36,9 @@ pub fn router(restores: Restores) -> Router {
         .route("/v1/volumes/{name}/restore", post(restore))
         .route("/v1/volumes/{name}/import", post(import))
         .route("/v1/volumes/{name}/export", get(export))
+        .route("/v1/volumes/{name}/offer", get(offer))
+        .route("/v1/volumes/{name}/receive/check", post(receive_check))
+        .route("/v1/volumes/{name}/receive", post(receive))
         .with_state(restores)
 }
 
@@ -121,7 +125,62 @@ impl AsyncRead for Checked {
     }
 }
 
-async fn export(State(r): State<Restores>, Path(name): Path<String>) -> Response {
+async fn offer(State(r): State<Restores>, Path(name): Path<String>) -> Response {
+    match r.offer(&name).await {
+        Ok(o) => axum::Json(o).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn receive_check(State(r): State<Restores>, Path(name): Path<String>, body: Bytes) -> Response {
+    let offer: voltool_migrate::Offer = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return err(Error::BadRequest(format!("invalid migration offer: {e}"))),
+    };
+    match r.check_offer(&name, &offer).await {
+        Ok(()) => axum::Json(voltool_migrate::Reply { ready: true, ..Default::default() }).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+/// The body is the offer (one JSON line) followed by the frames.
+async fn receive(State(r): State<Restores>, Path(name): Path<String>, body: Body) -> Response {
+    let mut reader = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(BodyReader { body, buf: Bytes::new() }));
+    let got = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let res = std::io::BufRead::read_line(&mut (&mut reader).take(1 << 20), &mut line).map(|_| line);
+        (res, reader)
+    })
+    .await;
+    let (line, reader) = match got {
+        Ok((Ok(line), reader)) => (line, reader),
+        Ok((Err(e), _)) => return err(Error::BadRequest(format!("reading the migration offer: {e}"))),
+        Err(e) => return err(Error::Internal(e.to_string())),
+    };
+    let offer: voltool_migrate::Offer = match serde_json::from_str(&line) {
+        Ok(o) => o,
+        Err(e) => return err(Error::BadRequest(format!("invalid migration offer: {e}"))),
+    };
+    match r.receive(&name, offer, Box::new(reader)).await {
+        Ok(o) => axum::Json(o).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(default)]
+    framed: bool,
+}
+
+async fn export(State(r): State<Restores>, Path(name): Path<String>, Query(q): Query<ExportQuery>) -> Response {
+    let offer = match q.framed {
+        true => match r.offer(&name).await {
+            Ok(o) => Some(o),
+            Err(e) => return err(e),
+        },
+        false => None,
+    };
     let (root, id) = match r.export_begin(&name).await {
         Ok(x) => x,
         Err(e) => return err(e),
@@ -136,15 +195,43 @@ async fn export(State(r): State<Restores>, Path(name): Path<String>) -> Response
                 threads: std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)),
                 ..voltool_backup::ArchiveOptions::default()
             };
-            let mut w = writer;
-            let out = voltool_backup::write_archive(&root, &mut w, &opts);
-            if let Err(e) = &out {
-                *f2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            }
             use std::io::Write;
-            let _ = w.flush();
-            let _ = w.shutdown();
-            out
+            let fail = |e: &str| *f2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_owned());
+            match offer {
+                None => {
+                    let mut w = writer;
+                    let out = voltool_backup::write_archive(&root, &mut w, &opts);
+                    if let Err(e) = &out {
+                        fail(&e.to_string());
+                    }
+                    let _ = w.flush();
+                    let _ = w.shutdown();
+                    out
+                }
+                Some(offer) => {
+                    // Migration: data frames, then the manifest (or the error) as a frame.
+                    let mut fw = voltool_migrate::FrameWriter::new(writer);
+                    let out = voltool_backup::write_archive(&root, &mut fw, &opts);
+                    let now = time::OffsetDateTime::now_utc();
+                    let id = format!("{}-migrate", offer.volume);
+                    let trailer = out.as_ref().map_err(|e| e.to_string()).and_then(|s| {
+                        voltool_backup::Manifest::new(&id, &offer.volume, &offer.options, s.clone(), now)
+                            .and_then(|m| m.to_json_pretty())
+                            .map_err(|e| e.to_string())
+                    });
+                    let done = match &trailer {
+                        Ok(json) => fw.finish(json.as_bytes()),
+                        Err(e) => fw.fail(e),
+                    };
+                    match done {
+                        Ok(mut w) => {
+                            let _ = w.shutdown();
+                        }
+                        Err(e) => fail(&e.to_string()),
+                    }
+                    out
+                }
+            }
         })
         .await;
         match res {

@@ -220,6 +220,128 @@ impl Restores {
         })
     }
 
+    /// Whether this daemon can take the volume a migration offers: the protocol, the options,
+    /// the secrets they name, and the name (free, or an empty volume nobody uses).
+    ///
+    /// # Errors
+    /// [`Error::Restore`] saying why not.
+    pub async fn check_offer(&self, name: &str, offer: &voltool_migrate::Offer) -> Result<()> {
+        crate::options::validate_name(name)?;
+        if offer.protocol != voltool_migrate::PROTOCOL {
+            return Err(restore_err(
+                name,
+                format!(
+                    "the sender speaks migration protocol {}, this voltool {}",
+                    offer.protocol,
+                    voltool_migrate::PROTOCOL
+                ),
+            ));
+        }
+        crate::options::parse_full(&offer.options).map_err(|e| restore_err(name, format!("its options: {e}")))?;
+        for secret in &offer.secrets {
+            if !self.svc.secrets().exists(secret) {
+                return Err(restore_err(
+                    name,
+                    format!(
+                        "the volume needs secret {secret}, which this host does not have; add it first: voltool secret add {secret}"
+                    ),
+                ));
+            }
+        }
+        if self.svc.get(name).await?.is_some() {
+            let users = self.svc.store().mount_ids(name)?.len();
+            if users > 0 {
+                return Err(restore_err(name, format!("a volume {name} exists here and is in use")));
+            }
+            let (root, id) = self.export_begin(name).await?;
+            let empty = !dir_has_entries(&root).unwrap_or(true);
+            self.export_end(name, &id).await;
+            if !empty {
+                return Err(restore_err(name, format!("a volume {name} with data exists here; choose another name")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives a migration stream: creates the volume (or uses an empty one), extracts the
+    /// data frames into staging, reads the manifest frame, checks every file against it and
+    /// swaps the data in. On any failure a volume created here is removed again.
+    ///
+    /// # Errors
+    /// [`Error::Restore`] with the reason.
+    pub async fn receive(
+        &self,
+        name: &str,
+        offer: voltool_migrate::Offer,
+        frames: Box<dyn Read + Send>,
+    ) -> Result<RestoreOutcome> {
+        self.check_offer(name, &offer).await?;
+        let created = self.prepare(name, Some(&offer.options), &RestoreOptions::default()).await?;
+        let reader = std::sync::Arc::new(std::sync::Mutex::new(voltool_migrate::FrameReader::new(frames)));
+        let shared = Shared(reader.clone());
+        let mut check_manifest = move |rep: &ExtractReport| -> std::result::Result<(), String> {
+            let bytes = reader.lock().unwrap_or_else(|p| p.into_inner()).manifest().map_err(|e| e.to_string())?;
+            let text = String::from_utf8(bytes).map_err(|_| "the manifest is not UTF-8".to_string())?;
+            let m = Manifest::from_json(&text).map_err(|e| format!("the manifest: {e}"))?;
+            voltool_restore::check_manifest(rep, &m).map_err(|e| e.to_string())
+        };
+        let record = self.svc.record(name).await?;
+        let mount_id = format!("{MOUNT_ID_PREFIX}{}", nonce());
+        let root = self.svc.mount(name, &mount_id).await?;
+        let v = name.to_owned();
+        let max = record.spec.size;
+        let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
+            let xopts = ExtractOptions {
+                max_bytes: max,
+                same_owner: nix::unistd::geteuid().is_root(),
+                ..ExtractOptions::default()
+            };
+            restore_checked(&root, Box::new(shared), &mut check_manifest, &xopts).map_err(|e| restore_err(&v, e))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()));
+        if let Err(e) = self.svc.unmount(name, &mount_id).await {
+            tracing::warn!(volume = name, error = %e, "could not release the receive's mount");
+        }
+        let result = result.and_then(|r| r);
+        match result {
+            Ok(report) => {
+                tracing::info!(volume = name, files = report.files, bytes = report.bytes, "received a migrated volume");
+                Ok(RestoreOutcome {
+                    volume: name.to_owned(),
+                    compression: "zstd".into(),
+                    entries: report.entries,
+                    files: report.files,
+                    bytes: report.bytes,
+                    verified_against_manifest: true,
+                    created,
+                })
+            }
+            Err(e) => {
+                if created {
+                    tracing::warn!(volume = name, error = %e, "migration failed; removing the volume it created");
+                    let _ = self.svc.remove(name, true).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The volume's stored options and the secrets they name (for a migration offer).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn offer(&self, name: &str) -> Result<voltool_migrate::Offer> {
+        let rec = self.svc.record(name).await?;
+        let secrets = rec.spec.cifs.as_ref().and_then(|c| c.secret.clone()).into_iter().collect();
+        Ok(voltool_migrate::Offer {
+            protocol: voltool_migrate::PROTOCOL,
+            volume: name.to_owned(),
+            options: rec.options,
+            secrets,
+        })
+    }
+
     /// Mounts a volume for export and returns its root and the mount ID to release after.
     ///
     /// # Errors
@@ -283,6 +405,24 @@ pub fn restore_into(
     manifest: Option<&Manifest>,
     opts: &ExtractOptions,
 ) -> std::result::Result<ExtractReport, String> {
+    let mut check = |rep: &ExtractReport| match manifest {
+        Some(m) => voltool_restore::check_manifest(rep, m).map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    restore_checked(root, input, &mut check, opts)
+}
+
+/// [`restore_into`] with any check between extraction and swap (a migration reads its
+/// manifest only after the data).
+///
+/// # Errors
+/// The extraction's, the check's or the swap's error; `root` is unchanged then.
+pub fn restore_checked(
+    root: &Path,
+    input: Box<dyn Read + Send>,
+    check: &mut dyn FnMut(&ExtractReport) -> std::result::Result<(), String>,
+    opts: &ExtractOptions,
+) -> std::result::Result<ExtractReport, String> {
     let n = nonce();
     let staging = root.join(format!(".voltool-restore-{n}"));
     std::fs::create_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
@@ -292,17 +432,13 @@ pub fn restore_into(
             rep.compression = Some(kind);
             Ok(rep)
         })
-        .and_then(|rep| {
-            if let Some(m) = manifest {
-                voltool_restore::check_manifest(&rep, m)?;
-            }
-            Ok(rep)
-        });
+        .map_err(|e| e.to_string())
+        .and_then(|rep| check(&rep).map(|()| rep));
     let report = match done {
         Ok(r) => r,
         Err(e) => {
             remove_tree(&staging);
-            return Err(e.to_string());
+            return Err(e);
         }
     };
     swap_in(root, &staging, &n).inspect_err(|_| remove_tree(&staging))?;
@@ -365,4 +501,13 @@ fn swap_in(root: &Path, staging: &Path, n: &str) -> std::result::Result<(), Stri
     let _ = std::fs::remove_dir(staging);
     remove_tree(&old);
     Ok(())
+}
+
+/// A frame reader shared between the extraction (data) and the check (manifest).
+struct Shared<R: Read>(std::sync::Arc<std::sync::Mutex<voltool_migrate::FrameReader<R>>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).read(buf)
+    }
 }

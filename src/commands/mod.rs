@@ -9,6 +9,7 @@ use crate::client::Api;
 
 mod backup;
 mod doctor;
+mod migrate;
 mod restore;
 mod secret;
 mod serve;
@@ -24,6 +25,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secret(cmd) => secret::run(&api, cmd).await,
         Command::Backup(cmd) => backup::run(&api, cmd).await,
         Command::Restore(args) => restore::restore(&api, args).await,
+        Command::Migrate(args) => migrate::migrate(&api, args).await,
+        Command::Receive { name } => migrate::receive(&api, &name).await,
         Command::Export { volume, output } => restore::export(&api, &volume, output.as_deref()).await,
         Command::Import { volume, input, opts } => restore::import(&api, &volume, input.as_deref(), &opts, false).await,
     }
