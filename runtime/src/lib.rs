@@ -22,6 +22,7 @@
 //! Linux only. The real implementation needs `CAP_SYS_ADMIN`; its tests skip (with a visible
 //! `SKIP` line) when not run as root outside CI.
 
+pub mod container;
 pub mod error;
 pub mod fuse;
 pub mod lock;

@@ -231,3 +231,58 @@ fn fuse_mount_shows_in_mountinfo_and_unmounts() {
     .expect("namespace");
     assert!(!host_sees(&target));
 }
+
+fn check(
+    data: &std::path::Path,
+    command: &str,
+    timeout: std::time::Duration,
+) -> voltool_runtime::container::ContainerOutcome {
+    let work = tempfile::tempdir().expect("work");
+    voltool_runtime::container::run(&voltool_runtime::container::ContainerSpec {
+        rootfs: None,
+        data: data.to_path_buf(),
+        command: command.into(),
+        timeout,
+        workdir: work.path().to_path_buf(),
+    })
+    .expect("container")
+}
+
+#[test]
+fn check_container_isolates_and_reports_the_exit_status() {
+    if !root_or_skip("check_container_isolates_and_reports_the_exit_status") {
+        return;
+    }
+    let data = tempfile::tempdir().expect("data");
+    std::fs::write(data.path().join("hello.txt"), "restored\n").expect("write");
+    let t = std::time::Duration::from_secs(20);
+    // The data is at /data, read-write; the command is PID 1; its own hostname.
+    let o = check(data.path(), "cat /data/hello.txt && echo pid=$$ && hostname && echo made > /data/new", t);
+    assert_eq!(o.status, 0, "{}", o.output);
+    assert!(
+        o.output.contains("restored") && o.output.contains("pid=1") && o.output.contains("voltool-check"),
+        "{}",
+        o.output
+    );
+    assert_eq!(std::fs::read_to_string(data.path().join("new")).expect("written"), "made\n");
+    // No network: only a loopback interface, and it is down; nothing reachable.
+    let o = check(data.path(), "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '", t);
+    assert_eq!(o.output.trim(), "lo", "{}", o.output);
+    // The root is read-only, the host's private directories are not there, other processes neither.
+    let o =
+        check(data.path(), "touch /usr/x 2>&1; touch /etc/x 2>&1; ls /root /home 2>&1; ls /proc | grep -c '^[0-9]'", t);
+    assert!(o.output.matches("Read-only file system").count() >= 2, "{}", o.output);
+    assert!(o.output.contains("No such file"), "{}", o.output);
+    assert!(
+        o.output.trim().ends_with('2') || o.output.trim().ends_with('3'),
+        "only the shell and its children: {}",
+        o.output
+    );
+    // The status decides; a timeout kills everything.
+    assert_eq!(check(data.path(), "exit 7", t).status, 7);
+    let o = check(data.path(), "sleep 60", std::time::Duration::from_millis(500));
+    assert!(o.timed_out && o.status == 128 + 9, "{o:?}");
+    // Nothing leaked into the host's mount table.
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!table.contains(&*data.path().to_string_lossy()), "{table}");
+}
