@@ -215,6 +215,14 @@ pub enum BackupCommand {
     /// manifest (nothing is written to disk). Exit status 1 if it fails.
     Verify {
         id: String,
+        /// Also restore it into a scratch volume and run --check-cmd in a minimal container
+        /// (no network, host root read-only, the data at /data); the scratch volume is removed.
+        #[arg(long)]
+        restore_test: bool,
+        /// The check (run with /bin/sh -c; exit 0 = good), e.g. 'test -s /data/db/PG_VERSION'
+        /// [default: list /data].
+        #[arg(long, requires = "restore_test")]
+        check_cmd: Option<String>,
         #[arg(long)]
         json: bool,
     },

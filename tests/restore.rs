@@ -195,3 +195,40 @@ fn export_then_import_round_trips_and_export_is_a_stock_tar_zst() {
         ok(&d.cli(&["volume", "unmount", v, "--id", "t"]));
     }
 }
+
+#[test]
+fn restore_test_runs_the_check_isolated_and_removes_the_scratch_volume() {
+    if !is_root() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root");
+        println!("SKIP restore_test_runs_the_check_isolated_and_removes_the_scratch_volume: needs root (namespaces)");
+        return;
+    }
+    let d = Daemon::start();
+    ok(&d.cli(&["volume", "create", "rt"]));
+    let root = PathBuf::from(ok(&d.cli(&["volume", "mount", "rt", "--id", "t"])));
+    std::fs::write(root.join("PG_VERSION"), "16\n").expect("write");
+    ok(&d.cli(&["volume", "unmount", "rt", "--id", "t"]));
+    let id = ok(&d.cli(&["backup", "run", "rt"])).lines().last().expect("id").to_string();
+    // A check that passes: the data is there, at /data; there is no network but loopback.
+    let check =
+        "test \"$(cat /data/PG_VERSION)\" = 16 && test \"$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')\" = lo";
+    let o = d.cli(&["backup", "verify", &id, "--restore-test", "--check-cmd", check]);
+    assert!(o.status.success(), "{} {}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("restore test ok"), "{}", stdout(&o));
+    // A check that fails decides: exit 1, the reason and output shown, recorded in the catalog.
+    let o = d.cli(&["backup", "verify", &id, "--restore-test", "--check-cmd", "echo wrong version >&2; exit 3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exited 3") && stderr(&o).contains("wrong version"), "{}", stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(&ok(&d.cli(&["backup", "show", &id, "--json"]))).expect("json");
+    assert_eq!(row["verify_status"], "failed", "{row}");
+    // The scratch volumes are gone.
+    let ls = ok(&d.cli(&["volume", "ls", "-q"]));
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["rt"], "{ls}");
+    // Scheduled: backup-verify=restore runs the restore test after each backup.
+    ok(&d.cli(&["volume", "create", "rs", "-o", "backup-schedule=*/2 * * * * *", "-o", "backup-verify=restore"]));
+    let t0 = std::time::Instant::now();
+    while !d.log().contains("restore test passed") {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "no scheduled restore test: {}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

@@ -70,7 +70,14 @@ async fn run(State(b): State<Backups>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let run = RunRequest { volume: req.volume, target: req.target, verify: req.verify, keep: None, trigger: "manual" };
+    let run = RunRequest {
+        volume: req.volume,
+        target: req.target,
+        verify: req.verify,
+        keep: None,
+        trigger: "manual",
+        restore_test: false,
+    };
     match b.start(run).await {
         Ok(id) => (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response(),
         Err(e) => err(e),

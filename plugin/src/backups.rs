@@ -274,7 +274,13 @@ pub struct RunRequest {
     pub keep: Option<String>,
     /// `manual`, `schedule`.
     pub trigger: &'static str,
+    /// After a successful verification, also run the restore test.
+    pub restore_test: bool,
 }
+
+/// Runs the restore test of a backup (set by the daemon: it lives with the restore code).
+pub type RestoreTester =
+    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 struct Engine {
     svc: VolumeService,
@@ -287,6 +293,7 @@ struct Engine {
     progress: Mutex<HashMap<String, Arc<Progress>>>,
     slots: Arc<Semaphore>,
     wake: Notify,
+    restore_tester: std::sync::OnceLock<RestoreTester>,
 }
 
 /// The backup engine; cheap to clone.
@@ -347,10 +354,16 @@ impl Backups {
             running: Mutex::default(),
             progress: Mutex::default(),
             wake: Notify::new(),
+            restore_tester: std::sync::OnceLock::new(),
         });
         let b = Self { e };
         b.recover(true).await?;
         Ok(b)
+    }
+
+    /// Sets what runs the restore test of `backup-verify=restore` volumes.
+    pub fn set_restore_tester(&self, t: RestoreTester) {
+        let _ = self.e.restore_tester.set(t);
     }
 
     /// The target used when neither the run nor the volume names one.
@@ -554,7 +567,14 @@ impl Backups {
                 progress.set_phase("verifying");
                 progress.done.store(0, Ordering::Relaxed);
                 progress.total.store(row.bytes_out.unwrap_or(0), Ordering::Relaxed);
-                let _ = self.verify_with(&row.id, progress.clone()).await;
+                let verified = self.verify_with(&row.id, progress.clone()).await;
+                if req.restore_test
+                    && verified.is_ok_and(|v| v.ok)
+                    && let Some(t) = self.e.restore_tester.get()
+                {
+                    progress.set_phase("restore test");
+                    t(row.id.clone()).await;
+                }
             }
             if let Some(k) = keep {
                 progress.set_phase("pruning");
@@ -763,6 +783,15 @@ impl Backups {
         .await
     }
 
+    /// Records a verification result (e.g. of a restore test) for a backup.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn record_verification(&self, id: &str, ok: bool, reason: Option<&str>) -> Result<()> {
+        let (i, r) = (id.to_owned(), reason.map(str::to_owned));
+        self.blocking(move |e| Ok(e.svc.store().set_backup_verified(&i, ok, &now_rfc3339(), r.as_deref())?)).await
+    }
+
     /// Where a complete backup's archive is: its target, `ID.tar.zst` and `ID.manifest.json`;
     /// `None` when `id` is not in the catalog.
     ///
@@ -865,6 +894,7 @@ impl Backups {
                         target: v.spec.backup.target.clone(),
                         keep: v.spec.backup.keep.clone(),
                         verify: v.spec.backup.verify,
+                        restore_test: v.spec.backup.restore_test,
                     },
                 ));
             }
@@ -880,6 +910,7 @@ impl Backups {
                         target: s.target.clone(),
                         keep: s.keep.clone(),
                         verify: s.verify,
+                        restore_test: false,
                     },
                 ));
             }
@@ -941,6 +972,7 @@ impl Backups {
                         verify: entry.verify,
                         keep: entry.keep.clone(),
                         trigger: "schedule",
+                        restore_test: entry.restore_test,
                     };
                     match self.start(req).await {
                         Ok(id) => tracing::info!(schedule = key, backup = id, "scheduled backup started"),
@@ -972,6 +1004,7 @@ struct Entry {
     target: Option<String>,
     keep: Option<String>,
     verify: bool,
+    restore_test: bool,
 }
 
 impl Engine {

@@ -37,6 +37,7 @@ pub fn router(restores: Restores) -> Router {
         .route("/v1/volumes/{name}/import", post(import))
         .route("/v1/volumes/{name}/export", get(export))
         .route("/v1/volumes/{name}/offer", get(offer))
+        .route("/v1/backups/{id}/restore-test", post(restore_test))
         .route("/v1/volumes/{name}/receive/check", post(receive_check))
         .route("/v1/volumes/{name}/receive", post(receive))
         .with_state(restores)
@@ -122,6 +123,28 @@ impl AsyncRead for Checked {
             }
             other => other,
         }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RestoreTestBody {
+    #[serde(default)]
+    check_cmd: Option<String>,
+}
+
+async fn restore_test(State(r): State<Restores>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: RestoreTestBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreTestBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return err(Error::BadRequest(format!("invalid request body: {e}"))),
+        }
+    };
+    match r.restore_test(&id, req.check_cmd.as_deref()).await {
+        Ok(o) => axum::Json(o).into_response(),
+        Err(e) => err(e),
     }
 }
 

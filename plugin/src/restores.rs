@@ -64,6 +64,21 @@ pub struct RestoreOutcome {
     pub created: bool,
 }
 
+/// The outcome of a restore test.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreTestOutcome {
+    pub id: String,
+    pub ok: bool,
+    /// The check command's exit status (128 + N for signal N).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    /// Its stdout and stderr (first 64 KiB).
+    pub output: String,
+    /// Why the test could not run or failed before the command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Restores, exports and imports.
 #[derive(Clone, Debug)]
 pub struct Restores {
@@ -339,6 +354,80 @@ impl Restores {
             volume: name.to_owned(),
             options: rec.options,
             secrets,
+        })
+    }
+
+    /// The restore test of a backup: restores it into a scratch volume and runs `command`
+    /// (default: list the data) in a minimal container (the runtime's: no network, the host
+    /// root read-only, the scratch volume at `/data`). The command's exit status decides;
+    /// the scratch volume is always removed. The result is recorded with the backup.
+    ///
+    /// # Errors
+    /// [`Error::BackupNotFound`], store errors; a failed restore or check is an `Ok` outcome
+    /// with `ok: false`.
+    pub async fn restore_test(&self, id: &str, command: Option<&str>) -> Result<RestoreTestOutcome> {
+        let Some(_) = self.backups.locate(id).await? else {
+            return Err(Error::BackupNotFound { id: id.to_owned() });
+        };
+        let scratch = format!("voltool-check-{}", nonce());
+        let command = command.unwrap_or("ls -la /data >/dev/null").to_owned();
+        let outcome = self.restore_test_in(&scratch, id, &command).await;
+        if self.svc.get(&scratch).await.ok().flatten().is_some()
+            && let Err(e) = self.svc.remove(&scratch, true).await
+        {
+            tracing::warn!(volume = scratch, error = %e, "could not remove the restore test's scratch volume");
+        }
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => RestoreTestOutcome {
+                id: id.into(),
+                ok: false,
+                status: None,
+                output: String::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        let reason = (!outcome.ok).then(|| {
+            outcome.error.clone().unwrap_or_else(|| {
+                format!(
+                    "restore test: the check command exited {}: {}",
+                    outcome.status.unwrap_or(-1),
+                    outcome.output.trim()
+                )
+            })
+        });
+        self.backups.record_verification(id, outcome.ok, reason.as_deref()).await?;
+        Ok(outcome)
+    }
+
+    async fn restore_test_in(&self, scratch: &str, id: &str, command: &str) -> Result<RestoreTestOutcome> {
+        // The scratch volume is a plain directory volume: no network, no image to make.
+        self.svc.create(scratch, BTreeMap::new()).await?;
+        let restored = self.restore_from(scratch, id, RestoreOptions::default()).await?;
+        let mount_id = format!("{MOUNT_ID_PREFIX}check-{}", nonce());
+        let data = self.svc.mount(scratch, &mount_id).await?;
+        let workdir = self.svc.layout().state_dir.join("check").join(scratch);
+        std::fs::create_dir_all(&workdir).map_err(Error::io(scratch, "create", workdir.clone()))?;
+        let spec = voltool_runtime::container::ContainerSpec {
+            rootfs: None,
+            data,
+            command: command.to_owned(),
+            timeout: std::time::Duration::from_secs(600),
+            workdir: workdir.clone(),
+        };
+        let ran = tokio::task::spawn_blocking(move || voltool_runtime::container::run(&spec))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let _ = std::fs::remove_dir(&workdir);
+        self.svc.unmount(scratch, &mount_id).await?;
+        let ran = ran.map_err(|e| restore_err(scratch, format!("starting the check container: {e}")))?;
+        tracing::info!(backup = id, status = ran.status, files = restored.files, "restore test ran");
+        Ok(RestoreTestOutcome {
+            id: id.to_owned(),
+            ok: ran.status == 0 && !ran.timed_out,
+            status: Some(ran.status),
+            output: ran.output,
+            error: ran.timed_out.then(|| "restore test: the check command timed out".to_string()),
         })
     }
 

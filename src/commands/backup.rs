@@ -183,7 +183,7 @@ pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
                 }
             }
         }
-        BackupCommand::Verify { id, json } => {
+        BackupCommand::Verify { id, restore_test, check_cmd, json } => {
             let bar = (tty && !json).then(|| {
                 let b = ProgressBar::new_spinner();
                 b.set_message(format!("verifying {id}"));
@@ -191,22 +191,51 @@ pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
                 b
             });
             let res: Value = api.post_long(&format!("/v1/backups/{}/verify", segment(&id)), json!({})).await?;
+            let mut ok = res.get("ok").and_then(Value::as_bool) == Some(true);
+            let test: Option<Value> = if restore_test && ok {
+                if let Some(b) = &bar {
+                    b.set_message(format!("restore test of {id}"));
+                }
+                let body = json!({ "check_cmd": check_cmd });
+                let t: Value = api.post_long(&format!("/v1/backups/{}/restore-test", segment(&id)), body).await?;
+                ok = t.get("ok").and_then(Value::as_bool) == Some(true);
+                Some(t)
+            } else {
+                None
+            };
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-            let ok = res.get("ok").and_then(Value::as_bool) == Some(true);
             if json {
-                output::json(&res)?;
-            } else if ok {
-                println!(
-                    "backup {id}: ok — {} entries, {} files, {} checked, archive {}",
-                    u(&res, "entries").unwrap_or(0),
-                    u(&res, "files").unwrap_or(0),
-                    human(u(&res, "bytes").unwrap_or(0)),
-                    human(u(&res, "archive_bytes").unwrap_or(0))
-                );
+                output::json(&json!({ "verify": res, "restore_test": test, "ok": ok }))?;
             } else {
-                eprintln!("voltool: {}", s(&res, "error"));
+                if res.get("ok").and_then(Value::as_bool) == Some(true) {
+                    println!(
+                        "backup {id}: ok — {} entries, {} files, {} checked, archive {}",
+                        u(&res, "entries").unwrap_or(0),
+                        u(&res, "files").unwrap_or(0),
+                        human(u(&res, "bytes").unwrap_or(0)),
+                        human(u(&res, "archive_bytes").unwrap_or(0))
+                    );
+                } else {
+                    eprintln!("voltool: {}", s(&res, "error"));
+                }
+                if let Some(t) = &test {
+                    if t.get("ok").and_then(Value::as_bool) == Some(true) {
+                        println!("backup {id}: restore test ok (check command exited 0)");
+                    } else {
+                        eprintln!(
+                            "voltool: backup {id}: restore test failed: {}{}",
+                            t.get("error")
+                                .and_then(Value::as_str)
+                                .map_or_else(|| format!("the check command exited {}", t["status"]), str::to_owned),
+                            t.get("output")
+                                .and_then(Value::as_str)
+                                .filter(|o| !o.trim().is_empty())
+                                .map_or_else(String::new, |o| format!("\n{}", o.trim_end()))
+                        );
+                    }
+                }
             }
             if !ok {
                 return Ok(ExitCode::FAILURE);

@@ -164,6 +164,17 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let plugin =
         axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
     let restores = voltool_plugin::restores::Restores::new(svc.clone(), backups.clone());
+    let tester = restores.clone();
+    backups.set_restore_tester(std::sync::Arc::new(move |id: String| {
+        let r = tester.clone();
+        Box::pin(async move {
+            match r.restore_test(&id, None).await {
+                Ok(o) if o.ok => tracing::info!(backup = id, "restore test passed"),
+                Ok(o) => tracing::warn!(backup = id, status = ?o.status, error = ?o.error, "restore test failed"),
+                Err(e) => tracing::warn!(backup = id, error = %e, "restore test could not run"),
+            }
+        })
+    }));
     let api_routes = mgmt::router(svc, driver, doctor)
         .merge(voltool_plugin::backup_api::router(backups))
         .merge(voltool_plugin::restore_api::router(restores));

@@ -171,6 +171,9 @@ pub struct BackupPolicy {
     pub keep: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
+    /// `backup-verify=restore`: after verifying, restore into a scratch volume and check it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_test: bool,
 }
 
 impl BackupPolicy {
@@ -210,11 +213,10 @@ fn parse_backup_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result<boo
                 "true" | "yes" | "1" => true,
                 "false" | "no" | "0" => false,
                 "restore" => {
-                    return Err(OptionError::Unsupported(
-                        "backup-verify=restore (a restore test after each backup) is not in this version of voltool yet; use true".into(),
-                    ));
+                    policy.restore_test = true;
+                    true
                 }
-                _ => return Err(bad("valid values: true, false".into())),
+                _ => return Err(bad("valid values: true, false, restore".into())),
             }
         }
         _ => return Ok(false),
@@ -705,6 +707,8 @@ mod tests {
         assert_eq!(p.backup.keep.as_deref(), Some("last=3,daily=7"));
         assert_eq!(p.backup.target.as_deref(), Some("offsite"));
         assert!(p.backup.verify);
+        let p = parse_options(&opts(&[("backup-verify", "restore")])).expect("restore");
+        assert!(p.backup.verify && p.backup.restore_test);
         for (k, v, want) in [
             ("backup-schedule", "61 * * * *", "option backup-schedule"),
             ("backup-schedule", "* * *", "option backup-schedule"),
@@ -712,8 +716,7 @@ mod tests {
             ("backup-keep", "yearly=1", "option backup-keep"),
             ("backup-target", "gs://b/x", "unsupported scheme"),
             ("backup-target", "a b", "target name"),
-            ("backup-verify", "maybe", "valid values: true, false"),
-            ("backup-verify", "restore", "not in this version"),
+            ("backup-verify", "maybe", "valid values: true, false, restore"),
         ] {
             let e = parse_options(&opts(&[(k, v)])).expect_err(v).to_string();
             assert!(e.contains(want), "{k}={v}: {e}");
