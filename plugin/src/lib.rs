@@ -18,8 +18,8 @@
 //! format and the targets are in `voltool-backup`.
 //!
 //! ## Limitations
-//! NFS/CIFS `size=` and `on-remove=delete` for network volumes, `on-remove=archive` and
-//! `backup-verify=restore` are refused with a message saying so. tmpfs contents live only
+//! NFS/CIFS `size=` and `on-remove=delete` for network volumes and `on-remove=archive` are
+//! refused with a message saying so. tmpfs contents live only
 //! while the volume is mounted by some container, like Docker's own tmpfs volumes.
 
 pub mod backend;
