@@ -379,7 +379,12 @@ fn delete_source_moves_the_volume_under_its_own_name() {
     let want = tree(&src);
     unmount(|a| d.cli(a), vol);
 
-    // No :NEWNAME, the ssh command from VOLTOOL_SSH_COMMAND, the remote `voltool` from B's PATH.
+    // No :NEWNAME, the ssh command from VOLTOOL_SSH_COMMAND, the remote `voltool` from B's PATH
+    // (sshd's SetEnv puts the lab's wrapper first; a shell rc file could put another first).
+    let mut which = Command::new("sh");
+    which.arg("-c").arg(format!("{} {} 'command -v voltool'", lab.ssh, lab.host));
+    let which = ok(&run(which, Duration::from_secs(60), "ssh: command -v voltool"));
+    assert_eq!(which, lab.remote_voltool, "`voltool` on B's PATH over ssh is the lab's");
     let o = lab.migrate(&d, &[vol, &lab.host, "--delete-source", "--json"], &[("VOLTOOL_SSH_COMMAND", &lab.ssh)]);
     let out = ok(&o);
     let v: serde_json::Value =
@@ -500,6 +505,56 @@ fn a_secret_the_remote_lacks_is_named_and_nothing_is_created() {
     ok(&d.cli(&["volume", "rm", vol]));
     let _ = std::fs::remove_dir_all(share.join(vol));
     ok(&d.cli(&["secret", "rm", &secret]));
+}
+
+#[test]
+fn a_stream_corrupted_in_transit_is_refused_and_leaves_nothing() {
+    let test = "a_stream_corrupted_in_transit_is_refused_and_leaves_nothing";
+    let Some(lab) = lab(test) else { return };
+    let d = Daemon::start();
+    let (vol, new) = ("mig-flip", "mig-flipped");
+    lab.cleanup(new);
+    ok(&d.cli(&["volume", "create", vol]));
+    let src = mount(|a| d.cli(a), vol);
+    random_file(&src.join("data.bin"), 24 << 20);
+    std::fs::write(src.join("small.txt"), "small\n").expect("write");
+    unmount(|a| d.cli(a), vol);
+    let volumes_before = lab.remote_volumes();
+    let state_before = listing(&lab.state);
+
+    // An ssh that passes the first 5,000,000 bytes, adds one to the next byte, passes the rest.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let wrapper = tmp.path().join("flipping-ssh.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\n{{ head -c 5000000; head -c 1 | tr '\\000-\\377' '\\001-\\377\\000'; cat; }} | {} \"$@\"\n",
+            lab.ssh
+        ),
+    )
+    .expect("write wrapper");
+    sh(&format!("chmod 755 '{}'", wrapper.display()));
+    let dest = format!("{}:{new}", lab.host);
+    let args = [vol, &dest, "-e", wrapper.to_str().expect("utf8"), "--remote-voltool", &lab.remote_voltool];
+    let o = lab.migrate(&d, &args, &[]);
+    let msg = stderr(&o);
+    assert!(!o.status.success(), "a corrupted stream must not migrate: {}", stdout(&o));
+    assert!(msg.contains(vol) || msg.contains(new), "says which migration failed: {msg}");
+    println!("{test}: migrate said: {msg}");
+    let t0 = Instant::now();
+    loop {
+        let volumes = lab.remote_volumes();
+        let left: Vec<String> = listing(&lab.state).difference(&state_before).cloned().collect();
+        if volumes == volumes_before && left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "B still has: volumes {volumes:?} (before: {volumes_before:?}), new paths in its state dir {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(stdout(&d.cli(&["volume", "ls", "-q"])).lines().any(|l| l == vol), "the source stays");
 }
 
 /// What the interrupted-migration test kills mid-transfer.

@@ -11,6 +11,18 @@ cd "$top"
 log() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 die() { echo "test.sh: FAILED: $*" >&2; exit 1; }
 
+# Every server this script starts is stopped when it ends, also when a start fails.
+cleanup() {
+  # The host-mode daemon the Docker suite started.
+  if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
+  for p in /tmp/voltool-test-nfs/ganesha.pid /tmp/voltool-test-nfs/rpcbind.pid; do
+    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+  done
+  for p in /tmp/voltool-test-smb/pid/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+  [ -f "${VOLTOOL_TEST_S3_PIDFILE:-/nonexistent}" ] && kill "$(cat "$VOLTOOL_TEST_S3_PIDFILE")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
 [ "$(id -u)" = 0 ] || die "run as root: the runtime and Docker suites mount filesystems"
 
 log "packages"
@@ -73,16 +85,6 @@ deploy/plugin.sh build || die "plugin build"
 deploy/plugin.sh install || die "plugin install"
 
 log "tests"
-cleanup() {
-  # The host-mode daemon the Docker suite started.
-  if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
-  for p in /tmp/voltool-test-nfs/ganesha.pid /tmp/voltool-test-nfs/rpcbind.pid; do
-    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
-  done
-  for p in /tmp/voltool-test-smb/pid/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  [ -f "${VOLTOOL_TEST_S3_PIDFILE:-/nonexistent}" ] && kill "$(cat "$VOLTOOL_TEST_S3_PIDFILE")" 2>/dev/null || true
-}
-trap cleanup EXIT
 out=$(mktemp)
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out"
