@@ -748,3 +748,33 @@ fn s3_server_stopped_mid_upload_fails_cleanly_and_the_next_run_works() {
     let b = run_backup(&d, "s3stop", &["--target", &url, "--verify"]);
     assert_eq!(b["verify_status"], "ok", "{b}");
 }
+
+#[test]
+fn on_remove_archive_backs_up_before_removing_and_keeps_the_volume_if_it_cannot() {
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "arch", "-o", "on-remove=archive"]).status.success());
+    let root = mount(&d, "arch");
+    std::fs::write(root.join("last-words.txt"), "keep me\n").expect("write");
+    unmount(&d, "arch");
+    let o = d.cli(&["volume", "rm", "arch"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = list(&d, "arch");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["trigger"], "archive");
+    assert_eq!(b[0]["status"], "complete");
+    assert_eq!(b[0]["verify_status"], "ok");
+    let ls = stdout(&d.cli(&["volume", "ls", "-q"]));
+    assert!(!ls.lines().any(|l| l == "arch"), "removed: {ls}");
+    // The archive restores with stock tools.
+    let id = b[0]["id"].as_str().expect("id");
+    let out = d.dir.path().join("back");
+    gnu_extract(&d.state().join("backups").join(format!("{id}.tar.zst")), &out);
+    assert_eq!(std::fs::read_to_string(out.join("last-words.txt")).expect("restored"), "keep me\n");
+    // A backup that cannot be written: the volume is not removed.
+    let o = d.cli(&["volume", "create", "stuck", "-o", "on-remove=archive", "-o", "backup-target=/dev/null/nowhere"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.cli(&["volume", "rm", "stuck"]);
+    assert!(!o.status.success(), "must not remove what it could not archive");
+    assert!(stderr(&o).contains("not removed") && stderr(&o).contains("on-remove=archive"), "{}", stderr(&o));
+    assert!(stdout(&d.cli(&["volume", "ls", "-q"])).lines().any(|l| l == "stuck"));
+}

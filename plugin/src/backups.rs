@@ -783,6 +783,37 @@ impl Backups {
         .await
     }
 
+    /// Backs a volume up to its target, verified, and waits for the result (`on-remove=archive`).
+    ///
+    /// # Errors
+    /// [`Error::Backup`] with the reason when the backup or its verification failed.
+    pub async fn archive(&self, volume: &str) -> Result<String> {
+        let req = RunRequest {
+            volume: volume.to_owned(),
+            target: None,
+            verify: true,
+            keep: None,
+            trigger: "archive",
+            restore_test: false,
+        };
+        let id = self.start(req).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let v = self.show(&id).await?;
+            if v.progress.is_some() || v.row.status == BackupStatus::Running {
+                continue;
+            }
+            return match (v.row.status, v.row.verify_status.as_deref()) {
+                (BackupStatus::Complete, Some("ok")) => Ok(id),
+                (BackupStatus::Complete, _) => Err(backup_err(
+                    &id,
+                    format!("its verification failed: {}", v.row.verify_reason.unwrap_or_default()),
+                )),
+                _ => Err(backup_err(&id, v.row.reason.unwrap_or_else(|| "failed".into()))),
+            };
+        }
+    }
+
     /// Records a verification result (e.g. of a restore test) for a backup.
     ///
     /// # Errors

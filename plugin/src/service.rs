@@ -95,7 +95,16 @@ pub struct VolumeService {
     deadline: Duration,
     /// Notified when a volume is created or removed (the backup scheduler listens).
     changes: Arc<tokio::sync::Notify>,
+    /// Backs a volume up before an `on-remove=archive` removal (set by the daemon).
+    archiver: Arc<std::sync::OnceLock<Archiver>>,
 }
+
+/// Backs a volume up and verifies the backup; `Ok(backup ID)` or the reason it failed.
+pub type Archiver = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// How long Mount/Unmount may take: a network mount against a server that stopped answering
 /// fails after this, instead of hanging Docker.
@@ -125,6 +134,7 @@ impl VolumeService {
             locks: Arc::default(),
             deadline: MOUNT_DEADLINE,
             changes: Arc::default(),
+            archiver: Arc::default(),
         };
         svc.inner.reconcile()?;
         Ok(svc)
@@ -142,6 +152,11 @@ impl VolumeService {
     /// The mount seam (the backup engine makes its read-only view with it).
     pub fn mounter(&self) -> Arc<dyn voltool_runtime::Mounter> {
         self.inner.host.mounter.clone()
+    }
+
+    /// Sets what backs up `on-remove=archive` volumes before they are removed.
+    pub fn set_archiver(&self, a: Archiver) {
+        let _ = self.archiver.set(a);
     }
 
     /// Notified whenever a volume is created or removed.
@@ -328,6 +343,22 @@ impl VolumeService {
     /// [`Error::NotFound`], [`Error::InUse`], unmount/I/O/store errors.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let n = name.to_string();
+        let rec = self.record(name).await?;
+        if rec.spec.on_remove == options::OnRemove::Archive {
+            let held = self.inner.store.mount_ids(name)?.len();
+            if held > 0 && !force {
+                return Err(Error::InUse { volume: name.into(), mounts: held });
+            }
+            let archiver = self.archiver.get().cloned().ok_or_else(|| Error::Unsupported {
+                volume: name.into(),
+                reason: "on-remove=archive needs the backup engine, which this daemon does not run".into(),
+            })?;
+            let id = archiver(name.to_string()).await.map_err(|reason| Error::Unsupported {
+                volume: name.into(),
+                reason: format!("not removed: backing it up first (on-remove=archive) failed: {reason}"),
+            })?;
+            tracing::info!(volume = name, backup = id, "archived before removal");
+        }
         self.locked(name, move |inner| inner.remove(&n, force)).await?;
         self.changes.notify_one();
         Ok(())
@@ -511,16 +542,20 @@ impl Inner {
         // next create of the name moves aside, never a record pointing at half-deleted data.
         self.store.delete_volume(name)?;
         match rec.spec.on_remove {
-            options::OnRemove::Delete => {
+            options::OnRemove::Delete | options::OnRemove::Archive
+                if !matches!(backend, AnyBackend::Nfs | AnyBackend::Cifs) =>
+            {
                 backend.destroy(&self.layout, name)?;
                 tracing::info!(volume = name, "removed volume and deleted its data");
             }
-            options::OnRemove::Retain if backend == AnyBackend::Nfs => {
+            options::OnRemove::Delete | options::OnRemove::Retain | options::OnRemove::Archive
+                if backend == AnyBackend::Nfs =>
+            {
                 backend.destroy(&self.layout, name)?;
                 let t = rec.spec.nfs.as_ref().map(|t| format!("{}:{}", t.addr, t.remote_path())).unwrap_or_default();
                 tracing::info!(volume = name, remote = t, "removed volume; its data stays on the nfs server");
             }
-            options::OnRemove::Retain => {
+            options::OnRemove::Delete | options::OnRemove::Retain | options::OnRemove::Archive => {
                 let kept = backend.retain(&self.layout, name, &now_compact())?;
                 tracing::info!(volume = name, kept = %kept.display(), "removed volume; data retained (on-remove=retain)");
             }

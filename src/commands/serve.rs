@@ -163,6 +163,11 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     };
     let plugin =
         axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
+    let archiving = backups.clone();
+    svc.set_archiver(std::sync::Arc::new(move |volume: String| {
+        let b = archiving.clone();
+        Box::pin(async move { b.archive(&volume).await.map_err(|e| e.to_string()) })
+    }));
     let restores = voltool_plugin::restores::Restores::new(svc.clone(), backups.clone());
     let tester = restores.clone();
     backups.set_restore_tester(std::sync::Arc::new(move |id: String| {

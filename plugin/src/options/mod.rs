@@ -242,6 +242,9 @@ pub enum OnRemove {
     Delete,
     /// Keep the data, moved to `<state dir>/retained/NAME-TIMESTAMP`.
     Retain,
+    /// Back the volume up (and verify it) first; remove only if that succeeded. Then like
+    /// `delete` (local, tmpfs) or `retain` (network volumes: the remote data stays).
+    Archive,
 }
 
 /// What the host offers for enforcing local size limits.
@@ -526,11 +529,7 @@ pub fn parse_full(opts: &BTreeMap<String, String>) -> Result<Parsed, OptionError
                             "a tmpfs volume has nothing to retain once unmounted; use delete",
                         ));
                     }
-                    ("archive", _) => {
-                        return Err(OptionError::Unsupported(
-                            "on-remove=archive backs the volume up before deleting it; backups are not in this version of voltool yet: use retain or delete".into(),
-                        ));
-                    }
+                    ("archive", _) => OnRemove::Archive,
                     _ => return Err(value_err(key, v, "valid values: delete, retain, archive")),
                 }
             }
@@ -723,8 +722,7 @@ mod tests {
         }
         assert!(parse_options(&opts(&[("quota", "zfs")])).is_err());
         assert_eq!(parse_options(&opts(&[("on-remove", "retain")])).expect("retain").on_remove, OnRemove::Retain);
-        let e = parse_options(&opts(&[("on-remove", "archive")])).expect_err("archive").to_string();
-        assert!(e.contains("backups are not in this version"), "{e}");
+        assert_eq!(parse_options(&opts(&[("on-remove", "archive")])).expect("archive").on_remove, OnRemove::Archive);
         assert!(parse_options(&opts(&[("type", "tmpfs"), ("on-remove", "retain")])).is_err());
         assert!(parse_options(&opts(&[("on-remove", "keep")])).is_err());
         assert!(parse_options(&opts(&[("fs", "btrfs")])).is_err());
