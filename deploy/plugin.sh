@@ -55,6 +55,17 @@ build() {
     copy_with_libs "$(readlink -f "$path")" "/usr/sbin/$tool"
   done
   [ -f /etc/mke2fs.conf ] && install -D -m 0644 /etc/mke2fs.conf "$out/rootfs/etc/mke2fs.conf"
+  # A shell and basic tools for restore-test check commands (they run in a container whose
+  # root is this rootfs): busybox, when the host has the static one.
+  if [ -x /bin/busybox ]; then
+    install -D -m 0755 /bin/busybox "$out/rootfs/bin/busybox"
+    local applet
+    for applet in $(/bin/busybox --list); do
+      [ -e "$out/rootfs/bin/$applet" ] || ln -s busybox "$out/rootfs/bin/$applet"
+    done
+  else
+    echo "plugin.sh: note: no /bin/busybox (apt-get install busybox-static); restore-test check commands need a shell"
+  fi
   # CA certificates for https S3 endpoints.
   if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
