@@ -44,6 +44,7 @@ both_modes! {
     scheduled_backup_of_container_data_restores_with_tar => scheduled_backup;
     scheduled_backup_to_s3_of_container_data => scheduled_backup_s3;
     seed_recipe_backup_restores_byte_identical => seed_restore;
+    restore_test_of_a_backup_runs_its_check => restore_test;
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -596,4 +597,21 @@ fn seed_restore(env: &Env) {
     assert!(below(&want).contains("./db/base/1 70:70"), "{}", below(&want));
     docker_ok(&["volume", "rm", &dst]);
     docker_ok(&["volume", "rm", &src]);
+}
+
+/// `backup verify --restore-test` works in both modes (the managed plugin's check container
+/// has the plugin rootfs, with busybox, as its root).
+fn restore_test(env: &Env) {
+    let v = env.volume_name("rtest");
+    env.create_ok(&v, &[]);
+    let o = env.run_in(&v, "echo 16 > /data/PG_VERSION");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = env.voltool(&["backup", "run", &v]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = out(&o).lines().last().unwrap_or_default().to_string();
+    let o = env.voltool(&["backup", "verify", &id, "--restore-test", "--check-cmd", "grep -qx 16 /data/PG_VERSION"]);
+    assert!(o.status.success(), "restore test: {}", text(&o));
+    let o = env.voltool(&["backup", "verify", &id, "--restore-test", "--check-cmd", "test -e /data/missing"]);
+    assert!(!o.status.success(), "a failing check fails");
+    docker_ok(&["volume", "rm", &v]);
 }
