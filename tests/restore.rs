@@ -215,6 +215,23 @@ fn restore_test_runs_the_check_isolated_and_removes_the_scratch_volume() {
     let o = d.cli(&["backup", "verify", &id, "--restore-test", "--check-cmd", check]);
     assert!(o.status.success(), "{} {}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("restore test ok"), "{}", stdout(&o));
+    // The check cannot reach the network (a listener on the host's loopback is right there)
+    // nor write outside /data (its /tmp is private).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let marker = format!("voltool-check-escape-{}", std::process::id());
+    let escape = format!(
+        "if busybox nc -w 2 127.0.0.1 {port} </dev/null; then echo NET-REACHED; fi; \
+         touch /usr/{marker} /etc/{marker} / 2>/dev/null && echo WROTE-ROOT; echo x > /tmp/{marker}; \
+         echo x > /data/{marker} && echo data-ok"
+    );
+    let o = d.cli(&["backup", "verify", &id, "--restore-test", "--check-cmd", &escape]);
+    assert!(o.status.success(), "{} {}", stdout(&o), stderr(&o));
+    listener.set_nonblocking(true).expect("nonblocking");
+    assert!(listener.accept().is_err(), "the check reached the host's loopback");
+    for p in [format!("/usr/{marker}"), format!("/etc/{marker}"), format!("/tmp/{marker}")] {
+        assert!(!Path::new(&p).exists(), "{p} written on the host");
+    }
     // A check that fails decides: exit 1, the reason and output shown, recorded in the catalog.
     let o = d.cli(&["backup", "verify", &id, "--restore-test", "--check-cmd", "echo wrong version >&2; exit 3"]);
     assert!(!o.status.success());
