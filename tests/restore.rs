@@ -221,7 +221,7 @@ fn restore_test_runs_the_check_isolated_and_removes_the_scratch_volume() {
     let port = listener.local_addr().expect("addr").port();
     let marker = format!("voltool-check-escape-{}", std::process::id());
     let escape = format!(
-        "if busybox nc -w 2 127.0.0.1 {port} </dev/null; then echo NET-REACHED; fi; \
+        "busybox true || exit 99; if busybox nc -w 2 127.0.0.1 {port} </dev/null; then exit 98; fi; \
          touch /usr/{marker} /etc/{marker} / 2>/dev/null && echo WROTE-ROOT; echo x > /tmp/{marker}; \
          echo x > /data/{marker} && echo data-ok"
     );
