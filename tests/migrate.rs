@@ -522,13 +522,15 @@ fn a_stream_corrupted_in_transit_is_refused_and_leaves_nothing() {
     let volumes_before = lab.remote_volumes();
     let state_before = listing(&lab.state);
 
-    // An ssh that passes the first 5,000,000 bytes, adds one to the next byte, passes the rest.
+    // An ssh that passes the first 5,000,000 bytes, adds one to the next byte, passes the rest
+    // (dd without fullblock passes each read on at once; head -c would hold the handshake back).
     let tmp = tempfile::tempdir().expect("tmp");
     let wrapper = tmp.path().join("flipping-ssh.sh");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/bash\n{{ head -c 5000000; head -c 1 | tr '\\000-\\377' '\\001-\\377\\000'; cat; }} | {} \"$@\"\n",
+            "#!/bin/bash\n{{ dd bs=64K iflag=count_bytes count=5000000 status=none; \
+             dd bs=1 count=1 status=none | tr '\\000-\\377' '\\001-\\377\\000'; cat; }} | {} \"$@\"\n",
             lab.ssh
         ),
     )

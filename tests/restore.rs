@@ -249,3 +249,96 @@ fn restore_test_runs_the_check_isolated_and_removes_the_scratch_volume() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
+
+/// A `.tar.zst` of `files` top-level files of 4 KiB and one `big_mib` MiB random file.
+fn make_archive(dir: &Path, name: &str, files: usize, big_mib: usize) -> PathBuf {
+    let src = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..files {
+        std::fs::write(src.join(format!("{name}-{i:05}")), vec![(i % 251) as u8; 4096]).expect("write");
+    }
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {}M /dev/urandom > '{}/{name}-big'", big_mib, src.display()))
+        .status()
+        .expect("head");
+    assert!(o.success());
+    let out = dir.join(format!("{name}.tar.zst"));
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("tar -c -C '{}' . | zstd -q -1 -T0 > '{}'", src.display(), out.display()))
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    std::fs::remove_dir_all(&src).expect("rm");
+    out
+}
+
+#[test]
+fn kill_9_mid_restore_leaves_the_old_or_the_new_content_never_a_mix() {
+    let mut d = Daemon::start();
+    let a = make_archive(d.dir.path(), "a", 1500, 60);
+    let b = make_archive(d.dir.path(), "b", 2500, 90);
+    ok(&d.cli(&["volume", "create", "kr"]));
+    let restore = |d: &Daemon, from: &Path| {
+        Command::new(bin())
+            .args(["restore", "kr", "--force", "--from", from.to_str().expect("utf8")])
+            .env("VOLTOOL_API_SOCKET", d.dir.path().join("api.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("restore")
+    };
+    let snapshot = |d: &Daemon| {
+        let root = PathBuf::from(ok(&d.cli(&["volume", "mount", "kr", "--id", "t"])));
+        let t = tree(&root);
+        let hidden: Vec<String> = std::fs::read_dir(&root)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".voltool-restore"))
+            .collect();
+        ok(&d.cli(&["volume", "unmount", "kr", "--id", "t"]));
+        assert!(hidden.is_empty(), "restore leftovers: {hidden:?}");
+        t
+    };
+    let t0 = std::time::Instant::now();
+    assert!(restore(&d, &a).wait().expect("wait").success());
+    let full = t0.elapsed();
+    let tree_a = snapshot(&d);
+    assert!(restore(&d, &b).wait().expect("wait").success());
+    let tree_b = snapshot(&d);
+    assert_ne!(tree_a.len(), tree_b.len());
+    let mut current_is_a = false;
+    let mut seed = u64::from(std::process::id()) | 5;
+    let (mut saw_old, mut saw_new) = (0, 0);
+    for round in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = full.mul_f64(0.05 + (seed % 1000) as f64 / 1000.0 * 1.0);
+        let mut child = restore(&d, if current_is_a { &b } else { &a });
+        std::thread::sleep(at);
+        let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+        let _ = child.wait();
+        d.restart();
+        let now = snapshot(&d);
+        let is_a = now == tree_a;
+        let is_b = now == tree_b;
+        assert!(
+            is_a || is_b,
+            "round {round} (kill at {at:?}): the volume is a mix of old and new ({} entries)",
+            now.len()
+        );
+        if is_a == current_is_a {
+            saw_old += 1;
+        } else {
+            saw_new += 1;
+        }
+        current_is_a = is_a;
+    }
+    println!(
+        "kill -9 mid-restore: {saw_old} rounds kept the old content, {saw_new} had the new one (restore takes {full:?})"
+    );
+}

@@ -86,6 +86,10 @@ pub struct Restores {
     backups: Backups,
 }
 
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 fn nonce() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{:x}{:x}", n, std::process::id())
@@ -191,6 +195,7 @@ impl Restores {
         let root = self.svc.mount(volume, &mount_id).await?;
         let (v, has_manifest) = (volume.to_owned(), manifest.is_some());
         let max = record.spec.size;
+        self.svc.store().set_restoring(volume, true, &now_rfc3339())?;
         let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
             if !opts.force && !created && dir_has_entries(&root).map_err(|e| restore_err(&v, e))? {
                 return Err(restore_err(&v, "it is not empty; restore into a new volume or use --force"));
@@ -206,6 +211,7 @@ impl Restores {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()));
+        self.svc.store().set_restoring(volume, false, "")?;
         if let Err(e) = self.svc.unmount(volume, &mount_id).await {
             tracing::warn!(volume, error = %e, "could not release the restore's mount");
         }
@@ -305,6 +311,7 @@ impl Restores {
         let root = self.svc.mount(name, &mount_id).await?;
         let v = name.to_owned();
         let max = record.spec.size;
+        self.svc.store().set_restoring(name, true, &now_rfc3339())?;
         let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
             let xopts = ExtractOptions {
                 max_bytes: max,
@@ -315,6 +322,7 @@ impl Restores {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()));
+        self.svc.store().set_restoring(name, false, "")?;
         if let Err(e) = self.svc.unmount(name, &mount_id).await {
             tracing::warn!(volume = name, error = %e, "could not release the receive's mount");
         }
@@ -429,6 +437,33 @@ impl Restores {
             output: ran.output,
             error: ran.timed_out.then(|| "restore test: the check command timed out".to_string()),
         })
+    }
+
+    /// At start: finishes or undoes restores a killed daemon left in flight (see [`recover`]).
+    ///
+    /// # Errors
+    /// Store errors; a volume that cannot be recovered is logged and left flagged.
+    pub async fn recover_interrupted(&self) -> Result<()> {
+        for volume in self.svc.store().restoring()? {
+            if self.svc.get(&volume).await?.is_none() {
+                self.svc.store().set_restoring(&volume, false, "")?;
+                continue;
+            }
+            let mount_id = format!("{MOUNT_ID_PREFIX}recover-{}", nonce());
+            let root = self.svc.mount(&volume, &mount_id).await?;
+            let r = tokio::task::spawn_blocking(move || recover(&root))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            self.svc.unmount(&volume, &mount_id).await?;
+            match r {
+                Ok(did) => {
+                    tracing::warn!(volume, actions = ?did, "recovered a restore interrupted by a daemon stop");
+                    self.svc.store().set_restoring(&volume, false, "")?;
+                }
+                Err(e) => tracing::error!(volume, error = %e, "could not recover an interrupted restore"),
+            }
+        }
+        Ok(())
     }
 
     /// Mounts a volume for export and returns its root and the mount ID to release after.
@@ -551,45 +586,117 @@ fn remove_tree(p: &Path) {
     }
 }
 
-/// Moves the root's entries aside, the staged ones in, then deletes the old ones. On a
-/// failure everything moved is moved back.
+/// Writes the swap phase marker atomically (temporary file, fsync, rename, fsync of the root).
+fn set_phase(root: &Path, n: &str, phase: &str) -> std::result::Result<(), String> {
+    use std::io::Write;
+    let marker = root.join(format!(".voltool-restore-{n}.swap"));
+    let tmp = root.join(format!(".voltool-restore-{n}.swap.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(phase.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &marker).map_err(|e| format!("{}: {e}", marker.display()))?;
+    sync_dir(root)
+}
+
+fn sync_dir(dir: &Path) -> std::result::Result<(), String> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
+}
+
+/// Entries of the volume proper (not restore bookkeeping, not `lost+found`).
+fn user_entries(dir: &Path) -> std::result::Result<Vec<std::ffi::OsString>, String> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| {
+            let s = n.to_string_lossy();
+            !s.starts_with(".voltool-restore-") && s != "lost+found"
+        })
+        .collect())
+}
+
+fn move_all(from: &Path, to: &Path) -> std::result::Result<(), String> {
+    for name in user_entries(from)? {
+        std::fs::rename(from.join(&name), to.join(&name))
+            .map_err(|e| format!("moving {}: {e}", from.join(&name).display()))?;
+    }
+    Ok(())
+}
+
+/// Swaps the staged tree in, crash-safely: phase 1 moves the old entries into
+/// `.voltool-restore-old-N`, phase 2 moves the staged ones into the root; a marker file records
+/// the phase, so [`recover`] after a crash rolls phase 1 back (old content) or phase 2 forward
+/// (new content) — never a mix. On an error here everything moved is moved back.
 fn swap_in(root: &Path, staging: &Path, n: &str) -> std::result::Result<(), String> {
     let old = root.join(format!(".voltool-restore-old-{n}"));
     std::fs::create_dir(&old).map_err(|e| format!("creating {}: {e}", old.display()))?;
-    let keep = |name: &std::ffi::OsStr| {
-        let s = name.to_string_lossy();
-        !s.starts_with(".voltool-restore-") && s != "lost+found"
-    };
-    let mut moved_out = Vec::new();
-    let mut moved_in = Vec::new();
-    let result = (|| -> std::result::Result<(), String> {
-        for e in std::fs::read_dir(root).map_err(|e| e.to_string())?.flatten() {
-            if keep(&e.file_name()) {
-                std::fs::rename(e.path(), old.join(e.file_name()))
-                    .map_err(|err| format!("{}: {err}", e.path().display()))?;
-                moved_out.push(e.file_name());
-            }
-        }
-        for e in std::fs::read_dir(staging).map_err(|e| e.to_string())?.flatten() {
-            std::fs::rename(e.path(), root.join(e.file_name()))
-                .map_err(|err| format!("{}: {err}", e.path().display()))?;
-            moved_in.push(e.file_name());
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for name in moved_in {
-            let _ = std::fs::rename(root.join(&name), staging.join(&name));
-        }
-        for name in moved_out {
-            let _ = std::fs::rename(old.join(&name), root.join(&name));
-        }
+    set_phase(root, n, "1")?;
+    if let Err(e) = move_all(root, &old).and_then(|()| sync_dir(root)).and_then(|()| set_phase(root, n, "2")) {
+        let _ = move_all(&old, root);
         let _ = std::fs::remove_dir(&old);
+        let _ = std::fs::remove_file(root.join(format!(".voltool-restore-{n}.swap")));
         return Err(format!("swapping the restored data in: {e}"));
     }
+    if let Err(e) = move_all(staging, root).and_then(|()| sync_dir(root)) {
+        // Undo: staged entries back, old ones in.
+        for name in user_entries(root).unwrap_or_default() {
+            let _ = std::fs::rename(root.join(&name), staging.join(&name));
+        }
+        let _ = move_all(&old, root);
+        let _ = std::fs::remove_dir(&old);
+        let _ = std::fs::remove_file(root.join(format!(".voltool-restore-{n}.swap")));
+        return Err(format!("swapping the restored data in: {e}"));
+    }
+    std::fs::remove_file(root.join(format!(".voltool-restore-{n}.swap")))
+        .map_err(|e| format!("removing the swap marker: {e}"))?;
+    sync_dir(root)?;
     let _ = std::fs::remove_dir(staging);
     remove_tree(&old);
     Ok(())
+}
+
+/// Finishes or undoes what a restore killed mid-way left in a volume's root: a swap in phase
+/// 1 is rolled back, one in phase 2 rolled forward; staging and old trees without a marker
+/// are deleted. Returns what it did, for the log.
+///
+/// # Errors
+/// When the volume's root cannot be read or an entry cannot be moved.
+pub fn recover(root: &Path) -> std::result::Result<Vec<String>, String> {
+    let mut did = Vec::new();
+    let names: Vec<String> = std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in &names {
+        let Some(n) = name.strip_prefix(".voltool-restore-").and_then(|r| r.strip_suffix(".swap")) else { continue };
+        let phase = std::fs::read_to_string(root.join(name)).unwrap_or_default();
+        let (staging, old) =
+            (root.join(format!(".voltool-restore-{n}")), root.join(format!(".voltool-restore-old-{n}")));
+        if phase.trim() == "2" {
+            // Every old entry was out; finish moving the new ones in.
+            move_all(&staging, root)?;
+            did.push(format!("finished swapping in restore {n}"));
+        } else {
+            // Part of the old entries moved out, the new ones not yet in: move the old back.
+            move_all(&old, root)?;
+            did.push(format!("rolled back restore {n}"));
+        }
+        sync_dir(root)?;
+        std::fs::remove_file(root.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let _ = std::fs::remove_file(root.join(format!("{name}.tmp")));
+    }
+    for name in std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))?.flatten() {
+        let s = name.file_name().to_string_lossy().into_owned();
+        if s.starts_with(".voltool-restore-") {
+            if name.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&name.path());
+            } else {
+                let _ = std::fs::remove_file(name.path());
+            }
+            did.push(format!("removed {s}"));
+        }
+    }
+    Ok(did)
 }
 
 /// A frame reader shared between the extraction (data) and the check (manifest).
@@ -598,5 +705,74 @@ struct Shared<R: Read>(std::sync::Arc<std::sync::Mutex<voltool_migrate::FrameRea
 impl<R: Read> Read for Shared<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// A crash in phase 1 (old entries partly moved out, new ones still staged).
+    #[test]
+    fn recover_rolls_phase_one_back_to_the_old_content() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("old1"), "1").unwrap();
+        std::fs::create_dir(root.join(".voltool-restore-old-n")).unwrap();
+        std::fs::write(root.join(".voltool-restore-old-n/old2"), "2").unwrap();
+        std::fs::create_dir(root.join(".voltool-restore-n")).unwrap();
+        std::fs::write(root.join(".voltool-restore-n/new1"), "x").unwrap();
+        std::fs::write(root.join(".voltool-restore-n.swap"), "1").unwrap();
+        let did = recover(root).unwrap();
+        assert!(did.iter().any(|d| d.contains("rolled back")), "{did:?}");
+        assert_eq!(names(root), ["old1", "old2"]);
+    }
+
+    /// A crash in phase 2 (old entries all out, new ones partly in).
+    #[test]
+    fn recover_rolls_phase_two_forward_to_the_new_content() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("new1"), "x").unwrap();
+        std::fs::create_dir(root.join(".voltool-restore-old-n")).unwrap();
+        std::fs::write(root.join(".voltool-restore-old-n/old1"), "1").unwrap();
+        std::fs::create_dir_all(root.join(".voltool-restore-n/newdir")).unwrap();
+        std::fs::write(root.join(".voltool-restore-n.swap"), "2").unwrap();
+        let did = recover(root).unwrap();
+        assert!(did.iter().any(|d| d.contains("finished")), "{did:?}");
+        assert_eq!(names(root), ["new1", "newdir"]);
+    }
+
+    /// An extraction cut short (staging, no marker) or a cleanup cut short (old tree, no marker).
+    #[test]
+    fn recover_removes_unmarked_leftovers() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("keep"), "k").unwrap();
+        std::fs::create_dir_all(root.join(".voltool-restore-a/x")).unwrap();
+        std::fs::create_dir_all(root.join(".voltool-restore-old-b/y")).unwrap();
+        recover(root).unwrap();
+        assert_eq!(names(root), ["keep"]);
+    }
+
+    /// A normal swap leaves only the new entries.
+    #[test]
+    fn swap_replaces_the_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("old"), "o").unwrap();
+        std::fs::create_dir(root.join("lost+found")).unwrap();
+        let staging = root.join(".voltool-restore-z");
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("new"), "n").unwrap();
+        swap_in(root, &staging, "z").unwrap();
+        assert_eq!(names(root), ["lost+found", "new"]);
     }
 }

@@ -73,6 +73,11 @@ const MIGRATIONS: &[&str] = &[
         anchor TEXT NOT NULL,           -- when this expression was first seen
         last_slot TEXT                  -- the latest slot handled (run or skipped)
      );",
+    // 3: restores in flight (a daemon killed during one finishes or undoes it at start).
+    "CREATE TABLE restores (
+        volume TEXT PRIMARY KEY NOT NULL,
+        started_at TEXT NOT NULL
+     );",
 ];
 
 /// A stored volume.

@@ -169,6 +169,10 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
         Box::pin(async move { b.archive(&volume).await.map_err(|e| e.to_string()) })
     }));
     let restores = voltool_plugin::restores::Restores::new(svc.clone(), backups.clone());
+    // Restores a killed daemon left half-done: finish or undo them before serving.
+    if let Err(e) = restores.recover_interrupted().await {
+        tracing::error!(error = %e, "could not recover interrupted restores");
+    }
     let tester = restores.clone();
     backups.set_restore_tester(std::sync::Arc::new(move |id: String| {
         let r = tester.clone();

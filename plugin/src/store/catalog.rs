@@ -302,6 +302,32 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a restore into `volume` as in flight (`true`) or done (`false`).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn set_restoring(&self, volume: &str, restoring: bool, at: &str) -> Result<(), StoreError> {
+        let conn = self.conn();
+        if restoring {
+            conn.execute("INSERT OR REPLACE INTO restores (volume, started_at) VALUES (?1, ?2)", params![volume, at])
+        } else {
+            conn.execute("DELETE FROM restores WHERE volume = ?1", [volume])
+        }
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Volumes with a restore that was in flight when the daemon stopped.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn restoring(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT volume FROM restores ORDER BY volume").map_err(self.err())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     /// Forgets schedules whose key is not in `keep` (volumes removed, schedules dropped).
     ///
     /// # Errors
