@@ -595,6 +595,12 @@ fn seed_restore(env: &Env) {
         |o: &std::process::Output| out(o).lines().filter(|l| !l.starts_with(". ")).collect::<Vec<_>>().join("\n");
     assert_eq!(below(&got), below(&want), "restored volume differs from the original");
     assert!(below(&want).contains("./db/base/1 70:70"), "{}", below(&want));
+    // While a container has the volume mounted, a restore is refused without --force.
+    let holder = docker_ok(&["run", "-d", "--network", "none", "-v", &format!("{dst}:/data"), IMAGE, "sleep", "60"]);
+    let o = env.voltool(&["restore", &dst, "--from", file.to_str().expect("utf8")]);
+    assert!(!o.status.success(), "restore into a volume a container uses must be refused");
+    assert!(text(&o).contains("in use"), "{}", text(&o));
+    docker_ok(&["rm", "-f", holder.trim()]);
     docker_ok(&["volume", "rm", &dst]);
     docker_ok(&["volume", "rm", &src]);
 }
