@@ -20,6 +20,7 @@ cleanup() {
   done
   for p in /tmp/voltool-test-smb/pid/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
   [ -f "${VOLTOOL_TEST_S3_PIDFILE:-/nonexistent}" ] && kill "$(cat "$VOLTOOL_TEST_S3_PIDFILE")" 2>/dev/null || true
+  [ -x /tmp/voltool-test-ssh/stop.sh ] && /tmp/voltool-test-ssh/stop.sh >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -66,6 +67,12 @@ log "s3 server (s3s-fs on 127.0.0.1:18014, checks signatures)"
 s3env=$(deploy/test-env/s3/start-s3.sh /tmp/voltool-test-s3) || die "s3s-fs did not start"
 eval "$s3env"
 [ -n "${VOLTOOL_TEST_S3_ENDPOINT:-}" ] || die "start-s3.sh gave no endpoint"
+
+log "ssh lab (host B: sshd + its own voltool daemon in netns vtsshB, 10.250.88.2)"
+# Prints export lines; tests/migrate.rs restarts B's daemon with the binary cargo builds.
+sshenv=$(deploy/test-env/ssh/start-ssh-lab.sh /tmp/voltool-test-ssh) || die "ssh lab did not start"
+eval "$sshenv"
+[ -n "${VOLTOOL_TEST_SSH_HOST:-}" ] || die "start-ssh-lab.sh gave no host"
 
 log "test image voltool-e2e-busybox"
 if ! docker image inspect voltool-e2e-busybox >/dev/null 2>&1; then
