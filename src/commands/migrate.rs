@@ -164,7 +164,12 @@ pub async fn migrate(api: &Api, args: MigrateArgs) -> Result<ExitCode> {
     let status = child.wait().await.ok();
     let said = stderr_task.await.unwrap_or_default();
     if let Err(e) = streamed {
-        bail!("migration of {} to {host} failed while sending: {e:#}{}", args.volume, ssh_said(said));
+        let how = status.and_then(|s| s.code()).map_or_else(|| "was killed".to_string(), |c| format!("exited {c}"));
+        bail!(
+            "migration of {} to {host} failed while sending: the ssh connection ended (ssh {how}; {e:#}){}; nothing was kept on {host}",
+            args.volume,
+            ssh_said(said)
+        );
     }
     let reply = match verdict {
         Some(r) if r.ok => r,
