@@ -164,11 +164,14 @@ pub async fn migrate(api: &Api, args: MigrateArgs) -> Result<ExitCode> {
     let status = child.wait().await.ok();
     let said = stderr_task.await.unwrap_or_default();
     if let Err(e) = streamed {
-        let broken = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-        });
+        let broken = e
+            .chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe));
         if !broken {
-            bail!("migration of {} to {host} failed: reading the volume here: {e:#}; nothing was kept on {host}", args.volume);
+            bail!(
+                "migration of {} to {host} failed: reading the volume here: {e:#}; nothing was kept on {host}",
+                args.volume
+            );
         }
         let how = status.and_then(|s| s.code()).map_or_else(|| "was killed".to_string(), |c| format!("exited {c}"));
         bail!(
