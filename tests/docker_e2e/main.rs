@@ -494,7 +494,9 @@ fn scheduled_backup_s3(env: &Env) {
 fn scheduled_backup_to(env: &Env, base: &str, target: Option<(String, std::path::PathBuf)>) {
     let v = env.volume_name(base);
     let target_opt = target.as_ref().map(|(url, _)| format!("backup-target={url}"));
-    let mut opts = vec!["backup-schedule=*/3 * * * * *", "backup-verify=true", "backup-keep=last=2"];
+    // A long keep: retention is tested elsewhere, and here must not delete the backup this
+    // test is about to read.
+    let mut opts = vec!["backup-schedule=*/3 * * * * *", "backup-verify=true", "backup-keep=last=50"];
     opts.extend(target_opt.as_deref());
     env.create_ok(&v, &opts);
     let o = env.run_in(
@@ -504,13 +506,17 @@ fn scheduled_backup_to(env: &Env, base: &str, target: Option<(String, std::path:
     );
     assert!(o.status.success(), "{}", text(&o));
     let sha = out(&o);
+    // Only a run that started after the container finished writing holds all of it.
+    let after = utc_in(2);
     let mut found = None;
     wait_within(Duration::from_secs(60), "a complete, verified scheduled backup holding the container's files", || {
         let o = env.voltool(&["backup", "ls", &v, "--json"]);
         let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         found = list.as_array().into_iter().flatten().find_map(|b| {
-            (b["status"] == "complete" && b["verify_status"] == "ok" && b["files"].as_u64() >= Some(2))
-                .then(|| b.clone())
+            (b["status"] == "complete"
+                && b["verify_status"] == "ok"
+                && b["started_at"].as_str().is_some_and(|t| t >= after.as_str()))
+            .then(|| b.clone())
         });
         found.is_some()
     });
@@ -620,4 +626,11 @@ fn restore_test(env: &Env) {
     let o = env.voltool(&["backup", "verify", &id, "--restore-test", "--check-cmd", "test -e /data/missing"]);
     assert!(!o.status.success(), "a failing check fails");
     docker_ok(&["volume", "rm", &v]);
+}
+
+/// The UTC time `secs` from now as the catalog writes it (`2026-12-01T21:31:24Z`), for
+/// comparing with `started_at`.
+fn utc_in(secs: u32) -> String {
+    let o = run(Command::new("date").args(["-u", "-d", &format!("{secs} seconds"), "+%Y-%m-%dT%H:%M:%SZ"]));
+    out(&o)
 }
