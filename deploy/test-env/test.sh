@@ -92,6 +92,10 @@ deploy/plugin.sh build || die "plugin build"
 deploy/plugin.sh install || die "plugin install"
 
 log "tests"
+# The Docker suite's host-mode daemon keeps its state between runs of the suite; start clean.
+if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
+for m in $(awk '$5 ~ "^/tmp/voltool-e2e-legacy/" {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" || true; done
+rm -rf /tmp/voltool-e2e-legacy
 out=$(mktemp)
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out"

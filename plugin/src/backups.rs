@@ -53,6 +53,8 @@ pub const MOUNT_ID_PREFIX: &str = "voltool-backup-";
 /// How often the scheduler looks at its schedules at least (it also wakes when a volume
 /// changes).
 const TICK: Duration = Duration::from_secs(10);
+/// How often pending cleanups of failed backups are retried.
+const CLEANUP_RETRY: Duration = Duration::from_secs(15);
 
 /// The `[backup]`, `[targets.*]` and `[schedules.*]` parts of the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +296,9 @@ struct Engine {
     slots: Arc<Semaphore>,
     wake: Notify,
     restore_tester: std::sync::OnceLock<RestoreTester>,
+    /// The background retry of pending cleanups: running, and when it last started.
+    cleanup_running: std::sync::atomic::AtomicBool,
+    cleanup_last: Mutex<Option<Instant>>,
 }
 
 /// The backup engine; cheap to clone.
@@ -355,6 +360,8 @@ impl Backups {
             progress: Mutex::default(),
             wake: Notify::new(),
             restore_tester: std::sync::OnceLock::new(),
+            cleanup_running: std::sync::atomic::AtomicBool::new(false),
+            cleanup_last: Mutex::new(None),
         });
         let b = Self { e };
         b.recover(true).await?;
@@ -912,6 +919,29 @@ impl Backups {
         })
     }
 
+    /// Retries pending cleanups of failed backups in the background: at most one pass at a
+    /// time and one every [`CLEANUP_RETRY`] (right away after a start), so an unreachable
+    /// target never delays the schedules.
+    fn spawn_cleanup_retry(&self) {
+        {
+            let mut last = self.e.cleanup_last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < CLEANUP_RETRY) {
+                return;
+            }
+            if self.e.cleanup_running.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = me.recover(false).await {
+                tracing::warn!(error = %err, "retrying the cleanup of failed backups failed");
+            }
+            me.e.cleanup_running.store(false, Ordering::Release);
+        });
+    }
+
     async fn schedule_entries(&self) -> Result<Vec<(String, Entry)>> {
         let mut out = Vec::new();
         for v in self.e.svc.list().await? {
@@ -955,9 +985,7 @@ impl Backups {
     /// # Errors
     /// Store errors.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
-        if let Err(err) = self.recover(false).await {
-            tracing::warn!(error = %err, "retrying the cleanup of failed backups failed");
-        }
+        self.spawn_cleanup_retry();
         let entries = self.schedule_entries().await?;
         let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
         self.blocking(move |e| Ok(e.svc.store().retain_schedules(&keys)?)).await?;
