@@ -784,3 +784,36 @@ fn on_remove_archive_backs_up_before_removing_and_keeps_the_volume_if_it_cannot(
     assert!(stderr(&o).contains("not removed") && stderr(&o).contains("on-remove=archive"), "{}", stderr(&o));
     assert!(stdout(&d.cli(&["volume", "ls", "-q"])).lines().any(|l| l == "stuck"));
 }
+
+#[test]
+fn a_run_verifies_its_backup_within_its_own_slot() {
+    // `backup run --verify` on VOLUMES at once, bounded by `timeout` (a deadlock fails).
+    let run_all = |d: &Daemon, volumes: &[&str]| {
+        let kids: Vec<std::process::Child> = volumes
+            .iter()
+            .map(|v| {
+                Command::new("timeout")
+                    .args(["60", bin(), "backup", "run", v, "--verify", "--json"])
+                    .env("VOLTOOL_API_SOCKET", d.dir.path().join("api.sock"))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for k in kids {
+            let o = k.wait_with_output().expect("wait");
+            assert!(o.status.success(), "a run with --verify must finish: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    };
+    // With one slot, a run that waited for a second slot to verify would wait forever.
+    let d = Daemon::start_with("[backup]\nconcurrency = 1\n", &[]);
+    assert!(d.cli(&["volume", "create", "one"]).status.success());
+    run_all(&d, &["one"]);
+    // Two runs verifying at once with two slots.
+    let d = Daemon::start_with("[backup]\nconcurrency = 2\n", &[]);
+    for v in ["x", "y"] {
+        assert!(d.cli(&["volume", "create", v]).status.success());
+    }
+    run_all(&d, &["x", "y"]);
+}

@@ -574,7 +574,7 @@ impl Backups {
                 progress.set_phase("verifying");
                 progress.done.store(0, Ordering::Relaxed);
                 progress.total.store(row.bytes_out.unwrap_or(0), Ordering::Relaxed);
-                let verified = self.verify_with(&row.id, progress.clone()).await;
+                let verified = self.verify_with(&row.id, progress.clone(), false).await;
                 if req.restore_test
                     && verified.is_ok_and(|v| v.ok)
                     && let Some(t) = self.e.restore_tester.get()
@@ -609,10 +609,12 @@ impl Backups {
     pub async fn verify(&self, id: &str) -> Result<VerifyOutcome> {
         let progress = Arc::new(Progress::default());
         progress.set_phase("verifying");
-        self.verify_with(id, progress).await
+        self.verify_with(id, progress, true).await
     }
 
-    async fn verify_with(&self, id: &str, progress: Arc<Progress>) -> Result<VerifyOutcome> {
+    /// `take_slot`: wait for one of the global slots (a standalone verify); a run verifying
+    /// its own backup already holds one (taking a second could deadlock all slots).
+    async fn verify_with(&self, id: &str, progress: Arc<Progress>, take_slot: bool) -> Result<VerifyOutcome> {
         let i = id.to_owned();
         let row = self
             .blocking(move |e| Ok(e.svc.store().get_backup(&i)?))
@@ -630,7 +632,7 @@ impl Backups {
             let mut map = self.e.progress.lock().unwrap_or_else(|p| p.into_inner());
             map.insert(id.to_owned(), progress.clone()).is_none()
         };
-        let permit = self.e.slots.clone().acquire_owned().await;
+        let permit = if take_slot { Some(self.e.slots.clone().acquire_owned().await) } else { None };
         let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
         let result = tokio::task::spawn_blocking(move || e.verify_backup(&r, &spec, &p))
             .await
