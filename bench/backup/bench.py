@@ -443,7 +443,7 @@ class Bench:
         for d in list(self.daemons):
             d.stop()
         self.stop_s3()
-        if self.volume_created:
+        if self.volume_created and not self.args.keep:
             try:
                 d = Daemon(self, "cleanup")
                 try:
@@ -486,7 +486,8 @@ def report(b, errors):
     add(f"Host: {host}")
     add(f"Dataset: {b.bytes} bytes ({b.bytes / MIB:.0f} MiB) in {b.files} files and {b.dirs} directories "
         f"(gendata.py scale {a.scale}, seed {a.seed}); page cache: {a.cache} before every run "
-        f"({'sync + drop_caches' if a.cache == 'cold' else 'sync + whole dataset read once'}).")
+        f"({'sync + drop_caches' if a.cache == 'cold' else 'sync + whole dataset read once'})"
+        f"{f'; everything at nice {a.nice}' if a.nice else ''}.")
     add("")
     add("| tool | wall (s) | throughput (MiB/s) | vs tar\\|zstd | output (MiB) | output/input | peak RSS (MiB) "
         "| CPU user+sys (s) | other CPU (s) |")
@@ -597,6 +598,35 @@ def report(b, errors):
     return "\n".join(lines)
 
 
+def other_bench_running():
+    me = str(os.getpid())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "/voltool-bench-" in cmd or ("bench/" in cmd and "bench.py" in cmd):
+            return True
+    return False
+
+
+def wait_quiet(limit):
+    deadline = time.monotonic() + limit
+    ok = 0
+    while time.monotonic() < deadline:
+        with open("/proc/loadavg") as f:
+            load = float(f.read().split()[0])
+        ok = ok + 1 if load < 1.0 and not other_bench_running() else 0
+        if ok >= 3:
+            log(f"host quiet (load {load})")
+            return
+        time.sleep(20)
+    log(f"host not quiet after {limit} s; running anyway")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voltool", required=True)
@@ -608,8 +638,15 @@ def main():
     ap.add_argument("--s3s-fs", default=shutil.which("s3s-fs") or os.path.expanduser("~/.cargo/bin/s3s-fs"))
     ap.add_argument("--only", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--markdown", help="also write the report to this file")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run everything (dataset, daemons, every tool) at this CPU nice value, and with "
+                         "best-effort I/O priority 0 when negative: less disturbance on a shared host")
+    ap.add_argument("--quiet-wait", type=int, default=0, metavar="SECONDS",
+                    help="first wait up to SECONDS for a quiet host (1-min load < 1.0 for 60 s and no other "
+                         "voltool-bench-* work dir in use), then run anyway")
     ap.add_argument("--json", help="also write the raw results to this file")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir (dataset, logs) for inspection")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (dataset in state/volumes/bench/data, logs); the volume is not "
+                         "removed, no daemon or mount is left: rm -rf the work dir afterwards")
     args = ap.parse_args()
     only = [t for t in args.only.split(",") if t]
     for t in only:
@@ -618,6 +655,12 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root (the daemon mounts volumes; cold runs drop the page cache)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.quiet_wait:
+        wait_quiet(args.quiet_wait)
+    if args.nice:
+        os.nice(args.nice)  # inherited by every process this script starts
+        if args.nice < 0:
+            run(["ionice", "-c", "2", "-n", "0", "-p", str(os.getpid())])
     b = Bench(args)
     errors = {}
     try:

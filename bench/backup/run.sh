@@ -5,6 +5,7 @@
 #   bench/backup/run.sh [--no-build] [--cache cold|warm] [--scale 1.0] [--seed 4242]
 #                       [--workdir-base /var/tmp] [--s3-port 18030] [--only voltool-disk,tar-zstd,...]
 #                       [--markdown FILE] [--json FILE] [--keep] [--voltool PATH]
+#                       [--nice -10] [--quiet-wait SECONDS]
 #
 # What it does:
 #   1. cargo build --release -p voltool (skipped with --no-build; then target/release/voltool
@@ -26,6 +27,9 @@
 #
 # Needs: root, python3, GNU tar, zstd, gzip, /usr/bin/time (apt-get install time),
 # restic (apt-get install restic), s3s-fs (cargo install s3s-fs --features binary) for voltool-s3.
+# On a shared host: --quiet-wait 3600 waits (up to an hour) for load < 1 and no other
+# bench/*/bench.py; --nice -10 runs every process of the benchmark (all tools alike) at nice -10
+# and I/O priority best-effort 0, so background jobs disturb the numbers less.
 # --scale 0.05 gives a ~60 MiB dataset for a quick trial (RSS limits are then not meaningful).
 set -euo pipefail
 
@@ -36,7 +40,7 @@ args=()
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) args+=("$a") ;;
     esac
 done

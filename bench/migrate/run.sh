@@ -70,7 +70,8 @@ fi
 
 {
     echo "tools: $(tar --version | head -1); $(zstd --version | sed 's/^\*\** *//;s/ *\**$//'); $(gzip --version | head -1); $(ssh -V 2>&1)"
-    echo "voltool: $("$voltool" --version 2>/dev/null || echo '?') at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- . ':!bench' ':!docs' 2>/dev/null || echo ' + uncommitted changes')"
+    # With --no-build the binary may be older than HEAD: say when it was built.
+    echo "voltool: $("$voltool" --version 2>/dev/null || echo '?'), $voltool built $(date -r "$voltool" '+%F %T %Z'); workspace HEAD $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- . ':!bench' ':!docs' 2>/dev/null || echo ' + uncommitted changes')"
 } >&2
 
 exec python3 -B "$here/bench.py" --voltool "$voltool" "${args[@]}"
