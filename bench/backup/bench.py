@@ -2,7 +2,8 @@
 """Backup throughput benchmark driver (stdlib only). Use ./run.sh, which builds voltool first.
 
 usage: bench.py --voltool PATH [--workdir-base DIR] [--cache cold|warm] [--scale F] [--seed N]
-                [--s3-port N] [--s3s-fs PATH] [--only LIST] [--markdown FILE] [--keep]
+                [--s3-port N] [--s3s-fs PATH] [--only LIST] [--nice N] [--quiet-wait SECONDS]
+                [--markdown FILE] [--json FILE] [--keep]
 
 Generates one dataset (gendata.py) directly into a voltool directory volume, then measures,
 one after the other and each reading that same directory:
@@ -335,7 +336,7 @@ class Bench:
         shutil.rmtree(repo)
         shutil.rmtree(cache, ignore_errors=True)
 
-    def measure_voltool(self, name, target, env_extra, locate):
+    def measure_voltool(self, name, target, env_extra, locate, server_pid=None):
         d = Daemon(self, name, env_extra)
         try:
             state_before = self.state_files()
@@ -347,10 +348,12 @@ class Bench:
             threads0 = dict(w.threads)
             w.start()
             c0 = busy_cpu()
+            srv0 = sum(proc_cpu(server_pid)) if server_pid else 0.0
             t0 = time.monotonic()
             p = self.cli("backup", "run", "bench", "--target", target, "--json", check=False)
             wall = time.monotonic() - t0
             self.busy = busy_cpu() - c0
+            server_cpu = sum(proc_cpu(server_pid)) - srv0 if server_pid else None
             w.stop()
             if p.returncode != 0:
                 raise RuntimeError(p.stderr.strip() or p.stdout.strip())
@@ -371,7 +374,7 @@ class Bench:
             "daemon_ms": entry.get("duration_ms"), "bytes_in": entry.get("bytes_in"),
             "bytes_out": entry.get("bytes_out"), "files": entry.get("files"), "id": entry["id"],
             "zstd_test": ok, "written": written, "tmp_left": tmp_left, "state_new": state_new,
-            "fd_samples": w.samples, "log": d.log_path,
+            "fd_samples": w.samples, "log": d.log_path, "server_cpu": server_cpu,
             "threads": sorted(((c - threads0.get(t, ("", 0.0))[1], n) for t, (n, c) in w.threads.items()
                                if c - threads0.get(t, ("", 0.0))[1] >= 0.05), reverse=True)}
         return archive
@@ -420,7 +423,8 @@ class Bench:
         target = f"s3://{S3_BUCKET}/run1?endpoint=http://127.0.0.1:{port}&path_style=true"
         try:
             archive = self.measure_voltool("voltool-s3", target, env,
-                                           lambda bid: os.path.join(s3data, S3_BUCKET, "run1", bid + ".tar.zst"))
+                                           lambda bid: os.path.join(s3data, S3_BUCKET, "run1", bid + ".tar.zst"),
+                                           server_pid=self.s3proc.pid)
             self.results["voltool-s3"]["s3_objects"] = sorted(
                 os.path.relpath(os.path.join(dp, f), s3data) for dp, _, fs in os.walk(s3data) for f in fs)
         finally:
@@ -519,12 +523,17 @@ def report(b, errors):
             extra = ""
             if "target_total" in x:
                 extra = f", target dir incl. manifest + .sha256 {fmt_mib(x['target_total'])} MiB"
+            server = ""
+            if x.get("server_cpu") is not None:
+                server = f"; s3s-fs (on this host) used {x['server_cpu']:.1f} s CPU meanwhile (counted in other CPU)"
             add(f"{LABELS[name]}: daemon duration_ms {x['daemon_ms']} (CLI wall {x['wall'] * 1000:.0f} ms, the CLI "
                 f"polls every 250 ms), bytes_in {x['bytes_in']}, bytes_out {x['bytes_out']}, files {x['files']}, "
                 f"idle daemon RSS {fmt_mib(x['idle_rss'])} MiB, max sampled RSS {fmt_mib(x['sampled_rss'])} MiB, "
                 f"daemon CPU {x['user']:.1f} s user + {x['sys']:.1f} s sys "
                 f"({(x['user'] + x['sys']) / x['wall']:.2f} CPUs busy on average), "
-                f"`zstd -t` {'ok' if x['zstd_test'] else 'FAILED'}{extra}; daemon threads' CPU during the run "
+                f"`zstd -t` {'ok' if x['zstd_test'] else 'FAILED'}{extra}"
+                f"{server}"
+                f"; daemon threads' CPU during the run "
                 f"(s, ≥ 0.05): {', '.join(f'{n} {c:.1f}' for c, n in x['threads']) or '-'}.")
     add("")
 
@@ -645,7 +654,8 @@ def main():
                     help="first wait up to SECONDS for a quiet host (1-min load < 1.0 for 60 s and no other "
                          "voltool-bench-* work dir in use), then run anyway")
     ap.add_argument("--json", help="also write the raw results to this file")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir (dataset in state/volumes/bench/data, logs); the volume is not "
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work dir (dataset in state/volumes/bench/data, logs); the volume is not "
                          "removed, no daemon or mount is left: rm -rf the work dir afterwards")
     args = ap.parse_args()
     only = [t for t in args.only.split(",") if t]
