@@ -12,15 +12,29 @@ log() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 die() { echo "test.sh: FAILED: $*" >&2; exit 1; }
 
 # Every server this script starts is stopped when it ends, also when a start fails.
+# stop_pidfile FILE NAME [SIGNAL]: signals the pid in FILE only while that process is still
+# NAME (/proc/PID/comm). A server that exited on its own (samba's idle rpcd_* helpers do)
+# leaves a stale file, and over a long run its pid is reused by an unrelated process.
+stop_pidfile() {
+  local f=$1 name=$2 sig=${3:-TERM} pid comm
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f" 2>/dev/null) || return 0
+  [[ "$pid" =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 0
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
+  [ "$comm" = "${name:0:15}" ] || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+}
 cleanup() {
+  local rc=$?
   # The host-mode daemon the Docker suite started.
-  if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
-  for p in /tmp/voltool-test-nfs/ganesha.pid /tmp/voltool-test-nfs/rpcbind.pid; do
-    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
-  done
-  for p in /tmp/voltool-test-smb/pid/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  [ -f "${VOLTOOL_TEST_S3_PIDFILE:-/nonexistent}" ] && kill "$(cat "$VOLTOOL_TEST_S3_PIDFILE")" 2>/dev/null || true
+  stop_pidfile /tmp/voltool-e2e-legacy/pid voltool KILL
+  stop_pidfile /tmp/voltool-test-nfs/ganesha.pid ganesha.nfsd
+  stop_pidfile /tmp/voltool-test-nfs/rpcbind.pid rpcbind
+  local p
+  for p in /tmp/voltool-test-smb/pid/*.pid; do stop_pidfile "$p" "$(basename "$p" .pid)"; done
+  stop_pidfile "${VOLTOOL_TEST_S3_PIDFILE:-/nonexistent}" s3s-fs
   [ -x /tmp/voltool-test-ssh/stop.sh ] && /tmp/voltool-test-ssh/stop.sh >/dev/null 2>&1 || true
+  echo "test.sh: servers stopped, exit status $rc"
 }
 trap cleanup EXIT
 
@@ -93,7 +107,7 @@ deploy/plugin.sh install || die "plugin install"
 
 log "tests"
 # The Docker suite's host-mode daemon keeps its state between runs of the suite; start clean.
-if [ -f /tmp/voltool-e2e-legacy/pid ]; then kill -9 "$(cat /tmp/voltool-e2e-legacy/pid)" 2>/dev/null || true; fi
+stop_pidfile /tmp/voltool-e2e-legacy/pid voltool KILL
 for m in $(awk '$5 ~ "^/tmp/voltool-e2e-legacy/" {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" || true; done
 rm -rf /tmp/voltool-e2e-legacy
 out=$(mktemp)

@@ -212,8 +212,28 @@ fn read_only_recursive(dst: &CStr) -> Errno {
     mount(None, dst, None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, None)
 }
 
+/// Closes every descriptor the child inherited except the report pipe (moved to fd 3) and
+/// stdio. The child gets a copy of the daemon's descriptor table: an open file of another
+/// thread (a volume being written, a backup being read) would otherwise stay open here until
+/// exec (`O_CLOEXEC`) and keep that mount busy for a concurrent unmount. Syscalls only.
+fn keep_only_report_fd(wfd: i32) -> i32 {
+    const REPORT: i32 = 3;
+    // SAFETY: dup2/close_range on descriptors of this process's private table.
+    unsafe {
+        if wfd != REPORT && libc::dup2(wfd, REPORT) != REPORT {
+            return wfd; // keep going with what we have; exec still closes the rest
+        }
+        // dup2 cleared close-on-exec: the command gets the pipe as 1 and 2 only.
+        libc::fcntl(REPORT, libc::F_SETFD, libc::FD_CLOEXEC);
+        // close_range(2) (Linux 5.9); on older kernels exec's O_CLOEXEC remains the backstop.
+        libc::syscall(libc::SYS_close_range, REPORT as libc::c_uint + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+    }
+    REPORT
+}
+
 /// The child: set the namespaces' filesystem up and exec. Syscalls only.
 fn child(p: &Prepared, wfd: i32) -> isize {
+    let wfd = keep_only_report_fd(wfd);
     let tmpfs = c"tmpfs";
     if !ok(mount(None, &p.slash, None, libc::MS_REC | libc::MS_PRIVATE, None)) {
         die(wfd, "making / private", Errno::last());
@@ -298,8 +318,9 @@ fn child(p: &Prepared, wfd: i32) -> isize {
         let host = b"voltool-check";
         libc::sethostname(host.as_ptr().cast(), host.len());
         let null = libc::open(p.devnull.as_ptr(), libc::O_RDONLY);
-        if null >= 0 {
+        if null > 0 {
             libc::dup2(null, 0);
+            libc::close(null);
         }
         libc::dup2(wfd, 1);
         libc::dup2(wfd, 2);

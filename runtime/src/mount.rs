@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use nix::errno::Errno;
 pub use nix::mount::{MntFlags, MsFlags as MountFlags};
@@ -112,7 +113,23 @@ pub trait Mounter: Send + Sync {
 /// # Errors
 /// Any other errno from umount2(2).
 pub fn unmount(m: &dyn Mounter, target: &Path) -> Result<UnmountOutcome> {
-    match m.umount2(target, MntFlags::empty()) {
+    // A mount is often busy for a moment only: another thread's fork holds a copy of an open
+    // descriptor until its exec. Retry briefly before falling back to a lazy detach.
+    for pause_ms in BUSY_RETRY_MS {
+        match m.umount2(target, MntFlags::empty()) {
+            Err(e) if e.errno() == Some(Errno::EBUSY) => std::thread::sleep(Duration::from_millis(pause_ms)),
+            other => return finish_unmount(m, target, other),
+        }
+    }
+    let last = m.umount2(target, MntFlags::empty());
+    finish_unmount(m, target, last)
+}
+
+/// Pauses between the plain unmount attempts of [`unmount`] while the mount is busy.
+const BUSY_RETRY_MS: [u64; 3] = [10, 30, 60];
+
+fn finish_unmount(m: &dyn Mounter, target: &Path, attempt: Result<()>) -> Result<UnmountOutcome> {
+    match attempt {
         Ok(()) => Ok(UnmountOutcome::Unmounted),
         Err(e) => match e.errno() {
             Some(Errno::EBUSY) => {
@@ -333,7 +350,14 @@ mod tests {
         let t = Path::new("/mnt/x");
         m.mount(&MountRequest::bind(Path::new("/src"), t)).expect("mount");
         assert!(m.is_mounted(t).expect("table"));
+        // Busy for a moment (one EBUSY): the retry unmounts it for real.
         m.fail_next("umount2", Errno::EBUSY);
+        assert_eq!(unmount(&m, t).expect("unmount"), UnmountOutcome::Unmounted);
+        m.mount(&MountRequest::bind(Path::new("/src"), t)).expect("mount");
+        // Busy through every retry: detached lazily.
+        for _ in 0..=BUSY_RETRY_MS.len() {
+            m.fail_next("umount2", Errno::EBUSY);
+        }
         assert_eq!(unmount(&m, t).expect("unmount"), UnmountOutcome::Detached);
         assert!(!m.is_mounted(t).expect("table"));
         assert_eq!(unmount(&m, t).expect("unmount"), UnmountOutcome::NotMounted);

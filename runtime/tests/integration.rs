@@ -278,6 +278,17 @@ fn check_container_isolates_and_reports_the_exit_status() {
         "only the shell and its children: {}",
         o.output
     );
+    // A descriptor the daemon holds open without close-on-exec does not reach the command:
+    // it sees stdio and the directory `ls` itself opens, nothing else.
+    let leaked = nix::fcntl::open(
+        data.path().join("hello.txt").as_path(),
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open without O_CLOEXEC");
+    let o = check(data.path(), "ls /proc/self/fd | tr '\\n' ' '", t);
+    assert_eq!(o.output.trim(), "0 1 2 3", "descriptors in the check: {}", o.output);
+    drop(leaked);
     // The status decides; a timeout kills everything.
     assert_eq!(check(data.path(), "exit 7", t).status, 7);
     let o = check(data.path(), "sleep 60", std::time::Duration::from_millis(500));

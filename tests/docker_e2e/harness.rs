@@ -125,8 +125,12 @@ pub fn start_legacy_daemon() {
     }
     // A daemon left by an earlier run of this suite.
     let pidfile = Path::new(LEGACY_DIR).join("pid");
-    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
-        let _ = run(Command::new("kill").arg("-9").arg(pid.trim()));
+    // Only while that pid is still a voltool: a stale file's pid may belong to anything now.
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let pid = pid.trim();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !pid.is_empty() && comm.trim() == "voltool" {
+        let _ = run(Command::new("kill").arg("-9").arg(pid));
         std::thread::sleep(Duration::from_millis(100));
     }
     std::fs::create_dir_all(LEGACY_DIR).expect("legacy dir");
