@@ -24,7 +24,9 @@ id smbtest >/dev/null 2>&1 || useradd --system --no-create-home smbtest
 chown smbtest "$dir/share"
 sed "s|\${SMB_DIR}|$dir|g" "$here/smb.conf.template" > "$dir/smb.conf"
 printf '%s\n%s\n' "$pass" "$pass" | smbpasswd -c "$dir/smb.conf" -a -s smbtest >/dev/null || die "smbpasswd failed"
-smbd --foreground --no-process-group -s "$dir/smb.conf" </dev/null >"$dir/log/smbd.out" 2>&1 &
+# setsid: smbd's parent signals its whole process group (kill(0, SIGTERM)) when it stops, so
+# it must not share ours — it killed the calling script (exit 143) at cleanup.
+setsid smbd --foreground --no-process-group -s "$dir/smb.conf" </dev/null >"$dir/log/smbd.out" 2>&1 &
 for _ in $(seq 1 100); do
   (exec 3<>/dev/tcp/127.0.0.1/18445) 2>/dev/null && { echo "$dir/share"; exit 0; }
   sleep 0.1
