@@ -1,6 +1,13 @@
 //! The manifest (`ID.manifest.json`) and the `ID.tar.zst.sha256` line.
+//!
+//! While archiving, entries are kept in an [`EntryList`], a compact binary log (about 70 bytes
+//! plus the path per entry, against ~500 for a `Vec<Entry>` of owned strings), and the backup
+//! engine writes the manifest from it as a stream ([`Manifest::write_json`]): the manifest
+//! never exists whole in memory, neither as structs nor as text. [`Manifest`] (every entry as
+//! a struct) is what readers parse.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -81,12 +88,26 @@ pub struct Manifest {
 
 impl Manifest {
     /// Builds the manifest of a finished archive. Keys that name a password are dropped from
-    /// `options`.
+    /// `options`. Errors: [`BackupError::Options`] if `created` cannot be formatted.
     pub fn new(
         id: &str,
         volume: &str,
         options: &BTreeMap<String, String>,
         summary: ArchiveSummary,
+        created: OffsetDateTime,
+    ) -> Result<Self, BackupError> {
+        let mut m = Self::without_entries(id, volume, options, &summary, created)?;
+        m.entries = summary.entries.iter().collect();
+        Ok(m)
+    }
+
+    /// [`Manifest::new`] with `entries` left empty: the backup engine streams them out of
+    /// the summary's [`EntryList`] with [`Manifest::write_json`] instead of decoding them all.
+    pub fn without_entries(
+        id: &str,
+        volume: &str,
+        options: &BTreeMap<String, String>,
+        summary: &ArchiveSummary,
         created: OffsetDateTime,
     ) -> Result<Self, BackupError> {
         let created = created
@@ -106,12 +127,37 @@ impl Manifest {
             created,
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
             archive_size: summary.archive_size,
-            archive_sha256: summary.archive_sha256,
+            archive_sha256: summary.archive_sha256.clone(),
             files: summary.files,
             bytes: summary.bytes_in,
-            notes: summary.notes,
-            entries: summary.entries,
+            notes: summary.notes.clone(),
+            entries: Vec::new(),
         })
+    }
+
+    /// Writes the manifest as compact JSON, its entries being `self.entries` followed by
+    /// `more` (decoded one at a time, never all at once), then a newline. The document is
+    /// exactly `serde_json::to_string` of the manifest holding all those entries, which
+    /// [`Manifest::from_json`] reads. Errors: [`BackupError::Manifest`] (a failed write is a
+    /// `serde_json` I/O error).
+    pub fn write_json(&self, more: &EntryList, mut out: impl Write) -> Result<(), BackupError> {
+        let head = serde_json::to_vec(self)?;
+        // The last field is `"entries":[...]`: leave its array open and append to it.
+        let open = head
+            .strip_suffix(b"]}")
+            .ok_or_else(|| serde_json::Error::io(std::io::Error::other("manifest JSON does not end in entries")))?;
+        out.write_all(open).map_err(serde_json::Error::io)?;
+        let mut first = self.entries.is_empty();
+        for e in more.iter() {
+            if !first {
+                out.write_all(b",").map_err(serde_json::Error::io)?;
+            }
+            first = false;
+            serde_json::to_writer(&mut out, &e)?;
+        }
+        out.write_all(b"]}\n").map_err(serde_json::Error::io)?;
+        out.flush().map_err(serde_json::Error::io)?;
+        Ok(())
     }
 
     /// `ID.tar.zst`, the name errors use for the archive.
@@ -132,6 +178,162 @@ impl Manifest {
             return Err(BackupError::ManifestVersion { found: m.format_version, supported: FORMAT_VERSION });
         }
         Ok(m)
+    }
+}
+
+/// Archive entries in a compact append-only encoding: fixed fields little-endian, the sha256
+/// as 32 raw bytes, path and target length-prefixed. [`EntryList::iter`] decodes them back
+/// into [`Entry`] values in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryList {
+    data: Vec<u8>,
+    len: usize,
+}
+
+const HAS_SHA: u8 = 1;
+const HAS_TARGET: u8 = 2;
+
+impl EntryList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one entry. Its `sha256`, if any, is stored as 32 raw bytes when it is 64 hex
+    /// digits (as the archiver makes it) and read back as lowercase hex; anything else is
+    /// stored as no hash.
+    pub fn push(&mut self, e: &Entry) {
+        let sha256 = e.sha256.as_deref().and_then(|h| {
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(h, &mut raw).ok().map(|()| raw)
+        });
+        let d = &mut self.data;
+        d.push(kind_code(e.kind));
+        d.push(if sha256.is_some() { HAS_SHA } else { 0 } | if e.target.is_some() { HAS_TARGET } else { 0 });
+        for v in [e.mode, e.uid, e.gid] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&e.size.to_le_bytes());
+        d.extend_from_slice(&e.mtime.to_le_bytes());
+        d.extend_from_slice(&e.mtime_nsec.to_le_bytes());
+        if let Some(sha) = &sha256 {
+            d.extend_from_slice(sha);
+        }
+        put_str(d, &e.path);
+        if let Some(t) = &e.target {
+            put_str(d, t);
+        }
+        self.len += 1;
+    }
+
+    /// The entries in the order they were pushed.
+    pub fn iter(&self) -> EntryIter<'_> {
+        EntryIter { data: &self.data }
+    }
+}
+
+impl FromIterator<Entry> for EntryList {
+    fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Self {
+        let mut list = Self::new();
+        for e in iter {
+            list.push(&e);
+        }
+        list
+    }
+}
+
+fn kind_code(k: EntryKind) -> u8 {
+    match k {
+        EntryKind::File => 0,
+        EntryKind::Dir => 1,
+        EntryKind::Symlink => 2,
+        EntryKind::Hardlink => 3,
+        EntryKind::Fifo => 4,
+    }
+}
+
+fn code_kind(c: u8) -> EntryKind {
+    match c {
+        1 => EntryKind::Dir,
+        2 => EntryKind::Symlink,
+        3 => EntryKind::Hardlink,
+        4 => EntryKind::Fifo,
+        _ => EntryKind::File,
+    }
+}
+
+fn put_str(d: &mut Vec<u8>, s: &str) {
+    let mut n = s.len();
+    // LEB128 length.
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            d.push(byte);
+            break;
+        }
+        d.push(byte | 0x80);
+    }
+    d.extend_from_slice(s.as_bytes());
+}
+
+/// Decodes an [`EntryList`]; built only by this module, so the encoding is trusted.
+#[derive(Debug, Clone)]
+pub struct EntryIter<'a> {
+    data: &'a [u8],
+}
+
+impl EntryIter<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.data.split_at(n.min(self.data.len()));
+        self.data = rest;
+        head
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        b.copy_from_slice(self.take(N));
+        b
+    }
+
+    fn string(&mut self) -> String {
+        let mut n = 0usize;
+        let mut shift = 0;
+        while let Some((&byte, rest)) = self.data.split_first() {
+            self.data = rest;
+            n |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+}
+
+impl Iterator for EntryIter<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        let (&kind, _) = self.data.split_first()?;
+        let flags = self.take(2)[1];
+        let kind = code_kind(kind);
+        let [mode, uid, gid] = std::array::from_fn(|_| u32::from_le_bytes(self.array()));
+        let size = u64::from_le_bytes(self.array());
+        let mtime = i64::from_le_bytes(self.array());
+        let mtime_nsec = u32::from_le_bytes(self.array());
+        let sha256 = (flags & HAS_SHA != 0).then(|| hex::encode(self.take(32)));
+        let path = self.string();
+        let target = (flags & HAS_TARGET != 0).then(|| self.string());
+        Some(Entry { path, kind, mode, uid, gid, size, mtime, mtime_nsec, sha256, target })
     }
 }
 
@@ -172,7 +374,9 @@ mod tests {
                 mtime_nsec: 5,
                 sha256: Some("00".repeat(32)),
                 target: None,
-            }],
+            }]
+            .into_iter()
+            .collect(),
             files: 1,
             bytes_in: 3,
             archive_size: 99,
@@ -193,6 +397,82 @@ mod tests {
         assert!(json.contains("\"kind\": \"file\""), "{json}");
         assert_eq!(Manifest::from_json(&json).expect("parse"), m);
         assert_eq!(m.archive_file_name(), "v-20240506T070809Z-a1b2c3.tar.zst");
+    }
+
+    #[test]
+    fn entry_list_round_trips_every_field() {
+        let entries = vec![
+            Entry {
+                path: "a/b.txt".into(),
+                kind: EntryKind::File,
+                mode: 0o4755,
+                uid: u32::MAX,
+                gid: 7,
+                size: u64::MAX,
+                mtime: -5,
+                mtime_nsec: 999_999_999,
+                sha256: Some("0f".repeat(32)),
+                target: None,
+            },
+            Entry {
+                path: "é/".repeat(200),
+                kind: EntryKind::Symlink,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: i64::MAX,
+                mtime_nsec: 0,
+                sha256: None,
+                target: Some("x".repeat(300)),
+            },
+            Entry {
+                path: String::new(),
+                kind: EntryKind::Hardlink,
+                mode: 0,
+                uid: 1,
+                gid: 2,
+                size: 0,
+                mtime: 0,
+                mtime_nsec: 1,
+                sha256: None,
+                target: Some(String::new()),
+            },
+            Entry { kind: EntryKind::Fifo, target: None, ..summary().entries.iter().next().expect("one") },
+            Entry { kind: EntryKind::Dir, sha256: None, ..summary().entries.iter().next().expect("one") },
+        ];
+        let list: EntryList = entries.clone().into_iter().collect();
+        assert_eq!(list.len(), entries.len());
+        assert_eq!(list.iter().collect::<Vec<_>>(), entries);
+    }
+
+    #[test]
+    fn streamed_manifest_parses_like_the_struct() {
+        let opts: BTreeMap<String, String> =
+            [("size".to_owned(), "1g".to_owned()), ("passwd".to_owned(), "hunter2".to_owned())].into();
+        let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+        let mut s = summary();
+        s.notes = vec!["x: socket skipped".into()];
+        let head = Manifest::without_entries("v-1", "v", &opts, &s, at).expect("head");
+        let mut out = Vec::new();
+        head.write_json(&s.entries, &mut out).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.ends_with("}\n"), "{text}");
+        let m = Manifest::new("v-1", "v", &opts, s, at).expect("manifest");
+        assert_eq!(Manifest::from_json(&text).expect("parse"), m);
+        // The same document as the struct's own serialization, field for field.
+        assert_eq!(text.trim_end(), serde_json::to_string(&m).expect("json"));
+        // Entries already in the struct come first.
+        let mut two = Vec::new();
+        m.write_json(&summary().entries, &mut two).expect("write");
+        let parsed = Manifest::from_json(std::str::from_utf8(&two).expect("utf-8")).expect("parse");
+        assert_eq!(parsed.entries.len(), 2);
+        assert_eq!(parsed.entries[0], m.entries[0]);
+        // No entries at all.
+        let mut none = Vec::new();
+        head.write_json(&EntryList::new(), &mut none).expect("write");
+        assert!(Manifest::from_json(std::str::from_utf8(&none).expect("utf-8")).expect("parse").entries.is_empty());
     }
 
     #[test]

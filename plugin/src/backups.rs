@@ -38,7 +38,7 @@ use tokio::sync::{Notify, Semaphore};
 use voltool_backup::retention::{Candidate, KeepPolicy};
 use voltool_backup::schedule::{Due, Schedule};
 use voltool_backup::{
-    ArchiveOptions, Manifest, ObjectWriter, Target, TargetConfig, TargetSpec, VerifyReport, open_target,
+    ArchiveOptions, Manifest, ObjectWriter, StreamedPut, Target, TargetConfig, TargetSpec, VerifyReport, open_target,
 };
 
 use crate::error::{Error, Result};
@@ -1120,9 +1120,15 @@ impl Engine {
         };
         let summary = self.archive_read_only(&root, &mut *writer, &opts, progress).map_err(|e| e.to_string())?;
         writer.commit().map_err(|e| e.to_string())?;
-        let m = Manifest::new(&row.id, &row.volume, options, summary, created).map_err(|e| e.to_string())?;
-        let json = m.to_json_pretty().map_err(|e| e.to_string())?;
-        target.put_small(&manifest_name, json.as_bytes()).map_err(|e| e.to_string())?;
+        let m =
+            Manifest::without_entries(&row.id, &row.volume, options, &summary, created).map_err(|e| e.to_string())?;
+        // Streamed from the archiver's compact entry list: the manifest of a volume with many
+        // files is never whole in memory (see `voltool_backup::manifest`).
+        let mut out = StreamedPut::new(&*target, &manifest_name);
+        m.write_json(&summary.entries, std::io::BufWriter::with_capacity(64 << 10, &mut out))
+            .map_err(|e| format!("{manifest_name}: {e}"))?;
+        drop(summary);
+        out.finish().map_err(|e| e.to_string())?;
         target
             .put_small(&sum_name, voltool_backup::sha256sum_line(&row.id, &m.archive_sha256).as_bytes())
             .map_err(|e| e.to_string())?;

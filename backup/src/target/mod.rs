@@ -20,6 +20,7 @@ pub mod s3;
 mod spec;
 
 pub use file::FileTarget;
+
 pub use spec::{S3Spec, TargetConfig, TargetSpec};
 
 /// Errors of a backup target. Messages name the target and the object, never credentials.
@@ -104,11 +105,97 @@ pub trait ObjectWriter: Write + Send {
     fn abort(self: Box<Self>);
 }
 
+/// Objects up to this size written through [`StreamedPut`] go out with one
+/// [`Target::put_small`]; larger ones are streamed.
+pub const SMALL_OBJECT: usize = 4 << 20;
+
+/// Writes an object of unknown size (a manifest) without ever holding more than
+/// [`SMALL_OBJECT`] bytes of it: up to that size it is kept and written with
+/// [`Target::put_small`] by [`StreamedPut::finish`] (one request, as before for small
+/// objects); once it grows past it, it is streamed through [`Target::create`] and committed
+/// by `finish`. Either way the object becomes visible whole or not at all, and dropping the
+/// writer unfinished leaves nothing under `name`.
+pub struct StreamedPut<'a> {
+    target: &'a dyn Target,
+    name: String,
+    small: Vec<u8>,
+    large: Option<Box<dyn ObjectWriter>>,
+}
+
+impl<'a> StreamedPut<'a> {
+    pub fn new(target: &'a dyn Target, name: &str) -> Self {
+        Self { target, name: name.to_owned(), small: Vec::new(), large: None }
+    }
+
+    /// Makes the object visible. Errors: the target's, naming it and the object.
+    pub fn finish(mut self) -> Result<(), TargetError> {
+        match self.large.take() {
+            Some(w) => w.commit().map(drop),
+            None => self.target.put_small(&self.name, &self.small),
+        }
+    }
+}
+
+impl fmt::Debug for StreamedPut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamedPut").field("name", &self.name).field("streaming", &self.large.is_some()).finish()
+    }
+}
+
+impl Write for StreamedPut<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.large.is_none() && self.small.len() + data.len() <= SMALL_OBJECT {
+            self.small.extend_from_slice(data);
+            return Ok(data.len());
+        }
+        if self.large.is_none() {
+            let mut w = self.target.create(&self.name).map_err(std::io::Error::other)?;
+            w.write_all(&std::mem::take(&mut self.small))?;
+            self.large = Some(w);
+        }
+        match &mut self.large {
+            Some(w) => w.write(data),
+            None => Err(std::io::Error::other("unreachable: the object is being streamed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Nothing is visible before `finish`, so there is nothing to flush to.
+        Ok(())
+    }
+}
+
 /// Opens the target a spec describes. S3 targets need a tokio runtime handle for their
 /// requests (the methods themselves block and must not be called on a runtime worker thread).
 pub fn open_target(spec: &TargetSpec, rt: &tokio::runtime::Handle) -> Result<Box<dyn Target>, TargetError> {
     match spec {
         TargetSpec::File(dir) => Ok(Box::new(FileTarget::new(dir.clone()))),
         TargetSpec::S3(s3) => Ok(Box::new(s3::S3Target::new(s3.clone(), rt.clone())?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_put_small_and_large_objects_appear_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = FileTarget::new(dir.path().to_path_buf());
+        for (name, len) in [("small.json", 10), ("large.json", SMALL_OBJECT + 12_345)] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut w = StreamedPut::new(&t, name);
+            for chunk in data.chunks(100_003) {
+                w.write_all(chunk).expect("write");
+            }
+            assert!(!t.exists(name).expect("exists"), "{name} visible before finish");
+            w.finish().expect("finish");
+            assert_eq!(t.read_small(name, u64::MAX >> 1).expect("read"), data, "{name}");
+        }
+        let mut w = StreamedPut::new(&t, "dropped.json");
+        w.write_all(&vec![1u8; SMALL_OBJECT + 1]).expect("write");
+        drop(w);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 }
