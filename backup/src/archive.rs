@@ -232,6 +232,7 @@ pub fn write_archive_with_progress<W: Write + Send>(
             .name("voltool-readahead".into())
             .spawn_scoped(s, move || prefetch::run(root, root_dev, lookahead))
             .ok();
+        let stop_reading_ahead = prefetch::StopOnDrop(lookahead);
         let mut walk = Walk {
             root: root.to_path_buf(),
             root_dev,
@@ -249,15 +250,19 @@ pub fn write_archive_with_progress<W: Write + Send>(
                 notes: Vec::new(),
             },
         };
-        let walked = walk
-            .run(root_dir)
-            .and_then(|()| walk.builder.into_inner().map_err(BackupError::Write))
-            .and_then(|mut blocks| blocks.send().map_err(BackupError::Write));
-        lookahead.stop.store(true, Ordering::Relaxed);
+        let walked = walk.run(root_dir);
+        // The walker's end of the pipeline goes away here whatever happened, so that the
+        // compressor sees the end of the stream (joining it first would wait forever).
+        let builder = walk.builder;
+        let walked = match walked {
+            Ok(()) => builder.into_inner().and_then(|mut blocks| blocks.send()).map_err(BackupError::Write),
+            Err(e) => {
+                drop(builder);
+                Err(e)
+            }
+        };
+        drop(stop_reading_ahead);
         walk_ok.store(walked.is_ok(), Ordering::Release);
-        // `walked` owns the walker's end of the pipeline on success; drop it so the compressor
-        // sees the end of the stream (on failure it was dropped with the walk).
-        let walked = walked.map(drop);
         if let Some(t) = reading_ahead {
             let _ = t.join();
         }
@@ -616,6 +621,33 @@ mod tests {
         assert_eq!(inner, b"abc");
         assert_eq!(n, 3);
         assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    /// Regression: a walk that failed left the pipeline open and the archiver waited for the
+    /// compressor forever. Paths past PATH_MAX below the depth where directories are held
+    /// open fail deterministically (even as root).
+    #[test]
+    fn failed_walk_returns_the_error_instead_of_hanging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = "x".repeat(200);
+        let mut cur = open_at(AT_FDCWD, dir.path(), OFlag::O_DIRECTORY).expect("open");
+        for _ in 0..MAX_OPEN_DEPTH + 6 {
+            nix::sys::stat::mkdirat(cur.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755)).expect("mkdirat");
+            cur = open_at(cur.as_fd(), Path::new(&name), OFlag::O_DIRECTORY).expect("open");
+        }
+        let root = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let opts = ArchiveOptions { threads: 2, ..Default::default() };
+            let _ = tx.send(write_archive(&root, io::sink(), &opts));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("write_archive hung");
+        match result {
+            Err(BackupError::Read { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(nix::libc::ENAMETOOLONG), "{source}")
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -46,6 +46,16 @@ pub(crate) struct Progress {
     pub stop: AtomicBool,
 }
 
+/// Sets [`Progress::stop`] when dropped, so the read-ahead ends even if the archiver
+/// unwinds (a scoped thread waiting for it would otherwise never be joined).
+pub(crate) struct StopOnDrop<'a>(pub &'a Progress);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Walks `root` like the archiver (sorted names, depth-first, not into other devices) and
 /// advises the kernel to read upcoming files, until the walk ends or `shared.stop` is set.
 pub(crate) fn run(root: &Path, root_dev: u64, shared: &Progress) {
