@@ -106,8 +106,9 @@ pub trait ObjectWriter: Write + Send {
 }
 
 /// Objects up to this size written through [`StreamedPut`] go out with one
-/// [`Target::put_small`]; larger ones are streamed.
-pub const SMALL_OBJECT: usize = 4 << 20;
+/// [`Target::put_small`]; larger ones are streamed. As large as one S3 part: streaming a
+/// smaller object would hold as much in memory and cost three more requests.
+pub const SMALL_OBJECT: usize = 8 << 20;
 
 /// Writes an object of unknown size (a manifest) without ever holding more than
 /// [`SMALL_OBJECT`] bytes of it: up to that size it is kept and written with

@@ -12,9 +12,9 @@
 //!   is ~8 GiB. No part but the last is below S3's 5 MiB minimum. A stream larger than the
 //!   schedule's capacity fails with a message saying so (raise `max_parts`).
 //! - A full part is handed to a task on the runtime and the writer goes on filling the next
-//!   one. At most 4 parts and at most 32 MiB (or one part, when parts are larger) are in
+//!   one. At most 2 parts and at most 16 MiB (or one part, when parts are larger) are in
 //!   flight; `write` blocks while the limit is reached. Memory is therefore bounded by the
-//!   in-flight bytes plus the part being filled: 40 MiB with 8 MiB parts, whatever the length
+//!   in-flight bytes plus the part being filled: 24 MiB with 8 MiB parts, whatever the length
 //!   of the stream (larger parts, from the 1,001st part on with 10,000 parts, need more).
 //! - Bodies are in memory, so the SDK sends a CRC32 checksum header the server verifies and
 //!   can resend a body on its own retries. Each request makes up to 3 attempts inside the SDK
@@ -101,8 +101,10 @@ const MAX_PART_NUMBER: u32 = 10_000;
 /// The schedule doubles the part size after every `max_parts / GROWTH_STEPS` parts.
 const GROWTH_STEPS: u32 = 10;
 /// Parts in flight at most, and bytes in flight at most (but always at least one part).
-const MAX_IN_FLIGHT: usize = 4;
-const IN_FLIGHT_BYTES: u64 = 32 << 20;
+/// Two parts keep an upload going while the next one fills (the archiver produces a part
+/// in well under the time a part takes to send on most links); more only cost memory.
+const MAX_IN_FLIGHT: usize = 2;
+const IN_FLIGHT_BYTES: u64 = 16 << 20;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per attempt and in all, for requests that are quick on a live server.
@@ -160,7 +162,7 @@ fn max_in_flight(size: u64) -> usize {
 }
 
 /// Last-resort attempt timeout of a request carrying `len` bytes: 60 s plus 32 s per MiB
-/// (32 KiB/s, so that 4 parts in flight still fit through a 1 Mbit/s uplink). A hung server
+/// (32 KiB/s, so that the parts in flight still fit through a 1 Mbit/s uplink). A hung server
 /// is caught long before by the probes (see [`PROBE_AFTER`]).
 fn body_attempt_timeout(len: usize) -> Duration {
     Duration::from_secs(60) + Duration::from_millis((len as u64).div_ceil(32 << 10).saturating_mul(1000))
@@ -1288,8 +1290,8 @@ mod tests {
 
     #[test]
     fn in_flight_bytes_stay_bounded() {
-        assert_eq!(max_in_flight(8 * MIB), 4);
-        assert_eq!(max_in_flight(16 * MIB), 2);
+        assert_eq!(max_in_flight(8 * MIB), 2);
+        assert_eq!(max_in_flight(16 * MIB), 1);
         assert_eq!(max_in_flight(32 * MIB), 1);
         assert_eq!(max_in_flight(4 * GIB), 1);
         for s in [5 * MIB, 8 * MIB, 16 * MIB, 32 * MIB] {
