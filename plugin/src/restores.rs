@@ -550,12 +550,7 @@ pub fn restore_checked(
     let n = nonce();
     let staging = root.join(format!(".voltool-restore-{n}"));
     std::fs::create_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
-    let done = voltool_restore::open_archive(input)
-        .and_then(|(kind, r)| {
-            let mut rep = voltool_restore::extract(r, &staging, opts)?;
-            rep.compression = Some(kind);
-            Ok(rep)
-        })
+    let done = voltool_restore::extract_archive(input, &staging, opts)
         .map_err(|e| e.to_string())
         .and_then(|rep| check(&rep).map(|()| rep));
     let report = match done {

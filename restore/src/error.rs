@@ -18,6 +18,9 @@ pub enum RestoreError {
     /// The archive holds more than the limit (the volume's size).
     #[error("refused entry {entry:?}: the archive holds more than {limit} bytes of file data, the volume's size limit")]
     TooLarge { entry: String, limit: u64 },
+    /// A helper thread of the extraction (decoder, file writer) could not start.
+    #[error("starting the restore's {what} thread: {source}")]
+    Thread { what: &'static str, source: std::io::Error },
     /// What was extracted does not match the backup's manifest.
     #[error("the restored data does not match the manifest: {0}")]
     Manifest(String),

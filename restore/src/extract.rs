@@ -23,15 +23,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use crate::error::RestoreError;
+use crate::pipeline::{CopyError, FileMeta, FileWriter};
 
 /// Seconds and nanoseconds since the epoch.
 type Mtime = (i64, u32);
@@ -124,16 +124,41 @@ fn fill_at_least<R: Read>(r: &mut BufReader<R>, n: usize) -> io::Result<Vec<u8>>
     Ok(buf.to_vec())
 }
 
+/// Extracts the archive `input` (tar, gzip or zstd, told by its first bytes) into the empty
+/// directory `dest`, decompressing on a second thread (see [`crate::pipeline`]). The report's
+/// `compression` says what the stream was.
+///
+/// # Errors
+/// As [`open_archive`] and [`extract`]; [`RestoreError::Thread`] when a helper thread cannot
+/// start.
+pub fn extract_archive(
+    input: impl Read + Send + 'static,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractReport, RestoreError> {
+    let (kind, reader) = crate::pipeline::spawn_decoder(input)?;
+    let mut report = extract(reader, dest, opts)?;
+    report.compression = Some(kind);
+    Ok(report)
+}
+
 /// Extracts the tar stream `input` (already decompressed) into the empty directory `dest`.
+/// File contents are written, hashed and finished on a second thread (see
+/// [`crate::pipeline`]).
 ///
 /// # Errors
 /// [`RestoreError::Refused`] naming the entry for anything unsafe, [`RestoreError::TooLarge`]
 /// over `max_bytes`, [`RestoreError::Read`] for a truncated or corrupt stream,
-/// [`RestoreError::Write`] for filesystem errors in `dest`.
+/// [`RestoreError::Write`] for filesystem errors in `dest`, [`RestoreError::Thread`] when the
+/// file thread cannot start.
 pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<ExtractReport, RestoreError> {
     let mut dirs: Vec<(PathBuf, u32, Option<Mtime>)> = Vec::new();
     let mut report = ExtractReport::default();
     let mut files: HashSet<String> = HashSet::new();
+    let mut known_dirs: HashSet<PathBuf> = HashSet::new();
+    // The names of the files handed to the file thread, in the order it numbers them.
+    let mut hashed: Vec<String> = Vec::new();
+    let mut writer = FileWriter::start()?;
     let mut archive = tar::Archive::new(input);
     let entries = archive.entries().map_err(|e| RestoreError::Read(e.to_string()))?;
     for entry in entries {
@@ -145,9 +170,10 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
         let header = entry.header().clone();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mtime = header.mtime().ok().map(|s| (i64::try_from(s).unwrap_or(0), 0u32));
-        let mtime = pax_mtime(&mut entry).or(mtime);
+        let pax = pax_records(&mut entry);
+        let mtime = pax.mtime.or(mtime);
         let full = dest.join(&rel);
-        check_parents(dest, &rel, &name)?;
+        check_parents(dest, &rel, &name, &mut known_dirs)?;
         let kind = header.entry_type();
         match kind {
             EntryType::Directory => {
@@ -158,6 +184,7 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                 }
                 fs::set_permissions(&full, fs::Permissions::from_mode(0o700)).map_err(write_err(&full))?;
                 set_owner(&full, &header, opts, false)?;
+                known_dirs.insert(rel);
                 dirs.push((full.clone(), mode, mtime));
                 report.written.insert(name, Written::Dir { mode });
             }
@@ -171,32 +198,36 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                 {
                     return Err(RestoreError::TooLarge { entry: name, limit: max });
                 }
-                remove_non_dir(&full, &name)?;
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                    .open(&full)
-                    .map_err(write_err(&full))?;
-                let mut hasher = Sha256::new();
+                // O_CREAT|O_EXCL|O_NOFOLLOW (open(2)): fails on anything already there,
+                // symlinks included, so an earlier entry of the same name is looked at (and
+                // replaced, tar semantics) only then, instead of an lstat before every file.
+                let out = match create_file(&full) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        remove_non_dir(&full, &name)?;
+                        create_file(&full).map_err(write_err(&full))?
+                    }
+                    Err(e) => return Err(write_err(&full)(e)),
+                };
+                // The file thread writes the bytes, then sets owner, mode, xattrs and times
+                // through the descriptor (no path lookups: nothing can be swapped in under the
+                // name) and closes it.
+                let meta = FileMeta { owner: owner(&header, opts), mode, xattrs: pax.xattrs, mtime };
                 let copied =
-                    copy_hashing(&mut entry, &mut out, &mut hasher).map_err(|e| stream_or_write(e, &full, &name))?;
+                    writer.copy(&mut entry, out, full.clone(), meta).map_err(|e| stream_or_write(e, &full, &name))?;
                 if copied != size {
                     return Err(RestoreError::Read(format!("entry {name:?}: the archive ends inside the file")));
                 }
-                drop(out);
-                set_owner(&full, &header, opts, false)?;
-                fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(write_err(&full))?;
-                apply_xattrs(&mut entry, &full);
-                if let Some((s, ns)) = mtime {
-                    let t = filetime::FileTime::from_unix_time(s, ns);
-                    filetime::set_symlink_file_times(&full, t, t).map_err(write_err(&full))?;
+                if writer.failed() {
+                    // Its error, naming the file.
+                    writer.finish()?;
+                    return Err(RestoreError::Write(format!("{}: the file writer stopped", full.display())));
                 }
                 report.files += 1;
                 report.bytes += size;
                 files.insert(name.clone());
-                report.written.insert(name, Written::File { size, sha256: hex::encode(hasher.finalize()), mode });
+                hashed.push(name.clone());
+                report.written.insert(name, Written::File { size, sha256: String::new(), mode });
             }
             EntryType::Symlink => {
                 let target = entry
@@ -229,7 +260,7 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                         &format!("a hard link to {tname:?}, which is not a file extracted earlier from this archive"),
                     ));
                 }
-                check_parents(dest, &target, &name)?;
+                check_parents(dest, &target, &name, &mut known_dirs)?;
                 remove_non_dir(&full, &name)?;
                 fs::hard_link(dest.join(&target), &full).map_err(write_err(&full))?;
                 report.written.insert(name, Written::Hardlink { target: tname });
@@ -266,6 +297,15 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
             other => return Err(refused(&name, &format!("an entry of type {other:?}, which restore does not create"))),
         }
     }
+    // Every file's sha256, from the hashing thread. A name written twice (tar semantics: the
+    // later entry wins) gets the later file's digest last; a name whose later entry is no
+    // longer a file keeps what that entry wrote.
+    let digests = writer.finish()?;
+    for (name, digest) in hashed.iter().zip(digests) {
+        if let Some(Written::File { sha256, .. }) = report.written.get_mut(name) {
+            *sha256 = hex::encode(digest);
+        }
+    }
     // Directory modes and times last, deepest first.
     dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
     for (p, mode, mtime) in dirs {
@@ -293,25 +333,13 @@ fn stream_or_write(e: CopyError, p: &Path, name: &str) -> RestoreError {
     }
 }
 
-enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-fn copy_hashing(r: &mut impl Read, w: &mut File, h: &mut Sha256) -> Result<u64, CopyError> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => return Ok(n),
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        h.update(&buf[..k]);
-        w.write_all(&buf[..k]).map_err(CopyError::Write)?;
-        n += k as u64;
-    }
+fn create_file(p: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(p)
 }
 
 /// Validates an entry path: relative, no `..`, no NUL. `None` for the root itself (`./`) and
@@ -343,11 +371,25 @@ fn safe_path(raw: &[u8], strip: usize) -> Result<Option<PathBuf>, RestoreError> 
 }
 
 /// Every parent of `rel` under `dest` must be a real directory (made if missing).
-fn check_parents(dest: &Path, rel: &Path, name: &str) -> Result<(), RestoreError> {
+///
+/// `known` holds the directories (relative to `dest`) this extraction has already checked or
+/// made, so each is `lstat`ed once, not once per entry below it. That stays true for the whole
+/// extraction: nothing in an archive can turn a directory into something else (every entry
+/// that would replace a path refuses a directory there, see [`remove_non_dir`], and nothing
+/// removes directories), and a directory's parents are checked before it is recorded.
+fn check_parents(dest: &Path, rel: &Path, name: &str, known: &mut HashSet<PathBuf>) -> Result<(), RestoreError> {
+    let Some(parent) = rel.parent() else { return Ok(()) };
+    if parent.as_os_str().is_empty() || known.contains(parent) {
+        return Ok(());
+    }
     let mut cur = dest.to_path_buf();
-    let comps: Vec<_> = rel.components().collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
+    let mut sub = PathBuf::new();
+    for c in parent.components() {
         cur.push(c);
+        sub.push(c);
+        if known.contains(&sub) {
+            continue;
+        }
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(refused(
@@ -365,6 +407,7 @@ fn check_parents(dest: &Path, rel: &Path, name: &str) -> Result<(), RestoreError
             }
             Err(e) => return Err(RestoreError::Write(format!("{}: {e}", cur.display()))),
         }
+        known.insert(sub.clone());
     }
     Ok(())
 }
@@ -379,6 +422,12 @@ fn remove_non_dir(full: &Path, name: &str) -> Result<(), RestoreError> {
     }
 }
 
+/// The owner to give a file: the archive's when restoring owners, else none.
+fn owner(h: &tar::Header, opts: &ExtractOptions) -> Option<(Option<u32>, Option<u32>)> {
+    opts.same_owner
+        .then(|| (h.uid().ok().and_then(|u| u32::try_from(u).ok()), h.gid().ok().and_then(|g| u32::try_from(g).ok())))
+}
+
 fn set_owner(p: &Path, h: &tar::Header, opts: &ExtractOptions, link: bool) -> Result<(), RestoreError> {
     if !opts.same_owner {
         return Ok(());
@@ -389,35 +438,46 @@ fn set_owner(p: &Path, h: &tar::Header, opts: &ExtractOptions, link: bool) -> Re
     r.map_err(write_err(p))
 }
 
-/// Nanosecond mtime from a pax `mtime` record, when there is one.
-fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<(i64, u32)> {
-    let exts = entry.pax_extensions().ok().flatten()?;
-    for ext in exts.flatten() {
-        if ext.key().ok() == Some("mtime") {
-            let v = ext.value().ok()?;
-            let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-            let secs: i64 = s.parse().ok()?;
-            let mut digits: String = frac.chars().take(9).collect();
-            while digits.len() < 9 {
-                digits.push('0');
-            }
-            let ns: u32 = digits.parse().unwrap_or(0);
-            // A negative fractional time counts down from the whole second.
-            return Some(if secs < 0 && ns > 0 { (secs - 1, 1_000_000_000 - ns) } else { (secs, ns) });
-        }
-    }
-    None
+/// What an entry's pax records say that restore applies.
+#[derive(Default)]
+struct Pax {
+    /// Nanosecond mtime from an `mtime` record.
+    mtime: Option<Mtime>,
+    /// `SCHILY.xattr.NAME` records: (NAME, value).
+    xattrs: Vec<(String, Vec<u8>)>,
 }
 
-fn apply_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path) {
-    let Ok(Some(exts)) = entry.pax_extensions() else { return };
+/// Reads the entry's pax records once (the mtime and the xattrs).
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Pax {
+    let mut pax = Pax::default();
+    let Ok(Some(exts)) = entry.pax_extensions() else { return pax };
+    let mut mtime_seen = false;
     for ext in exts.flatten() {
-        if let Ok(key) = ext.key()
-            && let Some(name) = key.strip_prefix("SCHILY.xattr.")
-        {
-            let _ = xattr::set(p, name, ext.value_bytes());
+        let Ok(key) = ext.key() else { continue };
+        if key == "mtime" {
+            // The first record counts, even when it does not parse.
+            if !mtime_seen {
+                pax.mtime = ext.value().ok().and_then(parse_pax_time);
+                mtime_seen = true;
+            }
+        } else if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            pax.xattrs.push((name.to_owned(), ext.value_bytes().to_vec()));
         }
     }
+    pax
+}
+
+/// A pax time (`SECONDS[.FRACTION]`) as seconds and nanoseconds.
+fn parse_pax_time(v: &str) -> Option<Mtime> {
+    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = s.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let ns: u32 = digits.parse().unwrap_or(0);
+    // A negative fractional time counts down from the whole second.
+    Some(if secs < 0 && ns > 0 { (secs - 1, 1_000_000_000 - ns) } else { (secs, ns) })
 }
 
 /// Appends one tar entry whose name and link name are written byte for byte, including

@@ -8,6 +8,11 @@
 //! compares what was written with a voltool manifest (every file's size and sha256).
 //!
 //! ## Design
+//! [`extract_archive`] decompresses on one thread and writes, hashes and finishes file
+//! contents on another while the calling thread parses, checks paths and creates (see the
+//! `pipeline` module); buffers are bounded and recycled, so memory does not grow with the
+//! archive.
+//!
 //! The caller (the daemon) owns staging and swapping: it extracts into a fresh directory on
 //! the volume's own filesystem, checks the result, and only then swaps it in, so a failed
 //! restore leaves the volume as it was.
@@ -17,9 +22,10 @@
 
 pub mod error;
 pub mod extract;
+mod pipeline;
 
 pub use error::RestoreError;
-pub use extract::{Compression, ExtractOptions, ExtractReport, Written, extract, open_archive};
+pub use extract::{Compression, ExtractOptions, ExtractReport, Written, extract, extract_archive, open_archive};
 
 use voltool_backup::{EntryKind, Manifest};
 

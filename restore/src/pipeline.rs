@@ -1,0 +1,530 @@
+//! The threads around extraction: decompression ahead of the tar parser; writing, sha256 and
+//! metadata behind it.
+//!
+//! Parsing, the path checks and creating stay on the extraction thread, in archive order (each
+//! check depends on what earlier entries made); what can move off it is the work on either
+//! side. GNU tar's usual pipeline
+//! `zstd -d | tar -x` splits the same way, decoding in one process and writing in another.
+//!
+//! - [`spawn_decoder`] recognises and decompresses the stream on its own thread and hands the
+//!   tar bytes over in [`CHUNK`]-sized buffers through a bounded channel: at most
+//!   [`DECODE_BUFFERS`] exist, recycled, so memory stays bounded however large the archive is
+//!   and the decoder waits when the writer falls behind (never buffering the stream).
+//! - [`FileWriter`] takes each file's bytes in batches of up to [`CHUNK`] (many small files
+//!   share one batch) and, on its own thread, writes them to the file the extraction created,
+//!   hashes them, then applies owner, mode, xattrs and mtime through the descriptor and closes
+//!   it; again at most [`FILE_BUFFERS`] buffers, recycled. The extraction thread is left with
+//!   parsing, the path checks and creating (the part whose order matters for safety).
+//!
+//! Every failure is forwarded in order: a decoder error reaches the tar parser as the same
+//! `io::Error` at the same point of the stream, and a thread that disappears without saying it
+//! finished is an error, never a clean end (a clean end at a header boundary would look like
+//! the end of the archive to the parser).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::RestoreError;
+use crate::extract::{Compression, open_archive};
+
+/// The size of one buffer handed between threads.
+pub(crate) const CHUNK: usize = 1 << 20;
+/// Decoded buffers in existence at once (in the channel, being filled, being parsed).
+const DECODE_BUFFERS: usize = 4;
+/// File-data batches in existence at once.
+const FILE_BUFFERS: usize = 4;
+/// Files opened in one batch at most: each holds its descriptor until the file thread closes
+/// it, so at most `FILES_PER_BATCH * (FILE_BUFFERS + 1)` are open at once, however many empty
+/// files an archive holds.
+const FILES_PER_BATCH: usize = 32;
+
+/// What the decoder thread sends, in order: `Opened` (or `OpenFailed`), then `Data`, then `End`
+/// or `Failed`.
+enum Decoded {
+    Opened(Compression),
+    OpenFailed(RestoreError),
+    Data(Vec<u8>, usize),
+    End,
+    Failed(io::Error),
+}
+
+/// The decompressed tar stream, read from the decoder thread's buffers.
+pub(crate) struct ChunkReader {
+    rx: Receiver<Decoded>,
+    free: Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    len: usize,
+    pos: usize,
+    /// Set once the stream ended or failed: later reads repeat it.
+    over: Option<Result<(), (io::ErrorKind, String)>>,
+}
+
+/// Starts the decoder thread on `input` and returns the compression it found and a reader of
+/// the tar stream inside.
+///
+/// # Errors
+/// [`RestoreError::Format`] or [`RestoreError::Read`] as [`open_archive`];
+/// [`RestoreError::Thread`] when the thread cannot start.
+pub(crate) fn spawn_decoder(input: impl Read + Send + 'static) -> Result<(Compression, ChunkReader), RestoreError> {
+    let (tx, rx) = mpsc::sync_channel(DECODE_BUFFERS);
+    let (free, free_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("restore-decode".into())
+        .spawn(move || decode(input, &tx, &free_rx))
+        .map_err(|e| RestoreError::Thread { what: "decoder", source: e })?;
+    let mut reader = ChunkReader { rx, free, cur: Vec::new(), len: 0, pos: 0, over: None };
+    match reader.rx.recv() {
+        Ok(Decoded::Opened(kind)) => Ok((kind, reader)),
+        Ok(Decoded::OpenFailed(e)) => Err(e),
+        Ok(_) | Err(_) => {
+            reader.over = Some(Ok(()));
+            Err(RestoreError::Read("the decoder thread stopped before reading the archive".into()))
+        }
+    }
+}
+
+/// The decoder thread: returns when the stream ended, failed, or the reader went away (a
+/// failed send: the extraction stopped, nobody wants the rest).
+fn decode(input: impl Read, tx: &SyncSender<Decoded>, free: &Receiver<Vec<u8>>) {
+    let mut r = match open_archive(input) {
+        Ok((kind, r)) => {
+            if tx.send(Decoded::Opened(kind)).is_err() {
+                return;
+            }
+            r
+        }
+        Err(e) => {
+            let _ = tx.send(Decoded::OpenFailed(e));
+            return;
+        }
+    };
+    let mut made = 0;
+    loop {
+        let mut buf = match free.try_recv() {
+            Ok(b) => b,
+            Err(_) if made < DECODE_BUFFERS => {
+                made += 1;
+                vec![0u8; CHUNK]
+            }
+            Err(_) => match free.recv() {
+                Ok(b) => b,
+                Err(_) => return,
+            },
+        };
+        // Fill the whole buffer (fewer hand-overs), unless the stream ends first.
+        let mut n = 0;
+        let mut failed = None;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let ended = n < buf.len();
+        if n > 0 && tx.send(Decoded::Data(buf, n)).is_err() {
+            return;
+        }
+        match failed {
+            Some(e) => {
+                let _ = tx.send(Decoded::Failed(e));
+                return;
+            }
+            None if ended => {
+                let _ = tx.send(Decoded::End);
+                return;
+            }
+            None => {}
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.len {
+            if let Some(over) = &self.over {
+                return match over {
+                    Ok(()) => Ok(0),
+                    Err((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+                };
+            }
+            match self.rx.recv() {
+                Ok(Decoded::Data(buf, len)) => {
+                    let done = std::mem::replace(&mut self.cur, buf);
+                    if !done.is_empty() {
+                        // The decoder may be gone already: then the buffer is just freed.
+                        let _ = self.free.send(done);
+                    }
+                    (self.len, self.pos) = (len, 0);
+                }
+                Ok(Decoded::End) => self.over = Some(Ok(())),
+                Ok(Decoded::Failed(e)) => {
+                    self.over = Some(Err((e.kind(), e.to_string())));
+                    return Err(e);
+                }
+                Ok(Decoded::Opened(_) | Decoded::OpenFailed(_)) | Err(_) => {
+                    let msg = "the decoder thread stopped in the middle of the archive";
+                    self.over = Some(Err((io::ErrorKind::Other, msg.into())));
+                    return Err(io::Error::other(msg));
+                }
+            }
+        }
+        let n = out.len().min(self.len - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the file thread applies to a file once its bytes are written, in this order:
+/// fchown(2) (it clears setuid/setgid, so before the mode), fchmod(2), fsetxattr(2),
+/// futimens(3) (last: writing would change the mtime again).
+#[derive(Debug, Default)]
+pub(crate) struct FileMeta {
+    /// `Some((uid, gid))` when owners are restored.
+    pub(crate) owner: Option<(Option<u32>, Option<u32>)>,
+    pub(crate) mode: u32,
+    pub(crate) xattrs: Vec<(String, Vec<u8>)>,
+    pub(crate) mtime: Option<(i64, u32)>,
+}
+
+/// One step for the file thread; `Bytes` refer to the batch's buffer, in order.
+enum Op {
+    /// A new file, created (empty) by the extraction; its bytes follow.
+    Open(Box<(File, PathBuf, FileMeta)>),
+    Bytes(usize),
+    /// The file is complete: apply its metadata, close it, keep its digest.
+    Close,
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+/// Writes, hashes and finishes files on their own thread, in archive order; the extraction
+/// thread only parses, checks and creates. Files are numbered in the order they are opened;
+/// [`FileWriter::finish`] returns their sha256 digests in that order.
+///
+/// The extraction creates each file itself (`O_CREAT|O_EXCL|O_NOFOLLOW`, after every path
+/// check) and hands over the descriptor: this thread never resolves a path, so it cannot
+/// write anywhere the checks did not allow. Its first error stops its work and is returned by
+/// [`FileWriter::finish`] (and seen by [`FileWriter::failed`] at once).
+pub(crate) struct FileWriter {
+    tx: Option<SyncSender<Batch>>,
+    free: Receiver<Vec<u8>>,
+    failed: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Vec<[u8; 32]>, RestoreError>>>,
+    made: usize,
+    buf: Vec<u8>,
+    fill: usize,
+    ops: Vec<Op>,
+    /// Bytes of the current file in the current batch, not yet in `ops`.
+    part: usize,
+    /// `Open` steps in the current batch.
+    files_in_batch: usize,
+}
+
+/// Why copying a file failed: reading the archive, or handing it to the file thread.
+pub(crate) enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn write_error(p: &Path, e: &io::Error) -> RestoreError {
+    RestoreError::Write(format!("{}: {e}", p.display()))
+}
+
+/// The file thread: returns every file's digest, or the first error.
+fn write_files(
+    rx: &Receiver<Batch>,
+    free: &Sender<Vec<u8>>,
+    failed: &AtomicBool,
+) -> Result<Vec<[u8; 32]>, RestoreError> {
+    let mut digests = Vec::new();
+    let mut h = Sha256::new();
+    let mut cur: Option<Box<(File, PathBuf, FileMeta)>> = None;
+    let mut result = Ok(());
+    for batch in rx {
+        let mut at = 0;
+        for op in batch.ops {
+            if result.is_err() {
+                break;
+            }
+            result = match op {
+                Op::Open(f) => {
+                    cur = Some(f);
+                    Ok(())
+                }
+                Op::Bytes(n) => {
+                    let data = &batch.buf[at..at + n];
+                    at += n;
+                    h.update(data);
+                    match &mut cur {
+                        Some(f) => f.0.write_all(data).map_err(|e| write_error(&f.1, &e)),
+                        None => Err(RestoreError::Write("file data without a file".into())),
+                    }
+                }
+                Op::Close => {
+                    digests.push(h.finalize_reset().into());
+                    match cur.take() {
+                        Some(f) => apply(&f.0, &f.1, &f.2),
+                        None => Err(RestoreError::Write("file data without a file".into())),
+                    }
+                }
+            };
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
+        // The extraction may be gone already: then the buffer is just freed. (The first
+        // batch may come without a buffer: nothing to give back.)
+        if !batch.buf.is_empty() {
+            let _ = free.send(batch.buf);
+        }
+    }
+    result.map(|()| digests)
+}
+
+/// Applies `meta` to the open file (see [`FileMeta`] for the order).
+fn apply(f: &File, p: &Path, meta: &FileMeta) -> Result<(), RestoreError> {
+    if let Some((uid, gid)) = meta.owner {
+        std::os::unix::fs::fchown(f, uid, gid).map_err(|e| write_error(p, &e))?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(meta.mode)).map_err(|e| write_error(p, &e))?;
+    for (key, value) in &meta.xattrs {
+        // As GNU tar: an xattr the filesystem refuses does not fail the restore.
+        let _ = xattr::FileExt::set_xattr(f, key, value);
+    }
+    if let Some((s, ns)) = meta.mtime {
+        let t = filetime::FileTime::from_unix_time(s, ns);
+        filetime::set_file_handle_times(f, Some(t), Some(t)).map_err(|e| write_error(p, &e))?;
+    }
+    Ok(())
+}
+
+impl FileWriter {
+    /// # Errors
+    /// [`RestoreError::Thread`] when the thread cannot start.
+    pub(crate) fn start() -> Result<Self, RestoreError> {
+        let (tx, rx) = mpsc::sync_channel::<Batch>(FILE_BUFFERS);
+        let (free_tx, free) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let f2 = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("restore-files".into())
+            .spawn(move || write_files(&rx, &free_tx, &f2))
+            .map_err(|e| RestoreError::Thread { what: "file writer", source: e })?;
+        Ok(Self {
+            tx: Some(tx),
+            free,
+            failed,
+            thread: Some(thread),
+            made: 0,
+            buf: Vec::new(),
+            fill: 0,
+            ops: Vec::new(),
+            part: 0,
+            files_in_batch: 0,
+        })
+    }
+
+    /// Whether the file thread has failed (then [`FileWriter::finish`] says why).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Hands the current batch to the thread and takes an empty buffer.
+    fn send(&mut self) -> Result<(), io::Error> {
+        let stopped = || io::Error::other("the file writer thread stopped");
+        if self.part > 0 {
+            self.ops.push(Op::Bytes(self.part));
+            self.part = 0;
+        }
+        let next = match self.free.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.made < FILE_BUFFERS => {
+                self.made += 1;
+                vec![0u8; CHUNK]
+            }
+            Err(_) => self.free.recv().map_err(|_| stopped())?,
+        };
+        let buf = std::mem::replace(&mut self.buf, next);
+        let ops = std::mem::take(&mut self.ops);
+        self.fill = 0;
+        self.files_in_batch = 0;
+        if !buf.is_empty() || !ops.is_empty() {
+            self.tx.as_ref().ok_or_else(stopped)?.send(Batch { buf, ops }).map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+
+    /// Reads one file's contents from `r` and queues them, with the created `file` (named
+    /// `path`, for messages) and what to apply once written; returns the bytes read. The
+    /// file's digest is the next one [`FileWriter::finish`] returns.
+    pub(crate) fn copy(
+        &mut self,
+        r: &mut impl Read,
+        file: File,
+        path: PathBuf,
+        meta: FileMeta,
+    ) -> Result<u64, CopyError> {
+        if self.part > 0 {
+            self.ops.push(Op::Bytes(self.part));
+            self.part = 0;
+        }
+        if self.files_in_batch == FILES_PER_BATCH {
+            self.send().map_err(CopyError::Write)?;
+        }
+        self.files_in_batch += 1;
+        self.ops.push(Op::Open(Box::new((file, path, meta))));
+        let mut n = 0u64;
+        loop {
+            if self.fill == self.buf.len() {
+                self.send().map_err(CopyError::Write)?;
+            }
+            let k = match r.read(&mut self.buf[self.fill..]) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Read(e)),
+            };
+            self.fill += k;
+            self.part += k;
+            n += k as u64;
+        }
+        if self.part > 0 {
+            self.ops.push(Op::Bytes(self.part));
+            self.part = 0;
+        }
+        self.ops.push(Op::Close);
+        Ok(n)
+    }
+
+    /// Writes and finishes what is queued and returns every file's sha256, in the order of
+    /// [`FileWriter::copy`].
+    ///
+    /// # Errors
+    /// The file thread's first error ([`RestoreError::Write`] naming the file).
+    pub(crate) fn finish(mut self) -> Result<Vec<[u8; 32]>, RestoreError> {
+        let stopped = || RestoreError::Write("the file writer thread stopped".into());
+        if !self.ops.is_empty() {
+            let batch = Batch { buf: std::mem::take(&mut self.buf), ops: std::mem::take(&mut self.ops) };
+            // A failed send means the thread ended: join says why.
+            let _ = self.tx.as_ref().ok_or_else(stopped)?.send(batch);
+        }
+        drop(self.tx.take());
+        self.thread.take().ok_or_else(stopped)?.join().map_err(|_| stopped())?
+    }
+}
+
+impl Drop for FileWriter {
+    /// On an early return the thread finishes what it was given (a few buffers of local
+    /// writes) and ends: nothing outlives the extraction.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_writer_writes_and_hashes_each_file_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [0usize, 1, 4096, CHUNK - 3, 5, 3 * CHUNK + 17, 0, 100];
+        let mut w = FileWriter::start().unwrap();
+        let mut want = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..n).map(|j| (j * 31 + i) as u8).collect();
+            let p = dir.path().join(format!("f{i}"));
+            let f = File::create(&p).unwrap();
+            let meta = FileMeta { mode: 0o640, mtime: Some((1_700_000_000, 5)), ..FileMeta::default() };
+            assert_eq!(w.copy(&mut &data[..], f, p, meta).ok(), Some(n as u64));
+            want.push((<[u8; 32]>::from(Sha256::digest(&data)), data));
+        }
+        let digests = w.finish().unwrap();
+        assert_eq!(digests.len(), sizes.len());
+        for (i, (d, (want_d, data))) in digests.iter().zip(&want).enumerate() {
+            assert_eq!(d, want_d, "file {i}");
+            let p = dir.path().join(format!("f{i}"));
+            assert_eq!(&std::fs::read(&p).unwrap(), data, "file {i}");
+            let m = std::fs::metadata(&p).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+            assert_eq!(filetime::FileTime::from_last_modification_time(&m).unix_seconds(), 1_700_000_000);
+        }
+    }
+
+    #[test]
+    fn empty_files_do_not_pile_up_open_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = FileWriter::start().unwrap();
+        for i in 0..2000 {
+            let p = dir.path().join(format!("e{i}"));
+            let f = File::create(&p).unwrap();
+            w.copy(&mut &[][..], f, p, FileMeta { mode: 0o600, ..FileMeta::default() }).ok().unwrap();
+            let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
+            assert!(open < 1000, "{open} descriptors open after {i} files");
+        }
+        assert_eq!(w.finish().unwrap().len(), 2000);
+    }
+
+    #[test]
+    fn a_write_error_is_returned_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ro");
+        std::fs::write(&p, b"").unwrap();
+        // A read-only descriptor: every write fails (EBADF).
+        let f = File::open(&p).unwrap();
+        let mut w = FileWriter::start().unwrap();
+        let data = [1u8; 10];
+        assert!(w.copy(&mut &data[..], f, p.clone(), FileMeta::default()).is_ok());
+        let e = w.finish().unwrap_err().to_string();
+        assert!(e.contains("ro"), "{e}");
+    }
+
+    #[test]
+    fn decoder_hands_over_the_whole_stream_and_reports_the_kind() {
+        let data: Vec<u8> = (0..5 * CHUNK + 123).map(|i| (i % 253) as u8).collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &data[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let z = zstd::encode_all(&tar[..], 3).unwrap();
+        let (kind, mut r) = spawn_decoder(std::io::Cursor::new(z)).unwrap();
+        assert_eq!(kind, Compression::Zstd);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, tar);
+    }
+
+    #[test]
+    fn a_truncated_stream_is_an_error_not_an_end() {
+        let tar: Vec<u8> = vec![7u8; 3 * CHUNK];
+        let mut z = zstd::encode_all(&tar[..], 3).unwrap();
+        z.truncate(z.len() - 10);
+        // Not a tar at all, but the magic says zstd: decoding fails at the cut.
+        let (_, mut r) = spawn_decoder(std::io::Cursor::new(z)).unwrap();
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(r.read(&mut [0u8; 10]).is_err(), "the failure repeats: {e}");
+    }
+}
