@@ -237,13 +237,19 @@ async fn export(State(r): State<Restores>, Path(name): Path<String>, Query(q): Q
                     let out = voltool_backup::write_archive(&root, &mut fw, &opts);
                     let now = time::OffsetDateTime::now_utc();
                     let id = format!("{}-migrate", offer.volume);
+                    // The manifest as compact JSON, zstd-compressed (a `Z` frame): for 100,000
+                    // files the pretty JSON is ~28 MB, 3% more bytes through ssh.
                     let trailer = out.as_ref().map_err(|e| e.to_string()).and_then(|s| {
-                        voltool_backup::Manifest::new(&id, &offer.volume, &offer.options, s.clone(), now)
-                            .and_then(|m| m.to_json_pretty())
+                        let m = voltool_backup::Manifest::new(&id, &offer.volume, &offer.options, s.clone(), now)
+                            .map_err(|e| e.to_string())?;
+                        let json = serde_json::to_vec(&m).map_err(|e| format!("the manifest: {e}"))?;
+                        drop(m);
+                        voltool_restore::trailer::compress_manifest(&json)
+                            .map(voltool_migrate::Trailer::ZstdJson)
                             .map_err(|e| e.to_string())
                     });
                     let done = match &trailer {
-                        Ok(json) => fw.finish(json.as_bytes()),
+                        Ok(t) => fw.finish(t),
                         Err(e) => fw.fail(e),
                     };
                     match done {

@@ -248,12 +248,15 @@ impl Restores {
     /// [`Error::Restore`] saying why not.
     pub async fn check_offer(&self, name: &str, offer: &voltool_migrate::Offer) -> Result<()> {
         crate::options::validate_name(name)?;
-        if offer.protocol != voltool_migrate::PROTOCOL {
+        // A newer sender may send what this one cannot read; an older one (protocol 1: the
+        // manifest uncompressed) is still read.
+        if !(voltool_migrate::OLDEST_PROTOCOL..=voltool_migrate::PROTOCOL).contains(&offer.protocol) {
             return Err(restore_err(
                 name,
                 format!(
-                    "the sender speaks migration protocol {}, this voltool {}",
+                    "the sender speaks migration protocol {}, this voltool reads {} to {}: run the same voltool version on both hosts",
                     offer.protocol,
+                    voltool_migrate::OLDEST_PROTOCOL,
                     voltool_migrate::PROTOCOL
                 ),
             ));
@@ -301,7 +304,15 @@ impl Restores {
         let reader = std::sync::Arc::new(std::sync::Mutex::new(voltool_migrate::FrameReader::new(frames)));
         let shared = Shared(reader.clone());
         let mut check_manifest = move |rep: &ExtractReport| -> std::result::Result<(), String> {
-            let bytes = reader.lock().unwrap_or_else(|p| p.into_inner()).manifest().map_err(|e| e.to_string())?;
+            let trailer =
+                reader.lock().unwrap_or_else(|p| p.into_inner()).take_manifest().map_err(|e| e.to_string())?;
+            let bytes = match trailer {
+                voltool_migrate::Trailer::Json(b) => b,
+                voltool_migrate::Trailer::ZstdJson(z) => {
+                    voltool_restore::trailer::decompress_manifest(&z, voltool_migrate::MAX_MANIFEST)
+                        .map_err(|e| e.to_string())?
+                }
+            };
             let text = String::from_utf8(bytes).map_err(|_| "the manifest is not UTF-8".to_string())?;
             let m = Manifest::from_json(&text).map_err(|e| format!("the manifest: {e}"))?;
             voltool_restore::check_manifest(rep, &m).map_err(|e| e.to_string())
