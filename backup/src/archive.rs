@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, PosixFadviseAdvice, posix_fadvise};
 use nix::sys::stat::{FileStat, Mode, SFlag};
@@ -219,12 +219,11 @@ pub fn write_archive_with_progress<W: Write + Send>(
         .map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?;
     let (blocks, compressor) = pipeline::pipeline();
     let lookahead = &prefetch::Progress::default();
-    let walk_ok = AtomicBool::new(false);
     let (level, threads) = (opts.level, opts.threads);
     std::thread::scope(|s| {
         let compressing = std::thread::Builder::new()
             .name("voltool-zstd".into())
-            .spawn_scoped(s, || compressor.run(out, level, threads, &walk_ok))
+            .spawn_scoped(s, || compressor.run(out, level, threads))
             .map_err(BackupError::Write)?;
         let root_dev = root_meta.dev();
         // Read-ahead is only a hint: without the thread the archive is the same, just slower.
@@ -255,14 +254,13 @@ pub fn write_archive_with_progress<W: Write + Send>(
         // compressor sees the end of the stream (joining it first would wait forever).
         let builder = walk.builder;
         let walked = match walked {
-            Ok(()) => builder.into_inner().and_then(|mut blocks| blocks.send()).map_err(BackupError::Write),
+            Ok(()) => builder.into_inner().and_then(BlockWriter::finish).map_err(BackupError::Write),
             Err(e) => {
                 drop(builder);
                 Err(e)
             }
         };
         drop(stop_reading_ahead);
-        walk_ok.store(walked.is_ok(), Ordering::Release);
         if let Some(t) = reading_ahead {
             let _ = t.join();
         }

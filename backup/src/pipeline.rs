@@ -8,7 +8,6 @@
 //! exist at once whatever the size of the volume.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
 use zstd::stream::raw::CParameter;
@@ -25,20 +24,24 @@ const BLOCKS_IN_FLIGHT: usize = 2;
 /// tail of the previous one through zstd's overlap).
 const JOB_SIZE: u32 = 1 << 20;
 
-/// A full block: the buffer and how many of its bytes are tar.
-type Block = (Vec<u8>, usize);
+/// What the walker sends: a block (the buffer and how many of its bytes are tar), or the end
+/// of a complete stream. A channel that closes without `End` means the walk failed.
+enum Msg {
+    Block(Vec<u8>, usize),
+    End,
+}
 
 /// The walker's end of the pipeline: a block being filled.
 pub(crate) struct BlockWriter {
     buf: Vec<u8>,
     len: usize,
-    tx: SyncSender<Block>,
+    tx: SyncSender<Msg>,
     recycled: Receiver<Vec<u8>>,
 }
 
 /// The compressor's end, run by [`Compressor::run`] on its own thread.
 pub(crate) struct Compressor {
-    rx: Receiver<Block>,
+    rx: Receiver<Msg>,
     recycle: Sender<Vec<u8>>,
 }
 
@@ -74,9 +77,20 @@ impl BlockWriter {
         };
         let full = std::mem::replace(&mut self.buf, next);
         let len = std::mem::take(&mut self.len);
-        // A closed channel means the compressor failed; its own error is the one reported.
-        self.tx.send((full, len)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped"))
+        self.tx.send(Msg::Block(full, len)).map_err(|_| stopped())
     }
+
+    /// Sends what is left and marks the stream complete. Dropping the writer without this
+    /// leaves the compressed stream unfinished.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        self.send()?;
+        self.tx.send(Msg::End).map_err(|_| stopped())
+    }
+}
+
+/// A closed channel means the compressor failed; its own error is the one reported.
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped")
 }
 
 impl Write for BlockWriter {
@@ -96,32 +110,68 @@ impl Write for BlockWriter {
 }
 
 impl Compressor {
-    /// Compresses every block into `out` until the walker's end is dropped. If `walk_ok` is
-    /// then false the stream is left unfinished (no zstd epilogue: it cannot pass for a
-    /// complete archive). Returns `out`, the compressed size and its lowercase hex sha256.
-    pub(crate) fn run<W: Write>(
-        self,
-        out: W,
-        level: i32,
-        threads: u32,
-        walk_ok: &AtomicBool,
-    ) -> io::Result<(W, u64, String)> {
+    /// Compresses every block into `out` until [`BlockWriter::finish`]. If the walker's end
+    /// is dropped without it, the stream is left unfinished (no zstd epilogue: it cannot pass
+    /// for a complete archive). Returns `out`, the compressed size and its lowercase hex sha256.
+    pub(crate) fn run<W: Write>(self, out: W, level: i32, threads: u32) -> io::Result<(W, u64, String)> {
         let mut enc = zstd::stream::write::Encoder::new(HashingWriter::new(out), level)?;
         enc.include_checksum(true)?;
         if threads > 1 {
             enc.multithread(threads)?;
             enc.set_parameter(CParameter::JobSize(JOB_SIZE))?;
         }
-        for (buf, len) in self.rx.iter() {
-            enc.write_all(&buf[..len])?;
-            // The walker may be gone already (it failed); then the block is simply freed.
-            let _ = self.recycle.send(buf);
-        }
-        if !walk_ok.load(Ordering::Acquire) {
-            return Err(io::Error::other("the walk failed"));
+        loop {
+            match self.rx.recv() {
+                Ok(Msg::Block(buf, len)) => {
+                    enc.write_all(&buf[..len])?;
+                    // The walker may be gone already (it failed); then the block is simply freed.
+                    let _ = self.recycle.send(buf);
+                }
+                Ok(Msg::End) => break,
+                Err(_) => return Err(io::Error::other("the walk failed")),
+            }
         }
         let (mut out, size, sha) = enc.finish()?.finish();
         out.flush()?;
         Ok((out, size, sha))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(data: &[u8], threads: u32, finish: bool) -> io::Result<(Vec<u8>, u64, String)> {
+        let (mut blocks, compressor) = pipeline();
+        std::thread::scope(|s| {
+            let t = s.spawn(|| compressor.run(Vec::new(), 3, threads));
+            let sent = blocks.write_all(data);
+            if finish && sent.is_ok() {
+                blocks.finish()?;
+            } else {
+                drop(blocks);
+            }
+            t.join().unwrap_or_else(|_| Err(io::Error::other("panicked")))
+        })
+    }
+
+    /// Regression: the end of a complete stream was signalled by closing the channel and a
+    /// flag set just after, so the compressor sometimes saw the close first and failed a
+    /// good backup ("the walk failed"). The end is now a message of its own.
+    #[test]
+    fn a_finished_stream_always_completes() {
+        for i in 0..500 {
+            let data = vec![i as u8; i * 37];
+            let (out, size, sha) = round_trip(&data, if i % 2 == 0 { 2 } else { 0 }, true).expect("stream");
+            assert_eq!(zstd::decode_all(&out[..]).expect("decode"), data, "run {i}");
+            assert_eq!((size, sha), (out.len() as u64, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out))));
+        }
+    }
+
+    #[test]
+    fn an_unfinished_stream_fails() {
+        let data = vec![7u8; 3 * BLOCK + 5];
+        let err = round_trip(&data, 2, false).expect_err("walk failed");
+        assert!(err.to_string().contains("the walk failed"), "{err}");
     }
 }
