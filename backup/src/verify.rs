@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use sha2::{Digest, Sha256};
 use tar::EntryType;
@@ -109,10 +111,139 @@ pub fn verify_archive(input: impl Read, manifest: &Manifest) -> Result<VerifyRep
     }
 }
 
+/// Decoded tar bytes in existence at once (in the channel, being filled, being parsed).
+const TAR_BLOCKS: usize = 4;
+/// The most decoded bytes asked of zstd in one call. zstd drops what a call decoded when the
+/// call ends in an error, so this bounds how much of the stream before a damaged spot the
+/// checks never see; the single-threaded reader this replaces asked for at most as much (the
+/// 8 KiB of a content copy), so a damaged stream is still pinned to the same entry.
+const DECODE_STEP: usize = 8 * 1024;
+
 /// Decodes and checks every entry; returns (files, content bytes).
+///
+/// Two threads: this one reads, hashes and decodes the compressed stream (`raw` stays here, so
+/// it need not be `Send`); a checking thread parses the tar and hashes every file's contents.
+/// Decoded tar travels in [`crate::pipeline::BLOCK`]-sized buffers, at most [`TAR_BLOCKS`] of
+/// them, recycled: memory stays bounded and the decoder waits when the checks fall behind.
 fn check_stream<R: Read>(raw: &mut HashingReader<R>, manifest: &Manifest) -> Result<(u64, u64), Problem> {
-    let decoder = zstd::stream::read::Decoder::new(raw).map_err(|e| Problem::Stream(format!("zstd: {e}")))?;
-    let mut ar = tar::Archive::new(decoder);
+    let mut decoder = zstd::stream::read::Decoder::new(raw).map_err(|e| Problem::Stream(format!("zstd: {e}")))?;
+    let (to_checker, from_decoder) = mpsc::sync_channel(TAR_BLOCKS);
+    let (give_back, given_back) = mpsc::channel();
+    for _ in 0..TAR_BLOCKS {
+        let _ = give_back.send(vec![0u8; crate::pipeline::BLOCK]);
+    }
+    std::thread::scope(|s| {
+        let tar = TarBlocks { rx: from_decoder, give_back, block: Vec::new(), unread: 0..0, end: None };
+        let checker = std::thread::Builder::new()
+            .name("verify-check".into())
+            .spawn_scoped(s, move || check_entries(tar, manifest));
+        let Ok(checker) = checker else {
+            // No second thread: check on this one, as before.
+            return check_entries(&mut decoder, manifest);
+        };
+        feed(&mut decoder, &to_checker, &given_back);
+        drop(to_checker);
+        checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// What the decoding side hands the checking side, in stream order: blocks, then `Done` or
+/// `Broken`. A channel that closes without either is an error, never a clean end.
+enum TarChunk {
+    /// A buffer and how many of its bytes are decoded tar.
+    Block(Vec<u8>, usize),
+    /// The zstd stream decoded to its end.
+    Done,
+    /// Decoding failed here: the error a reader of the decoder would have seen at this point.
+    Broken(io::Error),
+}
+
+/// Decodes into recycled blocks until the stream ends or fails, or the checking side stops
+/// listening (it found a problem: the rest is only hashed, by the caller's drain).
+fn feed(decoder: &mut impl Read, tx: &SyncSender<TarChunk>, given_back: &Receiver<Vec<u8>>) {
+    // Every buffer comes back through `given_back` (the caller put them all there first); when
+    // the checking side stops, that channel closes and so does this loop.
+    while let Ok(mut block) = given_back.recv() {
+        let mut len = 0;
+        let last = loop {
+            if len == block.len() {
+                break None;
+            }
+            let step = (block.len() - len).min(DECODE_STEP);
+            match decoder.read(&mut block[len..len + step]) {
+                Ok(0) => break Some(TarChunk::Done),
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(TarChunk::Broken(e)),
+            }
+        };
+        if len > 0 && tx.send(TarChunk::Block(block, len)).is_err() {
+            return;
+        }
+        if let Some(last) = last {
+            let _ = tx.send(last);
+            return;
+        }
+    }
+}
+
+/// The checking thread's reader of the decoded tar stream.
+struct TarBlocks {
+    rx: Receiver<TarChunk>,
+    give_back: Sender<Vec<u8>>,
+    /// The block being read and the part of it not read yet.
+    block: Vec<u8>,
+    unread: Range<usize>,
+    /// How the stream ended, once it has: later reads repeat it.
+    end: Option<Result<(), (io::ErrorKind, String)>>,
+}
+
+impl TarBlocks {
+    /// Takes the next block from the decoding side, handing the finished one back; false at
+    /// the end of the stream. A failure (the decoder's, or its side stopping without saying
+    /// how the stream ended) is returned again on every later call.
+    fn next_block(&mut self) -> io::Result<bool> {
+        if self.end.is_none() {
+            match self.rx.recv() {
+                Ok(TarChunk::Block(block, len)) => {
+                    (self.block, self.unread) = (block, 0..len);
+                    return Ok(true);
+                }
+                Ok(TarChunk::Done) => self.end = Some(Ok(())),
+                Ok(TarChunk::Broken(e)) => self.end = Some(Err((e.kind(), e.to_string()))),
+                Err(_) => {
+                    let msg = "the zstd decoder stopped in the middle of the stream".to_owned();
+                    self.end = Some(Err((io::ErrorKind::UnexpectedEof, msg)));
+                }
+            }
+        }
+        match &self.end {
+            Some(Err((kind, msg))) => Err(io::Error::new(*kind, msg.clone())),
+            _ => Ok(false),
+        }
+    }
+}
+
+impl Read for TarBlocks {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.unread.is_empty() && !self.next_block()? {
+            return Ok(0);
+        }
+        let n = out.len().min(self.unread.len());
+        let from = self.unread.start;
+        out[..n].copy_from_slice(&self.block[from..from + n]);
+        self.unread.start += n;
+        if self.unread.is_empty() {
+            // Used up: back to the decoding side (which may have stopped: then it is freed).
+            let _ = self.give_back.send(std::mem::take(&mut self.block));
+        }
+        Ok(n)
+    }
+}
+
+/// Parses the decoded tar stream and checks every entry; returns (files, content bytes).
+fn check_entries(tar: impl Read, manifest: &Manifest) -> Result<(u64, u64), Problem> {
+    let mut ar = tar::Archive::new(tar);
     let index: HashMap<&str, usize> = manifest.entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
     let mut seen = vec![false; manifest.entries.len()];
     let (mut files, mut bytes) = (0u64, 0u64);
@@ -137,10 +268,10 @@ fn check_stream<R: Read>(raw: &mut HashingReader<R>, manifest: &Manifest) -> Res
     }
     // Past the tar end-of-archive blocks: only zero padding may follow, and the zstd frame
     // (with its checksum) must decode to its end.
-    let mut decoder = ar.into_inner();
+    let mut tar = ar.into_inner();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match decoder.read(&mut buf) {
+        match tar.read(&mut buf) {
             Ok(0) => break,
             Ok(n) if buf[..n].iter().all(|b| *b == 0) => {}
             Ok(_) => return Err(Problem::Stream("data after the end of the tar archive".into())),

@@ -396,3 +396,97 @@ fn deep_and_wide_trees_archive_in_order_and_restore() {
     restore_with_gnu_tar(&archive, &dest, "");
     assert_eq!(snapshot(&dest), snapshot(&src));
 }
+
+/// An archive of several MiB of tar (more than the verifier's decoded blocks in flight), for
+/// the damaged-stream tests below.
+fn multi_block_archive(work: &Path) -> (Vec<u8>, Manifest) {
+    let src = work.join("src");
+    fs::create_dir(&src).expect("mkdir");
+    build_tree(&src);
+    for i in 0..6u64 {
+        fs::write(src.join(format!("r{i}.bin")), random_bytes((1 << 20) + 977 * i as usize, i + 7)).expect("write");
+    }
+    let archive = work.join("x.tar.zst");
+    let manifest = archive_to(&src, &archive, &ArchiveOptions::default());
+    (fs::read(&archive).expect("read"), manifest)
+}
+
+#[test]
+fn truncated_or_extended_streams_fail_naming_the_archive() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (bytes, manifest) = multi_block_archive(work.path());
+    verify_archive(bytes.as_slice(), &manifest).expect("the intact archive verifies");
+    for cut in [bytes.len() / 5, bytes.len() / 2, bytes.len() - 20, bytes.len() - 1] {
+        let err = verify_archive(&bytes[..cut], &manifest).expect_err("a truncated archive must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, BackupError::ArchiveCorrupt { .. }), "cut at {cut}: {msg}");
+        let named = msg.contains(&manifest.archive_file_name());
+        assert!(named && msg.contains("does not match the manifest's"), "cut at {cut}: {msg}");
+    }
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"trailing junk");
+    let err = verify_archive(longer.as_slice(), &manifest).expect_err("trailing bytes must fail");
+    assert!(matches!(err, BackupError::ArchiveCorrupt { .. }), "{err}");
+}
+
+/// The checks stop at the first bad entry, early in the stream; the rest of the archive is
+/// still read and hashed, so damage further on is reported with it.
+#[test]
+fn first_bad_entry_is_named_and_the_rest_still_hashed() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (mut bytes, mut manifest) = multi_block_archive(work.path());
+    let e = manifest.entries.iter_mut().find(|e| e.path == "a/b/c/deep.txt").expect("entry");
+    e.sha256 = Some("0".repeat(64));
+    match verify_archive(bytes.as_slice(), &manifest) {
+        Err(BackupError::Corrupt { entry, reason }) => {
+            assert_eq!(entry, "a/b/c/deep.txt");
+            assert!(!reason.contains("archive"), "the archive itself is fine: {reason}");
+        }
+        other => panic!("expected Corrupt for the file, got {other:?}"),
+    }
+    let last = bytes.len() - 30;
+    bytes[last] ^= 0x10;
+    match verify_archive(bytes.as_slice(), &manifest) {
+        Err(BackupError::Corrupt { entry, reason }) => {
+            assert_eq!(entry, "a/b/c/deep.txt");
+            let note = format!("archive {}: sha256", manifest.archive_file_name());
+            assert!(reason.contains(&note), "{reason}");
+        }
+        other => panic!("expected Corrupt for the file, got {other:?}"),
+    }
+}
+
+/// A reader that fails after `left` bytes.
+struct FailingReader<'a> {
+    data: &'a [u8],
+    left: usize,
+}
+
+impl Read for FailingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("connection reset by the test"));
+        }
+        let n = buf.len().min(self.left).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_read_error_mid_stream_is_a_read_error_naming_the_archive() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (bytes, manifest) = multi_block_archive(work.path());
+    for left in [0, 100, bytes.len() / 2, bytes.len() - 1] {
+        match verify_archive(FailingReader { data: &bytes, left }, &manifest) {
+            Err(e @ BackupError::Read { .. }) => {
+                let msg = e.to_string();
+                let named = msg.contains(&manifest.archive_file_name());
+                assert!(named && msg.contains("connection reset by the test"), "{msg}");
+            }
+            other => panic!("failing after {left} bytes: expected Read, got {other:?}"),
+        }
+    }
+}
