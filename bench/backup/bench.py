@@ -563,7 +563,9 @@ def report(b, errors):
     add(f"| output size vs {LABELS['tar-zstd']} | {cells[0]} | {cells[1]} |")
     add("")
 
-    for v in ("voltool-disk", "voltool-s3"):
+    # The throughput targets are for the backup to disk; for S3 it sets memory and
+    # "no temp files" (the S3 server shares this host's CPUs: its ratios are in the table only).
+    for v in ("voltool-disk",):
         ratio_line(v, "tar-zstd", 1.0)
         ratio_line(v, "tar-gz", 4)
         ratio_line(v, "restic", 2)
