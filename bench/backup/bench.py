@@ -48,9 +48,8 @@ TIME_FMT = "%e %U %S %M"  # elapsed, user, sys, max RSS (KiB)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 S3_KEY, S3_SECRET, S3_BUCKET = "benchkey", "benchsecret", "bench"
 
-
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+sys.path.insert(0, os.path.join(HERE, ".."))
+from common import busy_cpu, fmt_mib, free_bytes, fs_type, log, mem_gib, proc_status, wait_for_api  # noqa: E402
 
 
 def run(cmd, **kw):
@@ -73,30 +72,6 @@ def tree_size(path):
             total += st.st_size
             files += 1
     return total, files, dirs
-
-
-def fs_type(path):
-    return run(["df", "--output=fstype", path]).split()[-1]
-
-
-def free_bytes(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def busy_cpu():
-    """System-wide busy CPU seconds so far (all CPUs; everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
-
-
-def proc_status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
 
 
 def proc_cpu(pid):
@@ -174,19 +149,7 @@ class Daemon:
              "--config", bench.config, "--log", "info"],
             env=env, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf)
         bench.daemons.append(self)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"voltool serve exited ({self.proc.returncode}); see {self.log_path}:\n"
-                                   + open(self.log_path).read()[-2000:])
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(bench.api_sock)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("voltool serve did not open its API socket within 60 s")
-                time.sleep(0.05)
+        wait_for_api(self.proc, bench.api_sock, self.log_path, "voltool serve")
         self.pid = self.proc.pid
 
     def stop(self):
@@ -469,15 +432,6 @@ class Bench:
 
 
 # ---- report ------------------------------------------------------------------------------------
-
-
-def mem_gib():
-    with open("/proc/meminfo") as f:
-        return int(f.readline().split()[1]) / 2**20
-
-
-def fmt_mib(b):
-    return f"{b / MIB:.1f}"
 
 
 def report(b, errors):

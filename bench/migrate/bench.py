@@ -33,8 +33,8 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "restore"))
-from common import (MIB, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import (MIB, add_run_args, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
                     disturbed, fmt_mib, free_bytes, fs_type, host_line, log, make_dataset, med, prepare_cache,
                     proc_cpu, proc_status, read_time, run, spread, timed_sync, tree_digest, unmount_under,
                     volume_data_dir, wait_quiet, write_empty_config)
@@ -458,35 +458,17 @@ def report(b):
         add(f"- {LABELS[t]} (last run): CPU (s) {parts}; peak RSS (MiB) on A: {ra}; on B: {rb}"
             + (f"; reply {json.dumps(x['out'])}" if "out" in x else ""))
     add(discarded_line(b.discarded, a.retries))
-    waits = [x["waited"] for xs in r.values() for x in xs]
-    if waits:
-        add(f"- waited for a quiet host (< 0.25 busy CPUs over 1 s, at most {a.quiet_wait} s) before each run: "
-            f"{min(waits):.0f}–{max(waits):.0f} s; load average (1 min) at the starts "
-            f"{min(x['loadavg'] for xs in r.values() for x in xs):.2f}–"
-            f"{max(x['loadavg'] for xs in r.values() for x in xs):.2f}")
+    line = quiet_wait_line(r, a.quiet_wait)
+    if line:
+        add(line)
     return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--voltool", required=True)
-    ap.add_argument("--workdir-base", default="/var/tmp")
-    ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=4242)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--quiet-wait", type=float, default=120, help="max seconds to wait for a quiet host per run")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="runs disturbed by other work on the host (see disturbed()) are redone up to this often")
-    ap.add_argument("--only", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
-    ap.add_argument("--markdown", help="also write the report to this file")
-    ap.add_argument("--json", help="also write the raw results to this file")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir (dataset, logs)")
+    add_run_args(ap, TOOLS)
     args = ap.parse_args()
-    only = [t for t in args.only.split(",") if t]
-    for t in only:
-        if t not in TOOLS:
-            sys.exit(f"unknown tool {t}; known: {', '.join(TOOLS)}")
+    only = selected_tools(args.only, TOOLS)
     if os.geteuid() != 0:
         sys.exit("run as root (network namespace, sshd, volume mounts, drop_caches)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

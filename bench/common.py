@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 MIB = 1 << 20
 HERE = os.path.dirname(os.path.abspath(__file__))
-GENDATA = os.path.join(HERE, "..", "backup", "gendata.py")
+GENDATA = os.path.join(HERE, "backup", "gendata.py")
 TIME_FMT = "%e %U %S %M"  # elapsed, user, sys, max RSS (KiB)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
@@ -253,19 +253,7 @@ class Daemon:
                                      start_new_session=True)
         self.pid = self.proc.pid
         Daemon.registry.append(self)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"voltool serve exited ({self.proc.returncode}); see {self.log_path}:\n"
-                                   + open(self.log_path).read()[-2000:])
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(self.api)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"voltool serve ({name}) did not open its API socket within 60 s")
-                time.sleep(0.05)
+        wait_for_api(self.proc, self.api, self.log_path, f"voltool serve ({name})")
         # Settle: the first answers prove the daemon is fully up before anything is measured.
         cli(voltool, self.api, "volume", "ls", "-q")
 
@@ -387,3 +375,58 @@ class Sampler(threading.Thread):
     def stop(self):
         self._halt.set()
         self.join()
+
+
+def quiet_wait_line(results, max_wait):
+    """The report's line on how long the runs waited for a quiet host (None without runs)."""
+    runs = [x for xs in results.values() for x in xs]
+    if not runs:
+        return None
+    waits = [x["waited"] for x in runs]
+    loads = [x["loadavg"] for x in runs]
+    return (f"- waited for a quiet host (< 0.25 busy CPUs over 1 s, at most {max_wait} s) before each run: "
+            f"{min(waits):.0f}–{max(waits):.0f} s; load average (1 min) at the starts "
+            f"{min(loads):.2f}–{max(loads):.2f}")
+
+
+def add_run_args(ap, tools, repeat=3):
+    """The options bench/restore and bench/migrate share."""
+    ap.add_argument("--voltool", required=True)
+    ap.add_argument("--workdir-base", default="/var/tmp")
+    ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--quiet-wait", type=float, default=120, help="max seconds to wait for a quiet host per run")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="runs disturbed by other work on the host (see disturbed()) are redone up to this often")
+    ap.add_argument("--only", default=",".join(tools), help="comma-separated subset of " + ",".join(tools))
+    ap.add_argument("--markdown", help="also write the report to this file")
+    ap.add_argument("--json", help="also write the raw results to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (dataset, logs)")
+
+
+def selected_tools(only, tools):
+    """The --only list, checked against the known tools (exits naming an unknown one)."""
+    picked = [t for t in only.split(",") if t]
+    for t in picked:
+        if t not in tools:
+            sys.exit(f"unknown tool {t}; known: {', '.join(tools)}")
+    return picked
+
+
+def wait_for_api(proc, sock, log_path, what):
+    """Waits (at most 60 s) until the daemon `proc` accepts connections on its API socket."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voltool serve exited ({proc.returncode}); see {log_path}:\n"
+                               + open(log_path).read()[-2000:])
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(sock)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not open its API socket within 60 s")
+            time.sleep(0.05)
