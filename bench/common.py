@@ -430,3 +430,24 @@ def wait_for_api(proc, sock, log_path, what):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not open its API socket within 60 s")
             time.sleep(0.05)
+
+
+def run_rounds(b, repeat, tools, only):
+    """Measures every selected tool once per round, in `tools` order (interleaved rounds); a tool
+    that failed (in `b.errors`) is not run again."""
+    for i in range(repeat):
+        log(f"round {i + 1} of {repeat}")
+        for name in tools:
+            if name in only and name not in b.errors:
+                b.measure(name)
+
+
+def emit_report(text, markdown, json_path, data):
+    """Prints the report and writes it (--markdown) and the raw results (--json) when asked."""
+    print(text)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(text + "\n")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(data, f, indent=1)

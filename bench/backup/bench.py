@@ -49,17 +49,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 S3_KEY, S3_SECRET, S3_BUCKET = "benchkey", "benchsecret", "bench"
 
 sys.path.insert(0, os.path.join(HERE, ".."))
-from common import busy_cpu, fmt_mib, free_bytes, fs_type, log, mem_gib, proc_status, wait_for_api  # noqa: E402
-
-
-def run(cmd, **kw):
-    """Runs cmd, raising with its stderr on failure; returns stdout."""
-    kw.setdefault("stdout", subprocess.PIPE)
-    kw.setdefault("stderr", subprocess.PIPE)
-    p = subprocess.run(cmd, text=True, **kw)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({p.returncode}): {(p.stderr or '').strip()}")
-    return p.stdout
+from common import (busy_cpu, emit_report, fmt_mib, free_bytes, fs_type, log, mem_gib,  # noqa: E402
+                    proc_status, run, wait_for_api)
 
 
 def tree_size(path):
@@ -385,9 +376,9 @@ class Bench:
                "AWS_EC2_METADATA_DISABLED": "true"}
         target = f"s3://{S3_BUCKET}/run1?endpoint=http://127.0.0.1:{port}&path_style=true"
         try:
-            archive = self.measure_voltool("voltool-s3", target, env,
-                                           lambda bid: os.path.join(s3data, S3_BUCKET, "run1", bid + ".tar.zst"),
-                                           server_pid=self.s3proc.pid)
+            self.measure_voltool("voltool-s3", target, env,
+                                 lambda bid: os.path.join(s3data, S3_BUCKET, "run1", bid + ".tar.zst"),
+                                 server_pid=self.s3proc.pid)
             self.results["voltool-s3"]["s3_objects"] = sorted(
                 os.path.relpath(os.path.join(dp, f), s3data) for dp, _, fs in os.walk(s3data) for f in fs)
         finally:
@@ -650,15 +641,8 @@ def main():
             except Exception as e:  # noqa: BLE001 - one tool failing must not hide the others
                 errors[name] = str(e).replace("\n", " ")[:300]
                 log(f"{name} FAILED: {e}")
-        text = report(b, errors)
-        print(text)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(text + "\n")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"bytes": b.bytes, "files": b.files, "dirs": b.dirs, "results": b.results,
-                           "errors": errors}, f, indent=1)
+        emit_report(report(b, errors), args.markdown, args.json,
+                    {"bytes": b.bytes, "files": b.files, "dirs": b.dirs, "results": b.results, "errors": errors})
     finally:
         b.cleanup()
     return 1 if errors else 0

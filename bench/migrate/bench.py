@@ -34,7 +34,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import (MIB, add_run_args, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
+from common import (MIB, add_run_args, emit_report, run_rounds, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
                     disturbed, fmt_mib, free_bytes, fs_type, host_line, log, make_dataset, med, prepare_cache,
                     proc_cpu, proc_status, read_time, run, spread, timed_sync, tree_digest, unmount_under,
                     volume_data_dir, wait_quiet, write_empty_config)
@@ -476,20 +476,9 @@ def main():
     try:
         log(f"work dir {b.work}")
         b.setup()
-        for i in range(args.repeat):
-            log(f"round {i + 1} of {args.repeat}")
-            for t in TOOLS:
-                if t in only and t not in b.errors:
-                    b.measure(t)
-        text = report(b)
-        print(text)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(text + "\n")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"bytes": b.bytes, "files": b.files, "dirs": b.dirs, "results": b.results,
-                           "errors": b.errors}, f, indent=1)
+        run_rounds(b, args.repeat, TOOLS, only)
+        emit_report(report(b), args.markdown, args.json,
+                    {"bytes": b.bytes, "files": b.files, "dirs": b.dirs, "results": b.results, "errors": b.errors})
     finally:
         b.cleanup()
     return 1 if b.errors else 0

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import (MIB, add_run_args, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
+from common import (MIB, add_run_args, emit_report, run_rounds, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
                     disturbed, fmt_mib, free_bytes, fs_type, host_line, log, make_dataset, med, prepare_cache,
                     read_time, spread, timed_sync, tree_digest, unmount_under, volume_data_dir, wait_quiet,
                     write_empty_config)
@@ -334,20 +334,10 @@ def main():
     try:
         log(f"work dir {b.work}")
         b.setup()
-        for i in range(args.repeat):
-            log(f"round {i + 1} of {args.repeat}")
-            for name in TOOLS:
-                if name in only and name not in b.errors:
-                    b.measure(name)
-        text = report(b)
-        print(text)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(text + "\n")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"bytes": b.bytes, "files": b.files, "dirs": b.dirs, "archive_bytes": b.archive_bytes,
-                           "results": b.results, "errors": b.errors}, f, indent=1)
+        run_rounds(b, args.repeat, TOOLS, only)
+        emit_report(report(b), args.markdown, args.json,
+                    {"bytes": b.bytes, "files": b.files, "dirs": b.dirs, "archive_bytes": b.archive_bytes,
+                     "results": b.results, "errors": b.errors})
     finally:
         b.cleanup()
     return 1 if b.errors else 0
