@@ -244,9 +244,7 @@ async fn export(State(r): State<Restores>, Path(name): Path<String>, Query(q): Q
                             .map_err(|e| e.to_string())?;
                         let json = serde_json::to_vec(&m).map_err(|e| format!("the manifest: {e}"))?;
                         drop(m);
-                        voltool_restore::trailer::compress_manifest(&json)
-                            .map(voltool_migrate::Trailer::ZstdJson)
-                            .map_err(|e| e.to_string())
+                        voltool_migrate::Trailer::compressed(&json).map_err(|e| e.to_string())
                     });
                     let done = match &trailer {
                         Ok(t) => fw.finish(t),

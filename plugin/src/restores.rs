@@ -313,13 +313,7 @@ impl Restores {
         let mut check_manifest = move |rep: &ExtractReport| -> std::result::Result<(), String> {
             let trailer =
                 reader.lock().unwrap_or_else(|p| p.into_inner()).take_manifest().map_err(|e| e.to_string())?;
-            let bytes = match trailer {
-                voltool_migrate::Trailer::Json(b) => b,
-                voltool_migrate::Trailer::ZstdJson(z) => {
-                    voltool_restore::trailer::decompress_manifest(&z, voltool_migrate::MAX_MANIFEST)
-                        .map_err(|e| e.to_string())?
-                }
-            };
+            let bytes = trailer.into_json().map_err(|e| e.to_string())?;
             let text = String::from_utf8(bytes).map_err(|_| "the manifest is not UTF-8".to_string())?;
             let m = Manifest::from_json(&text).map_err(|e| format!("the manifest: {e}"))?;
             voltool_restore::check_manifest(rep, &m).map_err(|e| e.to_string())

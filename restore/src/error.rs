@@ -21,10 +21,6 @@ pub enum RestoreError {
     /// A helper thread of the extraction (decoder, file writer) could not start.
     #[error("starting the restore's {what} thread: {source}")]
     Thread { what: &'static str, source: std::io::Error },
-    /// A manifest sent compressed (a migration's trailer) cannot be decompressed or is
-    /// larger than allowed.
-    #[error("the manifest sent after the data: {0}")]
-    Trailer(String),
     /// What was extracted does not match the backup's manifest.
     #[error("the restored data does not match the manifest: {0}")]
     Manifest(String),

@@ -7,7 +7,6 @@
 //! an empty staging directory without ever writing outside it, and [`check_manifest`]
 //! compares what was written with a voltool manifest (every file's size and sha256).
 //!
-//! [`trailer`] compresses and decompresses a manifest for the trip after a migration's data.
 //!
 //! ## Design
 //! [`extract_archive`] decompresses on one thread and writes, hashes and finishes file
@@ -25,7 +24,6 @@
 pub mod error;
 pub mod extract;
 mod pipeline;
-pub mod trailer;
 
 pub use error::RestoreError;
 pub use extract::{Compression, ExtractOptions, ExtractReport, Written, extract, extract_archive, open_archive};
