@@ -192,7 +192,15 @@ impl Api {
             .header("host", "voltool")
             .header("content-type", "application/octet-stream")
             .body(body)?;
-        let resp = sender.send_request(req).await.context("sending the stream to the daemon")?;
+        // A failure here is the daemon closing the connection mid-upload (it refused the stream
+        // past the part it drains, or it stopped). Say so as text: the I/O error inside is a
+        // broken pipe, which main would take for a closed stdout and exit 0 in silence.
+        let resp = sender.send_request(req).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the daemon closed the connection while the stream was sent ({}); its log says why",
+                error_chain(&e)
+            )
+        })?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
@@ -230,4 +238,15 @@ impl Api {
         out.flush().await?;
         Ok(n)
     }
+}
+
+/// An error and its sources as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        parts.push(c.to_string());
+        cur = c.source();
+    }
+    parts.join(": ")
 }

@@ -134,6 +134,17 @@ fn backup_id_restores_into_a_new_volume_and_refuses_a_full_one_without_force() {
     let o = d.cli(&["restore", "copy", "--from", &id]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    // The same from a 24 MiB local file, which the CLI uploads: the daemon refuses before
+    // reading it, and the CLI still reports why and fails (it used to lose the reply to a
+    // broken pipe and exit 0 in silence).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let big = make_archive(tmp.path(), "inuse", 1, 24);
+    for _ in 0..3 {
+        let o = d.cli(&["restore", "copy", "--from", big.to_str().expect("utf8")]);
+        assert!(!o.status.success(), "a refused upload must fail: {}", stderr(&o));
+        assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    }
+    assert!(copy.join("extra").exists(), "the refused restores left the volume alone");
     // Not in use but not empty: refused too, and left alone.
     ok(&d.cli(&["volume", "unmount", "copy", "--id", "t"]));
     let o = d.cli(&["restore", "copy", "--from", &id]);

@@ -68,16 +68,60 @@ async fn import(
     Query(opts): Query<RestoreOptions>,
     body: Body,
 ) -> Response {
-    let reader = tokio_util::io::SyncIoBridge::new(BodyReader { body, buf: Bytes::new() });
+    let body = SharedBody::new(body);
+    let reader = tokio_util::io::SyncIoBridge::new(BodyReader { body: body.clone(), buf: Bytes::new() });
     match r.import(&name, Box::new(reader), opts).await {
         Ok(o) => axum::Json(o).into_response(),
-        Err(e) => err(e),
+        Err(e) => {
+            body.drain().await;
+            err(e)
+        }
+    }
+}
+
+/// The most of an unread request body drained before an error reply (see [`SharedBody::drain`]).
+const DRAIN_BYTES: u64 = 64 << 20;
+/// How long draining may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request body the extraction reads and the handler can still drain afterwards.
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<Body>>);
+
+impl SharedBody {
+    fn new(body: Body) -> Self {
+        SharedBody(Arc::new(Mutex::new(body)))
+    }
+
+    /// Reads and drops what the client is still sending (at most [`DRAIN_BYTES`], for at most
+    /// [`DRAIN_TIME`]) before an error reply. A stream refused before it was read (volume in
+    /// use, bad options) would otherwise be cut off mid-upload: the client's write fails on the
+    /// closed connection and it never sees the reply saying why.
+    async fn drain(&self) {
+        let body = self.clone();
+        let drained = std::future::poll_fn(move |cx| {
+            let mut seen = 0u64;
+            loop {
+                let mut b = body.0.lock().unwrap_or_else(|p| p.into_inner());
+                match Pin::new(&mut *b).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if seen > DRAIN_BYTES {
+                            return Poll::Ready(());
+                        }
+                    }
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        });
+        let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
     }
 }
 
 /// The request body as an `AsyncRead`.
 struct BodyReader {
-    body: Body,
+    body: SharedBody,
     buf: Bytes,
 }
 
@@ -90,7 +134,11 @@ impl AsyncRead for BodyReader {
                 out.put_slice(&chunk);
                 return Poll::Ready(Ok(()));
             }
-            match Pin::new(&mut self.body).poll_frame(cx) {
+            let polled = {
+                let mut body = self.body.0.lock().unwrap_or_else(|p| p.into_inner());
+                Pin::new(&mut *body).poll_frame(cx)
+            };
+            match polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         self.buf = data;
@@ -168,7 +216,11 @@ async fn receive_check(State(r): State<Restores>, Path(name): Path<String>, body
 
 /// The body is the offer (one JSON line) followed by the frames.
 async fn receive(State(r): State<Restores>, Path(name): Path<String>, body: Body) -> Response {
-    let mut reader = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(BodyReader { body, buf: Bytes::new() }));
+    let body = SharedBody::new(body);
+    let mut reader = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(BodyReader {
+        body: body.clone(),
+        buf: Bytes::new(),
+    }));
     let got = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         let res = std::io::BufRead::read_line(&mut (&mut reader).take(1 << 20), &mut line).map(|_| line);
@@ -186,7 +238,10 @@ async fn receive(State(r): State<Restores>, Path(name): Path<String>, body: Body
     };
     match r.receive(&name, offer, Box::new(reader)).await {
         Ok(o) => axum::Json(o).into_response(),
-        Err(e) => err(e),
+        Err(e) => {
+            body.drain().await;
+            err(e)
+        }
     }
 }
 
