@@ -58,6 +58,7 @@
 //! (`voltool_plugin::backups`).
 
 pub mod archive;
+pub mod blocks;
 pub mod error;
 pub mod manifest;
 mod pipeline;
@@ -65,6 +66,7 @@ mod prefetch;
 pub mod retention;
 pub mod schedule;
 pub mod target;
+pub mod tarparse;
 pub mod verify;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};

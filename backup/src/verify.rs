@@ -1,17 +1,15 @@
 //! Verifying an archive against its manifest, streaming, without writing anything to disk.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::ops::Range;
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use sha2::{Digest, Sha256};
-use tar::EntryType;
 
-use crate::archive::HashingWriter;
+use crate::blocks::{self, BlockReader, InputDigest, hash_input};
 use crate::error::BackupError;
 use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::tarparse::{Header, Kind, TarReader};
 
 /// What a successful verification checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,32 +22,6 @@ pub struct VerifyReport {
     /// Size and sha256 of the compressed stream as read.
     pub archive_size: u64,
     pub archive_sha256: String,
-}
-
-/// A reader that hashes and counts what it passes on, and keeps its inner reader's error.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-    error: Option<io::Error>,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.hasher.update(&buf[..n]);
-                self.count += n as u64;
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
-            Err(e) => {
-                let msg = e.to_string();
-                self.error = Some(e);
-                Err(io::Error::other(msg))
-            }
-        }
-    }
 }
 
 enum Problem {
@@ -68,25 +40,20 @@ fn entry_problem(entry: &str, reason: impl Into<String>) -> Problem {
 /// An entry-level mismatch is [`BackupError::Corrupt`] naming the first bad entry (with a note
 /// when the archive's sha256 is also wrong); a damaged stream or a wrong archive sha256 is
 /// [`BackupError::ArchiveCorrupt`] naming `ID.tar.zst`.
-pub fn verify_archive(input: impl Read, manifest: &Manifest) -> Result<VerifyReport, BackupError> {
+pub fn verify_archive(input: impl Read + Send, manifest: &Manifest) -> Result<VerifyReport, BackupError> {
     let archive = manifest.archive_file_name();
-    let mut raw = HashingReader { inner: input, hasher: Sha256::new(), count: 0, error: None };
-    let outcome = check_stream(&mut raw, manifest);
-    // Whatever the decoder did not consume still belongs to the archive's sha256.
-    let drained = io::copy(&mut raw, &mut io::sink());
-    if let Some(source) = raw.error.take() {
+    let (outcome, raw) = check_stream(input, manifest);
+    if let Some(source) = raw.error {
         return Err(BackupError::Read { path: PathBuf::from(&archive), source });
     }
-    let size = raw.count;
-    let sha = hex::encode(raw.hasher.finalize());
-    let archive_problem = match drained {
-        Err(e) => Some(format!("reading the archive failed: {e}")),
-        Ok(_) if sha != manifest.archive_sha256 || size != manifest.archive_size => Some(format!(
+    let size = raw.size;
+    let sha = hex::encode(raw.sha256);
+    let archive_problem = (sha != manifest.archive_sha256 || size != manifest.archive_size).then(|| {
+        format!(
             "sha256 {sha} ({size} bytes) does not match the manifest's {} ({} bytes)",
             manifest.archive_sha256, manifest.archive_size
-        )),
-        Ok(_) => None,
-    };
+        )
+    });
     match (outcome, archive_problem) {
         (Ok((files, bytes)), None) => Ok(VerifyReport {
             entries: manifest.entries.len() as u64,
@@ -111,6 +78,8 @@ pub fn verify_archive(input: impl Read, manifest: &Manifest) -> Result<VerifyRep
     }
 }
 
+/// Compressed bytes in existence at once (read ahead of the decoder).
+const RAW_BLOCKS: usize = 4;
 /// Decoded tar bytes in existence at once (in the channel, being filled, being parsed).
 const TAR_BLOCKS: usize = 4;
 /// The most decoded bytes asked of zstd in one call. zstd drops what a call decoded when the
@@ -119,139 +88,62 @@ const TAR_BLOCKS: usize = 4;
 /// 8 KiB of a content copy), so a damaged stream is still pinned to the same entry.
 const DECODE_STEP: usize = 8 * 1024;
 
-/// Decodes and checks every entry; returns (files, content bytes).
+/// Reads, decodes and checks every entry; returns (files, content bytes) and the digest of
+/// the compressed stream (all of it: what the decoder did not consume still belongs to the
+/// archive's sha256).
 ///
-/// Two threads: this one reads, hashes and decodes the compressed stream (`raw` stays here, so
-/// it need not be `Send`); a checking thread parses the tar and hashes every file's contents.
-/// Decoded tar travels in [`crate::pipeline::BLOCK`]-sized buffers, at most [`TAR_BLOCKS`] of
-/// them, recycled: memory stays bounded and the decoder waits when the checks fall behind.
-fn check_stream<R: Read>(raw: &mut HashingReader<R>, manifest: &Manifest) -> Result<(u64, u64), Problem> {
-    let mut decoder = zstd::stream::read::Decoder::new(raw).map_err(|e| Problem::Stream(format!("zstd: {e}")))?;
-    let (to_checker, from_decoder) = mpsc::sync_channel(TAR_BLOCKS);
-    let (give_back, given_back) = mpsc::channel();
-    for _ in 0..TAR_BLOCKS {
-        let _ = give_back.send(vec![0u8; crate::pipeline::BLOCK]);
-    }
+/// Three threads, each with one of the three costly jobs: a reading thread hashes the
+/// compressed stream ([`crate::blocks::hash_input`]), this one decodes zstd, and a checking
+/// thread parses the tar and hashes every file's contents. The bytes travel in
+/// [`crate::pipeline::BLOCK`]-sized buffers, a few of them, recycled ([`crate::blocks`]):
+/// memory stays bounded and each side waits when the next falls behind. When the checks stop
+/// at a problem, decoding stops too, and the reading thread still hashes the rest.
+fn check_stream(input: impl Read + Send, manifest: &Manifest) -> (Result<(u64, u64), Problem>, InputDigest) {
+    let (raw_tx, raw_rx) = blocks::channel(RAW_BLOCKS, crate::pipeline::BLOCK);
+    let (tar_tx, tar_rx) = blocks::channel(TAR_BLOCKS, crate::pipeline::BLOCK);
     std::thread::scope(|s| {
-        let tar = TarBlocks { rx: from_decoder, give_back, block: Vec::new(), unread: 0..0, end: None };
+        let reader = std::thread::Builder::new()
+            .name("verify-read".into())
+            .spawn_scoped(s, move || hash_input(input, raw_tx, true));
+        let reader = match reader {
+            Ok(r) => r,
+            Err(e) => {
+                let digest = InputDigest { size: 0, sha256: [0; 32], error: Some(e) };
+                return (Err(Problem::Stream("cannot start the reading thread".into())), digest);
+            }
+        };
         let checker = std::thread::Builder::new()
             .name("verify-check".into())
-            .spawn_scoped(s, move || check_entries(tar, manifest));
-        let Ok(checker) = checker else {
-            // No second thread: check on this one, as before.
-            return check_entries(&mut decoder, manifest);
+            .spawn_scoped(s, move || check_entries(tar_rx, manifest));
+        let outcome = match checker {
+            Ok(checker) => {
+                match zstd::stream::read::Decoder::with_buffer(raw_rx) {
+                    Ok(mut decoder) => tar_tx.pump(&mut decoder, DECODE_STEP),
+                    Err(e) => tar_tx.fail(e),
+                }
+                checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }
+            Err(e) => {
+                drop(raw_rx);
+                Err(Problem::Stream(format!("cannot start the checking thread: {e}")))
+            }
         };
-        feed(&mut decoder, &to_checker, &given_back);
-        drop(to_checker);
-        checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        let digest = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (outcome, digest)
     })
 }
 
-/// What the decoding side hands the checking side, in stream order: blocks, then `Done` or
-/// `Broken`. A channel that closes without either is an error, never a clean end.
-enum TarChunk {
-    /// A buffer and how many of its bytes are decoded tar.
-    Block(Vec<u8>, usize),
-    /// The zstd stream decoded to its end.
-    Done,
-    /// Decoding failed here: the error a reader of the decoder would have seen at this point.
-    Broken(io::Error),
-}
-
-/// Decodes into recycled blocks until the stream ends or fails, or the checking side stops
-/// listening (it found a problem: the rest is only hashed, by the caller's drain).
-fn feed(decoder: &mut impl Read, tx: &SyncSender<TarChunk>, given_back: &Receiver<Vec<u8>>) {
-    // Every buffer comes back through `given_back` (the caller put them all there first); when
-    // the checking side stops, that channel closes and so does this loop.
-    while let Ok(mut block) = given_back.recv() {
-        let mut len = 0;
-        let last = loop {
-            if len == block.len() {
-                break None;
-            }
-            let step = (block.len() - len).min(DECODE_STEP);
-            match decoder.read(&mut block[len..len + step]) {
-                Ok(0) => break Some(TarChunk::Done),
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Some(TarChunk::Broken(e)),
-            }
-        };
-        if len > 0 && tx.send(TarChunk::Block(block, len)).is_err() {
-            return;
-        }
-        if let Some(last) = last {
-            let _ = tx.send(last);
-            return;
-        }
-    }
-}
-
-/// The checking thread's reader of the decoded tar stream.
-struct TarBlocks {
-    rx: Receiver<TarChunk>,
-    give_back: Sender<Vec<u8>>,
-    /// The block being read and the part of it not read yet.
-    block: Vec<u8>,
-    unread: Range<usize>,
-    /// How the stream ended, once it has: later reads repeat it.
-    end: Option<Result<(), (io::ErrorKind, String)>>,
-}
-
-impl TarBlocks {
-    /// Takes the next block from the decoding side, handing the finished one back; false at
-    /// the end of the stream. A failure (the decoder's, or its side stopping without saying
-    /// how the stream ended) is returned again on every later call.
-    fn next_block(&mut self) -> io::Result<bool> {
-        if self.end.is_none() {
-            match self.rx.recv() {
-                Ok(TarChunk::Block(block, len)) => {
-                    (self.block, self.unread) = (block, 0..len);
-                    return Ok(true);
-                }
-                Ok(TarChunk::Done) => self.end = Some(Ok(())),
-                Ok(TarChunk::Broken(e)) => self.end = Some(Err((e.kind(), e.to_string()))),
-                Err(_) => {
-                    let msg = "the zstd decoder stopped in the middle of the stream".to_owned();
-                    self.end = Some(Err((io::ErrorKind::UnexpectedEof, msg)));
-                }
-            }
-        }
-        match &self.end {
-            Some(Err((kind, msg))) => Err(io::Error::new(*kind, msg.clone())),
-            _ => Ok(false),
-        }
-    }
-}
-
-impl Read for TarBlocks {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.unread.is_empty() && !self.next_block()? {
-            return Ok(0);
-        }
-        let n = out.len().min(self.unread.len());
-        let from = self.unread.start;
-        out[..n].copy_from_slice(&self.block[from..from + n]);
-        self.unread.start += n;
-        if self.unread.is_empty() {
-            // Used up: back to the decoding side (which may have stopped: then it is freed).
-            let _ = self.give_back.send(std::mem::take(&mut self.block));
-        }
-        Ok(n)
-    }
-}
-
 /// Parses the decoded tar stream and checks every entry; returns (files, content bytes).
-fn check_entries(tar: impl Read, manifest: &Manifest) -> Result<(u64, u64), Problem> {
-    let mut ar = tar::Archive::new(tar);
+fn check_entries(tar: BlockReader, manifest: &Manifest) -> Result<(u64, u64), Problem> {
+    let mut ar = TarReader::new(tar);
     let index: HashMap<&str, usize> = manifest.entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
     let mut seen = vec![false; manifest.entries.len()];
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut last = String::from("(start of archive)");
-    let entries = ar.entries().map_err(|e| Problem::Stream(format!("tar: {e}")))?;
-    for item in entries {
-        let mut ent = item.map_err(|e| Problem::Stream(format!("damaged after entry {last:?}: {e}")))?;
-        let path = normalize(&String::from_utf8_lossy(&ent.path_bytes()));
+    loop {
+        let header = ar.next_entry().map_err(|e| Problem::Stream(format!("damaged after entry {last:?}: {e}")))?;
+        let Some(header) = header else { break };
+        let path = normalize(&String::from_utf8_lossy(&header.path));
         last.clone_from(&path);
         let Some(&i) = index.get(path.as_str()) else {
             return Err(entry_problem(&path, "in the archive but not in the manifest"));
@@ -260,7 +152,7 @@ fn check_entries(tar: impl Read, manifest: &Manifest) -> Result<(u64, u64), Prob
             return Err(entry_problem(&path, "appears twice in the archive"));
         }
         let expected = &manifest.entries[i];
-        check_entry(&mut ent, expected)?;
+        check_entry(&mut ar, &header, expected)?;
         if expected.kind == EntryKind::File {
             files += 1;
             bytes += expected.size;
@@ -269,15 +161,16 @@ fn check_entries(tar: impl Read, manifest: &Manifest) -> Result<(u64, u64), Prob
     // Past the tar end-of-archive blocks: only zero padding may follow, and the zstd frame
     // (with its checksum) must decode to its end.
     let mut tar = ar.into_inner();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match tar.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) if buf[..n].iter().all(|b| *b == 0) => {}
-            Ok(_) => return Err(Problem::Stream("data after the end of the tar archive".into())),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Problem::Stream(format!("damaged after entry {last:?}: {e}"))),
+        let buf = tar.fill_buf().map_err(|e| Problem::Stream(format!("damaged after entry {last:?}: {e}")))?;
+        if buf.is_empty() {
+            break;
         }
+        if buf.iter().any(|b| *b != 0) {
+            return Err(Problem::Stream("data after the end of the tar archive".into()));
+        }
+        let n = buf.len();
+        tar.consume(n);
     }
     if let Some(i) = seen.iter().position(|s| !s) {
         return Err(entry_problem(&manifest.entries[i].path, "in the manifest but missing from the archive"));
@@ -290,15 +183,14 @@ fn normalize(p: &str) -> String {
     p.trim_end_matches('/').to_owned()
 }
 
-fn check_entry<R: Read>(ent: &mut tar::Entry<'_, R>, expected: &Entry) -> Result<(), Problem> {
+fn check_entry(ar: &mut TarReader<BlockReader>, header: &Header, expected: &Entry) -> Result<(), Problem> {
     let path = expected.path.as_str();
-    let header = ent.header();
-    let kind = match header.entry_type() {
-        EntryType::Regular | EntryType::Continuous => EntryKind::File,
-        EntryType::Directory => EntryKind::Dir,
-        EntryType::Symlink => EntryKind::Symlink,
-        EntryType::Link => EntryKind::Hardlink,
-        EntryType::Fifo => EntryKind::Fifo,
+    let kind = match header.kind {
+        Some(Kind::Regular | Kind::Continuous) => EntryKind::File,
+        Some(Kind::Directory) => EntryKind::Dir,
+        Some(Kind::Symlink) => EntryKind::Symlink,
+        Some(Kind::Link) => EntryKind::Hardlink,
+        Some(Kind::Fifo) => EntryKind::Fifo,
         other => return Err(entry_problem(path, format!("unexpected tar entry type {other:?}"))),
     };
     if kind != expected.kind {
@@ -308,30 +200,36 @@ fn check_entry<R: Read>(ent: &mut tar::Entry<'_, R>, expected: &Entry) -> Result
         ));
     }
     let bad = |what: &str| entry_problem(path, format!("unreadable {what} in the tar header"));
-    let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
-    let uid = header.uid().map_err(|_| bad("uid"))?;
-    let gid = header.gid().map_err(|_| bad("gid"))?;
-    let header_mtime = header.mtime().map_err(|_| bad("mtime"))?;
-    let target = ent.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned());
-    let size = ent.size();
-    let mut mtime = (i64::try_from(header_mtime).unwrap_or(i64::MAX), 0u32);
-    if let Ok(Some(exts)) = ent.pax_extensions() {
-        for ext in exts.flatten() {
-            if ext.key() == Ok("mtime") {
-                mtime = ext.value().ok().and_then(parse_pax_time).ok_or_else(|| bad("pax mtime"))?;
-            }
-        }
-    }
+    let mode = header.mode.ok_or_else(|| bad("mode"))? & 0o7777;
+    let uid = header.uid.ok_or_else(|| bad("uid"))?;
+    let gid = header.gid.ok_or_else(|| bad("gid"))?;
+    let mtime = header.mtime.ok_or_else(|| bad("mtime"))?;
+    let size = header.size;
     if size != expected.size {
         return Err(entry_problem(path, format!("size {size} in the archive, the manifest says {}", expected.size)));
     }
     if kind == EntryKind::File {
-        let mut sink = HashingWriter::new(io::sink());
-        let n = io::copy(ent, &mut sink).map_err(|e| Problem::Stream(format!("damaged inside entry {path:?}: {e}")))?;
-        let (_, _, sha) = sink.finish();
-        if n != expected.size {
-            return Err(entry_problem(path, format!("{n} content bytes, the manifest says {}", expected.size)));
+        // Hashed straight out of the decoded buffers: no copy.
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        loop {
+            let chunk =
+                ar.content_chunk().map_err(|e| Problem::Stream(format!("damaged inside entry {path:?}: {e}")))?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(chunk);
+            let k = chunk.len();
+            ar.consume_content(k);
+            n += k as u64;
         }
+        if n != expected.size {
+            return Err(Problem::Stream(format!(
+                "damaged inside entry {path:?}: the stream ends after {n} of its {} bytes",
+                expected.size
+            )));
+        }
+        let sha = hex::encode(hasher.finalize());
         if Some(&sha) != expected.sha256.as_ref() {
             let want = expected.sha256.as_deref().unwrap_or("none");
             return Err(entry_problem(path, format!("content sha256 {sha} does not match the manifest's {want}")));
@@ -352,6 +250,7 @@ fn check_entry<R: Read>(ent: &mut tar::Entry<'_, R>, expected: &Entry) -> Result
         let got = crate::archive::pax_time(mtime.0, mtime.1);
         return Err(entry_problem(path, format!("mtime {got} in the archive, the manifest says {want}")));
     }
+    let target = (!header.link.is_empty()).then(|| String::from_utf8_lossy(&header.link).into_owned());
     if matches!(kind, EntryKind::Symlink | EntryKind::Hardlink) && target != expected.target {
         let got = target.unwrap_or_default();
         let want = expected.target.clone().unwrap_or_default();
@@ -360,30 +259,11 @@ fn check_entry<R: Read>(ent: &mut tar::Entry<'_, R>, expected: &Entry) -> Result
     Ok(())
 }
 
-/// Parses a pax time (`[-]SECONDS[.FRACTION]`) into seconds and nanoseconds (floor semantics).
-fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
-    let whole: i64 = whole.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-    let nsec: u32 = digits.parse().ok()?;
-    Some(match (neg, nsec) {
-        (false, _) => (whole, nsec),
-        (true, 0) => (-whole, 0),
-        (true, _) => (-whole - 1, 1_000_000_000 - nsec),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::archive::pax_time;
+    use crate::tarparse::parse_pax_time;
 
     #[test]
     fn pax_time_round_trips() {

@@ -47,7 +47,7 @@ use crate::service::VolumeService;
 use crate::store::{BackupRow, BackupStatus, ScheduleState};
 
 /// The largest manifest the engine reads back (a manifest lists every file: ~200 bytes each).
-const MANIFEST_LIMIT: u64 = 1 << 30;
+pub(crate) const MANIFEST_LIMIT: u64 = 1 << 30;
 /// Mount IDs the engine holds while it reads a volume start with this.
 pub const MOUNT_ID_PREFIX: &str = "voltool-backup-";
 /// How often the scheduler looks at its schedules at least (it also wakes when a volume

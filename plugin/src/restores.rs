@@ -115,9 +115,9 @@ impl Restores {
             Some(found) => found,
             None => locate_url(from)?,
         };
-        // The manifest first: its head gives the options of a volume to create. Its entries
-        // (~28 MB of JSON for 100,000 files) are parsed on a thread of their own while the
-        // archive is extracted (see `PendingManifest`), not before.
+        // The manifest's head first: it gives the options of a volume to create. Its entries
+        // (~20 MB of JSON for 100,000 files) are read and parsed on a thread of their own
+        // while the archive is extracted (see `PendingManifest`), not before.
         let (s2, m2) = (spec.clone(), manifest_name.clone());
         let manifest = tokio::task::spawn_blocking(move || -> Result<Option<PendingManifest>> {
             let Some(m) = m2 else { return Ok(None) };
@@ -126,9 +126,8 @@ impl Restores {
             if !target.exists(&m).map_err(|e| Error::BadRequest(e.to_string()))? {
                 return Ok(None);
             }
-            let bytes = target.read_small(&m, 1 << 30).map_err(|e| Error::BadRequest(e.to_string()))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::BadRequest(format!("{m} is not UTF-8")))?;
-            PendingManifest::new(m, text).map(Some)
+            let input = target.open(&m).map_err(|e| Error::BadRequest(e.to_string()))?;
+            PendingManifest::open(m, input).map(Some)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
@@ -208,6 +207,10 @@ impl Restores {
                 max_bytes: max,
                 strip_components: opts.strip_components,
                 same_owner: nix::unistd::geteuid().is_root(),
+                // With a manifest, the archive's sha256 checks every byte against it (less
+                // work than hashing every file: the archive is compressed).
+                hash_archive: has_manifest,
+                hash_files: false,
             };
             let mut parsing = manifest.map(PendingManifest::parse).transpose().map_err(|e| restore_err(&v, e))?;
             let mut check = |rep: &ExtractReport| match parsing.take() {
@@ -328,6 +331,9 @@ impl Restores {
             let xopts = ExtractOptions {
                 max_bytes: max,
                 same_owner: nix::unistd::geteuid().is_root(),
+                // The manifest arrives after the data, as the sender's archive of it: every
+                // file is checked against it by its own sha256.
+                hash_files: true,
                 ..ExtractOptions::default()
             };
             restore_checked(&root, Box::new(shared), &mut check_manifest, &xopts).map_err(|e| restore_err(&v, e))
@@ -531,17 +537,29 @@ fn locate_url(from: &str) -> Result<(TargetSpec, String, Option<String>)> {
     Ok((spec, name.to_owned(), manifest))
 }
 
-/// A backup's manifest read but not parsed yet, except for its head.
+/// A backup's manifest opened, with only its head read and parsed.
 ///
 /// The head (format version, the volume's options) is read at once: creating the volume needs
-/// it, and a manifest of a newer format is refused before anything happens. The entries are
-/// parsed by [`PendingManifest::parse`] on a thread of their own, alongside the extraction,
-/// and are only needed for the check before the swap.
-#[derive(Debug)]
+/// it, and a manifest of a newer format is refused before anything happens. voltool writes
+/// the entries last, so the head is what comes before them (a few hundred bytes); the rest
+/// (~20 MB of JSON for 100,000 files) is read and parsed by [`PendingManifest::parse`] on a
+/// thread of its own, alongside the extraction, and is only needed for the check before the
+/// swap. A manifest laid out otherwise is read whole at once instead.
 pub struct PendingManifest {
     name: String,
-    text: String,
+    /// What was read so far, and the rest of the stream (`None`: all was read).
+    read: Vec<u8>,
+    rest: Option<Box<dyn Read + Send>>,
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PendingManifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingManifest")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`PendingManifest`] reads at once.
@@ -551,20 +569,69 @@ struct ManifestHead {
     options: BTreeMap<String, String>,
 }
 
+/// Where a manifest's entries begin, as voltool writes it (compact JSON, entries last).
+const ENTRIES_KEY: &[u8] = b",\"entries\":[";
+/// How much is read looking for [`ENTRIES_KEY`] before reading the whole manifest instead.
+const HEAD_MAX: usize = 1 << 20;
+
 /// A manifest being parsed: [`ParsingManifest::join`] waits for it.
 pub struct ParsingManifest {
     name: String,
     thread: std::thread::JoinHandle<std::result::Result<Manifest, String>>,
 }
 
+fn read_rest(name: &str, r: &mut dyn Read, into: &mut Vec<u8>) -> std::result::Result<(), String> {
+    let limit = crate::backups::MANIFEST_LIMIT.saturating_sub(into.len() as u64);
+    r.take(limit + 1).read_to_end(into).map_err(|e| format!("reading {name}: {e}"))?;
+    if into.len() as u64 > crate::backups::MANIFEST_LIMIT {
+        return Err(format!("{name} is larger than {} bytes", crate::backups::MANIFEST_LIMIT));
+    }
+    Ok(())
+}
+
 impl PendingManifest {
-    /// Reads the head of the manifest `name` (text `text`).
+    /// Reads and checks the head of the manifest `name` from `input`.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] naming the manifest when the head is not valid JSON or the
-    /// format is newer than this voltool reads.
-    pub fn new(name: String, text: String) -> Result<Self> {
-        let head: ManifestHead = serde_json::from_str(&text).map_err(|e| Error::BadRequest(format!("{name}: {e}")))?;
+    /// [`Error::BadRequest`] naming the manifest when it cannot be read, the head is not
+    /// valid JSON, or the format is newer than this voltool reads.
+    pub fn open(name: String, mut input: Box<dyn Read + Send>) -> Result<Self> {
+        let mut read = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut ended = false;
+        // Searched up to here (a key may straddle two reads).
+        let mut from = 0;
+        let cut = loop {
+            if let Some(i) = read[from..].windows(ENTRIES_KEY.len()).position(|w| w == ENTRIES_KEY) {
+                break Some(from + i);
+            }
+            from = read.len().saturating_sub(ENTRIES_KEY.len() - 1);
+            if read.len() >= HEAD_MAX {
+                break None;
+            }
+            let n = input.read(&mut chunk).map_err(|e| Error::BadRequest(format!("reading {name}: {e}")))?;
+            if n == 0 {
+                ended = true;
+                break None;
+            }
+            read.extend_from_slice(&chunk[..n]);
+        };
+        let head = cut.and_then(|i| {
+            let mut text = read[..i].to_vec();
+            text.push(b'}');
+            serde_json::from_slice::<ManifestHead>(&text).ok()
+        });
+        let (head, rest) = match head {
+            Some(h) => (h, Some(input)),
+            None => {
+                // Not laid out as voltool writes it: read it whole.
+                if !ended {
+                    read_rest(&name, &mut input, &mut read).map_err(Error::BadRequest)?;
+                }
+                let h = serde_json::from_slice(&read).map_err(|e| Error::BadRequest(format!("{name}: {e}")))?;
+                (h, None)
+            }
+        };
         if head.format_version == 0 || head.format_version > voltool_backup::FORMAT_VERSION {
             let e = voltool_backup::BackupError::ManifestVersion {
                 found: head.format_version,
@@ -572,19 +639,33 @@ impl PendingManifest {
             };
             return Err(Error::BadRequest(format!("{name}: {e}")));
         }
-        Ok(Self { name, text, options: head.options })
+        Ok(Self { name, read, rest, options: head.options })
     }
 
-    /// Starts parsing the whole manifest on its own thread.
+    /// [`Self::open`] over a manifest already in memory.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn new(name: String, text: String) -> Result<Self> {
+        Self::open(name, Box::new(std::io::Cursor::new(text.into_bytes())))
+    }
+
+    /// Starts reading the rest of the manifest and parsing it whole on its own thread.
     ///
     /// # Errors
     /// When the thread cannot start.
     pub fn parse(self) -> std::result::Result<ParsingManifest, String> {
-        let Self { name, text, .. } = self;
+        let Self { name, mut read, rest, .. } = self;
         let n2 = name.clone();
         let thread = std::thread::Builder::new()
             .name("manifest-parse".into())
-            .spawn(move || Manifest::from_json(&text).map_err(|e| format!("{n2}: {e}")))
+            .spawn(move || {
+                if let Some(mut rest) = rest {
+                    read_rest(&n2, &mut rest, &mut read)?;
+                }
+                let text = String::from_utf8(read).map_err(|_| format!("{n2} is not UTF-8"))?;
+                Manifest::from_json(&text).map_err(|e| format!("{n2}: {e}"))
+            })
             .map_err(|e| format!("starting the thread that parses {name}: {e}"))?;
         Ok(ParsingManifest { name, thread })
     }
@@ -801,6 +882,45 @@ mod tests {
         assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
         let e = p.parse().unwrap().join().unwrap_err();
         assert!(e.contains("y.manifest.json"), "names the manifest: {e}");
+    }
+
+    /// A reader that hands out `text` 1000 bytes at a time.
+    struct Trickle {
+        text: Vec<u8>,
+        at: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(1000).min(self.text.len() - self.at);
+            out[..n].copy_from_slice(&self.text[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn only_the_head_is_read_at_once_and_the_rest_on_the_parsing_thread() {
+        let entries: Vec<String> = (0..20_000)
+            .map(|i| {
+                format!(
+                    r#"{{"path":"f{i}","kind":"file","mode":420,"uid":0,"gid":0,"mtime":1,"size":1,"sha256":"{}"}}"#,
+                    "a".repeat(64)
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"format_version":1,"id":"v-20260101T000000Z-abcdef","volume":"v","options":{{"size":"1g"}},"created":"2026-01-01T00:00:00Z","tool_version":"0","archive_size":1,"archive_sha256":"x","files":20000,"bytes":20000,"entries":[{}]}}"#,
+            entries.join(",")
+        );
+        assert!(text.len() > 2 * HEAD_MAX, "bigger than what the head read may take");
+        let p = PendingManifest::open("z.manifest.json".into(), Box::new(Trickle { text: text.into_bytes(), at: 0 }))
+            .unwrap();
+        assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
+        assert!(p.read.len() < 64 * 1024, "read {} bytes for the head", p.read.len());
+        let m = p.parse().unwrap().join().unwrap();
+        assert_eq!(m.entries.len(), 20_000);
+        assert_eq!(m.entries[19_999].path, "f19999");
     }
 
     fn names(root: &Path) -> Vec<String> {

@@ -28,10 +28,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use tar::EntryType;
-
 use crate::error::RestoreError;
 use crate::pipeline::{CopyError, FileMeta, FileWriter};
+use voltool_backup::tarparse::{Header, Kind, TarReader};
 
 /// Seconds and nanoseconds since the epoch.
 type Mtime = (i64, u32);
@@ -55,9 +54,17 @@ pub struct ExtractOptions {
     pub strip_components: usize,
     /// Set owners from the archive (needs root); otherwise files belong to the caller.
     pub same_owner: bool,
+    /// Compute every regular file's sha256 (into [`Written::File`]), to check the files
+    /// against a manifest one by one.
+    pub hash_files: bool,
+    /// Compute the sha256 of the whole archive as read ([`ExtractReport::archive`]), to check
+    /// it against the one a manifest records: every byte at once, for less work than hashing
+    /// each file. [`extract_archive`] only.
+    pub hash_archive: bool,
 }
 
-/// What an extraction wrote: per regular file, its size and sha256.
+/// What an extraction wrote: per regular file, its size (and sha256 with
+/// [`ExtractOptions::hash_files`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtractReport {
     pub compression: Option<Compression>,
@@ -66,15 +73,35 @@ pub struct ExtractReport {
     pub bytes: u64,
     /// Relative path → (kind, size, sha256 for files / link target for links).
     pub written: BTreeMap<String, Written>,
+    /// The archive as read, with [`ExtractOptions::hash_archive`].
+    pub archive: Option<ArchiveDigest>,
+}
+
+/// The size and sha256 (hex) of an archive stream, every byte of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveDigest {
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// One extracted entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
-    File { size: u64, sha256: String, mode: u32 },
-    Dir { mode: u32 },
-    Symlink { target: String },
-    Hardlink { target: String },
+    /// `sha256` is empty unless [`ExtractOptions::hash_files`] was set.
+    File {
+        size: u64,
+        sha256: String,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
+    Hardlink {
+        target: String,
+    },
     Fifo,
     Device,
 }
@@ -85,48 +112,52 @@ pub enum Written {
 /// [`RestoreError::Format`] when the stream is neither zstd, gzip nor tar.
 pub fn open_archive<'a>(input: impl Read + 'a) -> Result<(Compression, Box<dyn Read + 'a>), RestoreError> {
     let mut r = BufReader::with_capacity(1 << 20, input);
-    let head = fill_at_least(&mut r, 512).map_err(|e| RestoreError::Read(e.to_string()))?;
-    let kind = if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) || is_skippable_zstd(&head) {
-        Compression::Zstd
+    // BufReader fills its buffer with one read: 512 bytes arrive in one read from files and
+    // almost always from pipes, and the magic checks need at most 262.
+    let kind = detect(r.fill_buf().map_err(|e| RestoreError::Read(e.to_string()))?)?;
+    Ok((kind, decoder(kind, r)?))
+}
+
+/// The compression a stream uses, told by its first bytes `head` (never by a file name).
+///
+/// # Errors
+/// [`RestoreError::Format`] when it is empty, or neither zstd, gzip nor tar.
+pub(crate) fn detect(head: &[u8]) -> Result<Compression, RestoreError> {
+    if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) || is_skippable_zstd(head) {
+        Ok(Compression::Zstd)
     } else if head.starts_with(&[0x1F, 0x8B]) {
-        Compression::Gzip
+        Ok(Compression::Gzip)
     } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        Compression::None
+        Ok(Compression::None)
     } else if head.is_empty() {
-        return Err(RestoreError::Format("the archive is empty".into()));
+        Err(RestoreError::Format("the archive is empty".into()))
     } else {
-        return Err(RestoreError::Format("not a tar, .tar.gz or .tar.zst archive (unknown first bytes)".into()));
-    };
-    let reader: Box<dyn Read + 'a> = match kind {
+        Err(RestoreError::Format("not a tar, .tar.gz or .tar.zst archive (unknown first bytes)".into()))
+    }
+}
+
+/// A reader of the tar stream inside `r`, compressed as `kind` says.
+///
+/// # Errors
+/// [`RestoreError::Read`] when the zstd decoder cannot be made.
+pub(crate) fn decoder<'a>(kind: Compression, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a>, RestoreError> {
+    Ok(match kind {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| RestoreError::Read(e.to_string()))?)
         }
-    };
-    Ok((kind, reader))
+    })
 }
 
 fn is_skippable_zstd(head: &[u8]) -> bool {
     head.len() >= 4 && head[1..4] == [0x2A, 0x4D, 0x18] && (0x50..=0x5F).contains(&head[0])
 }
 
-/// Reads until the buffer holds `n` bytes or the stream ends, without consuming them.
-fn fill_at_least<R: Read>(r: &mut BufReader<R>, n: usize) -> io::Result<Vec<u8>> {
-    // BufReader only refills when empty; peek through its buffer by reading into a copy and
-    // chaining it back is not possible, so read the head into our own buffer instead.
-    let buf = r.fill_buf()?;
-    if buf.len() >= n {
-        return Ok(buf[..n].to_vec());
-    }
-    // A short first read (pipes): the caller gets what there is; 512 bytes arrive in one
-    // read from files and almost always from pipes, and the magic checks need at most 262.
-    Ok(buf.to_vec())
-}
-
 /// Extracts the archive `input` (tar, gzip or zstd, told by its first bytes) into the empty
-/// directory `dest`, decompressing on a second thread (see [`crate::pipeline`]). The report's
-/// `compression` says what the stream was.
+/// directory `dest`, reading ahead (and hashing, with [`ExtractOptions::hash_archive`]) on one
+/// thread and decompressing on another (see [`crate::pipeline`]). The report's `compression`
+/// says what the stream was.
 ///
 /// # Errors
 /// As [`open_archive`] and [`extract`]; [`RestoreError::Thread`] when a helper thread cannot
@@ -136,9 +167,16 @@ pub fn extract_archive(
     dest: &Path,
     opts: &ExtractOptions,
 ) -> Result<ExtractReport, RestoreError> {
-    let (kind, reader) = crate::pipeline::spawn_decoder(input)?;
-    let mut report = extract(reader, dest, opts)?;
+    // On an error below the reading threads are left to stop by themselves: the next
+    // hand-over fails (nobody reads any more) and they end without reading the rest.
+    let (reading, raw) = crate::pipeline::spawn_reader(input, opts.hash_archive)?;
+    let (kind, tar) = crate::pipeline::spawn_decoder(raw)?;
+    let mut report = extract_from(tar, dest, opts)?;
     report.compression = Some(kind);
+    // The stream was read to its end (see `extract_from`): the digest covers all of it.
+    if let Some((size, sha)) = reading.digest()? {
+        report.archive = Some(ArchiveDigest { size, sha256: hex::encode(sha) });
+    }
     Ok(report)
 }
 
@@ -152,31 +190,33 @@ pub fn extract_archive(
 /// [`RestoreError::Write`] for filesystem errors in `dest`, [`RestoreError::Thread`] when the
 /// file thread cannot start.
 pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<ExtractReport, RestoreError> {
+    extract_from(BufReader::with_capacity(256 * 1024, input), dest, opts)
+}
+
+/// [`extract`] over a buffered stream (file contents are read straight out of its buffers).
+fn extract_from(input: impl BufRead, dest: &Path, opts: &ExtractOptions) -> Result<ExtractReport, RestoreError> {
     let mut dirs: Vec<(PathBuf, u32, Option<Mtime>)> = Vec::new();
     let mut report = ExtractReport::default();
-    let mut files: HashSet<String> = HashSet::new();
     let mut known_dirs: HashSet<PathBuf> = HashSet::new();
     // The names of the files handed to the file thread, in the order it numbers them.
     let mut hashed: Vec<String> = Vec::new();
-    let mut writer = FileWriter::start()?;
-    let mut archive = tar::Archive::new(input);
-    let entries = archive.entries().map_err(|e| RestoreError::Read(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| RestoreError::Read(format!("after {} entries: {e}", report.entries)))?;
-        let raw = entry.path_bytes().into_owned();
-        let Some(rel) = safe_path(&raw, opts.strip_components)? else { continue };
+    let mut writer = FileWriter::start(opts.hash_files)?;
+    let mut tar = TarReader::new(input);
+    let creation = Creation::new(dest);
+    let mut parent = ParentDir { rel: PathBuf::new(), dir: None };
+    loop {
+        let header = tar.next_entry().map_err(|e| RestoreError::Read(format!("after {} entries: {e}", tar.count())))?;
+        let Some(header) = header else { break };
+        let Some(rel) = safe_path(&header.path, opts.strip_components)? else { continue };
         let name = rel.to_string_lossy().into_owned();
         report.entries += 1;
-        let header = entry.header().clone();
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let mtime = header.mtime().ok().map(|s| (i64::try_from(s).unwrap_or(0), 0u32));
-        let pax = pax_records(&mut entry);
-        let mtime = pax.mtime.or(mtime);
+        let mode = header.mode.unwrap_or(0o644) & 0o7777;
+        let mtime = header.mtime;
         let full = dest.join(&rel);
         check_parents(dest, &rel, &name, &mut known_dirs)?;
-        let kind = header.entry_type();
+        let kind = header.kind.unwrap_or(Kind::Other(0));
         match kind {
-            EntryType::Directory => {
+            Kind::Directory => {
                 match fs::symlink_metadata(&full) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => return Err(refused(&name, "a directory entry where the archive already put a file")),
@@ -185,14 +225,14 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                 fs::set_permissions(&full, fs::Permissions::from_mode(0o700)).map_err(write_err(&full))?;
                 set_owner(&full, &header, opts, false)?;
                 known_dirs.insert(rel);
-                dirs.push((full.clone(), mode, mtime));
+                dirs.push((full, mode, mtime));
                 report.written.insert(name, Written::Dir { mode });
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                if kind == EntryType::GNUSparse {
+            Kind::Regular | Kind::Continuous | Kind::GnuSparse => {
+                if kind == Kind::GnuSparse {
                     return Err(refused(&name, "GNU sparse entries are not supported; archive with --sparse off"));
                 }
-                let size = entry.size();
+                let size = header.size;
                 if let Some(max) = opts.max_bytes
                     && report.bytes.saturating_add(size) > max
                 {
@@ -201,41 +241,52 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                 // O_CREAT|O_EXCL|O_NOFOLLOW (open(2)): fails on anything already there,
                 // symlinks included, so an earlier entry of the same name is looked at (and
                 // replaced, tar semantics) only then, instead of an lstat before every file.
-                let out = match create_file(&full) {
+                let file_name = rel.file_name().ok_or_else(|| refused(&name, "a file without a name"))?;
+                let dir = parent.get(dest, rel.parent().unwrap_or(Path::new("")))?;
+                let out = match create_file(dir, file_name, mode & 0o777) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         remove_non_dir(&full, &name)?;
-                        create_file(&full).map_err(write_err(&full))?
+                        create_file(dir, file_name, mode & 0o777).map_err(write_err(&full))?
                     }
                     Err(e) => return Err(write_err(&full)(e)),
                 };
                 // The file thread writes the bytes, then sets owner, mode, xattrs and times
                 // through the descriptor (no path lookups: nothing can be swapped in under the
-                // name) and closes it.
-                let meta = FileMeta { owner: owner(&header, opts), mode, xattrs: pax.xattrs, mtime };
-                let copied =
-                    writer.copy(&mut entry, out, full.clone(), meta).map_err(|e| stream_or_write(e, &full, &name))?;
+                // name) and closes it; owner and mode only where creating did not already
+                // give the right ones.
+                let meta = FileMeta {
+                    owner: creation.owner(&header, opts),
+                    mode: creation.chmod_needed(mode).then_some(mode),
+                    xattrs: header.xattrs,
+                    mtime,
+                };
+                let copied = writer
+                    .copy(&mut tar.contents(), out, full, meta)
+                    .map_err(|e| stream_or_write(e, &dest.join(&rel), &name))?;
                 if copied != size {
                     return Err(RestoreError::Read(format!("entry {name:?}: the archive ends inside the file")));
                 }
                 if writer.failed() {
                     // Its error, naming the file.
                     writer.finish()?;
-                    return Err(RestoreError::Write(format!("{}: the file writer stopped", full.display())));
+                    return Err(RestoreError::Write(format!("{}: the file writer stopped", dest.join(&rel).display())));
                 }
                 report.files += 1;
                 report.bytes += size;
-                files.insert(name.clone());
-                hashed.push(name.clone());
+                if opts.hash_files {
+                    hashed.push(name.clone());
+                }
                 report.written.insert(name, Written::File { size, sha256: String::new(), mode });
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .ok_or_else(|| refused(&name, "a symlink without a target"))?;
+            Kind::Symlink => {
+                if header.link.is_empty() {
+                    return Err(refused(&name, "a symlink without a target"));
+                }
+                let target = String::from_utf8_lossy(&header.link).into_owned();
                 remove_non_dir(&full, &name)?;
-                std::os::unix::fs::symlink(&target, &full).map_err(write_err(&full))?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&header.link), &full)
+                    .map_err(write_err(&full))?;
                 set_owner(&full, &header, opts, true)?;
                 if let Some((s, ns)) = mtime {
                     let t = filetime::FileTime::from_unix_time(s, ns);
@@ -243,10 +294,9 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                 }
                 report.written.insert(name, Written::Symlink { target });
             }
-            EntryType::Link => {
-                let raw_target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-                let shown = String::from_utf8_lossy(&raw_target).into_owned();
-                let target = match safe_path(&raw_target, opts.strip_components) {
+            Kind::Link => {
+                let shown = String::from_utf8_lossy(&header.link).into_owned();
+                let target = match safe_path(&header.link, opts.strip_components) {
                     Ok(Some(t)) => t,
                     Ok(None) => return Err(refused(&name, "a hard link to nothing")),
                     Err(_) => {
@@ -254,7 +304,9 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                     }
                 };
                 let tname = target.to_string_lossy().into_owned();
-                if !files.contains(&tname) {
+                // Only to a regular file this archive wrote, and that is still one (a later
+                // entry of the same name may have replaced it).
+                if !matches!(report.written.get(&tname), Some(Written::File { .. })) {
                     return Err(refused(
                         &name,
                         &format!("a hard link to {tname:?}, which is not a file extracted earlier from this archive"),
@@ -265,37 +317,45 @@ pub fn extract(input: impl Read, dest: &Path, opts: &ExtractOptions) -> Result<E
                 fs::hard_link(dest.join(&target), &full).map_err(write_err(&full))?;
                 report.written.insert(name, Written::Hardlink { target: tname });
             }
-            EntryType::Fifo => {
+            Kind::Fifo => {
                 remove_non_dir(&full, &name)?;
                 nix::unistd::mkfifo(&full, nix::sys::stat::Mode::from_bits_truncate(mode))
                     .map_err(|e| RestoreError::Write(format!("{}: {e}", full.display())))?;
                 set_owner(&full, &header, opts, false)?;
                 report.written.insert(name, Written::Fifo);
             }
-            EntryType::Char | EntryType::Block => {
+            Kind::Char | Kind::Block => {
                 if !opts.allow_devices {
                     return Err(refused(&name, "a device node (restore with --allow-devices to create it)"));
                 }
-                let dev = nix::sys::stat::makedev(
-                    u64::from(header.device_major().ok().flatten().unwrap_or(0)),
-                    u64::from(header.device_minor().ok().flatten().unwrap_or(0)),
-                );
-                let sflag = if kind == EntryType::Char {
-                    nix::sys::stat::SFlag::S_IFCHR
-                } else {
-                    nix::sys::stat::SFlag::S_IFBLK
-                };
+                let dev = nix::sys::stat::makedev(u64::from(header.dev_major), u64::from(header.dev_minor));
+                let sflag =
+                    if kind == Kind::Char { nix::sys::stat::SFlag::S_IFCHR } else { nix::sys::stat::SFlag::S_IFBLK };
                 remove_non_dir(&full, &name)?;
                 nix::sys::stat::mknod(&full, sflag, nix::sys::stat::Mode::from_bits_truncate(mode), dev)
                     .map_err(|e| RestoreError::Write(format!("{}: {e}", full.display())))?;
                 set_owner(&full, &header, opts, false)?;
                 report.written.insert(name, Written::Device);
             }
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {
-                report.entries -= 1;
+            Kind::Other(flag) => {
+                return Err(refused(
+                    &name,
+                    &format!("an entry of type {:?}, which restore does not create", char::from(flag)),
+                ));
             }
-            other => return Err(refused(&name, &format!("an entry of type {other:?}, which restore does not create"))),
         }
+    }
+    // The end of the tar archive is not the end of the stream: read it to its end, so a
+    // damaged or truncated compressed frame after the archive's last block still fails (and
+    // the whole archive is read, for its digest). What follows the end blocks is ignored, as
+    // GNU tar does.
+    let mut rest = tar.into_inner();
+    loop {
+        let n = rest.fill_buf().map_err(|e| RestoreError::Read(format!("after the last entry: {e}")))?.len();
+        if n == 0 {
+            break;
+        }
+        rest.consume(n);
     }
     // Every file's sha256, from the hashing thread. A name written twice (tar semantics: the
     // later entry wins) gets the later file's digest last; a name whose later entry is no
@@ -333,13 +393,75 @@ fn stream_or_write(e: CopyError, p: &Path, name: &str) -> RestoreError {
     }
 }
 
-fn create_file(p: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(p)
+/// Creates the new file `name` in the directory `dir` (`O_CREAT|O_EXCL|O_NOFOLLOW`, so
+/// nothing already there is followed or reused) with permission bits `perm`.
+fn create_file(dir: &File, name: &std::ffi::OsStr, perm: u32) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::from_bits_truncate(perm))
+        .map(File::from)
+        .map_err(io::Error::from)
+}
+
+/// The directory a file is created in, kept open while consecutive entries share it: each
+/// file is then created by its name alone (openat(2)) instead of a path the kernel walks from
+/// the root. Every directory opened here passed [`check_parents`] (real directories, no
+/// symlinks, all made or checked by this extraction).
+struct ParentDir {
+    rel: PathBuf,
+    dir: Option<File>,
+}
+
+impl ParentDir {
+    fn get(&mut self, dest: &Path, rel_parent: &Path) -> Result<&File, RestoreError> {
+        if self.dir.is_none() || self.rel != rel_parent {
+            let full = dest.join(rel_parent);
+            let d = OpenOptions::new()
+                .read(true)
+                .custom_flags((nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+                .open(&full)
+                .map_err(write_err(&full))?;
+            self.rel = rel_parent.to_path_buf();
+            self.dir = Some(d);
+        }
+        self.dir.as_ref().ok_or_else(|| RestoreError::Write("no parent directory".into()))
+    }
+}
+
+/// What a new file needs after it is created with its permission bits, given how files are
+/// created here: `(owner to set, whether the mode must be set again)`.
+///
+/// A file is created owned by the restoring process, with its mode's permission bits less the
+/// umask; only what differs is set again afterwards (most archives restored by root hold files
+/// of root, with modes the umask does not touch: two system calls fewer per file).
+struct Creation {
+    uid: u32,
+    gid: u32,
+    /// `None` when the creating group is not known (a setgid staging directory), or the umask.
+    gid_known: bool,
+    umask: Option<u32>,
+}
+
+impl Creation {
+    fn new(dest: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let setgid = fs::metadata(dest).map_or(true, |m| m.mode() & 0o2000 != 0);
+        let umask = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Umask:")).and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        });
+        Self { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw(), gid_known: !setgid, umask }
+    }
+
+    fn owner(&self, h: &Header, opts: &ExtractOptions) -> Option<(Option<u32>, Option<u32>)> {
+        let (uid, gid) = owner(h, opts)?;
+        let uid = uid.filter(|&u| u != self.uid);
+        let gid = gid.filter(|&g| !self.gid_known || g != self.gid);
+        (uid.is_some() || gid.is_some()).then_some((uid, gid))
+    }
+
+    fn chmod_needed(&self, mode: u32) -> bool {
+        mode & 0o7000 != 0 || self.umask.is_none_or(|u| mode & u != 0)
+    }
 }
 
 /// Validates an entry path: relative, no `..`, no NUL. `None` for the root itself (`./`) and
@@ -423,61 +545,18 @@ fn remove_non_dir(full: &Path, name: &str) -> Result<(), RestoreError> {
 }
 
 /// The owner to give a file: the archive's when restoring owners, else none.
-fn owner(h: &tar::Header, opts: &ExtractOptions) -> Option<(Option<u32>, Option<u32>)> {
-    opts.same_owner
-        .then(|| (h.uid().ok().and_then(|u| u32::try_from(u).ok()), h.gid().ok().and_then(|g| u32::try_from(g).ok())))
+fn owner(h: &Header, opts: &ExtractOptions) -> Option<(Option<u32>, Option<u32>)> {
+    opts.same_owner.then(|| (h.uid.and_then(|u| u32::try_from(u).ok()), h.gid.and_then(|g| u32::try_from(g).ok())))
 }
 
-fn set_owner(p: &Path, h: &tar::Header, opts: &ExtractOptions, link: bool) -> Result<(), RestoreError> {
+fn set_owner(p: &Path, h: &Header, opts: &ExtractOptions, link: bool) -> Result<(), RestoreError> {
     if !opts.same_owner {
         return Ok(());
     }
-    let uid = h.uid().ok().and_then(|u| u32::try_from(u).ok());
-    let gid = h.gid().ok().and_then(|g| u32::try_from(g).ok());
+    let uid = h.uid.and_then(|u| u32::try_from(u).ok());
+    let gid = h.gid.and_then(|g| u32::try_from(g).ok());
     let r = if link { std::os::unix::fs::lchown(p, uid, gid) } else { std::os::unix::fs::chown(p, uid, gid) };
     r.map_err(write_err(p))
-}
-
-/// What an entry's pax records say that restore applies.
-#[derive(Default)]
-struct Pax {
-    /// Nanosecond mtime from an `mtime` record.
-    mtime: Option<Mtime>,
-    /// `SCHILY.xattr.NAME` records: (NAME, value).
-    xattrs: Vec<(String, Vec<u8>)>,
-}
-
-/// Reads the entry's pax records once (the mtime and the xattrs).
-fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Pax {
-    let mut pax = Pax::default();
-    let Ok(Some(exts)) = entry.pax_extensions() else { return pax };
-    let mut mtime_seen = false;
-    for ext in exts.flatten() {
-        let Ok(key) = ext.key() else { continue };
-        if key == "mtime" {
-            // The first record counts, even when it does not parse.
-            if !mtime_seen {
-                pax.mtime = ext.value().ok().and_then(parse_pax_time);
-                mtime_seen = true;
-            }
-        } else if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-            pax.xattrs.push((name.to_owned(), ext.value_bytes().to_vec()));
-        }
-    }
-    pax
-}
-
-/// A pax time (`SECONDS[.FRACTION]`) as seconds and nanoseconds.
-fn parse_pax_time(v: &str) -> Option<Mtime> {
-    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-    let secs: i64 = s.parse().ok()?;
-    let mut digits: String = frac.chars().take(9).collect();
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let ns: u32 = digits.parse().unwrap_or(0);
-    // A negative fractional time counts down from the whole second.
-    Some(if secs < 0 && ns > 0 { (secs - 1, 1_000_000_000 - ns) } else { (secs, ns) })
 }
 
 /// Appends one tar entry whose name and link name are written byte for byte, including

@@ -5,14 +5,15 @@
 //! tar, gzip and zstd streams by their first bytes (so the seed recipes' `tar czf` backups
 //! and voltool's own `.tar.zst` both restore), [`extract::extract`] writes the entries into
 //! an empty staging directory without ever writing outside it, and [`check_manifest`]
-//! compares what was written with a voltool manifest (every file's size and sha256).
+//! compares what was written with a voltool manifest (every entry's path, type and size, and
+//! the content through the archive's sha256 or every file's).
 //!
 //!
 //! ## Design
-//! [`extract_archive`] decompresses on one thread and writes, hashes and finishes file
-//! contents on another while the calling thread parses, checks paths and creates (see the
-//! `pipeline` module); buffers are bounded and recycled, so memory does not grow with the
-//! archive.
+//! [`extract_archive`] reads (and hashes) the archive on one thread, decompresses on a second
+//! and writes and finishes file contents on a third while the calling thread parses, checks
+//! paths and creates (see the `pipeline` module); buffers are bounded and recycled, so memory
+//! does not grow with the archive.
 //!
 //! The caller (the daemon) owns staging and swapping: it extracts into a fresh directory on
 //! the volume's own filesystem, checks the result, and only then swaps it in, so a failed
@@ -26,17 +27,35 @@ pub mod extract;
 mod pipeline;
 
 pub use error::RestoreError;
-pub use extract::{Compression, ExtractOptions, ExtractReport, Written, extract, extract_archive, open_archive};
+pub use extract::{
+    ArchiveDigest, Compression, ExtractOptions, ExtractReport, Written, extract, extract_archive, open_archive,
+};
 
 use voltool_backup::{EntryKind, Manifest};
 
 /// Checks an extraction against a voltool manifest: the same paths, kinds and, for files,
-/// sizes and sha256.
+/// sizes; and the content: the archive's size and sha256 against the ones the manifest
+/// records, when the extraction hashed the archive ([`ExtractOptions::hash_archive`]: every
+/// byte of every file, header and link at once), else every file's sha256
+/// ([`ExtractOptions::hash_files`]). An extraction that hashed neither does not pass.
+///
+/// The two content checks are equivalent: the manifest's file digests are taken from the
+/// bytes written into the archive, in the same pass that computes the archive's digest.
 ///
 /// # Errors
 /// [`RestoreError::Manifest`] naming the first difference.
 pub fn check_manifest(report: &ExtractReport, manifest: &Manifest) -> Result<(), RestoreError> {
     let bad = |m: String| Err(RestoreError::Manifest(m));
+    let whole_archive = match &report.archive {
+        Some(a) if a.size == manifest.archive_size && a.sha256 == manifest.archive_sha256 => true,
+        Some(a) => {
+            return bad(format!(
+                "the archive's sha256 {} ({} bytes) does not match the manifest's {} ({} bytes): it was changed or damaged after the backup (`voltool backup verify` names the first bad entry)",
+                a.sha256, a.size, manifest.archive_sha256, manifest.archive_size
+            ));
+        }
+        None => false,
+    };
     if report.written.len() != manifest.entries.len() {
         return bad(format!(
             "{} entries restored, the manifest lists {}",
@@ -50,7 +69,8 @@ pub fn check_manifest(report: &ExtractReport, manifest: &Manifest) -> Result<(),
         };
         let ok = match (e.kind, w) {
             (EntryKind::File, Written::File { size, sha256, .. }) => {
-                *size == e.size && Some(sha256.as_str()) == e.sha256.as_deref()
+                *size == e.size
+                    && (whole_archive || (!sha256.is_empty() && Some(sha256.as_str()) == e.sha256.as_deref()))
             }
             (EntryKind::Dir, Written::Dir { .. }) | (EntryKind::Fifo, Written::Fifo) => true,
             (EntryKind::Symlink, Written::Symlink { target }) | (EntryKind::Hardlink, Written::Hardlink { target }) => {
@@ -63,4 +83,141 @@ pub fn check_manifest(report: &ExtractReport, manifest: &Manifest) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A small tree archived by the backup engine, its manifest, and a fresh staging dir.
+    fn backup() -> (Vec<u8>, Manifest, tempfile::TempDir) {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/a.txt"), b"alpha\n").unwrap();
+        std::fs::write(src.path().join("big"), vec![5u8; 300_000]).unwrap();
+        std::os::unix::fs::symlink("d/a.txt", src.path().join("link")).unwrap();
+        let mut archive = Vec::new();
+        let summary =
+            voltool_backup::write_archive(src.path(), &mut archive, &voltool_backup::ArchiveOptions::default())
+                .unwrap();
+        let m = Manifest::new(
+            "v-20260101T000000Z-abcdef",
+            "v",
+            &BTreeMap::new(),
+            summary,
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        (archive, m, tempfile::tempdir().unwrap())
+    }
+
+    fn extract_with(archive: &[u8], hash_archive: bool, hash_files: bool) -> ExtractReport {
+        let dest = tempfile::tempdir().unwrap();
+        let opts = ExtractOptions { hash_archive, hash_files, ..ExtractOptions::default() };
+        extract_archive(std::io::Cursor::new(archive.to_vec()), dest.path(), &opts).unwrap()
+    }
+
+    #[test]
+    fn the_archive_digest_or_every_file_digest_checks_the_content_and_neither_does_not_pass() {
+        let (archive, m, _) = backup();
+        let by_archive = extract_with(&archive, true, false);
+        assert_eq!(by_archive.archive.as_ref().map(|a| a.sha256.as_str()), Some(m.archive_sha256.as_str()));
+        check_manifest(&by_archive, &m).unwrap();
+        let by_files = extract_with(&archive, false, true);
+        assert!(by_files.archive.is_none());
+        check_manifest(&by_files, &m).unwrap();
+        let neither = extract_with(&archive, false, false);
+        let e = check_manifest(&neither, &m).unwrap_err().to_string();
+        assert!(e.contains("differs from the manifest"), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_that_disagrees_is_named() {
+        let (archive, m, _) = backup();
+        let by_archive = extract_with(&archive, true, false);
+        let mut other = m.clone();
+        other.archive_sha256 = "0".repeat(64);
+        let e = check_manifest(&by_archive, &other).unwrap_err().to_string();
+        assert!(e.contains("does not match the manifest's") && e.contains(&"0".repeat(64)), "{e}");
+        let mut other = m.clone();
+        other.archive_size += 1;
+        assert!(check_manifest(&by_archive, &other).is_err(), "the size counts too");
+        // File by file: a wrong digest or size is named.
+        let by_files = extract_with(&archive, false, true);
+        let mut other = m.clone();
+        let i = other.entries.iter().position(|e| e.path == "big").unwrap();
+        other.entries[i].sha256 = Some("1".repeat(64));
+        let e = check_manifest(&by_files, &other).unwrap_err().to_string();
+        assert!(e.contains("\"big\""), "{e}");
+        let mut other = m.clone();
+        other.entries[i].size -= 1;
+        let e = check_manifest(&by_archive, &other).unwrap_err().to_string();
+        assert!(e.contains("\"big\""), "a size differs even when the archive digest matches: {e}");
+        // An entry missing from the archive, whatever the digests say.
+        let mut other = m;
+        other.entries[i].path = "elsewhere".into();
+        assert!(check_manifest(&by_archive, &other).unwrap_err().to_string().contains("elsewhere"));
+    }
+
+    #[test]
+    fn the_archive_digest_covers_the_whole_stream_even_past_the_end_of_the_tar() {
+        // 8 MiB of incompressible bytes after the tar's end blocks (GNU tar ignores them): the
+        // extraction is over long before the reading thread reached them.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"data"[..]).unwrap();
+        let mut tar = b.into_inner().unwrap();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        tar.extend((0..8 << 20).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        let z = zstd::encode_all(&tar[..], 1).unwrap();
+        assert!(z.len() > 8 << 20, "stays large compressed");
+        let report = extract_with(&z, true, false);
+        assert_eq!(report.files, 1);
+        let a = report.archive.expect("a digest");
+        assert_eq!((a.size, a.sha256), (z.len() as u64, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&z))));
+        // A damaged frame after the tar's end still fails the extraction.
+        let mut cut = z.clone();
+        cut.truncate(z.len() - 100);
+        let dest = tempfile::tempdir().unwrap();
+        let opts = ExtractOptions { hash_archive: true, ..ExtractOptions::default() };
+        let e = extract_archive(std::io::Cursor::new(cut), dest.path(), &opts).unwrap_err();
+        assert!(e.to_string().contains("after the last entry"), "{e}");
+    }
+
+    #[test]
+    fn modes_and_owners_come_back_whether_creating_gave_them_or_not() {
+        use std::os::unix::fs::MetadataExt;
+        let root = nix::unistd::geteuid().is_root();
+        let mut b = tar::Builder::new(Vec::new());
+        let files = [("a", 0o644, 0), ("b", 0o666, 0), ("c", 0o4755, 0), ("d", 0o600, 1234), ("e", 0o2770, 0)];
+        for (name, mode, uid) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(1);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let opts = ExtractOptions { same_owner: root, ..ExtractOptions::default() };
+        extract(&tar[..], dest.path(), &opts).unwrap();
+        for (name, mode, uid) in files {
+            let m = std::fs::metadata(dest.path().join(name)).unwrap();
+            assert_eq!(m.mode() & 0o7777, mode, "{name}");
+            if root {
+                assert_eq!((u64::from(m.uid()), u64::from(m.gid())), (uid, uid), "{name}");
+            }
+        }
+    }
 }

@@ -6,20 +6,25 @@
 //! side. GNU tar's usual pipeline
 //! `zstd -d | tar -x` splits the same way, decoding in one process and writing in another.
 //!
-//! - [`spawn_decoder`] recognises and decompresses the stream on its own thread and hands the
-//!   tar bytes over in [`CHUNK`]-sized buffers through a bounded channel: at most
-//!   [`DECODE_BUFFERS`] exist, recycled, so memory stays bounded however large the archive is
-//!   and the decoder waits when the writer falls behind (never buffering the stream).
+//! - [`spawn_reader`] reads the archive ahead of the decoder on its own thread, and hashes it
+//!   behind the decoder on another when asked (the archive's sha256, which a manifest
+//!   records);
+//! - [`spawn_decoder`] recognises and decompresses the stream on its own thread;
+//! - both hand their bytes on in [`CHUNK`]-sized buffers through bounded channels
+//!   ([`voltool_backup::blocks`]): at most [`RAW_BUFFERS`] and [`DECODE_BUFFERS`] exist,
+//!   recycled, so memory stays bounded however large the archive is and each side waits when
+//!   the next falls behind (never buffering the stream);
 //! - [`FileWriter`] takes each file's bytes in batches of up to [`CHUNK`] (many small files
 //!   share one batch) and, on its own thread, writes them to the file the extraction created,
-//!   hashes them, then applies owner, mode, xattrs and mtime through the descriptor and closes
-//!   it; again at most [`FILE_BUFFERS`] buffers, recycled. The extraction thread is left with
-//!   parsing, the path checks and creating (the part whose order matters for safety).
+//!   hashes them when asked, then applies owner, mode, xattrs and mtime through the descriptor
+//!   and closes it; again at most [`FILE_BUFFERS`] buffers, recycled. The extraction thread is
+//!   left with parsing, the path checks and creating (the part whose order matters for
+//!   safety).
 //!
-//! Every failure is forwarded in order: a decoder error reaches the tar parser as the same
-//! `io::Error` at the same point of the stream, and a thread that disappears without saying it
-//! finished is an error, never a clean end (a clean end at a header boundary would look like
-//! the end of the archive to the parser).
+//! Every failure is forwarded in order: a read or decoder error reaches the tar parser as the
+//! same `io::Error` at the same point of the stream, and a thread that disappears without
+//! saying it finished is an error, never a clean end (a clean end at a header boundary would
+//! look like the end of the archive to the parser).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -31,12 +36,15 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
+use voltool_backup::blocks::{self, BlockReader};
 
 use crate::error::RestoreError;
-use crate::extract::{Compression, open_archive};
+use crate::extract::{Compression, decoder, detect};
 
 /// The size of one buffer handed between threads.
 pub(crate) const CHUNK: usize = 1 << 20;
+/// Archive buffers read ahead of the decoder.
+const RAW_BUFFERS: usize = 4;
 /// Decoded buffers in existence at once (in the channel, being filled, being parsed).
 const DECODE_BUFFERS: usize = 4;
 /// File-data batches in existence at once.
@@ -46,146 +54,70 @@ const FILE_BUFFERS: usize = 4;
 /// files an archive holds.
 const FILES_PER_BATCH: usize = 32;
 
-/// What the decoder thread sends, in order: `Opened` (or `OpenFailed`), then `Data`, then `End`
-/// or `Failed`.
-enum Decoded {
-    Opened(Compression),
-    OpenFailed(RestoreError),
-    Data(Vec<u8>, usize),
-    End,
-    Failed(io::Error),
+/// The archive's reading (and hashing) threads, see [`spawn_reader`].
+pub(crate) struct Reading {
+    hasher: Option<JoinHandle<(u64, [u8; 32])>>,
 }
 
-/// The decompressed tar stream, read from the decoder thread's buffers.
-pub(crate) struct ChunkReader {
-    rx: Receiver<Decoded>,
-    free: Sender<Vec<u8>>,
-    cur: Vec<u8>,
-    len: usize,
-    pos: usize,
-    /// Set once the stream ended or failed: later reads repeat it.
-    over: Option<Result<(), (io::ErrorKind, String)>>,
+impl Reading {
+    /// The archive's size and sha256 (with `hash`), once the reader of the stream is dropped:
+    /// all of it when the stream was read to its end.
+    ///
+    /// # Errors
+    /// [`RestoreError::Read`] when the hashing thread failed.
+    pub(crate) fn digest(self) -> Result<Option<(u64, [u8; 32])>, RestoreError> {
+        self.hasher
+            .map(|h| h.join().map_err(|_| RestoreError::Read("the archive's hashing thread failed".into())))
+            .transpose()
+    }
 }
 
-/// Starts the decoder thread on `input` and returns the compression it found and a reader of
-/// the tar stream inside.
+/// Starts the thread that reads `input` ahead of the decoder and, with `hash`, one that hashes
+/// every byte behind the decoder (the archive's sha256, checked against a manifest instead of
+/// every file's): the hash trails the decoding instead of holding it up, so the stretches where
+/// reading is the slowest step (incompressible data) are not also slowed by the hash.
 ///
 /// # Errors
-/// [`RestoreError::Format`] or [`RestoreError::Read`] as [`open_archive`];
-/// [`RestoreError::Thread`] when the thread cannot start.
-pub(crate) fn spawn_decoder(input: impl Read + Send + 'static) -> Result<(Compression, ChunkReader), RestoreError> {
-    let (tx, rx) = mpsc::sync_channel(DECODE_BUFFERS);
-    let (free, free_rx) = mpsc::channel();
+/// [`RestoreError::Thread`] when a thread cannot start.
+pub(crate) fn spawn_reader(
+    mut input: impl Read + Send + 'static,
+    hash: bool,
+) -> Result<(Reading, BlockReader), RestoreError> {
+    let thread_err = |what| move |e| RestoreError::Thread { what, source: e };
+    let (tx, rx, hasher) = if hash {
+        let (tx, rx, h) = blocks::hashed_channel(RAW_BUFFERS, CHUNK).map_err(thread_err("archive hasher"))?;
+        (tx, rx, Some(h))
+    } else {
+        let (tx, rx) = blocks::channel(RAW_BUFFERS, CHUNK);
+        (tx, rx, None)
+    };
+    std::thread::Builder::new()
+        .name("restore-read".into())
+        .spawn(move || tx.pump(&mut input, CHUNK))
+        .map_err(thread_err("reader"))?;
+    Ok((Reading { hasher }, rx))
+}
+
+/// Recognises the stream `raw` by its first bytes and returns the compression and a reader of
+/// the tar stream inside, decompressed on a thread of its own (a plain tar is `raw` itself).
+///
+/// # Errors
+/// [`RestoreError::Format`] for an empty or unknown stream, [`RestoreError::Read`] when
+/// reading it fails, [`RestoreError::Thread`] when the thread cannot start.
+pub(crate) fn spawn_decoder(mut raw: BlockReader) -> Result<(Compression, BlockReader), RestoreError> {
+    let kind = detect(raw.fill().map_err(|e| RestoreError::Read(e.to_string()))?)?;
+    if kind == Compression::None {
+        return Ok((kind, raw));
+    }
+    let (tx, rx) = blocks::channel(DECODE_BUFFERS, CHUNK);
     std::thread::Builder::new()
         .name("restore-decode".into())
-        .spawn(move || decode(input, &tx, &free_rx))
+        .spawn(move || match decoder(kind, raw) {
+            Ok(mut r) => tx.pump(&mut r, CHUNK),
+            Err(e) => tx.fail(io::Error::other(e.to_string())),
+        })
         .map_err(|e| RestoreError::Thread { what: "decoder", source: e })?;
-    let mut reader = ChunkReader { rx, free, cur: Vec::new(), len: 0, pos: 0, over: None };
-    match reader.rx.recv() {
-        Ok(Decoded::Opened(kind)) => Ok((kind, reader)),
-        Ok(Decoded::OpenFailed(e)) => Err(e),
-        Ok(_) | Err(_) => {
-            reader.over = Some(Ok(()));
-            Err(RestoreError::Read("the decoder thread stopped before reading the archive".into()))
-        }
-    }
-}
-
-/// The decoder thread: returns when the stream ended, failed, or the reader went away (a
-/// failed send: the extraction stopped, nobody wants the rest).
-fn decode(input: impl Read, tx: &SyncSender<Decoded>, free: &Receiver<Vec<u8>>) {
-    let mut r = match open_archive(input) {
-        Ok((kind, r)) => {
-            if tx.send(Decoded::Opened(kind)).is_err() {
-                return;
-            }
-            r
-        }
-        Err(e) => {
-            let _ = tx.send(Decoded::OpenFailed(e));
-            return;
-        }
-    };
-    let mut made = 0;
-    loop {
-        let mut buf = match free.try_recv() {
-            Ok(b) => b,
-            Err(_) if made < DECODE_BUFFERS => {
-                made += 1;
-                vec![0u8; CHUNK]
-            }
-            Err(_) => match free.recv() {
-                Ok(b) => b,
-                Err(_) => return,
-            },
-        };
-        // Fill the whole buffer (fewer hand-overs), unless the stream ends first.
-        let mut n = 0;
-        let mut failed = None;
-        while n < buf.len() {
-            match r.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let ended = n < buf.len();
-        if n > 0 && tx.send(Decoded::Data(buf, n)).is_err() {
-            return;
-        }
-        match failed {
-            Some(e) => {
-                let _ = tx.send(Decoded::Failed(e));
-                return;
-            }
-            None if ended => {
-                let _ = tx.send(Decoded::End);
-                return;
-            }
-            None => {}
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.len {
-            if let Some(over) = &self.over {
-                return match over {
-                    Ok(()) => Ok(0),
-                    Err((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
-                };
-            }
-            match self.rx.recv() {
-                Ok(Decoded::Data(buf, len)) => {
-                    let done = std::mem::replace(&mut self.cur, buf);
-                    if !done.is_empty() {
-                        // The decoder may be gone already: then the buffer is just freed.
-                        let _ = self.free.send(done);
-                    }
-                    (self.len, self.pos) = (len, 0);
-                }
-                Ok(Decoded::End) => self.over = Some(Ok(())),
-                Ok(Decoded::Failed(e)) => {
-                    self.over = Some(Err((e.kind(), e.to_string())));
-                    return Err(e);
-                }
-                Ok(Decoded::Opened(_) | Decoded::OpenFailed(_)) | Err(_) => {
-                    let msg = "the decoder thread stopped in the middle of the archive";
-                    self.over = Some(Err((io::ErrorKind::Other, msg.into())));
-                    return Err(io::Error::other(msg));
-                }
-            }
-        }
-        let n = out.len().min(self.len - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
+    Ok((kind, rx))
 }
 
 /// What the file thread applies to a file once its bytes are written, in this order:
@@ -193,9 +125,10 @@ impl Read for ChunkReader {
 /// futimens(3) (last: writing would change the mtime again).
 #[derive(Debug, Default)]
 pub(crate) struct FileMeta {
-    /// `Some((uid, gid))` when owners are restored.
+    /// `Some((uid, gid))` when the owner must be set.
     pub(crate) owner: Option<(Option<u32>, Option<u32>)>,
-    pub(crate) mode: u32,
+    /// `Some(mode)` when the mode must be set (creating did not give it).
+    pub(crate) mode: Option<u32>,
     pub(crate) xattrs: Vec<(String, Vec<u8>)>,
     pub(crate) mtime: Option<(i64, u32)>,
 }
@@ -214,9 +147,9 @@ struct Batch {
     ops: Vec<Op>,
 }
 
-/// Writes, hashes and finishes files on their own thread, in archive order; the extraction
-/// thread only parses, checks and creates. Files are numbered in the order they are opened;
-/// [`FileWriter::finish`] returns their sha256 digests in that order.
+/// Writes, hashes (when asked) and finishes files on their own thread, in archive order; the
+/// extraction thread only parses, checks and creates. Files are numbered in the order they are
+/// opened; [`FileWriter::finish`] returns their sha256 digests in that order.
 ///
 /// The extraction creates each file itself (`O_CREAT|O_EXCL|O_NOFOLLOW`, after every path
 /// check) and hands over the descriptor: this thread never resolves a path, so it cannot
@@ -252,6 +185,7 @@ fn write_files(
     rx: &Receiver<Batch>,
     free: &Sender<Vec<u8>>,
     failed: &AtomicBool,
+    hash: bool,
 ) -> Result<Vec<[u8; 32]>, RestoreError> {
     let mut digests = Vec::new();
     let mut h = Sha256::new();
@@ -271,14 +205,18 @@ fn write_files(
                 Op::Bytes(n) => {
                     let data = &batch.buf[at..at + n];
                     at += n;
-                    h.update(data);
+                    if hash {
+                        h.update(data);
+                    }
                     match &mut cur {
                         Some(f) => f.0.write_all(data).map_err(|e| write_error(&f.1, &e)),
                         None => Err(RestoreError::Write("file data without a file".into())),
                     }
                 }
                 Op::Close => {
-                    digests.push(h.finalize_reset().into());
+                    if hash {
+                        digests.push(h.finalize_reset().into());
+                    }
                     match cur.take() {
                         Some(f) => apply(&f.0, &f.1, &f.2),
                         None => Err(RestoreError::Write("file data without a file".into())),
@@ -303,7 +241,9 @@ fn apply(f: &File, p: &Path, meta: &FileMeta) -> Result<(), RestoreError> {
     if let Some((uid, gid)) = meta.owner {
         std::os::unix::fs::fchown(f, uid, gid).map_err(|e| write_error(p, &e))?;
     }
-    f.set_permissions(std::fs::Permissions::from_mode(meta.mode)).map_err(|e| write_error(p, &e))?;
+    if let Some(mode) = meta.mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| write_error(p, &e))?;
+    }
     for (key, value) in &meta.xattrs {
         // As GNU tar: an xattr the filesystem refuses does not fail the restore.
         let _ = xattr::FileExt::set_xattr(f, key, value);
@@ -316,16 +256,18 @@ fn apply(f: &File, p: &Path, meta: &FileMeta) -> Result<(), RestoreError> {
 }
 
 impl FileWriter {
+    /// Starts the file thread; `hash` says whether it computes every file's sha256.
+    ///
     /// # Errors
     /// [`RestoreError::Thread`] when the thread cannot start.
-    pub(crate) fn start() -> Result<Self, RestoreError> {
+    pub(crate) fn start(hash: bool) -> Result<Self, RestoreError> {
         let (tx, rx) = mpsc::sync_channel::<Batch>(FILE_BUFFERS);
         let (free_tx, free) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let f2 = failed.clone();
         let thread = std::thread::Builder::new()
             .name("restore-files".into())
-            .spawn(move || write_files(&rx, &free_tx, &f2))
+            .spawn(move || write_files(&rx, &free_tx, &f2, hash))
             .map_err(|e| RestoreError::Thread { what: "file writer", source: e })?;
         Ok(Self {
             tx: Some(tx),
@@ -414,7 +356,7 @@ impl FileWriter {
     }
 
     /// Writes and finishes what is queued and returns every file's sha256, in the order of
-    /// [`FileWriter::copy`].
+    /// [`FileWriter::copy`] (none when not hashing).
     ///
     /// # Errors
     /// The file thread's first error ([`RestoreError::Write`] naming the file).
@@ -449,13 +391,13 @@ mod tests {
     fn file_writer_writes_and_hashes_each_file_across_batches() {
         let dir = tempfile::tempdir().unwrap();
         let sizes = [0usize, 1, 4096, CHUNK - 3, 5, 3 * CHUNK + 17, 0, 100];
-        let mut w = FileWriter::start().unwrap();
+        let mut w = FileWriter::start(true).unwrap();
         let mut want = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let data: Vec<u8> = (0..n).map(|j| (j * 31 + i) as u8).collect();
             let p = dir.path().join(format!("f{i}"));
             let f = File::create(&p).unwrap();
-            let meta = FileMeta { mode: 0o640, mtime: Some((1_700_000_000, 5)), ..FileMeta::default() };
+            let meta = FileMeta { mode: Some(0o640), mtime: Some((1_700_000_000, 5)), ..FileMeta::default() };
             assert_eq!(w.copy(&mut &data[..], f, p, meta).ok(), Some(n as u64));
             want.push((<[u8; 32]>::from(Sha256::digest(&data)), data));
         }
@@ -474,15 +416,15 @@ mod tests {
     #[test]
     fn empty_files_do_not_pile_up_open_descriptors() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = FileWriter::start().unwrap();
+        let mut w = FileWriter::start(false).unwrap();
         for i in 0..2000 {
             let p = dir.path().join(format!("e{i}"));
             let f = File::create(&p).unwrap();
-            w.copy(&mut &[][..], f, p, FileMeta { mode: 0o600, ..FileMeta::default() }).ok().unwrap();
+            w.copy(&mut &[][..], f, p, FileMeta { mode: Some(0o600), ..FileMeta::default() }).ok().unwrap();
             let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
             assert!(open < 1000, "{open} descriptors open after {i} files");
         }
-        assert_eq!(w.finish().unwrap().len(), 2000);
+        assert!(w.finish().unwrap().is_empty(), "no digests when not hashing");
     }
 
     #[test]
@@ -492,15 +434,19 @@ mod tests {
         std::fs::write(&p, b"").unwrap();
         // A read-only descriptor: every write fails (EBADF).
         let f = File::open(&p).unwrap();
-        let mut w = FileWriter::start().unwrap();
+        let mut w = FileWriter::start(true).unwrap();
         let data = [1u8; 10];
         assert!(w.copy(&mut &data[..], f, p.clone(), FileMeta::default()).is_ok());
         let e = w.finish().unwrap_err().to_string();
         assert!(e.contains("ro"), "{e}");
     }
 
+    fn raw_reader(bytes: Vec<u8>, hash: bool) -> (Reading, BlockReader) {
+        spawn_reader(std::io::Cursor::new(bytes), hash).unwrap()
+    }
+
     #[test]
-    fn decoder_hands_over_the_whole_stream_and_reports_the_kind() {
+    fn decoder_hands_over_the_whole_stream_and_reports_the_kind_and_the_archive_digest() {
         let data: Vec<u8> = (0..5 * CHUNK + 123).map(|i| (i % 253) as u8).collect();
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_ustar();
@@ -510,11 +456,23 @@ mod tests {
         b.append_data(&mut h, "f", &data[..]).unwrap();
         let tar = b.into_inner().unwrap();
         let z = zstd::encode_all(&tar[..], 3).unwrap();
-        let (kind, mut r) = spawn_decoder(std::io::Cursor::new(z)).unwrap();
+        let want: [u8; 32] = Sha256::digest(&z).into();
+        let (reader, raw) = raw_reader(z.clone(), true);
+        let (kind, mut r) = spawn_decoder(raw).unwrap();
         assert_eq!(kind, Compression::Zstd);
         let mut got = Vec::new();
         r.read_to_end(&mut got).unwrap();
         assert_eq!(got, tar);
+        drop(r);
+        assert_eq!(reader.digest().unwrap(), Some((z.len() as u64, want)));
+        // A plain tar passes through undecoded; no digest unless asked.
+        let (reader, raw) = raw_reader(tar.clone(), false);
+        let (kind, mut r) = spawn_decoder(raw).unwrap();
+        assert_eq!(kind, Compression::None);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, tar);
+        assert!(reader.digest().unwrap().is_none());
     }
 
     #[test]
@@ -523,8 +481,17 @@ mod tests {
         let mut z = zstd::encode_all(&tar[..], 3).unwrap();
         z.truncate(z.len() - 10);
         // Not a tar at all, but the magic says zstd: decoding fails at the cut.
-        let (_, mut r) = spawn_decoder(std::io::Cursor::new(z)).unwrap();
+        let (_, raw) = raw_reader(z, false);
+        let (_, mut r) = spawn_decoder(raw).unwrap();
         let e = r.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(r.read(&mut [0u8; 10]).is_err(), "the failure repeats: {e}");
+    }
+
+    #[test]
+    fn empty_and_unknown_streams_are_refused_by_their_first_bytes() {
+        let (_, raw) = raw_reader(Vec::new(), false);
+        assert!(spawn_decoder(raw).err().unwrap().to_string().contains("empty"));
+        let (_, raw) = raw_reader(b"hello, this is not an archive".to_vec(), false);
+        assert!(spawn_decoder(raw).err().unwrap().to_string().contains("unknown first bytes"));
     }
 }
