@@ -136,20 +136,38 @@ fn check_stream(input: impl Read + Send, manifest: &Manifest) -> (Result<(u64, u
 /// Parses the decoded tar stream and checks every entry; returns (files, content bytes).
 fn check_entries(tar: BlockReader, manifest: &Manifest) -> Result<(u64, u64), Problem> {
     let mut ar = TarReader::new(tar);
-    let index: HashMap<&str, usize> = manifest.entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
+    // The archive lists entries in the manifest's order (both are the walk's order): each is
+    // looked for at the next position first, and in an index (built when first needed) only
+    // when it is not there.
+    let mut index: Option<HashMap<&str, usize>> = None;
+    let mut next = 0usize;
     let mut seen = vec![false; manifest.entries.len()];
     let (mut files, mut bytes) = (0u64, 0u64);
-    let mut last = String::from("(start of archive)");
+    let mut last: Option<usize> = None;
+    let last_name = |last: Option<usize>| last.map_or("(start of archive)", |i| manifest.entries[i].path.as_str());
     loop {
-        let header = ar.next_entry().map_err(|e| Problem::Stream(format!("damaged after entry {last:?}: {e}")))?;
+        let header =
+            ar.next_entry().map_err(|e| Problem::Stream(format!("damaged after entry {:?}: {e}", last_name(last))))?;
         let Some(header) = header else { break };
-        let path = normalize(&String::from_utf8_lossy(&header.path));
-        last.clone_from(&path);
-        let Some(&i) = index.get(path.as_str()) else {
-            return Err(entry_problem(&path, "in the archive but not in the manifest"));
+        let lossy = String::from_utf8_lossy(&header.path);
+        let path = normalize(&lossy);
+        let i = match manifest.entries.get(next) {
+            Some(e) if e.path == path => next,
+            _ => {
+                let index = index.get_or_insert_with(|| {
+                    manifest.entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect()
+                });
+                match index.get(path) {
+                    Some(&i) => i,
+                    None => return Err(entry_problem(path, "in the archive but not in the manifest")),
+                }
+            }
         };
+        next = i + 1;
+        last = Some(i);
+        let path = manifest.entries[i].path.as_str();
         if std::mem::replace(&mut seen[i], true) {
-            return Err(entry_problem(&path, "appears twice in the archive"));
+            return Err(entry_problem(path, "appears twice in the archive"));
         }
         let expected = &manifest.entries[i];
         check_entry(&mut ar, &header, expected)?;
@@ -162,7 +180,8 @@ fn check_entries(tar: BlockReader, manifest: &Manifest) -> Result<(u64, u64), Pr
     // (with its checksum) must decode to its end.
     let mut tar = ar.into_inner();
     loop {
-        let buf = tar.fill_buf().map_err(|e| Problem::Stream(format!("damaged after entry {last:?}: {e}")))?;
+        let buf =
+            tar.fill_buf().map_err(|e| Problem::Stream(format!("damaged after entry {:?}: {e}", last_name(last))))?;
         if buf.is_empty() {
             break;
         }
@@ -178,9 +197,9 @@ fn check_entries(tar: BlockReader, manifest: &Manifest) -> Result<(u64, u64), Pr
     Ok((files, bytes))
 }
 
-fn normalize(p: &str) -> String {
+fn normalize(p: &str) -> &str {
     let p = p.strip_prefix("./").unwrap_or(p);
-    p.trim_end_matches('/').to_owned()
+    p.trim_end_matches('/')
 }
 
 fn check_entry(ar: &mut TarReader<BlockReader>, header: &Header, expected: &Entry) -> Result<(), Problem> {
@@ -229,8 +248,12 @@ fn check_entry(ar: &mut TarReader<BlockReader>, header: &Header, expected: &Entr
                 expected.size
             )));
         }
-        let sha = hex::encode(hasher.finalize());
-        if Some(&sha) != expected.sha256.as_ref() {
+        let mut hex_buf = [0u8; 64];
+        let sha = hex::encode_to_slice(hasher.finalize(), &mut hex_buf)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&hex_buf).ok())
+            .unwrap_or_default();
+        if Some(sha) != expected.sha256.as_deref() {
             let want = expected.sha256.as_deref().unwrap_or("none");
             return Err(entry_problem(path, format!("content sha256 {sha} does not match the manifest's {want}")));
         }
