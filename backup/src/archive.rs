@@ -37,11 +37,15 @@ pub struct ArchiveOptions {
     pub threads: u32,
     /// Store extended attributes as pax `SCHILY.xattr.*` records (default true).
     pub xattrs: bool,
+    /// Record every regular file's sha256 in the summary (default true; a backup's manifest
+    /// needs them). Without, files have no digest: for a stream checked as a whole against
+    /// its `archive_sha256` (a migration), hashing every file too would be work nobody uses.
+    pub hash_files: bool,
 }
 
 impl Default for ArchiveOptions {
     fn default() -> Self {
-        Self { level: 3, threads: 0, xattrs: true }
+        Self { level: 3, threads: 0, xattrs: true, hash_files: true }
     }
 }
 
@@ -408,7 +412,7 @@ impl Walk<'_> {
         let mut sha256 = None;
         if kind == EntryKind::File {
             let file = opened.take().unwrap_or_else(|| unreachable!("regular files are opened above"));
-            sha256 = Some(self.append_file(file, &meta, &header, rel, &display)?);
+            sha256 = self.append_file(file, &meta, &header, rel, &display)?;
             self.summary.files += 1;
             self.summary.bytes_in += size;
         } else {
@@ -475,8 +479,9 @@ impl Walk<'_> {
     }
 
     /// Streams one regular file into the archive (header, exactly `meta.size` bytes, padding)
-    /// and returns its sha256. The bytes are read straight into the pipeline's block and
-    /// hashed there; a file that shrank is zero-padded and the hash covers the padding.
+    /// and returns its sha256 (unless files are not hashed). The bytes are read straight into
+    /// the pipeline's block and hashed there; a file that shrank is zero-padded and the hash
+    /// covers the padding.
     fn append_file(
         &mut self,
         mut file: File,
@@ -484,7 +489,8 @@ impl Walk<'_> {
         header: &Header,
         rel: &[u8],
         display: &str,
-    ) -> Result<[u8; 32], BackupError> {
+    ) -> Result<Option<[u8; 32]>, BackupError> {
+        let hash = self.opts.hash_files;
         let out = self.builder.get_mut();
         out.write_all(header.as_bytes()).map_err(BackupError::Write)?;
         if meta.size >= ADVISE_FROM {
@@ -515,7 +521,9 @@ impl Walk<'_> {
                 spare[..want].fill(0);
                 n = want;
             }
-            hasher.update(&spare[..n]);
+            if hash {
+                hasher.update(&spare[..n]);
+            }
             out.advance(n);
             remaining -= n as u64;
             self.progress.fetch_add(n as u64, Ordering::Relaxed);
@@ -533,7 +541,7 @@ impl Walk<'_> {
         {
             self.summary.notes.push(format!("{display}: changed while being read"));
         }
-        Ok(hasher.finalize().into())
+        Ok(hash.then(|| hasher.finalize().into()))
     }
 }
 

@@ -1117,6 +1117,8 @@ impl Engine {
                 self.settings.threads
             },
             xattrs: true,
+            // A backup's manifest lists every file's sha256.
+            hash_files: true,
         };
         let summary = self.archive_read_only(&root, &mut *writer, &opts, progress).map_err(|e| e.to_string())?;
         writer.commit().map_err(|e| e.to_string())?;

@@ -331,9 +331,10 @@ impl Restores {
             let xopts = ExtractOptions {
                 max_bytes: max,
                 same_owner: nix::unistd::geteuid().is_root(),
-                // The manifest arrives after the data, as the sender's archive of it: every
-                // file is checked against it by its own sha256.
-                hash_files: true,
+                // The manifest arrives after the data; it records the sha256 of the stream the
+                // sender wrote (these data frames' bytes), so the stream's digest checks every
+                // byte against it, as for a restore from a backup.
+                hash_archive: true,
                 ..ExtractOptions::default()
             };
             restore_checked(&root, Box::new(shared), &mut check_manifest, &xopts).map_err(|e| restore_err(&v, e))

@@ -97,19 +97,17 @@ mod tests {
         std::fs::write(src.path().join("d/a.txt"), b"alpha\n").unwrap();
         std::fs::write(src.path().join("big"), vec![5u8; 300_000]).unwrap();
         std::os::unix::fs::symlink("d/a.txt", src.path().join("link")).unwrap();
-        let mut archive = Vec::new();
-        let summary =
-            voltool_backup::write_archive(src.path(), &mut archive, &voltool_backup::ArchiveOptions::default())
-                .unwrap();
-        let m = Manifest::new(
-            "v-20260101T000000Z-abcdef",
-            "v",
-            &BTreeMap::new(),
-            summary,
-            time::OffsetDateTime::UNIX_EPOCH,
-        )
-        .unwrap();
+        let (archive, m) = archive_of(src.path(), &voltool_backup::ArchiveOptions::default());
         (archive, m, tempfile::tempdir().unwrap())
+    }
+
+    /// The backup engine's archive of `root` and its manifest.
+    fn archive_of(root: &std::path::Path, opts: &voltool_backup::ArchiveOptions) -> (Vec<u8>, Manifest) {
+        let mut archive = Vec::new();
+        let summary = voltool_backup::write_archive(root, &mut archive, opts).unwrap();
+        let id = "v-20260101T000000Z-abcdef";
+        let m = Manifest::new(id, "v", &BTreeMap::new(), summary, time::OffsetDateTime::UNIX_EPOCH).unwrap();
+        (archive, m)
     }
 
     fn extract_with(archive: &[u8], hash_archive: bool, hash_files: bool) -> ExtractReport {
@@ -219,5 +217,22 @@ mod tests {
                 assert_eq!((u64::from(m.uid()), u64::from(m.gid())), (uid, uid), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn a_manifest_without_file_digests_is_checked_through_the_archive_digest_only() {
+        // As a migration's sender writes it (ArchiveOptions::hash_files off).
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), vec![3u8; 70_000]).unwrap();
+        let opts = voltool_backup::ArchiveOptions { hash_files: false, ..voltool_backup::ArchiveOptions::default() };
+        let (archive, m) = archive_of(src.path(), &opts);
+        assert!(m.entries.iter().all(|e| e.sha256.is_none()), "no file digests");
+        check_manifest(&extract_with(&archive, true, false), &m).unwrap();
+        // Without the archive's digest nothing vouches for the content: refused.
+        assert!(check_manifest(&extract_with(&archive, false, true), &m).is_err());
+        // A damaged archive: the digest differs.
+        let mut other = m;
+        other.archive_sha256 = "f".repeat(64);
+        assert!(check_manifest(&extract_with(&archive, true, false), &other).is_err());
     }
 }
