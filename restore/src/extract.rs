@@ -181,8 +181,8 @@ pub fn extract_archive(
 }
 
 /// Extracts the tar stream `input` (already decompressed) into the empty directory `dest`.
-/// File contents are written, hashed and finished on a second thread (see
-/// [`crate::pipeline`]).
+/// File contents are written (hashed, with [`ExtractOptions::hash_files`]) and finished on a
+/// second thread (see [`crate::pipeline`]).
 ///
 /// # Errors
 /// [`RestoreError::Refused`] naming the entry for anything unsafe, [`RestoreError::TooLarge`]
