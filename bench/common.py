@@ -232,6 +232,19 @@ def cli(voltool, api, *argv, check=True, timeout=3600):
     return p
 
 
+def stop_daemon(proc, name, logf):
+    """Stops a daemon: SIGTERM, SIGKILL if it is still there after 60 s; closes its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            log(f"daemon {name} ignored SIGTERM for 60 s; killing it")
+            proc.kill()
+            proc.wait()
+    logf.close()
+
+
 class Daemon:
     """A private `voltool serve` (state dir, sockets, log, empty config); optionally in a
     network namespace (nsenter --net, the caller's mount namespace)."""
@@ -270,15 +283,7 @@ class Daemon:
         return proc_cpu(self.pid)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                log(f"daemon {self.name} ignored SIGTERM for 60 s; killing it")
-                self.proc.kill()
-                self.proc.wait()
-        self.logf.close()
+        stop_daemon(self.proc, self.name, self.logf)
         if self in Daemon.registry:
             Daemon.registry.remove(self)
 

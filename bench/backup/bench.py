@@ -50,7 +50,7 @@ S3_KEY, S3_SECRET, S3_BUCKET = "benchkey", "benchsecret", "bench"
 
 sys.path.insert(0, os.path.join(HERE, ".."))
 from common import (busy_cpu, emit_report, fmt_mib, free_bytes, fs_type, log, mem_gib,  # noqa: E402
-                    proc_status, run, wait_for_api)
+                    proc_status, run, stop_daemon, wait_for_api)
 
 
 def tree_size(path):
@@ -144,15 +144,7 @@ class Daemon:
         self.pid = self.proc.pid
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                log(f"daemon {self.name} ignored SIGTERM for 60 s; killing it")
-                self.proc.kill()
-                self.proc.wait()
-        self.logf.close()
+        stop_daemon(self.proc, self.name, self.logf)
         if self in self.b.daemons:
             self.b.daemons.remove(self)
 
