@@ -168,6 +168,35 @@ fn backup_id_restores_into_a_new_volume_and_refuses_a_full_one_without_force() {
 }
 
 #[test]
+fn a_backup_whose_archive_and_manifest_were_rewritten_together_is_refused() {
+    let d = Daemon::start();
+    ok(&d.cli(&["volume", "create", "orig"]));
+    let root = PathBuf::from(ok(&d.cli(&["volume", "mount", "orig", "--id", "t"])));
+    std::fs::write(root.join("a.txt"), "original\n").expect("write");
+    ok(&d.cli(&["volume", "unmount", "orig", "--id", "t"]));
+    let id = ok(&d.cli(&["backup", "run", "orig"])).lines().last().expect("id").to_string();
+    // Someone with write access to the target changes a file's bytes and makes the manifest
+    // agree with the new archive: archive and manifest are consistent with each other.
+    let dir = d.state().join("backups");
+    let archive = dir.join(format!("{id}.tar.zst"));
+    let mut tar = zstd::decode_all(&std::fs::read(&archive).expect("read")[..]).expect("decode");
+    let at = tar.windows(8).position(|w| w == b"original").expect("the file's bytes");
+    tar[at..at + 8].copy_from_slice(b"tampered");
+    std::fs::write(&archive, zst(&tar)).expect("write");
+    let manifest = dir.join(format!("{id}.manifest.json"));
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("read")).expect("json");
+    m["archive_sha256"] = sha(&archive).into();
+    m["archive_size"] = std::fs::metadata(&archive).expect("stat").len().into();
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    // The catalog recorded the archive's sha256 when the backup was made: refused, nothing
+    // created.
+    let o = d.cli(&["restore", "copy", "--from", &id]);
+    assert!(!o.status.success(), "a rewritten backup restored: {}", stdout(&o));
+    assert!(stderr(&o).contains("catalog"), "{}", stderr(&o));
+    assert!(!stdout(&d.cli(&["volume", "ls", "-q"])).lines().any(|l| l == "copy"), "the volume it made is gone");
+}
+
+#[test]
 fn export_then_import_round_trips_and_export_is_a_stock_tar_zst() {
     let d = Daemon::start();
     ok(&d.cli(&["volume", "create", "ex"]));

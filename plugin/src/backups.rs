@@ -48,6 +48,18 @@ use crate::store::{BackupRow, BackupStatus, ScheduleState};
 
 /// The largest manifest the engine reads back (a manifest lists every file: ~200 bytes each).
 pub(crate) const MANIFEST_LIMIT: u64 = 1 << 30;
+/// Where a backup's objects are, for a restore.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub spec: TargetSpec,
+    /// The archive's and the manifest's object names.
+    pub archive: String,
+    pub manifest: Option<String>,
+    /// The archive's sha256 as the catalog recorded it when the backup was made (restores
+    /// from a catalog ID hold the manifest to it).
+    pub catalog_sha256: Option<String>,
+}
+
 /// Mount IDs the engine holds while it reads a volume start with this.
 pub const MOUNT_ID_PREFIX: &str = "voltool-backup-";
 /// How often the scheduler looks at its schedules at least (it also wakes when a volume
@@ -837,7 +849,7 @@ impl Backups {
     ///
     /// # Errors
     /// [`Error::BadRequest`] for a backup that is not complete, target errors.
-    pub async fn locate(&self, id: &str) -> Result<Option<(TargetSpec, String, Option<String>)>> {
+    pub async fn locate(&self, id: &str) -> Result<Option<Located>> {
         let i = id.to_owned();
         let Some(row) = self.blocking(move |e| Ok(e.svc.store().get_backup(&i)?)).await? else { return Ok(None) };
         if row.status != BackupStatus::Complete {
@@ -845,7 +857,7 @@ impl Backups {
         }
         let spec = self.e.resolve_row(&row)?;
         let [archive, manifest, _] = names(id);
-        Ok(Some((spec, archive, Some(manifest))))
+        Ok(Some(Located { spec, archive, manifest: Some(manifest), catalog_sha256: row.sha256 }))
     }
 
     fn view(&self, row: BackupRow) -> BackupView {

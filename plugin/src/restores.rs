@@ -111,10 +111,11 @@ impl Restores {
     /// (refused entry, mismatch, volume in use); the volume is unchanged on error.
     pub async fn restore_from(&self, volume: &str, from: &str, opts: RestoreOptions) -> Result<RestoreOutcome> {
         crate::options::validate_name(volume)?;
-        let (spec, name, manifest_name) = match self.backups.locate(from).await? {
-            Some(found) => found,
-            None => locate_url(from)?,
-        };
+        let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256 } =
+            match self.backups.locate(from).await? {
+                Some(found) => found,
+                None => locate_url(from)?,
+            };
         // The manifest's head first: it gives the options of a volume to create. Its entries
         // (~20 MB of JSON for 100,000 files) are read and parsed on a thread of their own
         // while the archive is extracted (see `PendingManifest`), not before.
@@ -127,7 +128,7 @@ impl Restores {
                 return Ok(None);
             }
             let input = target.open(&m).map_err(|e| Error::BadRequest(e.to_string()))?;
-            PendingManifest::open(m, input).map(Some)
+            PendingManifest::open(m, input).map(|p| Some(p.expect_archive(catalog_sha256)))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
@@ -512,7 +513,7 @@ fn dir_has_entries(root: &Path) -> std::io::Result<bool> {
 }
 
 /// Splits an archive URL into its target, object name and the manifest's name next to it.
-fn locate_url(from: &str) -> Result<(TargetSpec, String, Option<String>)> {
+fn locate_url(from: &str) -> Result<crate::backups::Located> {
     let bad = |m: String| Error::BadRequest(m);
     let (base, query) = match from.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -535,7 +536,7 @@ fn locate_url(from: &str) -> Result<(TargetSpec, String, Option<String>)> {
     let dir_url = if dir_url.ends_with("://") { format!("{dir_url}/") } else { dir_url };
     let spec = TargetSpec::parse(&dir_url).map_err(|e| bad(e.to_string()))?;
     let manifest = name.strip_suffix(".tar.zst").map(|id| format!("{id}.manifest.json"));
-    Ok((spec, name.to_owned(), manifest))
+    Ok(crate::backups::Located { spec, archive: name.to_owned(), manifest, catalog_sha256: None })
 }
 
 /// A backup's manifest opened, with only its head read and parsed.
@@ -552,6 +553,8 @@ pub struct PendingManifest {
     read: Vec<u8>,
     rest: Option<Box<dyn Read + Send>>,
     pub options: BTreeMap<String, String>,
+    /// The archive sha256 the manifest must record (the catalog's, see [`Self::expect_archive`]).
+    expect_archive: Option<String>,
 }
 
 impl std::fmt::Debug for PendingManifest {
@@ -640,7 +643,7 @@ impl PendingManifest {
             };
             return Err(Error::BadRequest(format!("{name}: {e}")));
         }
-        Ok(Self { name, read, rest, options: head.options })
+        Ok(Self { name, read, rest, options: head.options, expect_archive: None })
     }
 
     /// [`Self::open`] over a manifest already in memory.
@@ -651,12 +654,21 @@ impl PendingManifest {
         Self::open(name, Box::new(std::io::Cursor::new(text.into_bytes())))
     }
 
+    /// Holds the manifest to the archive sha256 the catalog recorded when the backup was made:
+    /// an archive and manifest rewritten together on the target (consistent with each other)
+    /// are then refused too.
+    #[must_use]
+    pub fn expect_archive(mut self, sha256: Option<String>) -> Self {
+        self.expect_archive = sha256;
+        self
+    }
+
     /// Starts reading the rest of the manifest and parsing it whole on its own thread.
     ///
     /// # Errors
     /// When the thread cannot start.
     pub fn parse(self) -> std::result::Result<ParsingManifest, String> {
-        let Self { name, mut read, rest, .. } = self;
+        let Self { name, mut read, rest, expect_archive, .. } = self;
         let n2 = name.clone();
         let thread = std::thread::Builder::new()
             .name("manifest-parse".into())
@@ -665,7 +677,14 @@ impl PendingManifest {
                     read_rest(&n2, &mut rest, &mut read)?;
                 }
                 let text = String::from_utf8(read).map_err(|_| format!("{n2} is not UTF-8"))?;
-                Manifest::from_json(&text).map_err(|e| format!("{n2}: {e}"))
+                let m = Manifest::from_json(&text).map_err(|e| format!("{n2}: {e}"))?;
+                match expect_archive {
+                    Some(want) if want != m.archive_sha256 => Err(format!(
+                        "{n2} records archive sha256 {}, the catalog recorded {want} when the backup was made: the backup was changed since",
+                        m.archive_sha256
+                    )),
+                    _ => Ok(m),
+                }
             })
             .map_err(|e| format!("starting the thread that parses {name}: {e}"))?;
         Ok(ParsingManifest { name, thread })
@@ -915,13 +934,28 @@ mod tests {
             entries.join(",")
         );
         assert!(text.len() > 2 * HEAD_MAX, "bigger than what the head read may take");
-        let p = PendingManifest::open("z.manifest.json".into(), Box::new(Trickle { text: text.into_bytes(), at: 0 }))
-            .unwrap();
+        let p = PendingManifest::open(
+            "z.manifest.json".into(),
+            Box::new(Trickle { text: text.clone().into_bytes(), at: 0 }),
+        )
+        .unwrap();
         assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
         assert!(p.read.len() < 64 * 1024, "read {} bytes for the head", p.read.len());
         let m = p.parse().unwrap().join().unwrap();
         assert_eq!(m.entries.len(), 20_000);
         assert_eq!(m.entries[19_999].path, "f19999");
+        // Held to the catalog's archive sha256: the same passes, another is refused.
+        let held = |sha: &str| {
+            PendingManifest::new("z.manifest.json".into(), text.clone())
+                .unwrap()
+                .expect_archive(Some(sha.into()))
+                .parse()
+                .unwrap()
+                .join()
+        };
+        assert!(held("x").is_ok());
+        let e = held("y").unwrap_err();
+        assert!(e.contains("catalog") && e.contains("z.manifest.json"), "{e}");
     }
 
     fn names(root: &Path) -> Vec<String> {
