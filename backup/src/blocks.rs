@@ -18,6 +18,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use sha2::{Digest, Sha256};
@@ -28,11 +29,28 @@ enum Msg {
     Failed(io::Error),
 }
 
-/// The producing side of [`channel`].
+/// Buffers given back by the reader (with how many of their bytes were stream), and how many
+/// were made.
+type Pool = (Receiver<(Vec<u8>, usize)>, usize);
+
+/// How [`BlockSender::forward`] ended.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// The source ended; every byte was sent.
+    End,
+    /// The source failed after the bytes sent.
+    Failed(io::Error),
+    /// The reader went away.
+    Gone,
+}
+
+/// The producing side of [`channel`]. Its methods take `&self`: several threads may share it
+/// (taking turns to send, see [`crate::frames`]); one that waits for a buffer holds up only
+/// the others asking for one.
 pub struct BlockSender {
     tx: SyncSender<Msg>,
-    free: Receiver<(Vec<u8>, usize)>,
-    made: usize,
+    /// Buffers given back, and how many were made.
+    free: Mutex<Pool>,
     count: usize,
     size: usize,
 }
@@ -62,7 +80,7 @@ pub fn channel(count: usize, size: usize) -> (BlockSender, BlockReader) {
 fn ends(count: usize, size: usize, free: Receiver<(Vec<u8>, usize)>) -> (BlockSender, Receiver<Msg>) {
     let count = count.max(1);
     let (tx, rx) = mpsc::sync_channel(count);
-    (BlockSender { tx, free, made: 0, count, size: size.max(1) }, rx)
+    (BlockSender { tx, free: Mutex::new((free, 0)), count, size: size.max(1) }, rx)
 }
 
 /// The thread of [`hashed_channel`]: joined, the stream's size and sha256.
@@ -97,15 +115,23 @@ pub fn hashed_channel(count: usize, size: usize) -> io::Result<(BlockSender, Blo
 impl BlockSender {
     /// An empty buffer to fill: a new one while fewer than `count` exist, else the next one
     /// the reader gives back (waiting for it). `None` once the reader is gone.
-    pub fn buffer(&mut self) -> Option<Vec<u8>> {
-        if let Ok((b, _)) = self.free.try_recv() {
+    pub fn buffer(&self) -> Option<Vec<u8>> {
+        let mut free = self.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (back, made) = &mut *free;
+        if let Ok((b, _)) = back.try_recv() {
             return Some(b);
         }
-        if self.made < self.count {
-            self.made += 1;
+        if *made < self.count {
+            *made += 1;
             return Some(vec![0u8; self.size]);
         }
-        self.free.recv().ok().map(|(b, _)| b)
+        back.recv().ok().map(|(b, _)| b)
+    }
+
+    /// The size of the buffers [`Self::buffer`] makes.
+    #[must_use]
+    pub fn block_size(&self) -> usize {
+        self.size
     }
 
     /// Hands the first `len` bytes of `buf` to the reader; false when the reader is gone.
@@ -114,20 +140,36 @@ impl BlockSender {
     }
 
     /// The stream ended cleanly here.
-    pub fn end(self) {
+    pub fn end(&self) {
         let _ = self.tx.send(Msg::End);
     }
 
     /// The stream failed here: the reader gets `e` after the bytes sent before it.
-    pub fn fail(self, e: io::Error) {
+    pub fn fail(&self, e: io::Error) {
         let _ = self.tx.send(Msg::Failed(e));
     }
 
     /// Copies `r` to the reader until it ends or fails (then the reader sees the same), or the
     /// reader goes away. Each `read` asks for at most `step` bytes (a decoder that fails
     /// drops what the failing call decoded, so a small step pins a failure to its place);
-    /// buffers are sent full, except the last.
-    pub fn pump(mut self, r: &mut impl Read, step: usize) {
+    /// buffers are sent full, except the last. Returns false when the reader went away.
+    pub fn pump(&self, r: &mut impl Read, step: usize) -> bool {
+        match self.forward(r, step) {
+            Forwarded::End => {
+                self.end();
+                true
+            }
+            Forwarded::Failed(e) => {
+                self.fail(e);
+                true
+            }
+            Forwarded::Gone => false,
+        }
+    }
+
+    /// [`Self::pump`] without passing the end or the failure on: the caller does (or sends
+    /// more first).
+    pub fn forward(&self, r: &mut impl Read, step: usize) -> Forwarded {
         let step = step.max(1);
         while let Some(mut buf) = self.buffer() {
             let mut len = 0;
@@ -144,14 +186,15 @@ impl BlockSender {
                 }
             };
             if !self.send(buf, len) {
-                return;
+                return Forwarded::Gone;
             }
             match last {
                 None => {}
-                Some(Ok(())) => return self.end(),
-                Some(Err(e)) => return self.fail(e),
+                Some(Ok(())) => return Forwarded::End,
+                Some(Err(e)) => return Forwarded::Failed(e),
             }
         }
+        Forwarded::Gone
     }
 }
 
@@ -280,7 +323,7 @@ pub struct InputDigest {
 /// the end anyway, for a digest of the whole input (verify reports a wrong archive sha256
 /// along with the first bad entry), or to stop there (a failed restore need not read the
 /// rest of a large archive).
-pub fn hash_input(mut input: impl Read, mut tx: BlockSender, drain: bool) -> InputDigest {
+pub fn hash_input(mut input: impl Read, tx: BlockSender, drain: bool) -> InputDigest {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut scratch: Vec<u8> = Vec::new();
@@ -380,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_producer_that_vanishes_is_an_error_not_an_end() {
-        let (mut tx, mut rx) = channel(2, 8);
+        let (tx, mut rx) = channel(2, 8);
         let b = tx.buffer().unwrap();
         assert!(tx.send(b, 8));
         drop(tx);

@@ -60,6 +60,7 @@
 pub mod archive;
 pub mod blocks;
 pub mod error;
+pub mod frames;
 pub mod manifest;
 mod pipeline;
 mod prefetch;

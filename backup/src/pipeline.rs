@@ -1,28 +1,21 @@
-//! The archive's byte pipeline: the walking thread fills 1 MiB blocks of tar, a compressor
-//! thread feeds them to zstd and hashes and writes what comes out.
+//! The archive's byte pipeline: the walking thread fills blocks of tar, a compressor thread
+//! hands each to a worker that compresses it into a zstd frame of its own
+//! ([`crate::frames`]), and hashes and writes the frames in order.
 //!
-//! Why two threads: the walker's time goes to system calls and hashing file contents, the
-//! compressor's to handing big blocks to zstd's workers (one call per MiB instead of one per
-//! 8 KiB tar copy, which contended zstd's job mutex), hashing the compressed stream and
-//! writing it to the target. Blocks are recycled, so at most `BLOCKS_IN_FLIGHT + 2` blocks
-//! exist at once whatever the size of the volume.
+//! Why a thread apart from the walker: the walker's time goes to system calls and hashing file
+//! contents, the compressor's to hashing the compressed stream and writing it to the target
+//! while the workers compress. Blocks are recycled, so at most `BLOCKS_IN_FLIGHT + 2` blocks
+//! plus one per worker exist at once whatever the size of the volume.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
-use zstd::stream::raw::CParameter;
-
 use crate::archive::HashingWriter;
 
-/// Size of a block of tar handed to the compressor.
-pub(crate) const BLOCK: usize = 1 << 20;
+/// Size of a block of tar: one zstd frame each.
+pub(crate) const BLOCK: usize = crate::frames::FRAME;
 /// Full blocks queued for the compressor.
 const BLOCKS_IN_FLIGHT: usize = 2;
-/// zstd's job size with worker threads. The default at level 3 is 8 MiB, and zstd keeps
-/// several jobs' input and output buffers per worker (~58 MiB with two workers); 1 MiB jobs
-/// need ~10 MiB and cost ~0.15% of output size on the benchmark set (each job still sees the
-/// tail of the previous one through zstd's overlap).
-const JOB_SIZE: u32 = 1 << 20;
 
 /// What the walker sends: a block (the buffer and how many of its bytes are tar), or the end
 /// of a complete stream. A channel that closes without `End` means the walk failed.
@@ -110,28 +103,23 @@ impl Write for BlockWriter {
 }
 
 impl Compressor {
-    /// Compresses every block into `out` until [`BlockWriter::finish`]. If the walker's end
-    /// is dropped without it, the stream is left unfinished (no zstd epilogue: it cannot pass
-    /// for a complete archive). Returns `out`, the compressed size and its lowercase hex sha256.
+    /// Compresses every block into `out` until [`BlockWriter::finish`], on `threads` workers
+    /// (0 or 1: on this thread). If the walker's end is dropped without it, the stream is left
+    /// unfinished (see [`crate::frames::compress`]: it cannot pass for a complete archive).
+    /// Returns `out`, the compressed size and its lowercase hex sha256.
     pub(crate) fn run<W: Write>(self, out: W, level: i32, threads: u32) -> io::Result<(W, u64, String)> {
-        let mut enc = zstd::stream::write::Encoder::new(HashingWriter::new(out), level)?;
-        enc.include_checksum(true)?;
-        if threads > 1 {
-            enc.multithread(threads)?;
-            enc.set_parameter(CParameter::JobSize(JOB_SIZE))?;
-        }
-        loop {
-            match self.rx.recv() {
-                Ok(Msg::Block(buf, len)) => {
-                    enc.write_all(&buf[..len])?;
-                    // The walker may be gone already (it failed); then the block is simply freed.
-                    let _ = self.recycle.send(buf);
-                }
-                Ok(Msg::End) => break,
-                Err(_) => return Err(io::Error::other("the walk failed")),
-            }
-        }
-        let (mut out, size, sha) = enc.finish()?.finish();
+        let mut out = HashingWriter::new(out);
+        let next = || match self.rx.recv() {
+            Ok(Msg::Block(buf, len)) => Ok(Some((buf, len))),
+            Ok(Msg::End) => Ok(None),
+            Err(_) => Err(io::Error::other("the walk failed")),
+        };
+        // The walker may be gone already (it failed); then the block is simply freed.
+        let recycle = |buf| {
+            let _ = self.recycle.send(buf);
+        };
+        crate::frames::compress(&mut out, level, threads as usize, next, recycle)?;
+        let (mut out, size, sha) = out.finish();
         out.flush()?;
         Ok((out, size, sha))
     }

@@ -80,27 +80,29 @@ pub fn verify_archive(input: impl Read + Send, manifest: &Manifest) -> Result<Ve
 
 /// Compressed bytes in existence at once (read ahead of the decoder).
 const RAW_BLOCKS: usize = 4;
-/// Decoded tar bytes in existence at once (in the channel, being filled, being parsed).
-const TAR_BLOCKS: usize = 4;
-/// The most decoded bytes asked of zstd in one call. zstd drops what a call decoded when the
-/// call ends in an error, so this bounds how much of the stream before a damaged spot the
-/// checks never see; the single-threaded reader this replaces asked for at most as much (the
-/// 8 KiB of a content copy), so a damaged stream is still pinned to the same entry.
+/// The most decoded bytes asked of zstd's streaming decoder in one call, where it is used
+/// (archives of other tools or older ones, a damaged frame: see [`crate::frames`]). zstd drops
+/// what a call decoded when the call ends in an error, so this bounds how much of the stream
+/// before a damaged spot the checks never see; the single-threaded reader this replaces asked
+/// for at most as much (the 8 KiB of a content copy), so a damaged stream is still pinned to
+/// the same entry.
 const DECODE_STEP: usize = 8 * 1024;
 
 /// Reads, decodes and checks every entry; returns (files, content bytes) and the digest of
 /// the compressed stream (all of it: what the decoder did not consume still belongs to the
 /// archive's sha256).
 ///
-/// Three threads, each with one of the three costly jobs: a reading thread hashes the
-/// compressed stream ([`crate::blocks::hash_input`]), this one decodes zstd, and a checking
-/// thread parses the tar and hashes every file's contents. The bytes travel in
-/// [`crate::pipeline::BLOCK`]-sized buffers, a few of them, recycled ([`crate::blocks`]):
-/// memory stays bounded and each side waits when the next falls behind. When the checks stop
-/// at a problem, decoding stops too, and the reading thread still hashes the rest.
+/// The costly jobs each have threads of their own: a reading thread hashes the compressed
+/// stream ([`crate::blocks::hash_input`]), this one walks the zstd frames and hands them to
+/// decoding workers ([`crate::frames::decode`], one per CPU), and a checking thread parses the
+/// tar and hashes every file's contents. The bytes travel in a few buffers, recycled
+/// ([`crate::blocks`]): memory stays bounded and each side waits when the next falls behind.
+/// When the checks stop at a problem, decoding stops too, and the reading thread still hashes
+/// the rest.
 fn check_stream(input: impl Read + Send, manifest: &Manifest) -> (Result<(u64, u64), Problem>, InputDigest) {
+    let workers = crate::frames::default_workers();
     let (raw_tx, raw_rx) = blocks::channel(RAW_BLOCKS, crate::pipeline::BLOCK);
-    let (tar_tx, tar_rx) = blocks::channel(TAR_BLOCKS, crate::pipeline::BLOCK);
+    let (tar_tx, tar_rx) = blocks::channel(workers + 2, crate::frames::FRAME);
     std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("verify-read".into())
@@ -117,10 +119,8 @@ fn check_stream(input: impl Read + Send, manifest: &Manifest) -> (Result<(u64, u
             .spawn_scoped(s, move || check_entries(tar_rx, manifest));
         let outcome = match checker {
             Ok(checker) => {
-                match zstd::stream::read::Decoder::with_buffer(raw_rx) {
-                    Ok(mut decoder) => tar_tx.pump(&mut decoder, DECODE_STEP),
-                    Err(e) => tar_tx.fail(e),
-                }
+                crate::frames::decode(raw_rx, &tar_tx, workers, DECODE_STEP);
+                drop(tar_tx);
                 checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             }
             Err(e) => {

@@ -9,7 +9,8 @@
 //! - [`spawn_reader`] reads the archive ahead of the decoder on its own thread, and hashes it
 //!   behind the decoder on another when asked (the archive's sha256, which a manifest
 //!   records);
-//! - [`spawn_decoder`] recognises and decompresses the stream on its own thread;
+//! - [`spawn_decoder`] recognises and decompresses the stream on its own thread (zstd frames
+//!   on one worker per CPU, [`voltool_backup::frames`]);
 //! - both hand their bytes on in [`CHUNK`]-sized buffers through bounded channels
 //!   ([`voltool_backup::blocks`]): at most [`RAW_BUFFERS`] and [`DECODE_BUFFERS`] exist,
 //!   recycled, so memory stays bounded however large the archive is and each side waits when
@@ -93,7 +94,9 @@ pub(crate) fn spawn_reader(
     };
     std::thread::Builder::new()
         .name("restore-read".into())
-        .spawn(move || tx.pump(&mut input, CHUNK))
+        .spawn(move || {
+            tx.pump(&mut input, CHUNK);
+        })
         .map_err(thread_err("reader"))?;
     Ok((Reading { hasher }, rx))
 }
@@ -109,14 +112,24 @@ pub(crate) fn spawn_decoder(mut raw: BlockReader) -> Result<(Compression, BlockR
     if kind == Compression::None {
         return Ok((kind, raw));
     }
-    let (tx, rx) = blocks::channel(DECODE_BUFFERS, CHUNK);
-    std::thread::Builder::new()
-        .name("restore-decode".into())
-        .spawn(move || match decoder(kind, raw) {
-            Ok(mut r) => tx.pump(&mut r, CHUNK),
-            Err(e) => tx.fail(io::Error::other(e.to_string())),
-        })
-        .map_err(|e| RestoreError::Thread { what: "decoder", source: e })?;
+    let thread = std::thread::Builder::new().name("restore-decode".into());
+    let spawned = if kind == Compression::Zstd {
+        // Frames decoded on one worker per CPU (voltool's archives; others as a stream).
+        let workers = voltool_backup::frames::default_workers();
+        let (tx, rx) = blocks::channel(workers + 2, voltool_backup::frames::FRAME);
+        thread.spawn(move || voltool_backup::frames::decode(raw, &tx, workers, CHUNK)).map(|_| rx)
+    } else {
+        let (tx, rx) = blocks::channel(DECODE_BUFFERS, CHUNK);
+        thread
+            .spawn(move || match decoder(kind, raw) {
+                Ok(mut r) => {
+                    tx.pump(&mut r, CHUNK);
+                }
+                Err(e) => tx.fail(io::Error::other(e.to_string())),
+            })
+            .map(|_| rx)
+    };
+    let rx = spawned.map_err(|e| RestoreError::Thread { what: "decoder", source: e })?;
     Ok((kind, rx))
 }
 
