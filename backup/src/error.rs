@@ -31,6 +31,10 @@ pub enum BackupError {
     /// The manifest is not valid JSON of the expected shape.
     #[error("manifest: {0}")]
     Manifest(#[from] serde_json::Error),
+    /// The manifest could not be read or is not the one expected (the loader's message, which
+    /// names it).
+    #[error("{0}")]
+    ManifestLoad(String),
     /// The manifest was written by a newer, incompatible format.
     #[error("manifest format version {found} is not supported (this voltool reads version {supported})")]
     ManifestVersion { found: u32, supported: u32 },

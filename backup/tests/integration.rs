@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use voltool_backup::{ArchiveOptions, BackupError, EntryKind, Manifest, sha256sum_line, verify_archive, write_archive};
+use voltool_backup::{
+    ArchiveOptions, BackupError, EntryKind, Manifest, sha256sum_line, verify_archive, verify_archive_loading,
+    write_archive,
+};
 
 const FIXED_MTIME: i64 = 1_600_000_000;
 
@@ -173,6 +176,18 @@ fn archive_to(root: &Path, out: &Path, opts: &ArchiveOptions) -> Manifest {
     Manifest::new(&id, "vol", &opts, summary, at).expect("manifest")
 }
 
+/// A temporary directory with the test tree in `src` archived (default options) to `name`:
+/// (the directory, src, the archive, its manifest).
+fn archived_tree(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf, Manifest) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    build_tree(&src);
+    let archive = work.path().join(name);
+    let manifest = archive_to(&src, &archive, &ArchiveOptions::default());
+    (work, src, archive, manifest)
+}
+
 fn restore_with_gnu_tar(archive: &Path, dest: &Path, extra: &str) {
     let tar_flags = if is_root() { format!("--numeric-owner {extra} -xpf -") } else { format!("{extra} -xf -") };
     let script = format!("zstd -q -d < '{}' | tar {tar_flags} -C '{}'", archive.display(), dest.display());
@@ -183,12 +198,7 @@ fn restore_with_gnu_tar(archive: &Path, dest: &Path, extra: &str) {
 
 #[test]
 fn archive_verify_and_restore_with_stock_tools() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let src = work.path().join("src");
-    fs::create_dir(&src).expect("mkdir");
-    build_tree(&src);
-    let archive = work.path().join("backup.tar.zst");
-    let manifest = archive_to(&src, &archive, &ArchiveOptions::default());
+    let (work, src, archive, manifest) = archived_tree("backup.tar.zst");
 
     // Summary / manifest content.
     let by_path: BTreeMap<&str, _> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
@@ -269,12 +279,7 @@ fn multithreaded_archive_verifies_and_restores() {
 
 #[test]
 fn flipped_byte_fails_verify_naming_the_problem() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let src = work.path().join("src");
-    fs::create_dir(&src).expect("mkdir");
-    build_tree(&src);
-    let archive = work.path().join("x.tar.zst");
-    let manifest = archive_to(&src, &archive, &ArchiveOptions::default());
+    let (_work, _src, archive, manifest) = archived_tree("x.tar.zst");
     let mut bytes = fs::read(&archive).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
@@ -290,12 +295,7 @@ fn flipped_byte_fails_verify_naming_the_problem() {
 
 #[test]
 fn altered_manifest_sha_names_the_file() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let src = work.path().join("src");
-    fs::create_dir(&src).expect("mkdir");
-    build_tree(&src);
-    let archive = work.path().join("x.tar.zst");
-    let mut manifest = archive_to(&src, &archive, &ArchiveOptions::default());
+    let (_work, src, archive, mut manifest) = archived_tree("x.tar.zst");
     let e = manifest.entries.iter_mut().find(|e| e.path == "a/b/c/deep.txt").expect("entry");
     e.sha256 = Some("0".repeat(64));
     match verify_archive(File::open(&archive).expect("open"), &manifest) {
@@ -324,6 +324,53 @@ fn altered_manifest_sha_names_the_file() {
         Err(BackupError::Corrupt { entry, .. }) => assert_eq!(entry, "ghost"),
         other => panic!("expected Corrupt for the missing entry, got {other:?}"),
     }
+}
+
+/// The manifest may come after the archive's first entries (it is parsed alongside): those
+/// entries wait for it, checked, and are compared once it is there, in order.
+#[test]
+fn verify_with_a_manifest_that_comes_late_checks_every_entry_in_order() {
+    let (_work, _src, archive, manifest) = archived_tree("x.tar.zst");
+    let name = manifest.archive_file_name();
+    let late = |m: Manifest| {
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok::<_, String>(m)
+        }
+    };
+    // Intact: the whole archive was read before the manifest came.
+    let (m, report) =
+        verify_archive_loading(File::open(&archive).expect("open"), &name, late(manifest.clone())).expect("verify");
+    assert_eq!(report.entries, manifest.entries.len() as u64);
+    assert_eq!(m.id, manifest.id);
+    // The first file's digest altered: named, although it was hashed before the manifest came.
+    let mut altered = manifest.clone();
+    let first_file = altered.entries.iter_mut().find(|e| e.kind == EntryKind::File).expect("a file");
+    let first = first_file.path.clone();
+    first_file.sha256 = Some("0".repeat(64));
+    let late_file = altered.entries.iter_mut().rev().find(|e| e.kind == EntryKind::File).expect("a file");
+    late_file.sha256 = Some("1".repeat(64));
+    match verify_archive_loading(File::open(&archive).expect("open"), &name, late(altered.clone())) {
+        Err(BackupError::Corrupt { entry, reason }) => {
+            assert_eq!(entry, first, "the first bad entry in archive order");
+            assert!(reason.contains("sha256"), "{reason}");
+        }
+        other => panic!("expected Corrupt for {first}, got {other:?}"),
+    }
+    // Waiting entries come before a damaged stream after them.
+    let bytes = fs::read(&archive).expect("read");
+    let cut = &bytes[..bytes.len() - 100];
+    match verify_archive_loading(cut, &name, late(altered)) {
+        Err(BackupError::Corrupt { entry, .. }) => assert_eq!(entry, first),
+        other => panic!("expected Corrupt for {first}, got {other:?}"),
+    }
+    // A manifest that cannot be had: its loader's message, whatever the archive.
+    let err = verify_archive_loading(File::open(&archive).expect("open"), &name, || {
+        Err::<Manifest, _>("x.manifest.json: not found")
+    })
+    .expect_err("no manifest");
+    assert!(matches!(err, BackupError::ManifestLoad(_)), "{err:?}");
+    assert_eq!(err.to_string(), "x.manifest.json: not found");
 }
 
 fn vm_hwm_kib() -> u64 {
