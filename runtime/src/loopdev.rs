@@ -110,6 +110,15 @@ pub trait LoopDevices: Send + Sync {
     /// # Errors
     /// [`Error::Loop`].
     fn refresh_capacity(&self, device: &Path) -> Result<()>;
+
+    /// The loop devices whose backing file is `backing` (none once every filesystem on it is
+    /// gone and autoclear freed them). A filesystem unmounted from the host can still be live
+    /// in another mount namespace (a container that is exiting): its loop device stays until
+    /// then.
+    ///
+    /// # Errors
+    /// [`Error::Loop`] when `/sys/block` cannot be read.
+    fn holders(&self, backing: &Path) -> Result<Vec<PathBuf>>;
 }
 
 fn loop_err<'a>(op: &'static str, device: &'a Path) -> impl Fn(Errno) -> Error + 'a {
@@ -222,6 +231,32 @@ impl LoopDevices for LinuxLoopDevices {
         // SAFETY: `f` is an open loop device.
         unsafe { loop_set_capacity(f.as_raw_fd()) }.map(drop).map_err(loop_err("LOOP_SET_CAPACITY", device))
     }
+
+    fn holders(&self, backing: &Path) -> Result<Vec<PathBuf>> {
+        let want = std::fs::canonicalize(backing).unwrap_or_else(|_| backing.to_path_buf());
+        let sys = Path::new("/sys/block");
+        let entries = std::fs::read_dir(sys).map_err(|e| Error::Loop {
+            op: "list /sys/block",
+            device: backing.to_path_buf(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+        let mut held = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with("loop") {
+                continue;
+            }
+            // Only attached devices have the file; the kernel appends " (deleted)" when the
+            // backing file was unlinked.
+            let Ok(file) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+            let file = file.trim_end_matches('\n');
+            if Path::new(file.strip_suffix(" (deleted)").unwrap_or(file)) == want {
+                held.push(self.dev_dir.join(name));
+            }
+        }
+        held.sort();
+        Ok(held)
+    }
 }
 
 /// A call seen by [`RecordingLoopDevices`].
@@ -229,12 +264,17 @@ impl LoopDevices for LinuxLoopDevices {
 pub enum LoopCall {
     Attach(PathBuf),
     RefreshCapacity(PathBuf),
+    Holders(PathBuf),
 }
 
-/// Recording fake: hands out `/dev/loop0`, `/dev/loop1`, ...; can fail the next attach.
+/// Recording fake: hands out `/dev/loop0`, `/dev/loop1`, ...; can fail the next attach;
+/// [`LoopDevices::holders`] answers from [`RecordingLoopDevices::held_for`] (nothing by
+/// default).
 #[derive(Debug, Default)]
 pub struct RecordingLoopDevices {
     state: Mutex<(Vec<LoopCall>, u32, Option<Errno>)>,
+    /// How many more `holders` calls see a holder.
+    held: Mutex<u32>,
 }
 
 impl RecordingLoopDevices {
@@ -246,6 +286,10 @@ impl RecordingLoopDevices {
     }
     pub fn fail_next_attach(&self, errno: Errno) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).2 = Some(errno);
+    }
+    /// The next `calls` calls of `holders` find `/dev/loop9` still backed by the file.
+    pub fn held_for(&self, calls: u32) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = calls;
     }
 }
 
@@ -264,5 +308,15 @@ impl LoopDevices for RecordingLoopDevices {
     fn refresh_capacity(&self, device: &Path) -> Result<()> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).0.push(LoopCall::RefreshCapacity(device.to_path_buf()));
         Ok(())
+    }
+
+    fn holders(&self, backing: &Path) -> Result<Vec<PathBuf>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.push(LoopCall::Holders(backing.to_path_buf()));
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if *held == 0 {
+            return Ok(Vec::new());
+        }
+        *held -= 1;
+        Ok(vec![PathBuf::from("/dev/loop9")])
     }
 }

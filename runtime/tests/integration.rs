@@ -162,6 +162,7 @@ fn loop_image_enforces_size_grows_and_autoclears() {
             MountRequest::filesystem("ext4", &device.display().to_string(), &mnt, MountFlags::empty(), String::new());
         LinuxMounter.mount(&req).expect("mount loop device");
         drop(att); // the mount now holds the device; autoclear frees it on unmount
+        assert_eq!(loops.holders(&image).expect("holders"), vec![device.clone()], "the mounted image is held");
         let chunk = vec![0xA5u8; 1 << 20];
         let mut written = 0u64;
         let full = loop {
@@ -201,6 +202,7 @@ fn loop_image_enforces_size_grows_and_autoclears() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(!backing.exists(), "{} still attached", device.display());
+    assert!(loops.holders(&image).expect("holders").is_empty(), "nothing holds the image once unmounted");
 }
 
 #[test]

@@ -316,8 +316,12 @@ impl AnyBackend {
                 host.tools.grow_online(fs, &dev, &mp).map_err(tool)
             }
             None => match fs {
-                FsType::Ext4 => host.tools.grow_offline_ext4(&image).map_err(tool),
+                FsType::Ext4 => {
+                    wait_released(host, name, &image, RELEASE_WAIT)?;
+                    host.tools.grow_offline_ext4(&image).map_err(tool)
+                }
                 FsType::Xfs => {
+                    wait_released(host, name, &image, RELEASE_WAIT)?;
                     // xfs only grows mounted: mount it aside, grow, unmount.
                     let init = layout.init_dir(name);
                     std::fs::create_dir_all(&init).map_err(Error::io(name, "create", &init))?;
@@ -422,6 +426,34 @@ impl AnyBackend {
 }
 
 /// The project ID and limit of a project-quota volume.
+/// How long an offline grow waits for the image's filesystem to be released everywhere.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits (at most `wait`) until no loop device holds `image`: unmounted from the host, the
+/// filesystem can still be live in the mount namespace of a container that is exiting, and
+/// checking or growing it meanwhile would race with the kernel's last write of its superblock
+/// (resize2fs then asks for another e2fsck; xfs refuses the second mount as a duplicate UUID).
+fn wait_released(host: &Host, name: &str, image: &Path, wait: Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let held = host.loops.holders(image).map_err(|source| Error::Mount { volume: name.into(), source })?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= wait {
+            let devices: Vec<String> = held.iter().map(|d| d.display().to_string()).collect();
+            return Err(Error::Resize {
+                volume: name.into(),
+                reason: format!(
+                    "its filesystem is still in use through {} although nothing on this host mounts it (a container that used it may still be exiting); try again",
+                    devices.join(", ")
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn project_of(name: &str, spec: &VolumeSpec) -> Result<(u32, u64)> {
     match (spec.project_id, spec.size) {
         (Some(id), Some(size)) => Ok((id, size)),
@@ -619,8 +651,20 @@ mod tests {
             .expect_err("shrink");
         assert!(e.to_string().contains("shrinking is not supported"), "{e}");
         b.unmount(&host, &layout, "v").expect("unmount");
-        b.grow(&host, &layout, "v", &VolumeSpec { size: Some(128 << 20), ..spec }, 256 << 20).expect("grow offline");
+        // Unmounted here, still held elsewhere for two looks (a container exiting): the grow
+        // waits for the image to be released before checking and growing it.
+        l.held_for(2);
+        b.grow(&host, &layout, "v", &VolumeSpec { size: Some(128 << 20), ..spec.clone() }, 256 << 20)
+            .expect("grow offline");
         assert_eq!(t.calls().last(), Some(&ToolCall::GrowOffline(layout.image("v"))));
+        let looks = l.calls().iter().filter(|c| **c == LoopCall::Holders(layout.image("v"))).count();
+        assert_eq!(looks, 3, "looked until released");
+        // Never released: a clear error, nothing grown.
+        l.held_for(u32::MAX);
+        let before = t.calls().len();
+        let e = wait_released(&host, "v", &layout.image("v"), Duration::from_millis(200)).expect_err("still held");
+        assert!(e.to_string().contains("still in use through /dev/loop9"), "{e}");
+        assert_eq!(t.calls().len(), before);
     }
 
     #[test]
