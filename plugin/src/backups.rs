@@ -1211,7 +1211,9 @@ impl Engine {
     ) -> std::result::Result<VerifyReport, String> {
         let target = open_target(spec, &self.rt).map_err(|e| e.to_string())?;
         let [archive, ..] = names(&row.id);
-        let reader = target.open(&archive).map_err(|e| e.to_string())?;
+        // As stored, not as cached: a backup verified right after it was written is still
+        // whole in the page cache.
+        let reader = target.open_stored(&archive).map_err(|e| e.to_string())?;
         let reader = CountingReader { inner: reader, count: progress.done.clone() };
         // The manifest (~20 MB of JSON for 100,000 files) is read and parsed while the archive
         // is already being read and decoded.

@@ -64,6 +64,13 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// Opens an object for streaming reads. A missing object is [`TargetError::NotFound`].
     fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, TargetError>;
 
+    /// [`Target::open`] for a verification: the bytes as the storage holds them, not a copy
+    /// cached in memory. A directory target reads with `O_DIRECT` (bypassing the page cache,
+    /// where a backup just written still sits whole); others read as `open` does.
+    fn open_stored(&self, name: &str) -> Result<Box<dyn Read + Send>, TargetError> {
+        self.open(name)
+    }
+
     /// Reads a small object whole, refusing one larger than `limit` bytes.
     fn read_small(&self, name: &str, limit: u64) -> Result<Vec<u8>, TargetError> {
         let mut r = self.open(name)?.take(limit + 1);
