@@ -381,6 +381,15 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_refuses_direct_reads_is_read_buffered() {
+        // procfs refuses O_DIRECT at open (EINVAL).
+        let want = fs::read("/proc/version").unwrap();
+        let mut got = Vec::new();
+        DirectReader::open(Path::new("/proc/version")).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn dropped_writer_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let t = FileTarget::new(dir.path().to_path_buf());
