@@ -19,6 +19,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use sha2::{Digest, Sha256};
@@ -319,11 +320,12 @@ pub struct InputDigest {
 /// (blocks filled whole, to hand over fewer). A read error goes to the reader too (as
 /// [`BlockSender::fail`]) and is returned in the digest.
 ///
-/// When the reader goes away early, `drain` says whether to go on reading (and hashing) to
-/// the end anyway, for a digest of the whole input (verify reports a wrong archive sha256
-/// along with the first bad entry), or to stop there (a failed restore need not read the
-/// rest of a large archive).
-pub fn hash_input(mut input: impl Read, tx: BlockSender, drain: bool) -> InputDigest {
+/// When the reader goes away early, `drain` (read then) says whether to go on reading (and
+/// hashing) to the end anyway, for a digest of the whole input (verify reports a wrong archive
+/// sha256 along with the first bad entry), or to stop there (nobody will look at the digest:
+/// the rest of a large archive need not be read). The reader's side may clear it before it
+/// goes away.
+pub fn hash_input(mut input: impl Read, tx: BlockSender, drain: &AtomicBool) -> InputDigest {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut scratch: Vec<u8> = Vec::new();
@@ -333,7 +335,7 @@ pub fn hash_input(mut input: impl Read, tx: BlockSender, drain: bool) -> InputDi
             Some(b) => b,
             None => {
                 listening = false;
-                if !drain {
+                if !drain.load(Ordering::Acquire) {
                     return InputDigest { size, sha256: hasher.finalize().into(), error: None };
                 }
                 if scratch.is_empty() {
@@ -483,7 +485,7 @@ mod tests {
         // Read whole.
         let (tx, mut rx) = channel(2, 4096);
         let i2 = input.clone();
-        let t = std::thread::spawn(move || hash_input(i2.as_slice(), tx, true));
+        let t = std::thread::spawn(move || hash_input(i2.as_slice(), tx, &AtomicBool::new(true)));
         let mut got = Vec::new();
         rx.read_to_end(&mut got).unwrap();
         let d = t.join().unwrap();
@@ -492,7 +494,7 @@ mod tests {
         for (drain, size) in [(true, 100_000), (false, 0)] {
             let (tx, mut rx) = channel(2, 4096);
             let i2 = input.clone();
-            let t = std::thread::spawn(move || hash_input(i2.as_slice(), tx, drain));
+            let t = std::thread::spawn(move || hash_input(i2.as_slice(), tx, &AtomicBool::new(drain)));
             rx.read_exact(&mut [0u8; 10]).unwrap();
             drop(rx);
             let d = t.join().unwrap();

@@ -4,6 +4,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use sha2::{Digest, Sha256};
@@ -144,6 +145,10 @@ where
     let (raw_tx, raw_rx) = blocks::channel(RAW_BLOCKS, crate::pipeline::BLOCK);
     let (tar_tx, tar_rx) = blocks::channel(workers + 2, crate::frames::FRAME);
     let (manifest_tx, manifest_rx) = mpsc::sync_channel(1);
+    // Cleared when the manifest cannot be had: then the archive's digest is of no use, and
+    // the rest of it is not read.
+    let drain = AtomicBool::new(true);
+    let drain = &drain;
     std::thread::scope(|s| {
         let loading = std::thread::Builder::new().name("verify-manifest".into()).spawn_scoped(s, move || {
             let _ = manifest_tx.send(load().map_err(|e| e.to_string()));
@@ -154,7 +159,7 @@ where
         }
         let reader = std::thread::Builder::new()
             .name("verify-read".into())
-            .spawn_scoped(s, move || hash_input(input, raw_tx, true));
+            .spawn_scoped(s, move || hash_input(input, raw_tx, drain));
         let reader = match reader {
             Ok(r) => r,
             Err(e) => {
@@ -164,7 +169,7 @@ where
         };
         let checker = std::thread::Builder::new()
             .name("verify-check".into())
-            .spawn_scoped(s, move || check_entries(tar_rx, &manifest_rx));
+            .spawn_scoped(s, move || check_entries(tar_rx, &manifest_rx, drain));
         let (outcome, manifest) = match checker {
             Ok(checker) => {
                 crate::frames::decode(raw_rx, &tar_tx, workers, DECODE_STEP);
@@ -248,6 +253,8 @@ impl Compare {
 /// The manifest, once it came.
 struct Awaited<'r, M> {
     rx: Option<&'r Receiver<Result<M, String>>>,
+    /// Cleared when the manifest cannot be had (before the archive's reader goes away).
+    drain: &'r AtomicBool,
     got: Option<(M, Compare)>,
     /// Entries seen before it came.
     backlog: Vec<Seen>,
@@ -257,18 +264,20 @@ impl<M: Borrow<Manifest>> Awaited<'_, M> {
     /// Takes the manifest if it came (waiting for it with `wait`), and checks the backlog.
     fn poll(&mut self, wait: bool) -> Result<(), Problem> {
         let Some(rx) = self.rx else { return Ok(()) };
-        let stopped = || Problem::Manifest("the manifest's thread stopped".into());
         let got = if wait {
-            rx.recv().map_err(|_| stopped())?
+            rx.recv().unwrap_or_else(|_| Err("the manifest's thread stopped".to_owned()))
         } else {
             match rx.try_recv() {
                 Ok(got) => got,
                 Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => return Err(stopped()),
+                Err(TryRecvError::Disconnected) => Err("the manifest's thread stopped".to_owned()),
             }
         };
         self.rx = None;
-        let m = got.map_err(Problem::Manifest)?;
+        let m = got.map_err(|e| {
+            self.drain.store(false, Ordering::Release);
+            Problem::Manifest(e)
+        })?;
         let mut cmp = Compare::new(m.borrow());
         let checked = self.backlog.drain(..).try_for_each(|e| cmp.check(m.borrow(), &e));
         self.got = Some((m, cmp));
@@ -292,8 +301,9 @@ impl<M: Borrow<Manifest>> Awaited<'_, M> {
 fn check_entries<M: Borrow<Manifest>>(
     tar: BlockReader,
     manifest: &Receiver<Result<M, String>>,
+    drain: &AtomicBool,
 ) -> (Result<(u64, u64), Problem>, Option<M>) {
-    let mut awaited = Awaited { rx: Some(manifest), got: None, backlog: Vec::new() };
+    let mut awaited = Awaited { rx: Some(manifest), drain, got: None, backlog: Vec::new() };
     let mut outcome = check_all(tar, &mut awaited);
     // Entries still waiting for the manifest came before whatever stopped the checks: their
     // problems come first.

@@ -371,6 +371,34 @@ fn verify_with_a_manifest_that_comes_late_checks_every_entry_in_order() {
     .expect_err("no manifest");
     assert!(matches!(err, BackupError::ManifestLoad(_)), "{err:?}");
     assert_eq!(err.to_string(), "x.manifest.json: not found");
+    // ... and the rest of the archive is not read for a digest nobody will look at.
+    struct Slow<R> {
+        inner: R,
+        first: bool,
+        read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+    impl<R: std::io::Read> std::io::Read for Slow<R> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if std::mem::take(&mut self.first) {
+                // The manifest's failure is there by the first entry.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let n = self.inner.read(out)?;
+            self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+    let total = bytes.len() as u64 + (256 << 20);
+    let read = std::sync::Arc::default();
+    let input = Slow {
+        inner: std::io::Read::chain(&bytes[..], std::io::repeat(0).take(256 << 20)),
+        first: true,
+        read: std::sync::Arc::clone(&read),
+    };
+    let err = verify_archive_loading(input, &name, || Err::<Manifest, _>("gone")).expect_err("no manifest");
+    assert_eq!(err.to_string(), "gone");
+    let read = read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read < 64 << 20, "read {read} of {total} bytes");
 }
 
 fn vm_hwm_kib() -> u64 {
