@@ -421,8 +421,11 @@ def report(b):
     def wall(t):
         return med([x["wall"] for x in r[t]])
 
+    def on_disk(t):
+        return med([x["wall"] + x["sync"] for x in r[t]])
+
     def ratio(t, ref):
-        return f"{wall(ref) / wall(t):.2f}×" if r[t] and r[ref] else "-"
+        return f"{on_disk(ref) / on_disk(t):.2f}×" if r[t] and r[ref] else "-"
 
     add("| migration | wall (s) | wall + sync (s) | throughput (MiB/s) | speed vs seed | speed vs tar\\|zstd "
         "| over the wire (MiB) | peak RSS A (MiB) | peak RSS B (MiB) | CPU (s) | other CPU, max (s) | result |")
@@ -440,9 +443,11 @@ def report(b):
             fmt_mib(max(sum(x["rss_b"].values()) for x in xs)), f"{med([x['cpu'] for x in xs]):.1f}",
             f"{max(x['other_cpu'] for x in xs):.1f}", xs[-1]["check"]]) + " |")
     add("")
-    add("Wall = until the sending command returns (the receiver has written everything, into the page "
-        "cache); \"+ sync\" adds writing it to disk. Throughput = dataset bytes / wall. Speed ratio = "
-        "reference wall / row wall. Over the wire = bytes A sent on the veth (ssh-encrypted stream, TCP/IP "
+    add("Wall = until the sending command returns; \"+ sync\" adds a `sync` after it: until the data "
+        "is on B's disk. voltool's receiver writes the tree to disk before it swaps it in and reports "
+        "success, so its `sync` finds nothing left; the pipes' `tar x` returns with the data in the page "
+        "cache. Throughput = dataset bytes / wall. Speed ratio = reference (wall + sync) / row (wall + "
+        "sync). Over the wire = bytes A sent on the veth (ssh-encrypted stream, TCP/IP "
         "headers included). Peak RSS = the sum of each side's processes' peaks (voltool daemons: VmHWM of "
         "daemons started for that run; others: /usr/bin/time; sshd not included). CPU = user + sys of "
         "everything the row ran on both hosts (daemons, CLIs, ssh, sshd sessions, tar/zstd/gzip); other "
@@ -457,6 +462,17 @@ def report(b):
         rb = ", ".join(f"{k} {fmt_mib(v)}" for k, v in x["rss_b"].items())
         add(f"- {LABELS[t]} (last run): CPU (s) {parts}; peak RSS (MiB) on A: {ra}; on B: {rb}"
             + (f"; reply {json.dumps(x['out'])}" if "out" in x else ""))
+    add("")
+    add("**Against issue 5's targets** (until on disk; per round in brackets)")
+    add("")
+    for ref, need in (("seed", 2.0), ("tar-zstd", 0.9)):
+        if r["voltool"] and r[ref]:
+            x = on_disk(ref) / on_disk("voltool")
+            per = ", ".join(f"{(y['wall'] + y['sync']) / (v['wall'] + v['sync']):.2f}"
+                            for v, y in zip(r["voltool"], r[ref]))
+            add(f"- migrate ≥ {need}× {LABELS[ref]}: {x:.2f}× ({'met' if x >= need else 'NOT met'}) [{per}]; "
+                f"until return: {wall(ref) / wall('voltool'):.2f}×")
+    add("")
     add(discarded_line(b.discarded, a.retries))
     line = quiet_wait_line(r, a.quiet_wait)
     if line:

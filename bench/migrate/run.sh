@@ -26,7 +26,7 @@
 #      SSH = ssh -F CONFIG (default cipher) through a wrapper that records its peak RSS. Every
 #      result on B is compared with the source (sha256, size, mode, owner of every file);
 #   5. prints a markdown report (wall, throughput, speed vs both peers, bytes on the wire, peak
-#      RSS per side, CPU); no PASS/FAIL: the issue sets no target for these;
+#      RSS per side, CPU; ratios until on disk) and issue 5's targets, met or not;
 #   6. stops daemons and sshd, deletes the namespace and veth, removes the volumes and the work
 #      dir (--keep keeps the work dir).
 #

@@ -24,8 +24,8 @@
 #        zstd-t          zstd -t ID.tar.zst                      (the verify reference)
 #        zstd-sha        zstd -dc ID.tar.zst | openssl dgst -sha256
 #      Every restored tree is compared with the source (sha256, size, mode, owner of every file);
-#   4. prints a markdown report (wall, wall + sync, throughput, speed ratios, peak RSS, CPU);
-#      no PASS/FAIL: the issue sets no target for these;
+#   4. prints a markdown report (wall, wall + sync, throughput, speed ratios, peak RSS, CPU)
+#      and issue 5's targets (restore vs zstd | tar until on disk, verify vs restore), met or not;
 #   5. stops its daemons, removes its volumes and deletes the work dir (--keep keeps it).
 #
 # Needs: root, python3, GNU tar, zstd, openssl, /usr/bin/time (apt-get install time).

@@ -47,6 +47,10 @@ pub struct RestoreOptions {
     /// Drop leading path components (`tar czf x.tgz /data` archives hold `data/...`).
     #[serde(default)]
     pub strip_components: usize,
+    /// A throwaway restore (a restore test's scratch volume): the restored tree is swapped in
+    /// without waiting for it to reach the disk.
+    #[serde(skip)]
+    pub scratch: bool,
 }
 
 /// What a restore did.
@@ -212,6 +216,8 @@ impl Restores {
                 // work than hashing every file: the archive is compressed).
                 hash_archive: has_manifest,
                 hash_files: false,
+                // On disk before the swap replaces the volume's data (see `swap_in`).
+                durable: !opts.scratch,
             };
             let mut parsing = manifest.map(PendingManifest::parse).transpose().map_err(|e| restore_err(&v, e))?;
             let mut check = |rep: &ExtractReport| match parsing.take() {
@@ -336,6 +342,7 @@ impl Restores {
                 // sender wrote (these data frames' bytes), so the stream's digest checks every
                 // byte against it, as for a restore from a backup.
                 hash_archive: true,
+                durable: true,
                 ..ExtractOptions::default()
             };
             restore_checked(&root, Box::new(shared), &mut check_manifest, &xopts).map_err(|e| restore_err(&v, e))
@@ -431,7 +438,8 @@ impl Restores {
     async fn restore_test_in(&self, scratch: &str, id: &str, command: &str) -> Result<RestoreTestOutcome> {
         // The scratch volume is a plain directory volume: no network, no image to make.
         self.svc.create(scratch, BTreeMap::new()).await?;
-        let restored = self.restore_from(scratch, id, RestoreOptions::default()).await?;
+        let opts = RestoreOptions { scratch: true, ..RestoreOptions::default() };
+        let restored = self.restore_from(scratch, id, opts).await?;
         let mount_id = format!("{MOUNT_ID_PREFIX}check-{}", nonce());
         let data = self.svc.mount(scratch, &mount_id).await?;
         let workdir = self.svc.layout().state_dir.join("check").join(scratch);
@@ -799,7 +807,8 @@ fn move_all(from: &Path, to: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Swaps the staged tree in, crash-safely: phase 1 moves the old entries into
+/// Swaps the staged tree in, crash-safely (the tree is on disk already: extracted with
+/// [`ExtractOptions::durable`]): phase 1 moves the old entries into
 /// `.voltool-restore-old-N`, phase 2 moves the staged ones into the root; a marker file records
 /// the phase, so [`recover`] after a crash rolls phase 1 back (old content) or phase 2 forward
 /// (new content) — never a mix. On an error here everything moved is moved back.

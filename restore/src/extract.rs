@@ -29,7 +29,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::RestoreError;
-use crate::pipeline::{CopyError, FileMeta, FileWriter};
+use crate::pipeline::{CopyError, FileMeta, FileWriter, WriteBehind};
 use voltool_backup::tarparse::{Header, Kind, TarReader};
 
 /// Seconds and nanoseconds since the epoch.
@@ -61,6 +61,13 @@ pub struct ExtractOptions {
     /// it against the one a manifest records: every byte at once, for less work than hashing
     /// each file. [`extract_archive`] only.
     pub hash_archive: bool,
+    /// Return only once everything extracted is on disk: the filesystem of `dest` is synced
+    /// (`syncfs(2)`) at the end, after the directories' modes and times, and the kernel starts
+    /// writing files out while the extraction goes on (see [`crate::pipeline`]), so that the
+    /// sync does not begin from gigabytes of dirty pages. For a tree that is about to replace
+    /// a volume's data: renamed into place unwritten, it could come back from a power cut as
+    /// empty or partial files (delayed allocation).
+    pub durable: bool,
 }
 
 /// What an extraction wrote: per regular file, its size (and sha256 with
@@ -200,7 +207,13 @@ fn extract_from(input: impl BufRead, dest: &Path, opts: &ExtractOptions) -> Resu
     let mut known_dirs: HashSet<PathBuf> = HashSet::new();
     // The names of the files handed to the file thread, in the order it numbers them.
     let mut hashed: Vec<String> = Vec::new();
-    let mut writer = FileWriter::start(opts.hash_files)?;
+    // Opened before anything is written: its sync reports any writeback error since.
+    let durable = opts.durable.then(|| File::open(dest)).transpose().map_err(write_err(dest))?;
+    let behind = match &durable {
+        Some(_) => Some(WriteBehind::start(File::open(dest).map_err(write_err(dest))?)?),
+        None => None,
+    };
+    let mut writer = FileWriter::start(opts.hash_files, behind)?;
     let mut tar = TarReader::new(input);
     let creation = Creation::new(dest);
     let mut parent = ParentDir { rel: PathBuf::new(), dir: None };
@@ -374,6 +387,10 @@ fn extract_from(input: impl BufRead, dest: &Path, opts: &ExtractOptions) -> Resu
             let t = filetime::FileTime::from_unix_time(s, ns);
             filetime::set_file_times(&p, t, t).map_err(write_err(&p))?;
         }
+    }
+    if let Some(dir) = durable {
+        nix::unistd::syncfs(&dir)
+            .map_err(|e| RestoreError::Write(format!("writing {} to disk: {e}", dest.display())))?;
     }
     Ok(report)
 }
