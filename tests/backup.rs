@@ -86,12 +86,7 @@ fn run_backup(d: &Daemon, vol: &str, extra: &[&str]) -> Value {
 }
 
 fn needs_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI runs as root");
-    println!("SKIP {test}: needs root (mounts, chown)");
-    false
+    root_or_skip(test, "mounts, chown")
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, or panics with `what` after `limit`.

@@ -98,9 +98,7 @@ fn second_daemon_on_live_socket_is_refused() {
 
 #[test]
 fn mounts_refcount_and_survive_crash_restart() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs this as root");
-        println!("SKIP mounts_refcount_and_survive_crash_restart: needs root for real mounts");
+    if !root_or_skip("mounts_refcount_and_survive_crash_restart", "real mounts") {
         return;
     }
     let mut d = Daemon::start();
@@ -378,9 +376,7 @@ impl Drop for Resume {
 fn stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else() {
     let test = "stopped_nfs_server_fails_its_mount_in_time_and_blocks_nothing_else";
     let Some(export) = nfs_export(test) else { return };
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs this as root");
-        println!("SKIP {test}: needs root for real mounts");
+    if !root_or_skip(test, "real mounts") {
         return;
     }
     let _server = NFS_SERVER.lock().unwrap_or_else(|p| p.into_inner());

@@ -34,9 +34,7 @@ fn sha(p: &Path) -> String {
 
 #[test]
 fn hostile_archives_are_refused_and_the_volume_is_unchanged() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root");
-        println!("SKIP hostile_archives_are_refused_and_the_volume_is_unchanged: needs root (image-backed volume)");
+    if !root_or_skip("hostile_archives_are_refused_and_the_volume_is_unchanged", "image-backed volume") {
         return;
     }
     let d = Daemon::start();
@@ -238,9 +236,7 @@ fn export_then_import_round_trips_and_export_is_a_stock_tar_zst() {
 
 #[test]
 fn restore_test_runs_the_check_isolated_and_removes_the_scratch_volume() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root");
-        println!("SKIP restore_test_runs_the_check_isolated_and_removes_the_scratch_volume: needs root (namespaces)");
+    if !root_or_skip("restore_test_runs_the_check_isolated_and_removes_the_scratch_volume", "namespaces") {
         return;
     }
     let d = Daemon::start();
@@ -401,9 +397,7 @@ fn sectors_written(mountpoint: &Path) -> u64 {
 
 #[test]
 fn a_restore_is_on_disk_when_it_returns() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root");
-        println!("SKIP a_restore_is_on_disk_when_it_returns: needs root (image-backed volume)");
+    if !root_or_skip("a_restore_is_on_disk_when_it_returns", "image-backed volume") {
         return;
     }
     // The restored tree replaces the volume's data by renames: written only later by the

@@ -151,6 +151,17 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether the test runs as root; if not, prints `SKIP test: needs root (why)` and returns
+/// false (outside CI only: in CI, which runs as root, it fails instead).
+pub fn root_or_skip(test: &str, why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI runs as root");
+    println!("SKIP {test}: needs root ({why})");
+    false
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Meta {
     kind: &'static str,
