@@ -57,6 +57,29 @@ def busy_cpu():
     return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
 
 
+def kernel_threads_cpu():
+    """user + sys seconds so far of each of the kernel's own threads (kworker, jbd2, ...: the
+    writeback and journal commits a run's syncs cause), by pid."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[6]) & 0x00200000:  # PF_KTHREAD
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def kernel_cpu_since(before):
+    """Kernel threads' CPU seconds since the `kernel_threads_cpu()` snapshot `before` (threads
+    started since count whole; ones that ended in between are lost)."""
+    return sum(max(0.0, v - before.get(p, 0.0)) for p, v in kernel_threads_cpu().items())
+
+
 def proc_status(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -34,7 +34,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import (MIB, add_run_args, emit_report, run_rounds, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, compare_digests, digest_totals, discarded_line,  # noqa: E402
+from common import (MIB, add_run_args, emit_report, run_rounds, quiet_wait_line, selected_tools, TIME_FMT, Daemon, busy_cpu, kernel_threads_cpu, kernel_cpu_since, compare_digests, digest_totals, discarded_line,  # noqa: E402
                     disturbed, fmt_mib, free_bytes, fs_type, host_line, log, make_dataset, med, prepare_cache,
                     proc_cpu, proc_status, read_time, run, spread, timed_sync, tree_digest, unmount_under,
                     volume_data_dir, wait_quiet, write_empty_config)
@@ -291,14 +291,16 @@ class Bench:
                     "--remote-voltool", self.wrapper, "--json"]
             self.remote_volumes.add(name)
             ca, cb, cr, c0, w0 = a.cpu(), b.cpu(), self.lab.remote_cpu(), busy_cpu(), self.lab.wire_bytes()
+            k0 = kernel_threads_cpu()
             wall, rc, out, err, local_cpu, cli_hwm = self.timed(argv, env)
-            busy = busy_cpu() - c0
+            busy, kcpu = busy_cpu() - c0, kernel_cpu_since(k0)
             wire = self.lab.wire_bytes() - w0
             if rc != 0:
                 raise RuntimeError(f"voltool migrate failed ({rc}): {err.strip() or out.strip()}")
             synced = timed_sync()
             self.lab.settle()
             r = {"wall": wall, "sync": synced, "wire": wire, "busy": busy, **pre,
+                 "kernel_cpu": kcpu, "kernel_cpu_synced": kernel_cpu_since(k0),
                  "cpu": local_cpu + (a.cpu() - ca) + (b.cpu() - cb) + (self.lab.remote_cpu() - cr),
                  "cpu_parts": {"daemon A": a.cpu() - ca, "CLI + ssh on A": local_cpu, "daemon B": b.cpu() - cb,
                                "sshd + receive CLI on B": self.lab.remote_cpu() - cr},
@@ -335,9 +337,9 @@ class Bench:
             rss_a, rss_b = ["c1", "c2", "ssh"], ["r1", "r2"]
         pre = self.before()
         env = dict(os.environ, BENCH_SSH_TIME=t["ssh"])
-        cr, c0, w0 = self.lab.remote_cpu(), busy_cpu(), self.lab.wire_bytes()
+        cr, c0, w0, k0 = self.lab.remote_cpu(), busy_cpu(), self.lab.wire_bytes(), kernel_threads_cpu()
         wall, rc, out, err, local_cpu, _ = self.timed(["bash", "-c", "set -o pipefail\n" + script], env)
-        busy = busy_cpu() - c0
+        busy, kcpu = busy_cpu() - c0, kernel_cpu_since(k0)
         wire = self.lab.wire_bytes() - w0
         if rc != 0:
             raise RuntimeError(f"{tool} failed ({rc}): {err.strip()[-2000:]}")
@@ -347,6 +349,7 @@ class Bench:
                  "r1": "tar xzf (tar/gzip)" if tool == "seed" else "zstd -d", "r2": "tar -x"}
         remote_cpu = self.lab.remote_cpu() - cr
         r = {"wall": wall, "sync": synced, "wire": wire, "busy": busy, **pre,
+             "kernel_cpu": kcpu, "kernel_cpu_synced": kernel_cpu_since(k0),
              "cpu": local_cpu + remote_cpu,
              "cpu_parts": {"pipeline on A (incl. ssh)": local_cpu, "sshd + pipeline on B": remote_cpu},
              "rss_a": {names[k]: read_time(t[k])["maxrss"] for k in rss_a},
@@ -360,7 +363,8 @@ class Bench:
             for attempt in range(self.args.retries + 1):
                 log(f"measuring {tool}" + (f" (attempt {attempt + 1})" if attempt else ""))
                 r = self.m_voltool() if tool == "voltool" else self.m_shell(tool)
-                r["other_cpu"] = max(0.0, r["busy"] - r["cpu"])
+                # The kernel's own threads (writeback, journal, network) work for the run.
+                r["other_cpu"] = max(0.0, r["busy"] - r["cpu"] - r["kernel_cpu"])
                 if not disturbed(r) or attempt == self.args.retries:
                     break
                 self.discarded.append((tool, r["wall"], r["other_cpu"]))
@@ -428,7 +432,7 @@ def report(b):
         return f"{on_disk(ref) / on_disk(t):.2f}×" if r[t] and r[ref] else "-"
 
     add("| migration | wall (s) | wall + sync (s) | throughput (MiB/s) | speed vs seed | speed vs tar\\|zstd "
-        "| over the wire (MiB) | peak RSS A (MiB) | peak RSS B (MiB) | CPU (s) | other CPU, max (s) | result |")
+        "| over the wire (MiB) | peak RSS A (MiB) | peak RSS B (MiB) | CPU + kernel threads (s) | other CPU, max (s) | result |")
     add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for t in TOOLS:
         xs = r[t]
@@ -440,7 +444,8 @@ def report(b):
             LABELS[t], spread([x["wall"] for x in xs]), spread([x["wall"] + x["sync"] for x in xs]),
             f"{b.bytes / wall(t) / MIB:.0f}", ratio(t, "seed"), ratio(t, "tar-zstd"),
             fmt_mib(med([x["wire"] for x in xs])), fmt_mib(max(sum(x["rss_a"].values()) for x in xs)),
-            fmt_mib(max(sum(x["rss_b"].values()) for x in xs)), f"{med([x['cpu'] for x in xs]):.1f}",
+            fmt_mib(max(sum(x["rss_b"].values()) for x in xs)),
+            f"{med([x['cpu'] for x in xs]):.1f} + {med([x['kernel_cpu_synced'] for x in xs]):.1f}",
             f"{max(x['other_cpu'] for x in xs):.1f}", xs[-1]["check"]]) + " |")
     add("")
     add("Wall = until the sending command returns; \"+ sync\" adds a `sync` after it: until the data "
@@ -450,8 +455,9 @@ def report(b):
         "sync). Over the wire = bytes A sent on the veth (ssh-encrypted stream, TCP/IP "
         "headers included). Peak RSS = the sum of each side's processes' peaks (voltool daemons: VmHWM of "
         "daemons started for that run; others: /usr/bin/time; sshd not included). CPU = user + sys of "
-        "everything the row ran on both hosts (daemons, CLIs, ssh, sshd sessions, tar/zstd/gzip); other "
-        "CPU = the host's busy CPU during the run minus that (≈ 0 on a quiet host).")
+        "everything the row ran on both hosts (daemons, CLIs, ssh, sshd sessions, tar/zstd/gzip); + kernel "
+        "threads = the kernel's own threads (writeback, journal, network) from the start to the end of the "
+        "`sync` after it; other CPU = the host's busy CPU during the run minus both (≈ 0 on a quiet host).")
     for t in TOOLS:
         xs = r[t]
         if not xs:
