@@ -140,7 +140,8 @@ impl Restores {
         let rt = tokio::runtime::Handle::current();
         let open = move || -> std::result::Result<Box<dyn Read + Send>, String> {
             let target = open_target(&spec, &rt).map_err(|e| e.to_string())?;
-            target.open(&name).map_err(|e| e.to_string())
+            // Read once, start to end: no page cache (O_DIRECT from a directory target).
+            target.open_stored(&name).map_err(|e| e.to_string())
         };
         self.run(volume, Box::new(open), manifest, opts, created).await
     }

@@ -64,9 +64,11 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// Opens an object for streaming reads. A missing object is [`TargetError::NotFound`].
     fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, TargetError>;
 
-    /// [`Target::open`] for a verification: the bytes as the storage holds them, not a copy
-    /// cached in memory. A directory target reads with `O_DIRECT` (bypassing the page cache,
-    /// where a backup just written still sits whole); others read as `open` does.
+    /// [`Target::open`] for one pass over a whole archive (a verification, a restore): the
+    /// bytes as the storage holds them, not a copy cached in memory, and without the page
+    /// cache's work for data read once. A directory target reads with `O_DIRECT` (bypassing
+    /// the page cache, where a backup just written still sits whole); others read as `open`
+    /// does.
     fn open_stored(&self, name: &str) -> Result<Box<dyn Read + Send>, TargetError> {
         self.open(name)
     }
