@@ -258,9 +258,16 @@ pub enum ScheduleCommand {
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Add or replace a secret, reading its value from stdin (one trailing newline is
-    /// dropped): printf %s "$PASS" | voltool secret add smb-pass
-    Add { name: String },
-    /// List secret names (never values).
+    /// dropped): printf %s "$PASS" | voltool secret add smb-pass --server nas.lan
+    Add {
+        name: String,
+        /// A server the secret may be sent to (repeatable; the host as volumes name it in
+        /// share=//HOST/...). Given: replaces the secret's servers. Not given: a new secret
+        /// is bound to the first server it is used with; a replaced one keeps its servers.
+        #[arg(long = "server", value_name = "HOST")]
+        servers: Vec<String>,
+    },
+    /// List secret names and their servers (never values).
     #[command(alias = "list")]
     Ls {
         #[arg(long)]

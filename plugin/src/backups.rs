@@ -85,6 +85,10 @@ pub struct BackupSettings {
     /// Backups that may run at the same time (verifications included).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Directories a `backup-target=` given through Docker may name (and their
+    /// subdirectories); default: the default target's directory (see `crate::access`).
+    #[serde(default)]
+    pub allowed_dirs: Option<Vec<std::path::PathBuf>>,
     #[serde(default, skip)]
     pub targets: BTreeMap<String, TargetConfig>,
     #[serde(default, skip)]
@@ -106,6 +110,7 @@ impl Default for BackupSettings {
             level: default_level(),
             threads: 0,
             concurrency: default_concurrency(),
+            allowed_dirs: None,
             targets: BTreeMap::new(),
             schedules: BTreeMap::new(),
         }

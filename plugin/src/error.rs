@@ -54,6 +54,14 @@ pub enum Error {
     /// The volume's server failed the create-time check.
     #[error("volume {volume}: {reason}")]
     Remote { volume: String, reason: String },
+    /// The volume's secret cannot be used: not bound to the volume's server, an inline
+    /// password that would replace another value, missing. Nothing was sent to the server.
+    #[error("volume {volume}: {source}")]
+    Secret {
+        volume: String,
+        #[source]
+        source: crate::secrets::SecretError,
+    },
     /// Something this host or this version cannot do for the volume.
     #[error("volume {volume}: {reason}")]
     Unsupported { volume: String, reason: String },

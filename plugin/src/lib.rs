@@ -22,6 +22,7 @@
 //! refused with a message saying so. tmpfs contents live only
 //! while the volume is mounted by some container, like Docker's own tmpfs volumes.
 
+pub mod access;
 pub mod backend;
 pub mod backup_api;
 pub mod backups;

@@ -8,8 +8,8 @@
 //! - `POST /v1/volumes/{name}/mount` / `unmount` `{"id": "..."}`: the same reference-counted
 //!   mounts Docker makes, for use without Docker
 //! - `GET /v1/doctor`
-//! - `GET /v1/secrets`, `POST /v1/secrets` `{"name", "value"}`, `DELETE /v1/secrets/{name}`
-//!   (values go in, never out)
+//! - `GET /v1/secrets`, `POST /v1/secrets` `{"name", "value", "servers"?}`,
+//!   `DELETE /v1/secrets/{name}` (values go in, never out; `servers` binds the secret)
 //!
 //! Errors answer `{"error": "..."}` with a status chosen by [`status_of`], a `match` without
 //! a catch-all arm so a new error variant forces a decision (the bottlerocket apiserver shape).
@@ -91,6 +91,16 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::BadRequest(_)
         | Error::Restore { .. } => StatusCode::BAD_REQUEST,
         Error::NotFound { .. } | Error::BackupNotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Secret { source, .. } => match source {
+            SecretError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            SecretError::Exists { .. } => StatusCode::CONFLICT,
+            SecretError::WrongServer { .. } => StatusCode::FORBIDDEN,
+            SecretError::Name { .. }
+            | SecretError::NotFound { .. }
+            | SecretError::Empty { .. }
+            | SecretError::TooLarge { .. }
+            | SecretError::Server { .. } => StatusCode::BAD_REQUEST,
+        },
         Error::Conflict { .. } | Error::InUse { .. } | Error::BackupBusy { .. } => StatusCode::CONFLICT,
         Error::Mount { .. }
         | Error::Unmount { .. }
@@ -266,21 +276,33 @@ async fn doctor_route(State(c): State<Ctx>) -> Response {
 }
 
 /// Body of `POST /v1/secrets`.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct AddSecret {
     pub name: String,
     pub value: String,
+    /// The servers it may be sent to (`--server`); absent: keep the existing binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for AddSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AddSecret").field("name", &self.name).field("value", &"<redacted>").finish()
+        f.debug_struct("AddSecret")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("servers", &self.servers)
+            .finish()
     }
 }
 
 fn secret_err(e: SecretError) -> Response {
     let status = match &e {
-        SecretError::Name { .. } | SecretError::Empty { .. } | SecretError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+        SecretError::Name { .. }
+        | SecretError::Empty { .. }
+        | SecretError::TooLarge { .. }
+        | SecretError::Server { .. }
+        | SecretError::WrongServer { .. } => StatusCode::BAD_REQUEST,
+        SecretError::Exists { .. } => StatusCode::CONFLICT,
         SecretError::NotFound { .. } => StatusCode::NOT_FOUND,
         SecretError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -294,7 +316,10 @@ async fn add_secret(State(c): State<Ctx>, body: Bytes) -> Response {
         Err(e) => return bad_request(format!("invalid request body at line {} column {}", e.line(), e.column())),
     };
     let store = c.secrets.clone();
-    match tokio::task::spawn_blocking(move || store.add(&req.name, req.value.as_bytes()).map(|r| (req.name, r))).await {
+    let added = tokio::task::spawn_blocking(move || {
+        store.add_bound(&req.name, req.value.as_bytes(), req.servers.as_deref()).map(|r| (req.name, r))
+    });
+    match added.await {
         Ok(Ok((name, replaced))) => axum::Json(json!({ "name": name, "replaced": replaced })).into_response(),
         Ok(Err(e)) => secret_err(e),
         Err(e) => err(Error::Internal(e.to_string())),

@@ -292,13 +292,18 @@ impl VolumeService {
                 t.subdir = Some(name.to_string());
             }
             let remote = |reason: String| Error::Remote { volume: name.into(), reason };
+            let secret_err = |source| Error::Secret { volume: name.into(), source };
+            // The secret's binding is checked before anything reaches the server.
+            let inline_name = format!("{name}-password");
             let password = match (&parsed.inline_password, &t.secret) {
-                (Some(pw), _) => Some(pw.clone()),
-                (None, Some(secret)) => {
-                    Some(self.inner.secrets.read(secret).map_err(|e| remote(e.to_string())).and_then(|v| {
-                        String::from_utf8(v).map_err(|_| remote(format!("secret {secret} is not UTF-8 text")))
-                    })?)
+                (Some(pw), _) => {
+                    self.inner.secrets.add_inline(&inline_name, pw.as_bytes(), &t.host, true).map_err(secret_err)?;
+                    Some(pw.clone())
                 }
+                (None, Some(secret)) => Some(
+                    String::from_utf8(self.inner.secrets.read_for(secret, &t.host).map_err(secret_err)?)
+                        .map_err(|_| remote(format!("secret {secret} is not UTF-8 text")))?,
+                ),
                 (None, None) => None,
             };
             let ip = crate::backend::nfs::resolve(&t.host, std::time::Duration::from_secs(5))
@@ -306,15 +311,14 @@ impl VolumeService {
                 .map_err(|e| remote(e.0.replace("nfs server", "smb server")))?;
             crate::backend::cifs::check_and_prepare(t, ip, password).await.map_err(|e| remote(e.0))?;
             if let Some(pw) = &parsed.inline_password {
-                // Compatibility with the local driver's o=password=: keep it as a secret, never
-                // in the volume's options.
-                let secret = format!("{name}-password");
-                self.inner.secrets.add(&secret, pw.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
-                t.secret = Some(secret.clone());
+                // Compatibility with the local driver's o=password=: keep it as a secret bound
+                // to this server, never in the volume's options, never replacing another value.
+                self.inner.secrets.add_inline(&inline_name, pw.as_bytes(), &t.host, false).map_err(secret_err)?;
+                t.secret = Some(inline_name.clone());
                 let w = format!(
-                    "volume {name}: the password given in o=password= was moved into secret {secret}; next time use -o secret={secret} (Docker itself still keeps the options it was given)"
+                    "volume {name}: the password given in o=password= was moved into secret {inline_name}; next time use -o secret={inline_name} (Docker itself still keeps the options it was given)"
                 );
-                tracing::warn!(volume = name, secret, "inline cifs password moved into a secret");
+                tracing::warn!(volume = name, secret = inline_name, "inline cifs password moved into a secret");
                 warnings.push(w);
             }
         }
@@ -580,11 +584,12 @@ impl Inner {
             if stale > 0 {
                 tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounting");
             }
-            let password = match rec.spec.cifs.as_ref().and_then(|t| t.secret.as_ref()) {
-                Some(secret) => Some(
+            let password = match rec.spec.cifs.as_ref().and_then(|t| t.secret.as_ref().map(|s| (s, &t.host))) {
+                // Only to a server the secret is bound to (an unbound one is bound now).
+                Some((secret, server)) => Some(
                     self.secrets
-                        .read(secret)
-                        .map_err(|e| Error::Unsupported { volume: name.into(), reason: e.to_string() })
+                        .read_for(secret, server)
+                        .map_err(|source| Error::Secret { volume: name.into(), source })
                         .map(|v| String::from_utf8_lossy(&v).into_owned())?,
                 ),
                 None => None,

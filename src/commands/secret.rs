@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use voltool_plugin::mgmt::AddSecret;
 use voltool_plugin::secrets::SecretInfo;
 
 use crate::cli::SecretCommand;
@@ -24,7 +24,7 @@ fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
 
 pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
     match cmd {
-        SecretCommand::Add { name } => {
+        SecretCommand::Add { name, servers } => {
             if std::io::stdin().is_terminal() {
                 eprintln!("type the secret for {name}, then press Enter and Ctrl-D:");
             }
@@ -37,7 +37,9 @@ pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
                     "secret {name} is empty: pipe the value on stdin, e.g. printf %s \"$PASS\" | voltool secret add {name}"
                 );
             }
-            let r: serde_json::Value = api.post("/v1/secrets", json!({ "name": name, "value": value })).await?;
+            let servers = (!servers.is_empty()).then_some(servers);
+            let body = serde_json::to_value(AddSecret { name: name.clone(), value, servers })?;
+            let r: serde_json::Value = api.post("/v1/secrets", body).await?;
             let replaced = r.get("replaced").and_then(|v| v.as_bool()).unwrap_or(false);
             println!("{name}{}", if replaced { " (replaced)" } else { "" });
         }
@@ -46,8 +48,14 @@ pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
             if json {
                 output::json(&list)?;
             } else {
-                let rows: Vec<Vec<String>> = list.into_iter().map(|s| vec![s.name, s.updated_at]).collect();
-                output::table(&["NAME", "UPDATED"], &rows)?;
+                let rows: Vec<Vec<String>> = list
+                    .into_iter()
+                    .map(|s| {
+                        let servers = if s.servers.is_empty() { "(first use)".into() } else { s.servers.join(",") };
+                        vec![s.name, servers, s.updated_at]
+                    })
+                    .collect();
+                output::table(&["NAME", "SERVERS", "UPDATED"], &rows)?;
             }
         }
         SecretCommand::Rm { names } => {

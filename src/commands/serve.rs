@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 use voltool_backup::TargetConfig;
+use voltool_plugin::access::{self, ApiAccess, DockerGate, TargetPolicy};
 use voltool_plugin::backend::Host;
 use voltool_plugin::backend::tools::SystemFsTools;
 use voltool_plugin::backups::{BackupSettings, Backups, ConfigSchedule};
@@ -38,6 +39,17 @@ struct Config {
     /// `[schedules.NAME]`: backup schedules for listed volumes.
     #[serde(default)]
     schedules: BTreeMap<String, ConfigSchedule>,
+    /// `[api]`: who may use the management socket besides root.
+    #[serde(default)]
+    api: ApiConfig,
+}
+
+/// The `[api]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ApiConfig {
+    /// Members of this group may use the management socket (mode 0660, this group).
+    group: Option<String>,
 }
 
 impl Config {
@@ -87,6 +99,12 @@ fn bind_unix(path: &Path, what: &str) -> Result<UnixListener> {
 pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
     let backup_settings = config.backup_settings()?;
+    // Volume options from Docker may name only the config's targets and allowed dirs (the
+    // default target is `<state dir>/backups` unless the config names one, as Backups::open).
+    let default_target =
+        backup_settings.default_target.clone().unwrap_or_else(|| args.state_dir.join("backups").display().to_string());
+    let policy = TargetPolicy::new(&backup_settings.targets, backup_settings.allowed_dirs.as_deref(), &default_target)
+        .context("config file")?;
     let filter = args.log.or(config.log).unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -110,6 +128,20 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let _lock = voltool_runtime::lock::lock_dir(&args.state_dir)?;
     let plugin_listener = bind_unix(&args.plugin_socket, "plugin")?;
     let api_listener = bind_unix(&api_socket, "management API")?;
+    let access = match ApiAccess::new(config.api.group.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            for sock in [&args.plugin_socket, &api_socket] {
+                let _ = std::fs::remove_file(sock);
+            }
+            return Err(e).context("config file");
+        }
+    };
+    // The group may connect (0660 root:GROUP); the peer check below is what admits it.
+    if let Some(gid) = access.gid() {
+        std::os::unix::fs::chown(&api_socket, None, Some(gid))
+            .with_context(|| format!("chgrp the management API socket {}", api_socket.display()))?;
+    }
     let kernel = probe::kernel_report(&args.state_dir);
     let host = Host {
         mounter: Arc::new(LinuxMounter),
@@ -161,8 +193,8 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let plugin =
-        axum::serve(plugin_listener, protocol::router(Arc::new(svc.clone()))).with_graceful_shutdown(stop(rx.clone()));
+    let plugin = axum::serve(plugin_listener, protocol::router(Arc::new(DockerGate::new(svc.clone(), policy))))
+        .with_graceful_shutdown(stop(rx.clone()));
     let archiving = backups.clone();
     svc.set_archiver(std::sync::Arc::new(move |volume: String| {
         let b = archiving.clone();
@@ -186,8 +218,10 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     }));
     let api_routes = mgmt::router(svc, driver, doctor)
         .merge(voltool_plugin::backup_api::router(backups))
-        .merge(voltool_plugin::restore_api::router(restores));
-    let api = axum::serve(api_listener, api_routes).with_graceful_shutdown(stop(rx));
+        .merge(voltool_plugin::restore_api::router(restores))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(access), access::check_peer));
+    let api = axum::serve(api_listener, api_routes.into_make_service_with_connect_info::<access::Peer>())
+        .with_graceful_shutdown(stop(rx));
 
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -252,5 +286,10 @@ verify = true
         assert!(e.contains("\"nowhere\" is not defined"), "{e}");
         let bad: Config = toml::from_str("[schedules.x]\nvolumes = [\"a\"]\ncron = \"bad\"\n").expect("parse");
         assert!(bad.backup_settings().is_err());
+        let c: Config =
+            toml::from_str("[api]\ngroup = \"voltool\"\n[backup]\nallowed-dirs = [\"/srv/b\"]\n").expect("access keys");
+        assert_eq!(c.api.group.as_deref(), Some("voltool"));
+        assert_eq!(c.backup_settings().expect("valid").allowed_dirs, Some(vec![PathBuf::from("/srv/b")]));
+        assert!(toml::from_str::<Config>("[api]\nowner = \"x\"\n").is_err());
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use smb::{Client, ClientConfig, ConnectionConfig, CreateOptions, FileAttributes, FileCreateArgs, UncPath};
 use voltool_runtime::mount::{MountFlags, MountRequest};
 
+use crate::options::olist::escape;
 use crate::options::{CifsTarget, Owner};
 
 /// How long the whole create-time check may take.
@@ -155,13 +156,11 @@ async fn close(r: &smb::Resource) {
     };
 }
 
-/// Escapes a value for the kernel's comma-separated cifs options (a comma is doubled).
-fn escape(v: &str) -> String {
-    v.replace(',', ",,")
-}
-
 /// The kernel mount request for a CIFS volume. The password travels only in mount(2)'s
-/// data buffer: never in argv, and the kernel does not show it in /proc/mounts.
+/// data buffer (a comma in it doubled, which the kernel's cifs parser reads as one literal
+/// comma): never in argv, and the kernel does not show it in /proc/mounts. Mounted
+/// `nosuid,nodev` (MS_NOSUID | MS_NODEV, mount(2)) unless the volume asked for `o=suid` /
+/// `o=dev`: the server's files are not trusted to carry setuid bits or device nodes.
 pub fn kernel_request(
     t: &CifsTarget,
     ip: IpAddr,
@@ -200,12 +199,25 @@ pub fn kernel_request(
         None if t.username.is_none() => data.push("guest".into()),
         None => {}
     }
-    MountRequest::filesystem("cifs", &source, target, MountFlags::empty(), data.join(","))
+    MountRequest::filesystem("cifs", &source, target, privilege_flags(t.suid, t.dev), data.join(","))
+}
+
+/// `MS_NOSUID | MS_NODEV` unless lifted by `o=suid` / `o=dev` (NFS and CIFS alike).
+pub fn privilege_flags(suid: bool, dev: bool) -> MountFlags {
+    let mut f = MountFlags::empty();
+    if !suid {
+        f |= MountFlags::MS_NOSUID;
+    }
+    if !dev {
+        f |= MountFlags::MS_NODEV;
+    }
+    f
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn kernel_options_escape_and_carry_owner() {
@@ -238,5 +250,9 @@ mod tests {
             std::path::Path::new("/m"),
         );
         assert!(r.data.as_deref().is_some_and(|d| d.ends_with(",guest")));
+        assert_eq!(r.flags, MountFlags::MS_NOSUID | MountFlags::MS_NODEV);
+        let lifted = CifsTarget { suid: true, dev: true, ..guest };
+        let r = kernel_request(&lifted, "10.0.2.100".parse().expect("ip"), &Owner::default(), None, Path::new("/m"));
+        assert_eq!(r.flags, MountFlags::empty());
     }
 }

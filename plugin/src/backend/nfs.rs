@@ -17,7 +17,7 @@ use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::tokio::TokioConnector;
 use nfs3_client::{ConnectError, MountError, Nfs3ConnectionBuilder};
-use voltool_runtime::mount::{MountFlags, MountRequest};
+use voltool_runtime::mount::MountRequest;
 
 use crate::options::{NfsTarget, Owner};
 
@@ -224,7 +224,9 @@ where
 }
 
 /// The kernel mount request for an NFS volume. mount(2) takes text options; the kernel
-/// does not resolve names, so `addr=` (and `mountaddr=` for v3) carry the IP.
+/// does not resolve names, so `addr=` (and `mountaddr=` for v3) carry the IP. Mounted
+/// `nosuid,nodev` unless the volume asked for `o=suid` / `o=dev` (see
+/// [`super::cifs::privilege_flags`]).
 pub fn kernel_request(t: &NfsTarget, ip: IpAddr, target: &std::path::Path) -> MountRequest {
     let v3 = t.is_v3();
     let mut data = vec![format!("addr={ip}")];
@@ -248,7 +250,7 @@ pub fn kernel_request(t: &NfsTarget, ip: IpAddr, target: &std::path::Path) -> Mo
         if v3 { "nfs" } else { "nfs4" },
         &format!("{host}:{}", t.remote_path()),
         target,
-        MountFlags::empty(),
+        super::cifs::privilege_flags(t.suid, t.dev),
         data.join(","),
     )
 }
@@ -256,6 +258,7 @@ pub fn kernel_request(t: &NfsTarget, ip: IpAddr, target: &std::path::Path) -> Mo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use voltool_runtime::mount::MountFlags;
 
     #[test]
     fn kernel_options() {
@@ -279,6 +282,10 @@ mod tests {
         let r = kernel_request(&t4, "::1".parse().expect("ip"), std::path::Path::new("/m"));
         assert_eq!((r.fstype.as_deref(), r.source.as_str()), (Some("nfs4"), "[::1]:/export/v1"));
         assert_eq!(r.data.as_deref(), Some("addr=::1,vers=4.1,port=18049"));
+        assert_eq!(r.flags, MountFlags::MS_NOSUID | MountFlags::MS_NODEV, "nosuid,nodev by default");
+        let lifted = NfsTarget { suid: true, ..t4 };
+        let r = kernel_request(&lifted, "::1".parse().expect("ip"), std::path::Path::new("/m"));
+        assert_eq!(r.flags, MountFlags::MS_NODEV, "o=suid lifts only nosuid");
     }
 
     #[tokio::test]

@@ -25,6 +25,12 @@ pub struct CifsTarget {
     pub port: Option<u16>,
     /// Other mount options passed to the kernel unchanged.
     pub extra: Vec<String>,
+    /// `o=suid` / `o=dev` lift voltool's safe defaults (`nosuid`, `nodev`: a file the server
+    /// serves never gains privileges or reaches a device on this host).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suid: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev: bool,
 }
 
 impl CifsTarget {
@@ -93,9 +99,13 @@ pub(super) fn parse_key(
         "vers" => t.vers = Some(vers(key, v)?),
         "o" => {
             let mut kept = Vec::new();
-            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            for part in super::olist::split(v) {
+                let part = part.as_str();
                 match part.split_once('=') {
                     Some(("password" | "pass", p)) => {
+                        if p.is_empty() {
+                            return Err(bad("o", "password=", "the password is empty"));
+                        }
                         *password = Some(p.to_string());
                         continue;
                     }
@@ -117,6 +127,7 @@ pub(super) fn parse_key(
                             "not supported: use secret= for the password; voltool resolves the host itself",
                         ));
                     }
+                    None if super::nfs::set_privilege_flag(part, &mut t.suid, &mut t.dev) => {}
                     _ if part.chars().all(|c| c.is_ascii_alphanumeric() || "=_.-:".contains(c)) => {
                         t.extra.push(part.to_string())
                     }
@@ -124,7 +135,7 @@ pub(super) fn parse_key(
                 }
                 kept.push(part.to_string());
             }
-            return Ok(Some(kept.join(",")));
+            return Ok(Some(super::olist::join(&kept)));
         }
         _ => return Ok(None),
     }
@@ -177,9 +188,21 @@ mod tests {
         let kept = parse_key(&mut t, &mut pw, "o", "username=bob,password=p4ss,vers=3.0,uid=1000").expect("ok");
         assert_eq!(kept.as_deref(), Some("username=bob,vers=3.0,uid=1000"));
         assert_eq!(pw.as_deref(), Some("p4ss"));
+        assert!(!t.suid && !t.dev, "nosuid,nodev unless asked");
         assert_eq!(
             (t.username.as_deref(), t.vers.as_deref(), t.extra.clone()),
             (Some("bob"), Some("3.0"), vec!["uid=1000".to_string()])
         );
+    }
+
+    #[test]
+    fn docker_double_comma_escape_keeps_a_comma_in_the_password() {
+        let (mut t, mut pw) = (CifsTarget::default(), None);
+        let kept = parse_key(&mut t, &mut pw, "o", "username=u,password=a,,b,suid,dev").expect("ok");
+        assert_eq!(pw.as_deref(), Some("a,b"));
+        assert_eq!(kept.as_deref(), Some("username=u,suid,dev"));
+        assert!(t.suid && t.dev && t.extra.is_empty(), "{t:?}");
+        let e = parse_key(&mut t, &mut pw, "o", "password=").expect_err("empty");
+        assert!(e.to_string().contains("empty"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod cifs;
 pub mod nfs;
+pub mod olist;
 pub use cifs::CifsTarget;
 pub use nfs::NfsTarget;
 
@@ -566,7 +567,8 @@ pub fn parse_full(opts: &BTreeMap<String, String>) -> Result<Parsed, OptionError
 
 /// Parses the local driver's tmpfs `o=size=100m,uid=1000,mode=1777,noexec` list.
 fn parse_tmpfs_o(o: &str, spec: &mut VolumeSpec) -> Result<(), OptionError> {
-    for part in o.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in olist::split(o) {
+        let part = part.as_str();
         let key = format!("o={}", part.split('=').next().unwrap_or(part));
         match part.split_once('=') {
             Some(("size", v)) => set_once(&mut spec.size, &key, v, size_opt(&key, v)?)?,

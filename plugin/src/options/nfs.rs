@@ -23,6 +23,24 @@ pub struct NfsTarget {
     pub mount_port: Option<u16>,
     /// Other mount options passed to the kernel unchanged (`rw`, `hard`, `timeo=600`, ...).
     pub extra: Vec<String>,
+    /// `o=suid` / `o=dev` lift voltool's safe defaults (`nosuid`, `nodev`) for the kernel
+    /// client; the userspace (FUSE) path is always `nosuid,nodev`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suid: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev: bool,
+}
+
+/// Applies `suid`/`nosuid`/`dev`/`nodev` from an `o=` list; `false` for any other option.
+pub(super) fn set_privilege_flag(part: &str, suid: &mut bool, dev: &mut bool) -> bool {
+    match part {
+        "suid" => *suid = true,
+        "nosuid" => *suid = false,
+        "dev" => *dev = true,
+        "nodev" => *dev = false,
+        _ => return false,
+    }
+    true
 }
 
 impl NfsTarget {
@@ -83,7 +101,8 @@ pub(super) fn parse_key(t: &mut NfsTarget, key: &str, v: &str) -> Result<bool, O
             t.export = export_path(key, path)?;
         }
         "o" => {
-            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            for part in super::olist::split(v) {
+                let part = part.as_str();
                 match part.split_once('=') {
                     Some(("addr", h)) => t.addr = host("o=addr", h)?,
                     Some(("vers" | "nfsvers", x)) => t.vers = Some(vers("o=vers", x)?),
@@ -94,6 +113,7 @@ pub(super) fn parse_key(t: &mut NfsTarget, key: &str, v: &str) -> Result<bool, O
                         return Err(bad("o", part, "not supported; voltool passes the resolved addr itself"));
                     }
                     Some(("password", _)) => return Err(bad("o", "password=…", "NFS takes no password")),
+                    None if set_privilege_flag(part, &mut t.suid, &mut t.dev) => {}
                     _ if part.chars().all(|c| c.is_ascii_alphanumeric() || "=_.-:".contains(c)) => {
                         t.extra.push(part.to_string())
                     }
