@@ -66,12 +66,22 @@ impl Api {
         timeout: Duration,
     ) -> Result<Bytes> {
         let body = body.map(|b| b.to_string().into_bytes());
-        let (status, bytes) = raw(&self.socket, method, path, body, timeout).await.with_context(|| {
-            format!(
-                "cannot reach the voltool daemon at {}; is `voltool serve` running (or the voltool plugin enabled)? Set --api-socket or VOLTOOL_API_SOCKET for another daemon",
+        let (status, bytes) = match raw(&self.socket, method, path, body, timeout).await {
+            Ok(r) => r,
+            // The socket file's mode keeps out who is neither root nor in its group.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                "permission denied: cannot connect to the voltool daemon at {} (root, or a member of the socket's group: [api] group in the daemon's config file)",
                 self.socket.display()
-            )
-        })?;
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach the voltool daemon at {}; is `voltool serve` running (or the voltool plugin enabled)? Set --api-socket or VOLTOOL_API_SOCKET for another daemon",
+                        self.socket.display()
+                    )
+                });
+            }
+        };
         if !status.is_success() {
             bail!("{}", error_message(&bytes));
         }

@@ -255,4 +255,43 @@ mod tests {
         let r = kernel_request(&lifted, "10.0.2.100".parse().expect("ip"), &Owner::default(), None, Path::new("/m"));
         assert_eq!(r.flags, MountFlags::empty());
     }
+
+    /// Docker's `o=password=a,,b` means the password `a,b`: that is the secret's value, and
+    /// the kernel gets it escaped again in mount(2)'s data, through the recording mounter.
+    #[test]
+    fn docker_double_comma_password_is_the_secret_and_the_mount_data() {
+        use std::sync::Arc;
+        let opts = [("type", "cifs"), ("device", "//127.0.0.1/data"), ("o", "username=u,password=a,,b,port=18445")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let p = crate::options::parse_full(&opts).expect("parse");
+        assert_eq!(p.inline_password.as_deref(), Some("a,b"));
+        assert_eq!(p.stored["o"], "username=u,port=18445");
+        let d = tempfile::tempdir().expect("tmp");
+        let store = crate::secrets::SecretStore::open(&d.path().join("secrets")).expect("store");
+        store.add_inline("v-password", b"a,b", "127.0.0.1", false).expect("stored");
+        let value = store.read_for("v-password", "127.0.0.1").expect("bound to the share's host");
+        assert_eq!(value, b"a,b");
+        let m = Arc::new(voltool_runtime::RecordingMounter::new());
+        let host = crate::backend::Host {
+            mounter: m.clone(),
+            loops: Arc::new(voltool_runtime::loopdev::RecordingLoopDevices::new()),
+            tools: Arc::new(crate::backend::tools::RecordingFsTools::new()),
+            projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
+            quota: crate::options::QuotaSupport::default(),
+            nfs_userspace: false,
+            fuse: Arc::default(),
+        };
+        let layout = crate::backend::Layout { state_dir: d.path().join("s"), mount_root: d.path().join("m") };
+        let mut spec = p.spec;
+        let t = spec.cifs.as_mut().expect("cifs");
+        (t.subdir, t.secret) = (Some("v".into()), Some("v-password".into()));
+        let pw = String::from_utf8(value).expect("utf-8");
+        crate::backend::AnyBackend::for_spec(&spec).mount(&host, &layout, "v", &spec, Some(&pw)).expect("mount");
+        let r = m.mounts().pop().expect("one mount");
+        assert_eq!((r.source.as_str(), r.fstype.as_deref()), ("//127.0.0.1/data/v", Some("cifs")));
+        assert_eq!(r.data.as_deref(), Some("ip=127.0.0.1,port=18445,username=u,password=a,,b"));
+        assert_eq!(r.flags, MountFlags::MS_NOSUID | MountFlags::MS_NODEV);
+    }
 }
