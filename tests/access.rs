@@ -226,3 +226,43 @@ fn docker_given_backup_targets_are_limited_to_the_config() {
     let (status, err) = create("acc-t8", "s3://evil/p");
     assert!(status != 200 && err.contains("only from the config file"), "{err}");
 }
+
+/// The share directory and password of the test Samba server (deploy/test-env/smb:
+/// share `data` on 127.0.0.1:18445, user smbtest), or SKIP outside CI.
+fn smb_share(test: &str) -> Option<(std::path::PathBuf, String)> {
+    match (std::env::var("VOLTOOL_TEST_SMB_SHARE"), std::env::var("VOLTOOL_TEST_SMB_PASSWORD")) {
+        (Ok(p), Ok(pw)) if Path::new(&p).is_dir() => Some((p.into(), pw)),
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI must provide the SMB server (test.sh)");
+            println!("SKIP {test}: no test SMB server (run deploy/test-env/test.sh)");
+            None
+        }
+    }
+}
+
+/// Against the real test Samba server: a right password bound to another host never reaches
+/// it (no session made the volume's directory), and the same create with the secret bound to
+/// the share's host does (the control: the test would have seen a session).
+#[test]
+fn secret_bound_elsewhere_never_reaches_the_test_samba_server() {
+    let test = "secret_bound_elsewhere_never_reaches_the_test_samba_server";
+    let Some((share, password)) = smb_share(test) else { return };
+    let d = Daemon::start();
+    let vol = "acc-smb1";
+    let _ = std::fs::remove_dir_all(share.join(vol));
+    let o = secret_add(&d, "acc-smbpw", &password, &["nas.example"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let create =
+        || cifs_create(&d, vol, "//127.0.0.1/data", 18445, "", &["-o", "username=smbtest", "-o", "secret=acc-smbpw"]);
+    let o = create();
+    assert!(!o.status.success(), "created with a secret bound to nas.example");
+    assert!(stderr(&o).contains("may be sent only to nas.example, not to server 127.0.0.1"), "{}", stderr(&o));
+    assert!(!share.join(vol).exists(), "a session reached the server and made the volume's directory");
+    let o = secret_add(&d, "acc-smbpw", &password, &["nas.example", "127.0.0.1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = create();
+    assert!(o.status.success(), "bound to the share's host: {}", stderr(&o));
+    assert!(share.join(vol).is_dir(), "the control create reached the server");
+    assert!(d.cli(&["volume", "rm", vol]).status.success());
+    let _ = std::fs::remove_dir_all(share.join(vol));
+}
