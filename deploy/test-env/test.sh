@@ -123,6 +123,23 @@ VOLTOOL_BIN="$top/target/release/voltool" deploy/lab/run.sh 2>&1 | tee "$lab_out
 lab_rc=${PIPESTATUS[0]}
 set -e
 
+# --- power-cut campaign (deploy/lab/powercut.sh; owner: issue 12 item 5) ---------------------
+# A few rounds, time-bounded, in CI; run `deploy/lab/powercut.sh 20` by hand for the campaign.
+log "power-cut campaign (qemu SIGKILLed mid backup+prune / restore / secret add, checked at reboot)"
+pc_out=$(mktemp)
+set +e
+VOLTOOL_BIN="$top/target/release/voltool" POWERCUT_BUDGET=${POWERCUT_BUDGET:-300} POWERCUT_MAX_DELAY=20 \
+  deploy/lab/powercut.sh "${POWERCUT_ROUNDS:-5}" 2>&1 | tee "$pc_out"
+pc_rc=${PIPESTATUS[0]}
+set -e
+pc_passed=$(grep -E '^powercut: [0-9]+ rounds' "$pc_out" | tail -1 | grep -oE '[0-9]+ checks passed' | awk '{print $1+0}')
+pc_failed=$(grep -E '^powercut: [0-9]+ rounds' "$pc_out" | tail -1 | grep -oE '[0-9]+ failed' | awk '{print $1+0}')
+[ -n "$pc_failed" ] || { pc_passed=0; pc_failed=1; }
+[ "$pc_rc" = 0 ] || [ "$pc_failed" != 0 ] || pc_failed=1
+rm -f "$pc_out"
+lab_passed_pc=$pc_passed lab_failed_pc=$pc_failed
+# --- end of the power-cut campaign ------------------------------------------------------------
+
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
 sum() { grep -E '^test result:' "$out" | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
@@ -131,10 +148,11 @@ lab_passed=$(lab passed); lab_failed=$(lab failed)
 # A lab that died before its summary counts as one failure.
 [ -n "$lab_failed" ] || { lab_passed=0; lab_failed=1; }
 [ "$lab_rc" = 0 ] || [ "$lab_failed" != 0 ] || lab_failed=1
+lab_passed=$((lab_passed + lab_passed_pc)) lab_failed=$((lab_failed + lab_failed_pc))   # power-cut campaign
 skips=$(grep -cE '^SKIP[: ]' "$out" || true)
 summary="voltool: $(( $(sum passed) + lab_passed )) passed, $(( $(sum failed) + lab_failed )) failed, $(sum ignored) skipped"
 rm -f "$out" "$lab_out"
 echo
 [ "$skips" = 0 ] || echo "note: $skips test(s) printed SKIP (see above)"
 echo "$summary"
-[ "$rc" = 0 ] && [ "$lab_rc" = 0 ]
+[ "$rc" = 0 ] && [ "$lab_rc" = 0 ] && [ "$pc_rc" = 0 ]

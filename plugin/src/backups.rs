@@ -16,9 +16,11 @@
 //!    the retention policy of the volume (or schedule) is applied to that target.
 //!
 //! ## Recovery
-//! At start, rows still `running` belong to runs killed with the daemon: their objects (and
-//! an open multipart upload) are removed and the rows marked failed. A cleanup that fails
-//! (target unreachable) stays pending and is retried by the scheduler.
+//! At start, rows still `running` belong to runs killed with the daemon: they are marked
+//! failed; then a run whose three objects are whole and verify is kept as `complete`, the
+//! others' objects (and an open multipart upload) are removed, and prunes cut short are
+//! finished ([`recover`]). A cleanup that fails (target unreachable) stays pending and is
+//! retried by the scheduler. Retention is plan-then-execute ([`prune`]).
 //!
 //! ## Scheduling
 //! Every schedule (a volume's `backup-schedule`, or a `[schedules.NAME]` table of the config
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
-use voltool_backup::retention::{Candidate, KeepPolicy};
+use voltool_backup::retention::KeepPolicy;
 use voltool_backup::schedule::{Due, Schedule};
 use voltool_backup::{
     ArchiveOptions, Manifest, ObjectWriter, StreamedPut, Target, TargetConfig, TargetSpec, VerifyReport, open_target,
@@ -45,6 +47,9 @@ use crate::error::{Error, Result};
 use crate::options::is_target_url;
 use crate::service::VolumeService;
 use crate::store::{BackupRow, BackupStatus, ScheduleState};
+
+mod prune;
+mod recover;
 
 /// The largest manifest the engine reads back (a manifest lists every file: ~200 bytes each).
 pub(crate) const MANIFEST_LIMIT: u64 = 1 << 30;
@@ -395,56 +400,6 @@ impl Backups {
         &self.e.default_target
     }
 
-    /// Removes the objects of runs that did not finish. At start (`at_start`), every row still
-    /// `running` belongs to a run killed with the previous daemon: it is marked failed with
-    /// its cleanup pending (no network I/O here, so the daemon starts at once), and internal
-    /// mounts left behind are released. Otherwise, pending cleanups are attempted.
-    async fn recover(&self, at_start: bool) -> Result<()> {
-        let rows = self.blocking(|e| Ok(e.svc.store().backups_needing_cleanup()?)).await?;
-        for row in rows {
-            if row.status == BackupStatus::Running {
-                if !at_start {
-                    continue; // in flight in this process
-                }
-                let mut done = row.clone();
-                done.status = BackupStatus::Failed;
-                done.reason = Some("interrupted: the daemon stopped during the backup".into());
-                done.finished_at = Some(now_rfc3339());
-                done.cleanup_pending = true;
-                tracing::warn!(
-                    backup = row.id,
-                    volume = row.volume,
-                    "backup interrupted by a daemon stop; marked failed"
-                );
-                self.blocking(move |e| Ok(e.svc.store().finish_backup(&done)?)).await?;
-                continue;
-            }
-            if at_start {
-                continue;
-            }
-            let (e, r) = (self.e.clone(), row.clone());
-            let cleaned = tokio::task::spawn_blocking(move || e.remove_objects(&r))
-                .await
-                .map_err(|err| Error::Internal(err.to_string()))?;
-            match cleaned {
-                Ok(()) => {
-                    let mut done = row.clone();
-                    done.cleanup_pending = false;
-                    done.upload_token = None;
-                    tracing::info!(backup = row.id, "removed the partial objects of a failed backup");
-                    self.blocking(move |e| Ok(e.svc.store().finish_backup(&done)?)).await?;
-                }
-                Err(err) => {
-                    tracing::warn!(backup = row.id, error = %err, "could not remove the objects of a failed backup yet; will retry");
-                }
-            }
-        }
-        if at_start {
-            self.e.svc.release_mounts_with_prefix(MOUNT_ID_PREFIX).await?;
-        }
-        Ok(())
-    }
-
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Engine) -> Result<T> + Send + 'static) -> Result<T> {
         let e = self.e.clone();
         tokio::task::spawn_blocking(move || f(&e)).await.map_err(|err| Error::Internal(err.to_string()))?
@@ -687,88 +642,6 @@ impl Backups {
         self.blocking(move |e| Ok(e.svc.store().set_backup_verified(&i, ok, &now_rfc3339(), reason.as_deref())?))
             .await?;
         Ok(outcome)
-    }
-
-    /// Applies retention: to one volume or all, with `keep` or each volume's `backup-keep`
-    /// (volumes without a policy are left alone), per target. `only_target` restricts it to
-    /// backups stored at that target URL. With `dry_run` nothing is deleted.
-    ///
-    /// # Errors
-    /// [`Error::BadRequest`] for a bad `keep`, store errors.
-    pub async fn prune(
-        &self,
-        volume: Option<&str>,
-        keep: Option<&str>,
-        dry_run: bool,
-        only_target: Option<&str>,
-    ) -> Result<Vec<PruneItem>> {
-        let forced = keep.map(KeepPolicy::parse).transpose().map_err(|err| Error::BadRequest(err.to_string()))?;
-        let v = volume.map(str::to_owned);
-        let rows = self.blocking(move |e| Ok(e.svc.store().list_backups(v.as_deref())?)).await?;
-        // (volume, target) → complete backups
-        let mut groups: BTreeMap<(String, String), Vec<BackupRow>> = BTreeMap::new();
-        for r in rows.into_iter().filter(|r| r.status == BackupStatus::Complete) {
-            if only_target.is_some_and(|t| t != r.target_url) {
-                continue;
-            }
-            groups.entry((r.volume.clone(), r.target_url.clone())).or_default().push(r);
-        }
-        let now = Utc::now();
-        let mut out = Vec::new();
-        for ((vol, target), backups) in groups {
-            let policy = match &forced {
-                Some(p) => *p,
-                None => match self.e.svc.record(&vol).await.ok().and_then(|r| r.spec.backup.keep) {
-                    Some(k) => match KeepPolicy::parse(&k) {
-                        Ok(p) => p,
-                        Err(_) => continue,
-                    },
-                    None => continue,
-                },
-            };
-            if policy.is_empty() {
-                continue;
-            }
-            let candidates: Vec<Candidate> = backups
-                .iter()
-                .map(|b| Candidate {
-                    id: b.id.clone(),
-                    created: parse_time(&b.started_at).unwrap_or(now),
-                    verified: b.verify_status.as_deref() == Some("ok"),
-                })
-                .collect();
-            let by_id: HashMap<&str, &BackupRow> = backups.iter().map(|b| (b.id.as_str(), b)).collect();
-            for d in voltool_backup::retention::plan(&policy, &candidates, now) {
-                let mut item = PruneItem {
-                    id: d.id.clone(),
-                    volume: vol.clone(),
-                    target: target.clone(),
-                    keep: d.keep,
-                    reasons: d.reasons,
-                    error: None,
-                };
-                if !d.keep
-                    && !dry_run
-                    && let Some(row) = by_id.get(d.id.as_str()).map(|r| (*r).clone())
-                {
-                    {
-                        let res = self
-                            .blocking(move |e| {
-                                e.delete_backup_objects(&row).map_err(|m| backup_err(&row.id, m))?;
-                                e.svc.store().delete_backup(&row.id)?;
-                                Ok(())
-                            })
-                            .await;
-                        match res {
-                            Ok(()) => tracing::info!(backup = d.id, "backup deleted by retention"),
-                            Err(err) => item.error = Some(err.to_string()),
-                        }
-                    }
-                }
-                out.push(item);
-            }
-        }
-        Ok(out)
     }
 
     /// The catalog, newest first, with live progress of runs in flight.
@@ -1247,18 +1120,6 @@ impl Engine {
         target.cleanup(&archive, row.upload_token.as_deref()).map_err(|e| e.to_string())?;
         for n in [&sum, &manifest, &archive] {
             target.cleanup(n, None).map_err(|e| e.to_string())?;
-            target.delete(n).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Deletes a complete backup's objects, checksum first so a half-deleted backup never
-    /// looks complete.
-    fn delete_backup_objects(&self, row: &BackupRow) -> std::result::Result<(), String> {
-        let spec = self.settings.resolve(&row.target_ref)?;
-        let target = open_target(&spec, &self.rt).map_err(|e| e.to_string())?;
-        let [archive, manifest, sum] = names(&row.id);
-        for n in [&sum, &manifest, &archive] {
             target.delete(n).map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -504,6 +504,7 @@ impl Inner {
                 self.layout.orphans_dir(),
             ))?;
             std::fs::rename(&vdir, &dest).map_err(Error::io(name, "move orphaned directory", &vdir))?;
+            crate::backend::sync_dirs(name, &[&self.layout.orphans_dir(), vdir.parent().unwrap_or(&vdir)])?;
             tracing::warn!(volume = name, moved_to = %dest.display(), "found a volume directory without a record; moved it aside");
         }
         if spec.kind == VolumeType::Local {

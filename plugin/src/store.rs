@@ -54,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
         started_at TEXT NOT NULL,    -- RFC 3339
         finished_at TEXT,
         duration_ms INTEGER,
-        status TEXT NOT NULL,        -- running, complete, failed
+        status TEXT NOT NULL,        -- running, complete, failed, deleting (no CHECK: new states need no migration)
         reason TEXT,                 -- why it failed
         bytes_in INTEGER,
         bytes_out INTEGER,
@@ -120,10 +120,12 @@ impl Store {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        // WAL: readers never block the writer; NORMAL sync is durable across process crashes
-        // (the case that matters for Mount IDs), losing at most the last commits on power loss.
+        // WAL: readers never block the writer. FULL: every commit fsyncs the WAL before it
+        // returns, so a commit survives a power cut (NORMAL would only survive a process crash,
+        // losing the last commits -- a Mount ID, a backup's `complete`, a prune's `deleting`
+        // mark -- at a power cut). See docs/DESIGN.md "State".
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
         )
         .map_err(self.err())?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())?;

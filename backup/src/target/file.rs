@@ -1,6 +1,6 @@
 //! `file://` targets: a directory. Objects are written to a hidden temporary name in the same
-//! directory, fsynced, renamed into place and the directory fsynced, so a reader (or a crash)
-//! never sees a partial object under its final name.
+//! directory, fsynced, renamed into place and the directory fsynced (deletions too), so a
+//! reader (or a crash) never sees a partial object under its final name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -42,7 +42,13 @@ impl FileTarget {
 
     fn start(&self, name: &str) -> Result<(File, PathBuf, PathBuf), TargetError> {
         self.check_name(name)?;
-        fs::create_dir_all(&self.dir).map_err(|e| self.io("creating directory", &self.dir, e))?;
+        if !self.dir.is_dir() {
+            fs::create_dir_all(&self.dir).map_err(|e| self.io("creating directory", &self.dir, e))?;
+            // The new directory's entry in its parent must survive a power cut as well.
+            if let Some(parent) = self.dir.parent() {
+                sync_dir(parent).map_err(|e| self.io("syncing directory", parent, e))?;
+            }
+        }
         let tmp = self.partial_path(name);
         let file = OpenOptions::new()
             .write(true)
@@ -56,8 +62,13 @@ impl FileTarget {
     fn finish(&self, file: &File, tmp: &Path, dest: &Path) -> Result<(), TargetError> {
         file.sync_all().map_err(|e| self.io("syncing", tmp, e))?;
         fs::rename(tmp, dest).map_err(|e| self.io("renaming into place", dest, e))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| self.io("syncing directory", &self.dir, e))
+        sync_dir(&self.dir).map_err(|e| self.io("syncing directory", &self.dir, e))
     }
+}
+
+/// fsync of a directory: makes the creations, renames and unlinks in it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 impl Target for FileTarget {
@@ -126,7 +137,9 @@ impl Target for FileTarget {
         self.check_name(name)?;
         let path = self.dir.join(name);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            // Durable before the caller's next step: a prune deletes the checksum object first
+            // so that a half-deleted backup never looks whole, and relies on that order.
+            Ok(()) => sync_dir(&self.dir).map_err(|e| self.io("syncing directory", &self.dir, e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io("deleting", &path, e)),
         }

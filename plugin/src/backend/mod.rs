@@ -115,6 +115,15 @@ impl Layout {
     }
 }
 
+/// fsync of directories, so the entries created, renamed or removed in them survive a power
+/// cut.
+pub(crate) fn sync_dirs(volume: &str, dirs: &[&std::path::Path]) -> Result<()> {
+    for d in dirs {
+        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(Error::io(volume, "sync directory", d))?;
+    }
+    Ok(())
+}
+
 /// Applies uid/gid/mode to a volume root.
 fn apply_owner(volume: &str, dir: &Path, owner: &Owner) -> Result<()> {
     if owner.uid.is_some() || owner.gid.is_some() {
@@ -164,6 +173,12 @@ impl AnyBackend {
     pub fn provision(&self, host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
         let vdir = layout.volume_dir(name);
         std::fs::create_dir_all(&vdir).map_err(Error::io(name, "create", &vdir))?;
+        self.provision_storage(host, layout, name, spec)?;
+        // The volume's directories exist on disk before its record says so (power cuts).
+        sync_dirs(name, &[&vdir, layout.volume_dir(name).parent().unwrap_or(&vdir)])
+    }
+
+    fn provision_storage(&self, host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
         match self {
             AnyBackend::Local => {
                 let data = layout.data_dir(name);
@@ -346,6 +361,7 @@ impl AnyBackend {
         std::fs::create_dir_all(layout.retained_dir()).map_err(Error::io(name, "create", layout.retained_dir()))?;
         let vdir = layout.volume_dir(name);
         std::fs::rename(&vdir, &dest).map_err(Error::io(name, "move to retained", &vdir))?;
+        sync_dirs(name, &[&layout.retained_dir(), vdir.parent().unwrap_or(&vdir)])?;
         let mp = layout.mountpoint(name);
         match std::fs::remove_dir(&mp) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(name, "remove mountpoint", &mp)(e)),
@@ -363,7 +379,8 @@ impl AnyBackend {
         // remove_dir_all does not follow symlinks inside the tree.
         match std::fs::remove_dir_all(&vdir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(name, "remove", &vdir)(e)),
-            _ => {}
+            Err(_) => {}
+            Ok(()) => sync_dirs(name, &[vdir.parent().unwrap_or(&vdir)])?,
         }
         let mp = layout.mountpoint(name);
         match std::fs::remove_dir(&mp) {

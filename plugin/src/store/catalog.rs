@@ -3,7 +3,8 @@
 //! A backup row is inserted as `running` before the first byte is written and becomes
 //! `complete` only after all three objects are committed; a row still `running` when the
 //! daemon starts belongs to a run that was killed, and is turned into `failed` by the backup
-//! engine after it removed that run's objects.
+//! engine (and back into `complete` if its three objects turn out whole and verify). A prune
+//! marks a row `deleting` before it deletes the objects and removes the row after them.
 
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ pub enum BackupStatus {
     Running,
     Complete,
     Failed,
+    /// Chosen by a prune, its objects being deleted: never restorable again, finished at
+    /// start (see `backups::prune`).
+    Deleting,
 }
 
 impl BackupStatus {
@@ -25,6 +29,7 @@ impl BackupStatus {
             Self::Running => "running",
             Self::Complete => "complete",
             Self::Failed => "failed",
+            Self::Deleting => "deleting",
         }
     }
 
@@ -32,6 +37,7 @@ impl BackupStatus {
         match s {
             "running" => Self::Running,
             "complete" => Self::Complete,
+            "deleting" => Self::Deleting,
             _ => Self::Failed,
         }
     }
@@ -235,17 +241,32 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Runs that need work from the engine: still `running` (at start: killed) or failed with
-    /// their objects not yet removed.
+    /// Runs that need work from the engine: still `running` (at start: killed), failed with
+    /// their objects not yet removed, or `deleting` (a prune that has not finished).
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn backups_needing_cleanup(&self) -> Result<Vec<BackupRow>, StoreError> {
         let conn = self.conn();
-        let sql = format!("SELECT {COLUMNS} FROM backups WHERE status = 'running' OR cleanup_pending != 0");
+        let sql =
+            format!("SELECT {COLUMNS} FROM backups WHERE status IN ('running', 'deleting') OR cleanup_pending != 0");
         let mut stmt = conn.prepare_cached(&sql).map_err(self.err())?;
         let rows = stmt.query_map([], row).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Marks a complete backup `deleting` before a prune deletes its objects (committed, and
+    /// with `synchronous=FULL` on disk, before the first object goes). Returns false when the
+    /// row is not `complete` (gone, or changed meanwhile): then nothing may be deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn mark_backup_deleting(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute("UPDATE backups SET status = 'deleting' WHERE id = ?1 AND status = 'complete'", [id])
+            .map_err(self.err())?;
+        Ok(n == 1)
     }
 
     /// Removes a backup from the catalog (after its objects were deleted).
@@ -386,6 +407,29 @@ mod tests {
         assert_eq!(s.last_backup("v").expect("last").map(|b| b.id), Some("v-1".into()));
         assert!(s.delete_backup("v-1").expect("del"));
         assert_eq!(s.get_backup("v-1").expect("get"), None);
+    }
+
+    #[test]
+    fn a_deleting_mark_survives_reopen_and_only_takes_complete_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("state.db");
+        {
+            let s = Store::open(&p).expect("open");
+            let sync: i64 = s.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma");
+            assert_eq!(sync, 2, "synchronous=FULL");
+            s.insert_backup(&running("v-1", "v", "2026-01-01T00:00:00Z")).expect("insert");
+            assert!(!s.mark_backup_deleting("v-1").expect("mark"), "a running row is not deleted");
+            let mut done = running("v-1", "v", "2026-01-01T00:00:00Z");
+            done.status = BackupStatus::Complete;
+            s.finish_backup(&done).expect("finish");
+            assert!(s.mark_backup_deleting("v-1").expect("mark"));
+            assert!(!s.mark_backup_deleting("gone").expect("mark"));
+        }
+        let s = Store::open(&p).expect("reopen");
+        let b = s.get_backup("v-1").expect("get").expect("row");
+        assert_eq!(b.status, BackupStatus::Deleting);
+        let pending = s.backups_needing_cleanup().expect("pending");
+        assert_eq!(pending.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["v-1"]);
     }
 
     #[test]
