@@ -35,6 +35,9 @@ pub enum BackupError {
     /// names it).
     #[error("{0}")]
     ManifestLoad(String),
+    /// The manifest is larger than the reader accepts ([`crate::ManifestLimits`]).
+    #[error("manifest {name}: larger than {limit} bytes")]
+    ManifestTooLarge { name: String, limit: u64 },
     /// The manifest was written by a newer, incompatible format.
     #[error("manifest format version {found} is not supported (this voltool reads version {supported})")]
     ManifestVersion { found: u32, supported: u32 },

@@ -72,6 +72,6 @@ pub mod verify;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
 pub use error::BackupError;
-pub use manifest::{Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, backup_id, sha256sum_line};
+pub use manifest::{Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, backup_id, sha256sum_line};
 pub use target::{ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target};
 pub use verify::{VerifyReport, verify_archive, verify_archive_loading};

@@ -181,6 +181,70 @@ impl Manifest {
     }
 }
 
+/// How much of a manifest a reader takes before it refuses it. voltool writes ~200 bytes per
+/// entry (a path, a sha256, the metadata), so the default of 1 GiB is ~5 million entries;
+/// every entry is at least ~70 bytes of JSON, so the bytes bound the entries too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestLimits {
+    pub bytes: u64,
+}
+
+impl Default for ManifestLimits {
+    fn default() -> Self {
+        Self { bytes: 1 << 30 }
+    }
+}
+
+/// A reader that fails (`InvalidData`) once more than `left` bytes were asked of it, and says
+/// so in `over`.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    over: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // One byte more than allowed means the document is over the limit.
+            if self.inner.read(&mut [0u8])? == 0 {
+                return Ok(0);
+            }
+            self.over = true;
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "over the size limit"));
+        }
+        let k = out.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut out[..k])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl Manifest {
+    /// Parses a manifest straight from a stream, never holding more than the parsed structs:
+    /// reading stops with [`BackupError::ManifestTooLarge`] at `lim.bytes` (a 2 GiB manifest
+    /// is never read whole). `name` is for the error.
+    ///
+    /// # Errors
+    /// [`BackupError::ManifestTooLarge`], [`BackupError::Manifest`] (not JSON of the expected
+    /// shape, or the stream's error), [`BackupError::ManifestVersion`].
+    pub fn from_reader(name: &str, r: impl std::io::Read, lim: ManifestLimits) -> Result<Self, BackupError> {
+        let mut input = Bounded { inner: r, left: lim.bytes, over: false };
+        let parsed = serde_json::from_reader::<_, Self>(std::io::BufReader::with_capacity(1 << 16, &mut input));
+        if input.over {
+            return Err(BackupError::ManifestTooLarge { name: name.to_owned(), limit: lim.bytes });
+        }
+        let m = parsed?;
+        if m.format_version == 0 || m.format_version > FORMAT_VERSION {
+            return Err(BackupError::ManifestVersion { found: m.format_version, supported: FORMAT_VERSION });
+        }
+        Ok(m)
+    }
+}
+
 /// Archive entries in a compact append-only encoding: fixed fields little-endian, the sha256
 /// as 32 raw bytes, path and target length-prefixed. [`EntryList::iter`] decodes them back
 /// into [`Entry`] values in order.
@@ -489,5 +553,31 @@ mod tests {
         assert_eq!(sha256sum_line("v-1", "abc"), "abc  v-1.tar.zst\n");
         let at = time::macros::datetime!(2024-05-06 07:08:09 +2);
         assert_eq!(backup_id("data", at, [0xa1, 0xb2, 0xc3]), "data-20240506T050809Z-a1b2c3");
+    }
+
+    /// A 2 GiB manifest (a valid head, then whitespace without end, streamed) stops at the
+    /// limit with an error naming it, after reading no more than the limit.
+    #[test]
+    fn two_gib_manifest_stops_at_the_limit() {
+        use std::io::Read;
+        let head = br#"{"format_version":1,"id":"v-1","volume":"v","options":{},"created":"x","tool_version":"0","archive_size":0,"archive_sha256":"","files":0,"bytes":0,"entries":["#;
+        let body = std::io::repeat(b' ').take(2 << 30);
+        let lim = ManifestLimits { bytes: 64 << 20 };
+        let e = Manifest::from_reader("v-1.manifest.json", (&head[..]).chain(body), lim).unwrap_err();
+        assert!(matches!(&e, BackupError::ManifestTooLarge { limit, .. } if *limit == 64 << 20), "{e}");
+        assert!(e.to_string().contains("v-1.manifest.json"), "{e}");
+        // Garbage of any size fails at once.
+        let zeros = std::io::repeat(0).take(2 << 30);
+        assert!(matches!(Manifest::from_reader("z", zeros, ManifestLimits::default()), Err(BackupError::Manifest(_))));
+    }
+
+    #[test]
+    fn from_reader_reads_what_write_json_writes() {
+        let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+        let m = Manifest::new("v-1", "v", &BTreeMap::new(), summary(), at).expect("manifest");
+        let json = m.to_json_pretty().expect("json");
+        assert_eq!(Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).expect("parse"), m);
+        let lim = ManifestLimits { bytes: json.len() as u64 - 1 };
+        assert!(matches!(Manifest::from_reader("m", json.as_bytes(), lim), Err(BackupError::ManifestTooLarge { .. })));
     }
 }

@@ -253,10 +253,13 @@ impl<R: Read> FrameReader<R> {
         if len > limit {
             return Err(FrameError::TooLarge(len));
         }
-        let mut v = vec![0u8; len];
-        self.inner
-            .read_exact(&mut v)
-            .map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { e.into() })?;
+        // Memory grows with the bytes that arrive, not with what the header claims: a header
+        // saying 1 GiB followed by nothing costs nothing.
+        let mut v = Vec::with_capacity(len.min(MAX_FRAME));
+        (&mut self.inner).take(len as u64).read_to_end(&mut v)?;
+        if v.len() < len {
+            return Err(FrameError::Truncated);
+        }
         Ok(v)
     }
 
@@ -364,6 +367,25 @@ mod tests {
         let mut two = [0u8; 2];
         r.read_exact(&mut two).unwrap();
         assert_eq!(r.take_manifest().unwrap(), Trailer::Json(b"M".to_vec()));
+    }
+
+    /// A frame header claiming a huge payload: over the limit it is refused before any read,
+    /// under it memory follows the bytes that came (a 1 GiB claim with 10 bytes behind it is a
+    /// truncated stream, not a 1 GiB allocation).
+    #[test]
+    fn huge_frame_length_claims_allocate_nothing() {
+        for kind in [b'D', b'M', b'Z', b'E'] {
+            let mut s = vec![kind];
+            s.extend_from_slice(&u32::MAX.to_be_bytes());
+            s.extend_from_slice(&[0u8; 10]);
+            let e = FrameReader::new(&s[..]).take_manifest().unwrap_err();
+            assert!(matches!(e, FrameError::TooLarge(n) if n == u32::MAX as usize), "{kind}: {e}");
+        }
+        let mut s = vec![b'Z'];
+        s.extend_from_slice(&u32::try_from(MAX_MANIFEST - 1).unwrap().to_be_bytes());
+        s.extend_from_slice(&[0u8; 10]);
+        let e = FrameReader::new(&s[..]).take_manifest().unwrap_err();
+        assert!(matches!(e, FrameError::Truncated), "{e}");
     }
 
     #[test]

@@ -677,16 +677,16 @@ impl PendingManifest {
     /// # Errors
     /// When the thread cannot start.
     pub fn parse(self) -> std::result::Result<ParsingManifest, String> {
-        let Self { name, mut read, rest, expect_archive, .. } = self;
+        let Self { name, read, rest, expect_archive, .. } = self;
         let n2 = name.clone();
         let thread = std::thread::Builder::new()
             .name("manifest-parse".into())
             .spawn(move || {
-                if let Some(mut rest) = rest {
-                    read_rest(&n2, &mut rest, &mut read)?;
-                }
-                let text = String::from_utf8(read).map_err(|_| format!("{n2} is not UTF-8"))?;
-                let m = Manifest::from_json(&text).map_err(|e| format!("{n2}: {e}"))?;
+                // Parsed as it is read, never held whole as text, and stopped at the limit.
+                let rest: Box<dyn Read + Send> = rest.unwrap_or_else(|| Box::new(std::io::empty()));
+                let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
+                let m = Manifest::from_reader(&n2, std::io::Cursor::new(read).chain(rest), lim)
+                    .map_err(|e| format!("{n2}: {e}"))?;
                 match expect_archive {
                     Some(want) if want != m.archive_sha256 => Err(format!(
                         "{n2} records archive sha256 {}, the catalog recorded {want} when the backup was made: the backup was changed since",
