@@ -451,14 +451,23 @@ impl Restores {
             command: command.to_owned(),
             timeout: std::time::Duration::from_secs(600),
             workdir: workdir.clone(),
+            confinement: voltool_runtime::container::Confinement::default(),
         };
-        let ran = tokio::task::spawn_blocking(move || voltool_runtime::container::run(&spec))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        // The check runs unprivileged (root of its own user namespace = a high host uid):
+        // the scratch copy's owners move into that range so it sees them as in the backup.
+        let name = scratch.to_owned();
+        let ran = tokio::task::spawn_blocking(move || {
+            voltool_runtime::container::shift_owners(&spec.data, &spec.confinement.ids)
+                .map_err(|e| restore_err(&name, format!("giving the restored data to the check's user: {e}")))?;
+            voltool_runtime::container::run(&spec)
+                .map_err(|e| restore_err(&name, format!("starting the check container: {e}")))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
         let _ = std::fs::remove_dir(&workdir);
         self.svc.unmount(scratch, &mount_id).await?;
-        let ran = ran.map_err(|e| restore_err(scratch, format!("starting the check container: {e}")))?;
-        tracing::info!(backup = id, status = ran.status, files = restored.files, "restore test ran");
+        let ran = ran?;
+        tracing::info!(backup = id, status = ran.status, files = restored.files, limits = %ran.limits, "restore test ran");
         Ok(RestoreTestOutcome {
             id: id.to_owned(),
             ok: ran.status == 0 && !ran.timed_out,

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+mod container_sandbox;
+
 use voltool_runtime::mount::{MountFlags, MountRequest, Mounter, UnmountOutcome, unmount};
 use voltool_runtime::{LinuxMounter, mountinfo, ns};
 
@@ -240,12 +242,16 @@ fn check(
     timeout: std::time::Duration,
 ) -> voltool_runtime::container::ContainerOutcome {
     let work = tempfile::tempdir().expect("work");
+    let confinement = voltool_runtime::container::Confinement::default();
+    // The check runs as root of its own user namespace: the data becomes its own.
+    voltool_runtime::container::shift_owners(data, &confinement.ids).expect("shift owners");
     voltool_runtime::container::run(&voltool_runtime::container::ContainerSpec {
         rootfs: None,
         data: data.to_path_buf(),
         command: command.into(),
         timeout,
         workdir: work.path().to_path_buf(),
+        confinement,
     })
     .expect("container")
 }
