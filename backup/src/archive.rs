@@ -1,32 +1,47 @@
 //! Writing `ID.tar.zst`: walk the volume root, emit a pax tar, compress with zstd, hash it all.
+//!
+//! The walk is [`crate::walk`]'s: every entry is reached through its parent's descriptor,
+//! never by path. Each entry is `lstat`ed, then opened where it is read (directories and
+//! regular files), and archived as what the opened descriptor says it is: an entry swapped
+//! for something else between the two (a symlink, a fifo, a device) is skipped with a note,
+//! never followed. Extended attributes are read from the opened descriptor
+//! (`flistxattr`/`fgetxattr`), so only directories and regular files carry them: symlinks and
+//! fifos are never opened (a symlink cannot be without `O_PATH`, whose descriptors the xattr
+//! calls refuse) and are archived without theirs.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, PosixFadviseAdvice, posix_fadvise};
-use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise};
+use nix::sys::stat::{Mode, SFlag};
 use sha2::{Digest, Sha256};
 use tar::{Builder, EntryType, Header};
 use xattr::FileExt;
 
 use crate::error::BackupError;
+pub(crate) use crate::header::pax_time;
+use crate::header::{Stat, fill_header};
 use crate::manifest::{Entry, EntryKind, EntryList};
 use crate::pipeline::{self, BlockWriter};
 use crate::prefetch;
+use crate::walk::{self, CRASH_CONSISTENT, TreeWalk, WalkLimits};
 
-/// The largest value the ustar octal fields hold without an extension (size: 8 GiB - 1).
-const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
-/// The largest uid/gid a ustar header holds in octal.
-const USTAR_MAX_ID: u32 = 0o7_777_777;
+/// The most notes a summary keeps (a tree rewritten while it is archived could make one per
+/// entry); past it they are counted.
+const MAX_NOTES: usize = 1000;
+/// The most extended attributes archived per entry, and their names and values together in
+/// bytes: past either, the rest of the entry's xattrs are skipped with a note (a restore
+/// refuses entries with more, and a pax header is held in memory whole).
+const MAX_XATTRS: usize = 256;
+const MAX_XATTR_BYTES: usize = 256 << 10;
 
 /// How to compress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,79 +109,26 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A directory being walked: its relative path ("" for the root), an open descriptor (none
-/// past [`MAX_OPEN_DEPTH`]) and its remaining names, reversed so `pop` yields them in order.
-struct Frame {
-    rel: Vec<u8>,
-    dir: Option<File>,
-    names: Vec<OsString>,
-}
-
-/// Directories deeper than this are worked on by full path instead of through a descriptor,
-/// so a very deep tree cannot exhaust the process's descriptors.
-pub(crate) const MAX_OPEN_DEPTH: usize = 64;
-
-/// The `lstat` fields the archiver uses.
-struct Stat {
-    kind: SFlag,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: u32,
-    dev: u64,
-    ino: u64,
-    nlink: u64,
-}
-
-impl From<FileStat> for Stat {
-    fn from(st: FileStat) -> Self {
-        Self {
-            kind: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT,
-            mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            size: u64::try_from(st.st_size).unwrap_or(0),
-            mtime: st.st_mtime,
-            mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-            dev: st.st_dev,
-            ino: st.st_ino,
-            nlink: st.st_nlink,
-        }
-    }
-}
-
-/// `openat(dir, path, O_RDONLY|O_NOFOLLOW|O_CLOEXEC|extra)` (openat(2)): relative to an open
-/// directory, so the kernel resolves one name instead of the whole path, and never through a
-/// symlink swapped in since the stat.
-pub(crate) fn open_at(dir: BorrowedFd<'_>, path: &Path, extra: OFlag) -> nix::Result<File> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra;
-    nix::fcntl::openat(dir, path, flags, Mode::empty()).map(File::from)
-}
-
-/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` (fstatat(2)): an lstat relative to an open directory.
-pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> nix::Result<FileStat> {
-    nix::sys::stat::fstatat(dir, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW)
-}
-
-/// The names in a directory (without `.` and `..`), sorted bytewise. By path: nix's
-/// directory stream is not among the features this workspace builds, and one path lookup per
-/// directory costs little next to one per entry.
-pub(crate) fn list_dir(dir: &Path) -> io::Result<Vec<OsString>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        names.push(entry?.file_name());
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// Where extended attributes are read from: an open file or directory, or a path (symlinks,
-/// fifos, mount points: never opened).
-enum XattrSource<'a> {
-    Fd(&'a File),
-    Path(&'a Path),
+/// What an entry is, as found when opened.
+enum Found {
+    /// A directory: open to be entered, or `None` for a mount point (archived empty).
+    Dir {
+        st: Stat,
+        dir: Option<File>,
+    },
+    File {
+        st: Stat,
+        file: File,
+    },
+    Symlink {
+        st: Stat,
+        target: Vec<u8>,
+    },
+    Fifo {
+        st: Stat,
+    },
+    /// Nothing to archive (a note says why).
+    Skip,
 }
 
 struct Walk<'p> {
@@ -177,6 +139,9 @@ struct Walk<'p> {
     /// (dev, ino) of regular files with more than one link -> first archived path.
     links: HashMap<(u64, u64), Vec<u8>>,
     summary: ArchiveSummary,
+    /// Entries found changed (skipped or read while written), and notes not kept.
+    changed: u64,
+    notes_dropped: u64,
     /// File content bytes read so far, for progress reports.
     progress: Arc<AtomicU64>,
     /// Entries done, for the read-ahead.
@@ -188,10 +153,12 @@ struct Walk<'p> {
 /// Entries are written in sorted-name, depth-first order; symlinks are not followed and mount
 /// points are archived as empty directories without their contents. Every regular file is
 /// read once, streamed, and hashed on the way. The root directory itself is not an entry.
+/// Entries moved or replaced while the walk runs are skipped with a note (see [`crate::walk`]).
 ///
 /// Errors: [`BackupError::Options`] for a bad level, [`BackupError::Root`] when `root` is not
 /// a directory, [`BackupError::Read`] naming the path that could not be read,
-/// [`BackupError::Write`] when `out` (or zstd) fails.
+/// [`BackupError::TooDeep`] / [`BackupError::PathTooLong`] for an entry past the walk's
+/// limits, [`BackupError::Write`] when `out` (or zstd) fails.
 pub fn write_archive<W: Write + Send>(
     root: &Path,
     out: W,
@@ -212,15 +179,28 @@ pub fn write_archive_with_progress<W: Write + Send>(
     opts: &ArchiveOptions,
     progress: Arc<AtomicU64>,
 ) -> Result<ArchiveSummary, BackupError> {
+    write_archive_walking(root, out, opts, progress, WalkLimits::default(), &mut |_| {})
+}
+
+/// [`write_archive_with_progress`] with the walk's limits, calling `before` with each entry's
+/// relative path before it is looked at (tests change the tree there).
+pub(crate) fn write_archive_walking<W: Write + Send>(
+    root: &Path,
+    out: W,
+    opts: &ArchiveOptions,
+    progress: Arc<AtomicU64>,
+    limits: WalkLimits,
+    before: &mut dyn FnMut(&[u8]),
+) -> Result<ArchiveSummary, BackupError> {
     if !(1..=22).contains(&opts.level) {
         return Err(BackupError::Options(format!("zstd level {} is not in 1..=22", opts.level)));
     }
-    let root_meta = fs::symlink_metadata(root).map_err(|source| BackupError::Read { path: root.into(), source })?;
-    if !root_meta.is_dir() {
-        return Err(BackupError::Root { path: root.into(), reason: "not a directory".into() });
-    }
-    let root_dir = open_at(AT_FDCWD, root, OFlag::O_DIRECTORY)
-        .map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?;
+    let (root_dir, root_st) = walk::open_root(root)?;
+    // The read-ahead's own descriptor of the root: its own directory stream offset.
+    let ahead_dir =
+        nix::fcntl::openat(&root_dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?;
+    let tree = TreeWalk::new(root, root_dir, &root_st, limits)?;
     let (blocks, compressor) = pipeline::pipeline();
     let lookahead = &prefetch::Progress::default();
     let (level, threads) = (opts.level, opts.threads);
@@ -229,21 +209,22 @@ pub fn write_archive_with_progress<W: Write + Send>(
             .name("voltool-zstd".into())
             .spawn_scoped(s, || compressor.run(out, level, threads))
             .map_err(BackupError::Write)?;
-        let root_dev = root_meta.dev();
         // Read-ahead is only a hint: without the thread the archive is the same, just slower.
         let reading_ahead = std::thread::Builder::new()
             .name("voltool-readahead".into())
-            .spawn_scoped(s, move || prefetch::run(root, root_dev, lookahead))
+            .spawn_scoped(s, move || prefetch::run(root, ahead_dir, &root_st, lookahead))
             .ok();
         let stop_reading_ahead = prefetch::StopOnDrop(lookahead);
         let mut walk = Walk {
             root: root.to_path_buf(),
-            root_dev,
+            root_dev: root_st.st_dev,
             opts: opts.clone(),
             builder: Builder::new(blocks),
             links: HashMap::new(),
             progress,
             lookahead,
+            changed: 0,
+            notes_dropped: 0,
             summary: ArchiveSummary {
                 entries: EntryList::new(),
                 files: 0,
@@ -253,7 +234,7 @@ pub fn write_archive_with_progress<W: Write + Send>(
                 notes: Vec::new(),
             },
         };
-        let walked = walk.run(root_dir);
+        let walked = walk.run(tree, before);
         // The walker's end of the pipeline goes away here whatever happened, so that the
         // compressor sees the end of the stream (joining it first would wait forever).
         let builder = walk.builder;
@@ -285,124 +266,144 @@ pub fn write_archive_with_progress<W: Write + Send>(
 }
 
 impl Walk<'_> {
-    fn run(&mut self, root_dir: File) -> Result<(), BackupError> {
-        let mut names = list_dir(&self.root).map_err(|source| BackupError::Read { path: self.root.clone(), source })?;
-        names.reverse();
-        let mut stack = vec![Frame { rel: Vec::new(), dir: Some(root_dir), names }];
+    fn run(&mut self, mut tree: TreeWalk, before: &mut dyn FnMut(&[u8])) -> Result<(), BackupError> {
+        let mut notes = Vec::new();
         let mut done = 0u64;
-        while let Some(frame) = stack.last_mut() {
-            let Some(name) = frame.names.pop() else {
-                stack.pop();
-                continue;
-            };
-            let mut rel = frame.rel.clone();
-            if !rel.is_empty() {
-                rel.push(b'/');
+        loop {
+            let item = tree.next(&mut notes)?;
+            for n in notes.drain(..) {
+                self.note(n);
             }
-            rel.extend_from_slice(name.as_bytes());
-            let depth = stack.len();
-            let parent = stack.last().and_then(|f| f.dir.as_ref());
-            let descend = self.entry(parent, name.as_bytes(), &rel, depth)?;
+            let Some(item) = item else { break };
+            before(item.rel);
+            let descend = self.entry(item.parent, item.name, item.rel)?;
             done += 1;
             self.lookahead.done.store(done, Ordering::Relaxed);
-            if let Some((dir, names)) = descend {
-                stack.push(Frame { rel, dir, names });
+            if let Some((dir, dev, ino)) = descend {
+                tree.enter(dir, dev, ino)?;
             }
+        }
+        if self.changed > 0 {
+            let n = self.changed;
+            self.note(format!("{n} entries changed while being archived; {CRASH_CONSISTENT}"));
+        }
+        if self.notes_dropped > 0 {
+            let n = self.notes_dropped;
+            self.summary.notes.push(format!("{n} more notes not kept"));
         }
         Ok(())
     }
 
-    /// The descriptor and path to reach `name` by: relative to its open parent directory, or
-    /// the full path where the parent is not held open.
-    fn at<'a>(&self, parent: Option<&'a File>, name: &'a [u8], rel: &[u8]) -> (BorrowedFd<'a>, Cow<'a, Path>) {
-        match parent {
-            Some(dir) => (dir.as_fd(), Cow::Borrowed(Path::new(OsStr::from_bytes(name)))),
-            None => (AT_FDCWD, Cow::Owned(self.full(rel))),
+    fn note(&mut self, note: String) {
+        if self.summary.notes.len() < MAX_NOTES {
+            self.summary.notes.push(note);
+        } else {
+            self.notes_dropped += 1;
         }
     }
 
-    fn full(&self, rel: &[u8]) -> PathBuf {
-        self.root.join(OsStr::from_bytes(rel))
+    /// Notes an entry that changed under the walk and was skipped.
+    fn changed(&mut self, rel: &[u8], what: &str) -> Found {
+        self.changed += 1;
+        self.note(format!("{}: {what} while being archived, skipped", String::from_utf8_lossy(rel)));
+        Found::Skip
     }
 
     fn read_err(&self, rel: &[u8], source: io::Error) -> BackupError {
-        BackupError::Read { path: self.full(rel), source }
+        BackupError::Read { path: walk::shown(&self.root, rel), source }
     }
 
-    /// Archives one path; returns the open directory (if held) and its sorted, reversed
-    /// children when it is a directory to enter.
-    #[allow(clippy::type_complexity)]
+    /// Looks at the entry `name` of `parent` and opens what is read through a descriptor.
+    fn inspect(&mut self, parent: BorrowedFd<'_>, name: &OsStr, rel: &[u8]) -> Result<Found, BackupError> {
+        let lst: Stat = match walk::stat_at(parent, name) {
+            Ok(st) => st.into(),
+            Err(Errno::ENOENT) => return Ok(self.changed(rel, "removed")),
+            Err(e) => return Err(self.read_err(rel, e.into())),
+        };
+        let mount_point = |w: &mut Self, st: Stat| {
+            w.note(format!("{}: mount point, archived as an empty directory", String::from_utf8_lossy(rel)));
+            Ok(Found::Dir { st, dir: None })
+        };
+        match lst.kind {
+            SFlag::S_IFDIR if lst.dev != self.root_dev => mount_point(self, lst),
+            SFlag::S_IFDIR => match walk::open_dir_at(parent, name) {
+                Ok(fd) => {
+                    let dir = File::from(fd);
+                    let st = nix::sys::stat::fstat(&dir).map_err(|e| self.read_err(rel, e.into()))?;
+                    Ok(Found::Dir { st: st.into(), dir: Some(dir) })
+                }
+                Err(Errno::EXDEV) => mount_point(self, lst),
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
+                    Ok(self.changed(rel, "directory replaced by something else"))
+                }
+                Err(e) => Err(self.read_err(rel, e.into())),
+            },
+            SFlag::S_IFLNK => match nix::fcntl::readlinkat(parent, name) {
+                Ok(t) => Ok(Found::Symlink { st: lst, target: std::os::unix::ffi::OsStringExt::into_vec(t) }),
+                Err(Errno::ENOENT | Errno::EINVAL) => Ok(self.changed(rel, "symlink replaced by something else")),
+                Err(e) => Err(self.read_err(rel, e.into())),
+            },
+            SFlag::S_IFIFO => Ok(Found::Fifo { st: lst }),
+            SFlag::S_IFREG => match walk::open_file_at(parent, name) {
+                Ok(file) => {
+                    let st: Stat = nix::sys::stat::fstat(&file).map_err(|e| self.read_err(rel, e.into()))?.into();
+                    if st.kind != SFlag::S_IFREG {
+                        return Ok(self.changed(rel, "file replaced by something else"));
+                    }
+                    Ok(Found::File { st, file })
+                }
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENXIO) => {
+                    Ok(self.changed(rel, "file replaced by something else"))
+                }
+                Err(e) => Err(self.read_err(rel, e.into())),
+            },
+            kind => {
+                let what = if kind == SFlag::S_IFSOCK { "socket" } else { "device node" };
+                self.note(format!("{}: {what} skipped", String::from_utf8_lossy(rel)));
+                Ok(Found::Skip)
+            }
+        }
+    }
+
+    /// Archives one entry; returns the directory's descriptor and identity when it is one to
+    /// enter.
     fn entry(
         &mut self,
-        parent: Option<&File>,
-        name: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
         rel: &[u8],
-        depth: usize,
-    ) -> Result<Option<(Option<File>, Vec<OsString>)>, BackupError> {
-        let (fd, path) = self.at(parent, name, rel);
-        let meta: Stat = nix::sys::stat::fstatat(fd, path.as_ref(), AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|e| self.read_err(rel, e.into()))?
-            .into();
+    ) -> Result<Option<(OwnedFd, u64, u64)>, BackupError> {
+        let (kind, st, opened, link_target) = match self.inspect(parent, name, rel)? {
+            Found::Skip => return Ok(None),
+            Found::Dir { st, dir } => (EntryKind::Dir, st, dir, None),
+            Found::Symlink { st, target } => (EntryKind::Symlink, st, None, Some(target)),
+            Found::Fifo { st } => (EntryKind::Fifo, st, None, None),
+            Found::File { st, file } => match self.links.get(&(st.dev, st.ino)) {
+                Some(first) if st.nlink > 1 => (EntryKind::Hardlink, st, None, Some(first.clone())),
+                _ => {
+                    if st.nlink > 1 {
+                        self.links.insert((st.dev, st.ino), rel.to_vec());
+                    }
+                    (EntryKind::File, st, Some(file), None)
+                }
+            },
+        };
         let display = String::from_utf8_lossy(rel);
-        let mut kind = EntryKind::File;
         let mut header = Header::new_ustar();
+        header.set_entry_type(match kind {
+            EntryKind::File => EntryType::Regular,
+            EntryKind::Dir => EntryType::Directory,
+            EntryKind::Symlink => EntryType::Symlink,
+            EntryKind::Hardlink => EntryType::Link,
+            EntryKind::Fifo => EntryType::Fifo,
+        });
+        let size = if kind == EntryKind::File { st.size } else { 0 };
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut children = None;
-        let mut link_target: Option<Vec<u8>> = None;
-        let mut opened: Option<File> = None;
-        if meta.kind == SFlag::S_IFDIR {
-            kind = EntryKind::Dir;
-            header.set_entry_type(EntryType::Directory);
-            if meta.dev == self.root_dev {
-                let dir = open_at(fd, &path, OFlag::O_DIRECTORY).map_err(|e| self.read_err(rel, e.into()))?;
-                let mut names = list_dir(&self.full(rel)).map_err(|e| self.read_err(rel, e))?;
-                names.reverse();
-                opened = Some(dir);
-                children = Some(names);
-            } else {
-                self.summary.notes.push(format!("{display}: mount point, archived as an empty directory"));
-            }
-        } else if meta.kind == SFlag::S_IFLNK {
-            let target = nix::fcntl::readlinkat(fd, path.as_ref()).map_err(|e| self.read_err(rel, e.into()))?;
-            kind = EntryKind::Symlink;
-            header.set_entry_type(EntryType::Symlink);
-            link_target = Some(target.as_bytes().to_vec());
-        } else if meta.kind == SFlag::S_IFIFO {
-            kind = EntryKind::Fifo;
-            header.set_entry_type(EntryType::Fifo);
-        } else if meta.kind == SFlag::S_IFREG {
-            if meta.nlink > 1 {
-                if let Some(first) = self.links.get(&(meta.dev, meta.ino)) {
-                    kind = EntryKind::Hardlink;
-                    header.set_entry_type(EntryType::Link);
-                    link_target = Some(first.clone());
-                } else {
-                    self.links.insert((meta.dev, meta.ino), rel.to_vec());
-                }
-            }
-            if kind == EntryKind::File {
-                opened = Some(self.open_file(fd, &path, &meta, rel)?);
-            }
-        } else {
-            let what = if meta.kind == SFlag::S_IFSOCK { "socket" } else { "device node" };
-            self.summary.notes.push(format!("{display}: {what} skipped"));
-            return Ok(None);
-        }
-        let size = if kind == EntryKind::File { meta.size } else { 0 };
-        if kind == EntryKind::File {
-            header.set_entry_type(EntryType::Regular);
-        }
-        fill_header(&mut header, &mut pax, rel, &meta, size, link_target.as_deref());
-        if self.opts.xattrs {
-            let full;
-            let source = match &opened {
-                Some(f) => XattrSource::Fd(f),
-                None => {
-                    full = self.full(rel);
-                    XattrSource::Path(&full)
-                }
-            };
-            self.xattrs(source, &display, &mut pax);
+        fill_header(&mut header, &mut pax, rel, &st, size, link_target.as_deref());
+        if self.opts.xattrs
+            && let Some(f) = &opened
+        {
+            self.xattrs(f, &display, &mut pax);
         }
         if !pax.is_empty() {
             let records = pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
@@ -410,70 +411,68 @@ impl Walk<'_> {
         }
         header.set_cksum();
         let mut sha256 = None;
-        if kind == EntryKind::File {
-            let file = opened.take().unwrap_or_else(|| unreachable!("regular files are opened above"));
-            sha256 = self.append_file(file, &meta, &header, rel, &display)?;
-            self.summary.files += 1;
-            self.summary.bytes_in += size;
-        } else {
-            self.builder.append(&header, io::empty()).map_err(BackupError::Write)?;
+        let mut descend = None;
+        match (kind, opened) {
+            (EntryKind::File, Some(file)) => {
+                sha256 = self.append_file(file, &st, &header, rel, &display)?;
+                self.summary.files += 1;
+                self.summary.bytes_in += size;
+            }
+            (_, dir) => {
+                self.builder.append(&header, io::empty()).map_err(BackupError::Write)?;
+                descend = dir.map(|d| (OwnedFd::from(d), st.dev, st.ino));
+            }
         }
         self.summary.entries.push(&Entry {
             path: display.into_owned(),
             kind,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
             size,
-            mtime: meta.mtime,
-            mtime_nsec: meta.mtime_nsec,
+            mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec,
             sha256: sha256.map(hex::encode),
             target: link_target.as_deref().map(|t| String::from_utf8_lossy(t).into_owned()),
         });
-        Ok(children.map(|names| (opened.filter(|_| depth < MAX_OPEN_DEPTH), names)))
+        Ok(descend)
     }
 
-    /// Opens a regular file to archive and checks it is still the inode that was stat'ed.
-    fn open_file(&self, fd: BorrowedFd<'_>, path: &Path, meta: &Stat, rel: &[u8]) -> Result<File, BackupError> {
-        // O_NONBLOCK: never block on a fifo swapped in since the stat (O_NOFOLLOW is always set).
-        let file = open_at(fd, path, OFlag::O_NONBLOCK).map_err(|e| self.read_err(rel, e.into()))?;
-        let now = file.metadata().map_err(|e| self.read_err(rel, e))?;
-        if !now.is_file() || now.ino() != meta.ino || now.dev() != meta.dev {
-            return Err(self.read_err(rel, io::Error::other("replaced by another file while being archived")));
-        }
-        Ok(file)
-    }
-
-    fn xattrs(&mut self, source: XattrSource<'_>, display: &str, pax: &mut Vec<(String, Vec<u8>)>) {
-        let names = match &source {
-            XattrSource::Fd(f) => f.list_xattr(),
-            XattrSource::Path(p) => xattr::list(p),
-        };
-        let names = match names {
+    /// The extended attributes of an open file or directory (flistxattr(2), fgetxattr(2)),
+    /// at most [`MAX_XATTRS`] and [`MAX_XATTR_BYTES`].
+    fn xattrs(&mut self, file: &File, display: &str, pax: &mut Vec<(String, Vec<u8>)>) {
+        let names = match file.list_xattr() {
             Ok(names) => names,
             Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(nix::libc::ENOTSUP) => {
                 return;
             }
             Err(e) => {
-                self.summary.notes.push(format!("{display}: extended attributes not readable: {e}"));
+                self.note(format!("{display}: extended attributes not readable: {e}"));
                 return;
             }
         };
         let mut names: Vec<OsString> = names.collect();
         names.sort();
+        let (mut count, mut bytes) = (0usize, 0usize);
         for name in names {
             let Some(key) = name.to_str() else {
-                self.summary.notes.push(format!("{display}: xattr with a non-UTF-8 name skipped"));
+                self.note(format!("{display}: xattr with a non-UTF-8 name skipped"));
                 continue;
             };
-            let value = match &source {
-                XattrSource::Fd(f) => f.get_xattr(&name),
-                XattrSource::Path(p) => xattr::get(p, &name),
-            };
-            match value {
-                Ok(Some(value)) => pax.push((format!("SCHILY.xattr.{key}"), value)),
+            match file.get_xattr(&name) {
+                Ok(Some(value)) => {
+                    count += 1;
+                    bytes += key.len() + value.len();
+                    if count > MAX_XATTRS || bytes > MAX_XATTR_BYTES {
+                        self.note(format!(
+                            "{display}: more than {MAX_XATTRS} extended attributes or {MAX_XATTR_BYTES} bytes of them, the rest from {key} on skipped"
+                        ));
+                        return;
+                    }
+                    pax.push((format!("SCHILY.xattr.{key}"), value));
+                }
                 Ok(None) => {}
-                Err(e) => self.summary.notes.push(format!("{display}: xattr {key} not readable: {e}")),
+                Err(e) => self.note(format!("{display}: xattr {key} not readable: {e}")),
             }
         }
     }
@@ -512,9 +511,7 @@ impl Walk<'_> {
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(BackupError::Read { path: self.root.join(OsStr::from_bytes(rel)), source });
-                    }
+                    Err(source) => return Err(self.read_err(rel, source)),
                 }
             }
             if padded {
@@ -534,12 +531,14 @@ impl Walk<'_> {
         }
         let after = file.metadata().map_err(|e| self.read_err(rel, e))?;
         if padded {
-            self.summary.notes.push(format!("{display}: shrank while being read, zero-padded to {} bytes", meta.size));
+            self.changed += 1;
+            self.note(format!("{display}: shrank while being read, zero-padded to {} bytes", meta.size));
         } else if after.len() != meta.size
             || after.mtime() != meta.mtime
             || u32::try_from(after.mtime_nsec()).unwrap_or(0) != meta.mtime_nsec
         {
-            self.summary.notes.push(format!("{display}: changed while being read"));
+            self.changed += 1;
+            self.note(format!("{display}: changed while being read"));
         }
         Ok(hash.then(|| hasher.finalize().into()))
     }
@@ -548,121 +547,6 @@ impl Walk<'_> {
 /// Files at least this large are read with `POSIX_FADV_SEQUENTIAL`.
 const ADVISE_FROM: u64 = 1 << 20;
 
-/// Sets the ustar fields, moving what does not fit into pax records.
-fn fill_header(
-    header: &mut Header,
-    pax: &mut Vec<(String, Vec<u8>)>,
-    rel: &[u8],
-    meta: &Stat,
-    size: u64,
-    link: Option<&[u8]>,
-) {
-    if header.set_path(Path::new(OsStr::from_bytes(rel))).is_err() {
-        pax.push(("path".into(), rel.to_vec()));
-        put_truncated(&mut header.as_old_mut().name, rel);
-    }
-    if let Some(link) = link {
-        if link.len() <= 100 && !link.contains(&0) {
-            put_truncated(&mut header.as_old_mut().linkname, link);
-        } else {
-            pax.push(("linkpath".into(), link.to_vec()));
-            put_truncated(&mut header.as_old_mut().linkname, link);
-        }
-    }
-    header.set_mode(meta.mode);
-    header.set_uid(u64::from(meta.uid));
-    header.set_gid(u64::from(meta.gid));
-    if meta.uid > USTAR_MAX_ID {
-        pax.push(("uid".into(), meta.uid.to_string().into_bytes()));
-    }
-    if meta.gid > USTAR_MAX_ID {
-        pax.push(("gid".into(), meta.gid.to_string().into_bytes()));
-    }
-    header.set_size(size);
-    if size > USTAR_MAX_SIZE {
-        pax.push(("size".into(), size.to_string().into_bytes()));
-    }
-    header.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
-    if meta.mtime < 0 || meta.mtime_nsec != 0 || meta.mtime > USTAR_MAX_SIZE as i64 {
-        pax.push(("mtime".into(), pax_time(meta.mtime, meta.mtime_nsec).into_bytes()));
-    }
-}
-
-/// Copies as much of `src` as fits (leaving room for a NUL) into a header field.
-fn put_truncated(dst: &mut [u8], src: &[u8]) {
-    dst.fill(0);
-    let n = src.len().min(dst.len());
-    dst[..n].copy_from_slice(&src[..n]);
-}
-
-/// A pax time value: seconds with an optional 9-digit fraction, correct for negative times.
-pub(crate) fn pax_time(sec: i64, nsec: u32) -> String {
-    if nsec == 0 {
-        sec.to_string()
-    } else if sec < 0 {
-        // sec + nsec/1e9 lies in (sec, sec + 1): e.g. -2 s + 0.25 s = -1.75.
-        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
-    } else {
-        format!("{sec}.{nsec:09}")
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(pax_time(5, 0), "5");
-        assert_eq!(pax_time(5, 1), "5.000000001");
-        assert_eq!(pax_time(-2, 250_000_000), "-1.750000000");
-        assert_eq!(pax_time(-1, 0), "-1");
-    }
-
-    #[test]
-    fn hashing_writer_counts_and_hashes() {
-        let mut w = HashingWriter::new(Vec::new());
-        w.write_all(b"abc").expect("write");
-        let (inner, n, sha) = w.finish();
-        assert_eq!(inner, b"abc");
-        assert_eq!(n, 3);
-        assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
-
-    /// Regression: a walk that failed left the pipeline open and the archiver waited for the
-    /// compressor forever. Paths past PATH_MAX below the depth where directories are held
-    /// open fail deterministically (even as root).
-    #[test]
-    fn failed_walk_returns_the_error_instead_of_hanging() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let name = "x".repeat(200);
-        let mut cur = open_at(AT_FDCWD, dir.path(), OFlag::O_DIRECTORY).expect("open");
-        for _ in 0..MAX_OPEN_DEPTH + 6 {
-            nix::sys::stat::mkdirat(cur.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755)).expect("mkdirat");
-            cur = open_at(cur.as_fd(), Path::new(&name), OFlag::O_DIRECTORY).expect("open");
-        }
-        let root = dir.path().to_path_buf();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let opts = ArchiveOptions { threads: 2, ..Default::default() };
-            let _ = tx.send(write_archive(&root, io::sink(), &opts));
-        });
-        let result = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("write_archive hung");
-        match result {
-            Err(BackupError::Read { source, .. }) => {
-                assert_eq!(source.raw_os_error(), Some(nix::libc::ENAMETOOLONG), "{source}")
-            }
-            other => panic!("expected a read error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn rejects_bad_level_and_non_dir_root() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let opts = ArchiveOptions { level: 0, ..Default::default() };
-        assert!(matches!(write_archive(dir.path(), io::sink(), &opts), Err(BackupError::Options(_))));
-        let f = dir.path().join("f");
-        fs::write(&f, b"x").expect("write");
-        assert!(matches!(write_archive(&f, io::sink(), &ArchiveOptions::default()), Err(BackupError::Root { .. })));
-    }
-}
+#[path = "archive_tests.rs"]
+mod tests;

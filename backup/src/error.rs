@@ -16,6 +16,14 @@ pub enum BackupError {
         #[source]
         source: io::Error,
     },
+    /// An entry of the volume is deeper than a walk takes ([`crate::walk::MAX_DEPTH`]).
+    #[error("{path}: deeper than {limit} levels, the most a backup or export takes: move it up to back the volume up")]
+    TooDeep { path: PathBuf, limit: usize },
+    /// An entry's path in the volume is longer than a walk takes ([`crate::walk::MAX_PATH`]).
+    #[error(
+        "{path}: a path of {len} bytes, longer than the {limit} a backup or export takes: shorten it to back the volume up"
+    )]
+    PathTooLong { path: PathBuf, len: usize, limit: usize },
     /// Writing the archive stream (tar, zstd or the output) failed.
     #[error("writing the archive stream: {0}")]
     Write(#[source] io::Error),

@@ -61,6 +61,7 @@ pub mod archive;
 pub mod blocks;
 pub mod error;
 pub mod frames;
+mod header;
 pub mod manifest;
 mod pipeline;
 mod prefetch;
@@ -69,6 +70,7 @@ pub mod schedule;
 pub mod target;
 pub mod tarparse;
 pub mod verify;
+pub mod walk;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
 pub use error::BackupError;

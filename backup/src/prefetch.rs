@@ -15,18 +15,15 @@
 //! does not flush the page cache of a large volume, and stops as soon as the archiver is done.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::fs::File;
-use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise};
-use nix::sys::stat::SFlag;
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use nix::sys::stat::{FileStat, SFlag};
 
-use crate::archive::{MAX_OPEN_DEPTH, list_dir, open_at, stat_at};
+use crate::walk::{self, TreeWalk, WalkLimits};
 
 /// How far ahead of the archiver the read-ahead may be, in entries and in advised bytes.
 pub(crate) const WINDOW_ENTRIES: u64 = 2048;
@@ -56,24 +53,25 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// Walks `root` like the archiver (sorted names, depth-first, not into other devices) and
-/// advises the kernel to read upcoming files, until the walk ends or `shared.stop` is set.
-pub(crate) fn run(root: &Path, root_dev: u64, shared: &Progress) {
-    let Ok(root_dir) = open_at(nix::fcntl::AT_FDCWD, root, OFlag::O_DIRECTORY) else { return };
-    let Ok(mut names) = list_dir(root) else { return };
-    names.reverse();
-    let mut stack: Vec<(File, PathBuf, Vec<OsString>)> = vec![(root_dir, root.to_path_buf(), names)];
+/// Directory descriptors the read-ahead keeps besides the root's (it re-opens the others as
+/// the archiver does, see [`crate::walk`]).
+const KEPT_FDS: usize = 16;
+
+/// Walks the tree of `dir` (the root `root`, `st` its `fstat`) like the archiver (sorted
+/// names, depth-first, through descriptors, not into other mounts) and advises the kernel to
+/// read upcoming files, until the walk ends or `shared.stop` is set.
+pub(crate) fn run(root: &Path, dir: OwnedFd, st: &FileStat, shared: &Progress) {
+    let limits = WalkLimits { kept_fds: KEPT_FDS, ..WalkLimits::default() };
+    let root_dev = st.st_dev;
+    let Ok(mut tree) = TreeWalk::new(root, dir, st, limits) else { return };
+    let mut notes = Vec::new();
     // (entry number, advised bytes) of what is ahead of the archiver.
     let mut ahead: VecDeque<(u64, u64)> = VecDeque::new();
     let mut ahead_bytes = 0u64;
     let mut seen = 0u64;
     loop {
-        let depth = stack.len();
-        let Some((dir, path, names)) = stack.last_mut() else { break };
-        let Some(name) = names.pop() else {
-            stack.pop();
-            continue;
-        };
+        let Ok(Some(item)) = tree.next(&mut notes) else { return };
+        notes.clear();
         seen += 1;
         loop {
             if shared.stop.load(Ordering::Relaxed) {
@@ -90,17 +88,15 @@ pub(crate) fn run(root: &Path, root_dev: u64, shared: &Progress) {
             }
             std::thread::park_timeout(PAUSE);
         }
-        let Ok(st) = stat_at(dir.as_fd(), name.as_bytes()) else { continue };
+        let Ok(st) = walk::stat_at(item.parent, item.name) else { continue };
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        // Past the archiver's descriptor depth, stop descending rather than hold more descriptors.
-        if kind == SFlag::S_IFDIR && st.st_dev == root_dev && depth < MAX_OPEN_DEPTH {
-            let Ok(sub) = open_at(dir.as_fd(), Path::new(&name), OFlag::O_DIRECTORY) else { continue };
-            let sub_path = path.join(&name);
-            let Ok(mut names) = list_dir(&sub_path) else { continue };
-            names.reverse();
-            stack.push((sub, sub_path, names));
+        if kind == SFlag::S_IFDIR && st.st_dev == root_dev {
+            let Ok(sub) = walk::open_dir_at(item.parent, item.name) else { continue };
+            let Ok(now) = nix::sys::stat::fstat(&sub) else { continue };
+            // A directory that cannot be listed is not entered (the archiver reports it).
+            let _ = tree.enter(sub, now.st_dev, now.st_ino);
         } else if kind == SFlag::S_IFREG && st.st_size > 0 {
-            let Ok(file) = open_at(dir.as_fd(), Path::new(&name), OFlag::O_NONBLOCK) else { continue };
+            let Ok(file) = walk::open_file_at(item.parent, item.name) else { continue };
             let len = u64::try_from(st.st_size).unwrap_or(0).min(FILE_BYTES);
             let _ = posix_fadvise(&file, 0, i64::try_from(len).unwrap_or(0), PosixFadviseAdvice::POSIX_FADV_WILLNEED);
             ahead.push_back((seen, len));

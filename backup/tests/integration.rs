@@ -13,6 +13,8 @@ use voltool_backup::{
     write_archive,
 };
 
+mod walk;
+
 const FIXED_MTIME: i64 = 1_600_000_000;
 
 fn is_root() -> bool {
@@ -435,7 +437,8 @@ fn large_file_streams_in_bounded_memory() {
     assert!(growth_mib < 64, "peak RSS grew by {growth_mib} MiB");
 }
 
-/// Directories deeper than the archiver holds open (it then works by full path) and many
+/// Directories deeper than the archiver holds open (it then re-opens them from the root by
+/// descriptors, see `voltool_backup::walk`) and many
 /// small files across directories (the read-ahead runs ahead of the walk): the archive still
 /// holds every entry in order, verifies, and GNU tar restores it exactly.
 #[test]
