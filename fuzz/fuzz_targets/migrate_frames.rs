@@ -1,5 +1,6 @@
 //! The migration stream's frame reader (what a receiver reads from ssh) on arbitrary bytes:
-//! the data read to its end, then the manifest trailer taken and decompressed. Then the same
+//! the data read to its end, then the manifest trailer taken and decompressed (held, and
+//! streamed: the same bytes). Then the same
 //! bytes as a sender's data and manifest: what the writer frames, the reader gives back.
 #![no_main]
 
@@ -16,7 +17,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(sink.len() <= data.len());
     }
     if let Ok(t) = r.take_manifest() {
-        let _ = t.into_json();
+        // The streamed manifest is the held one.
+        let held = t.clone().into_json();
+        let mut streamed = Vec::new();
+        let read = t.into_reader().map(|mut s| s.read_to_end(&mut streamed));
+        if let (Ok(held), Ok(Ok(_))) = (held, read) {
+            assert_eq!(held, streamed);
+        }
     }
     roundtrip(data);
 });

@@ -312,7 +312,7 @@ fn pax_record_length_counts_itself() {
         assert_eq!(len.parse::<usize>().unwrap(), r.len(), "value of {n} bytes");
     }
     let mut b = tar::Builder::new(Vec::new());
-    pax(&mut b, &[("path", &vec![b'p'; 93])]); // a 100-byte record
+    pax(&mut b, &[("path", &[b'p'; 93])]); // a 100-byte record
     let mut h = tar::Header::new_ustar();
     h.set_size(0);
     h.set_cksum();
