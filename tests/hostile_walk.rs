@@ -33,7 +33,8 @@ fn rel(level: usize) -> String {
 type Seen = (String, u32, i64, i64, Option<Vec<u8>>);
 
 /// The host directory the container's links point into: the volume's tree mirrored, every
-/// file in it (`f.txt` at each level, `canary.txt` at its top) the canary, mode 0600.
+/// file in it (`f.txt` and `b1.bin`..`b4.bin` at each level, as in the volume, and `canary.txt`
+/// at its top) the canary, mode 0600.
 struct Mirror {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -54,7 +55,9 @@ impl Mirror {
         for i in 0..DEPTH {
             p.push(format!("d{i:03}"));
             std::fs::create_dir(&p).expect("mkdir");
-            std::fs::write(p.join("f.txt"), &canary).expect("write");
+            for f in ["f.txt", "b1.bin", "b2.bin", "b3.bin", "b4.bin"] {
+                std::fs::write(p.join(f), &canary).expect("write");
+            }
         }
         let mut m = Self { _dir: dir, root, canary, before: Vec::new() };
         for (path, ..) in m.entries() {
@@ -177,7 +180,7 @@ fn deep_script(mirror: &Path) -> String {
     let mut body = String::new();
     for (k, level) in [1usize, 63, 64, 65, 100, 128, 129, 150, 199].into_iter().enumerate() {
         let parent = if level == 0 { "/data".to_string() } else { format!("/data/{}", rel(level - 1)) };
-        let sleep = [0, 300, 1000, 3000][k % 4];
+        let sleep = [0, 1000, 5000, 20000][k % 4];
         body.push_str(&format!("swap '{parent}' d{level:03} '{m}/{}' {sleep}; ", rel(level)));
         body.push_str(&format!(
             "[ $((n % 2)) -eq 1 ] && swap '/data/{r}' f.txt '{m}/{r}/f.txt' {sleep}; ",
