@@ -385,9 +385,12 @@ impl Restores {
             let bad = |e: String| RestoreError::Manifest(e);
             let trailer =
                 reader.lock().unwrap_or_else(|p| p.into_inner()).take_manifest().map_err(|e| bad(e.to_string()))?;
-            let bytes = trailer.into_json().map_err(|e| bad(e.to_string()))?;
-            let text = String::from_utf8(bytes).map_err(|_| bad("the manifest is not UTF-8".into()))?;
-            let m = Manifest::from_json(&text).map_err(|e| bad(format!("the manifest: {e}")))?;
+            // Parsed as it is decompressed, never held whole as text (a small frame may expand
+            // to a gigabyte), and stopped at the limit.
+            let input = trailer.into_reader().map_err(|e| bad(e.to_string()))?;
+            let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
+            let m = Manifest::from_reader("the migration's manifest", input, lim)
+                .map_err(|e| bad(format!("the manifest: {e}")))?;
             voltool_restore::check_manifest(rep, &m)
         };
         let record = self.svc.record(name).await?;
