@@ -82,8 +82,12 @@ Restore a volume from a backup ID in the catalog, an archive file on this host, 
 first bytes.
 
 The archive is extracted into a staging directory inside the volume and swapped in only when
-it is complete (and matches the backup's manifest, when there is one): a failed restore
-leaves the volume as it was. Nothing is ever written outside the volume: absolute paths, '..',
+it is complete and checked: a backup ID against the sha256 the catalog recorded when it was
+made (through its manifest, or directly when the manifest is gone), a file or URL
+`DIR/ID.tar.zst` against `ID.manifest.json` beside it. An archive without a manifest (a plain
+tarball) restores too, reported as 'unverified (no manifest)', with setuid/setgid bits and
+security.* xattrs dropped unless --preserve-privileges. A failed restore leaves the volume as
+it was; while a restore runs, containers cannot start on the volume. Nothing is ever written outside the volume: absolute paths, '..',
 paths through symlinks, hard links to outside and device nodes are refused, and the data must
 fit the volume's size limit. A missing volume is created (with the options recorded in the
 backup); a volume that has data or is used by containers is refused unless --force.
@@ -155,6 +159,10 @@ pub struct RestoreFlags {
     /// Drop this many leading path components of every entry.
     #[arg(long, default_value_t = 0)]
     pub strip_components: usize,
+    /// Keep setuid/setgid bits and security.* xattrs of an archive that is not a backup of
+    /// this daemon (dropped by default; a backup or a file with its manifest keeps them).
+    #[arg(long)]
+    pub preserve_privileges: bool,
 }
 
 const BACKUP_ABOUT: &str = "\

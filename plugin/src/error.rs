@@ -21,6 +21,8 @@ pub enum Error {
     Conflict { volume: String },
     #[error("volume {volume} is in use by {mounts} container mount(s); stop them first")]
     InUse { volume: String, mounts: usize },
+    #[error("volume {volume} is being restored; start the container again when the restore has finished")]
+    Restoring { volume: String },
     #[error("volume {volume}: mount failed: {source}")]
     Mount {
         volume: String,

@@ -101,7 +101,9 @@ pub fn status_of(e: &Error) -> StatusCode {
             | SecretError::TooLarge { .. }
             | SecretError::Server { .. } => StatusCode::BAD_REQUEST,
         },
-        Error::Conflict { .. } | Error::InUse { .. } | Error::BackupBusy { .. } => StatusCode::CONFLICT,
+        Error::Conflict { .. } | Error::InUse { .. } | Error::BackupBusy { .. } | Error::Restoring { .. } => {
+            StatusCode::CONFLICT
+        }
         Error::Mount { .. }
         | Error::Unmount { .. }
         | Error::Io { .. }

@@ -2,8 +2,11 @@
 //!
 //! - `POST /v1/volumes/{name}/restore` `{"from", "force"?, "allow_devices"?, "strip_components"?}`
 //!   — from a catalog ID or an archive URL; answers when done
-//! - `POST /v1/volumes/{name}/import?force=&allow_devices=&strip_components=` — the request
-//!   body is the archive (tar, tar.gz or tar.zst), streamed straight into the extraction
+//! - `POST /v1/volumes/{name}/import?force=&allow_devices=&strip_components=&preserve_privileges=`
+//!   — the request body is the archive (tar, tar.gz or tar.zst), streamed straight into the
+//!   extraction; with `manifest_len=N&manifest_name=NAME` its first N bytes are the voltool
+//!   manifest of the archive that follows (a local `ID.tar.zst` with `ID.manifest.json` beside
+//!   it), which the restore is checked against
 //! - `GET  /v1/volumes/{name}/export` — the volume as a zstd-compressed pax tar, the same
 //!   stream a backup stores, produced while it is sent (never spooled)
 
@@ -62,15 +65,81 @@ async fn restore(State(r): State<Restores>, Path(name): Path<String>, body: Byte
     }
 }
 
+/// The import route's query: the restore's options and where a manifest leads the body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    allow_devices: bool,
+    #[serde(default)]
+    strip_components: usize,
+    #[serde(default)]
+    preserve_privileges: bool,
+    /// The body's first this many bytes are a manifest.
+    manifest_len: Option<u64>,
+    manifest_name: Option<String>,
+}
+
+/// Reads the manifest that leads an import's body (exactly `len` bytes, parsed as they arrive,
+/// at most [`crate::backups::MANIFEST_LIMIT`]).
+fn read_leading_manifest(
+    name: &str,
+    len: u64,
+    reader: &mut (dyn io::Read + Send),
+) -> Result<voltool_backup::Manifest, Error> {
+    let limit = crate::backups::MANIFEST_LIMIT;
+    if len > limit {
+        return Err(Error::BadRequest(format!("manifest {name} is larger than {limit} bytes")));
+    }
+    let mut part = reader.take(len);
+    let m = voltool_backup::Manifest::from_reader(name, &mut part, voltool_backup::ManifestLimits { bytes: len })
+        .map_err(|e| Error::BadRequest(format!("manifest {name}: {e}")))?;
+    // Whitespace after the JSON: still the manifest's bytes.
+    io::copy(&mut part, &mut io::sink()).map_err(|e| Error::BadRequest(format!("reading manifest {name}: {e}")))?;
+    Ok(m)
+}
+
 async fn import(
     State(r): State<Restores>,
     Path(name): Path<String>,
-    Query(opts): Query<RestoreOptions>,
+    Query(q): Query<ImportQuery>,
     body: Body,
 ) -> Response {
+    let opts = RestoreOptions {
+        force: q.force,
+        allow_devices: q.allow_devices,
+        strip_components: q.strip_components,
+        preserve_privileges: q.preserve_privileges,
+        ..RestoreOptions::default()
+    };
     let body = SharedBody::new(body);
-    let reader = tokio_util::io::SyncIoBridge::new(BodyReader { body: body.clone(), buf: Bytes::new() });
-    match r.import(&name, Box::new(reader), opts).await {
+    let mut reader: Box<dyn io::Read + Send> =
+        Box::new(tokio_util::io::SyncIoBridge::new(BodyReader { body: body.clone(), buf: Bytes::new() }));
+    let manifest = match q.manifest_len {
+        None => None,
+        Some(len) => {
+            let mname = q.manifest_name.unwrap_or_else(|| "the manifest".into());
+            let read = tokio::task::spawn_blocking(move || {
+                let m = read_leading_manifest(&mname, len, &mut *reader);
+                (m, reader)
+            })
+            .await;
+            match read {
+                Ok((Ok(m), back)) => {
+                    reader = back;
+                    Some(m)
+                }
+                Ok((Err(e), _)) => {
+                    body.drain().await;
+                    return err(e);
+                }
+                Err(e) => return err(Error::Internal(e.to_string())),
+            }
+        }
+    };
+    match r.import(&name, reader, manifest, opts).await {
         Ok(o) => axum::Json(o).into_response(),
         Err(e) => {
             body.drain().await;

@@ -25,11 +25,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use voltool_backup::{Manifest, TargetSpec, open_target};
-use voltool_restore::{ExtractOptions, ExtractReport};
+use voltool_restore::{ExtractOptions, ExtractReport, RestoreError};
 
 use crate::backups::Backups;
 use crate::error::{Error, Result};
 use crate::service::VolumeService;
+
+mod manifest;
+mod staging;
+
+pub use manifest::{ParsingManifest, PendingManifest};
+pub use staging::Reserve;
+use staging::{Verify, check_catalog_digest, recover_in, restore_staged};
 
 /// Mount IDs held while restoring or exporting start with this.
 pub const MOUNT_ID_PREFIX: &str = "voltool-restore-";
@@ -47,6 +54,10 @@ pub struct RestoreOptions {
     /// Drop leading path components (`tar czf x.tgz /data` archives hold `data/...`).
     #[serde(default)]
     pub strip_components: usize,
+    /// Keep setuid/setgid bits and `security.*` xattrs of an archive that is not from this
+    /// daemon's catalog (one from the catalog, or checked against its manifest, keeps them).
+    #[serde(default)]
+    pub preserve_privileges: bool,
     /// A throwaway restore (a restore test's scratch volume): the restored tree is swapped in
     /// without waiting for it to reach the disk.
     #[serde(skip)]
@@ -64,6 +75,10 @@ pub struct RestoreOutcome {
     pub bytes: u64,
     /// Whether the result was checked against a voltool manifest.
     pub verified_against_manifest: bool,
+    /// What the archive was checked against: `manifest` (the backup's manifest), `catalog`
+    /// (the sha256 the catalog recorded at backup time; the manifest was missing) or `none`
+    /// (an archive without a manifest: unverified).
+    pub verification: String,
     /// Whether the volume was created by this restore.
     pub created: bool,
 }
@@ -88,6 +103,8 @@ pub struct RestoreTestOutcome {
 pub struct Restores {
     svc: VolumeService,
     backups: Backups,
+    /// What restores leave free on the filesystem they write to.
+    reserve: Reserve,
 }
 
 fn now_rfc3339() -> String {
@@ -105,7 +122,14 @@ fn restore_err(volume: &str, reason: impl std::fmt::Display) -> Error {
 
 impl Restores {
     pub fn new(svc: VolumeService, backups: Backups) -> Self {
-        Self { svc, backups }
+        Self { svc, backups, reserve: Reserve::default() }
+    }
+
+    /// Sets what restores leave free on a filesystem (`[restore] reserve`).
+    #[must_use]
+    pub fn with_reserve(mut self, reserve: Reserve) -> Self {
+        self.reserve = reserve;
+        self
     }
 
     /// Restores from a catalog ID or an archive URL.
@@ -132,21 +156,33 @@ impl Restores {
                 return Ok(None);
             }
             let input = target.open(&m).map_err(|e| Error::BadRequest(e.to_string()))?;
-            PendingManifest::open(m, input).map(|p| Some(p.expect_archive(catalog_sha256)))
+            PendingManifest::open(m, input).map(Some)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        let created = self.prepare(volume, manifest.as_ref().map(|m| &m.options), &opts).await?;
+        // A backup of the catalog is held to the archive sha256 recorded when it was made:
+        // through its manifest, or directly when the manifest object is gone.
+        let verify = match (manifest, catalog_sha256) {
+            (Some(m), sha) => Some(Verify::Manifest(m.expect_archive(sha))),
+            (None, Some(sha256)) => Some(Verify::Catalog { sha256 }),
+            (None, None) => None,
+        };
+        let options = match &verify {
+            Some(Verify::Manifest(m)) => Some(m.options.clone()),
+            _ => None,
+        };
+        let created = self.prepare(volume, options.as_ref(), &opts).await?;
         let rt = tokio::runtime::Handle::current();
         let open = move || -> std::result::Result<Box<dyn Read + Send>, String> {
             let target = open_target(&spec, &rt).map_err(|e| e.to_string())?;
             // Read once, start to end: no page cache (O_DIRECT from a directory target).
             target.open_stored(&name).map_err(|e| e.to_string())
         };
-        self.run(volume, Box::new(open), manifest, opts, created).await
+        self.run(volume, Box::new(open), verify, opts, created).await
     }
 
-    /// Restores from a stream (import, or a local file the CLI sends).
+    /// Restores from a stream (import, or a local file the CLI sends), checked against
+    /// `manifest` when the CLI sent the one beside the file.
     ///
     /// # Errors
     /// As [`Self::restore_from`].
@@ -154,13 +190,15 @@ impl Restores {
         &self,
         volume: &str,
         input: Box<dyn Read + Send>,
+        manifest: Option<Manifest>,
         opts: RestoreOptions,
     ) -> Result<RestoreOutcome> {
         crate::options::validate_name(volume)?;
-        let created = self.prepare(volume, None, &opts).await?;
+        let created = self.prepare(volume, manifest.as_ref().map(|m| &m.options), &opts).await?;
         let mut input = Some(input);
         let open = move || input.take().ok_or_else(|| "the stream can be read once".to_string());
-        self.run(volume, Box::new(open), None, opts, created).await
+        let verify = manifest.map(|m| Verify::Parsed(Box::new(m)));
+        self.run(volume, Box::new(open), verify, opts, created).await
     }
 
     /// Creates a missing volume, or checks an existing one may be restored into.
@@ -193,39 +231,60 @@ impl Restores {
         &self,
         volume: &str,
         open: Box<dyn FnOnce() -> std::result::Result<Box<dyn Read + Send>, String> + Send>,
-        manifest: Option<PendingManifest>,
+        verify: Option<Verify>,
         opts: RestoreOptions,
         created: bool,
     ) -> Result<RestoreOutcome> {
         let record = self.svc.record(volume).await?;
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", nonce());
         let root = self.svc.mount(volume, &mount_id).await?;
-        let (v, has_manifest) = (volume.to_owned(), manifest.is_some());
+        let v = volume.to_owned();
+        let verification = verify.as_ref().map_or("none", Verify::name);
         let max = record.spec.size;
         self.svc.store().set_restoring(volume, true, &now_rfc3339())?;
+        let (svc, reserve) = (self.svc.clone(), self.reserve);
         let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
             if !opts.force && !created && dir_has_entries(&root).map_err(|e| restore_err(&v, e))? {
                 return Err(restore_err(&v, "it is not empty; restore into a new volume or use --force"));
             }
             let input = open().map_err(|e| restore_err(&v, e))?;
-            let xopts = ExtractOptions {
+            let mut xopts = ExtractOptions {
                 allow_devices: opts.allow_devices,
                 max_bytes: max,
                 strip_components: opts.strip_components,
                 same_owner: nix::unistd::geteuid().is_root(),
-                // With a manifest, the archive's sha256 checks every byte against it (less
-                // work than hashing every file: the archive is compressed).
-                hash_archive: has_manifest,
+                // With a manifest (or the catalog's record), the archive's sha256 checks every
+                // byte against it (less work than hashing every file: the archive is
+                // compressed).
+                hash_archive: verify.is_some(),
                 hash_files: false,
-                // On disk before the swap replaces the volume's data (see `swap_in`).
+                // On disk before the swap replaces the volume's data.
                 durable: !opts.scratch,
+                // Only an archive this daemon made (its manifest or its catalog say so) keeps
+                // setuid bits and security xattrs, unless the caller asks.
+                preserve_privileges: verify.is_some() || opts.preserve_privileges,
+                space: None,
             };
-            let mut parsing = manifest.map(PendingManifest::parse).transpose().map_err(|e| restore_err(&v, e))?;
-            let mut check = |rep: &ExtractReport| match parsing.take() {
-                Some(p) => voltool_restore::check_manifest(rep, &p.join()?).map_err(|e| e.to_string()),
-                None => Ok(()),
+            let (mut parsing, mut parsed, catalog) = match verify {
+                Some(Verify::Manifest(m)) => (Some(m.parse().map_err(|e| restore_err(&v, e))?), None, None),
+                Some(Verify::Parsed(m)) => (None, Some(m), None),
+                Some(Verify::Catalog { sha256 }) => (None, None, Some(sha256)),
+                None => (None, None, None),
             };
-            restore_checked(&root, input, &mut check, &xopts).map_err(|e| restore_err(&v, e))
+            let mut check = |rep: &ExtractReport| -> std::result::Result<(), RestoreError> {
+                if let Some(p) = parsing.take() {
+                    let m = p.join().map_err(RestoreError::Manifest)?;
+                    voltool_restore::check_manifest(rep, &m)?;
+                }
+                if let Some(m) = parsed.take() {
+                    voltool_restore::check_manifest(rep, &m)?;
+                }
+                if let Some(want) = &catalog {
+                    check_catalog_digest(rep, want)?;
+                }
+                Ok(())
+            };
+            restore_staged(svc, &v, &root, input, &mut check, &mut xopts, reserve).map_err(|e| restore_err(&v, e))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()));
@@ -254,7 +313,8 @@ impl Restores {
             entries: report.entries,
             files: report.files,
             bytes: report.bytes,
-            verified_against_manifest: has_manifest,
+            verified_against_manifest: verification == "manifest",
+            verification: verification.into(),
             created,
         })
     }
@@ -321,13 +381,14 @@ impl Restores {
         let created = self.prepare(name, Some(&offer.options), &RestoreOptions::default()).await?;
         let reader = std::sync::Arc::new(std::sync::Mutex::new(voltool_migrate::FrameReader::new(frames)));
         let shared = Shared(reader.clone());
-        let mut check_manifest = move |rep: &ExtractReport| -> std::result::Result<(), String> {
+        let mut check_manifest = move |rep: &ExtractReport| -> std::result::Result<(), RestoreError> {
+            let bad = |e: String| RestoreError::Manifest(e);
             let trailer =
-                reader.lock().unwrap_or_else(|p| p.into_inner()).take_manifest().map_err(|e| e.to_string())?;
-            let bytes = trailer.into_json().map_err(|e| e.to_string())?;
-            let text = String::from_utf8(bytes).map_err(|_| "the manifest is not UTF-8".to_string())?;
-            let m = Manifest::from_json(&text).map_err(|e| format!("the manifest: {e}"))?;
-            voltool_restore::check_manifest(rep, &m).map_err(|e| e.to_string())
+                reader.lock().unwrap_or_else(|p| p.into_inner()).take_manifest().map_err(|e| bad(e.to_string()))?;
+            let bytes = trailer.into_json().map_err(|e| bad(e.to_string()))?;
+            let text = String::from_utf8(bytes).map_err(|_| bad("the manifest is not UTF-8".into()))?;
+            let m = Manifest::from_json(&text).map_err(|e| bad(format!("the manifest: {e}")))?;
+            voltool_restore::check_manifest(rep, &m)
         };
         let record = self.svc.record(name).await?;
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", nonce());
@@ -335,8 +396,9 @@ impl Restores {
         let v = name.to_owned();
         let max = record.spec.size;
         self.svc.store().set_restoring(name, true, &now_rfc3339())?;
+        let (svc, reserve) = (self.svc.clone(), self.reserve);
         let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
-            let xopts = ExtractOptions {
+            let mut xopts = ExtractOptions {
                 max_bytes: max,
                 same_owner: nix::unistd::geteuid().is_root(),
                 // The manifest arrives after the data; it records the sha256 of the stream the
@@ -344,9 +406,13 @@ impl Restores {
                 // byte against it, as for a restore from a backup.
                 hash_archive: true,
                 durable: true,
+                // A migration is asked for by a caller of this daemon (root-equivalent) and
+                // checked against the sender's manifest: the volume moves as it was.
+                preserve_privileges: true,
                 ..ExtractOptions::default()
             };
-            restore_checked(&root, Box::new(shared), &mut check_manifest, &xopts).map_err(|e| restore_err(&v, e))
+            restore_staged(svc, &v, &root, Box::new(shared), &mut check_manifest, &mut xopts, reserve)
+                .map_err(|e| restore_err(&v, e))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()));
@@ -365,6 +431,7 @@ impl Restores {
                     files: report.files,
                     bytes: report.bytes,
                     verified_against_manifest: true,
+                    verification: "manifest".into(),
                     created,
                 })
             }
@@ -477,19 +544,22 @@ impl Restores {
         })
     }
 
-    /// At start: finishes or undoes restores a killed daemon left in flight (see [`recover`]).
+    /// At start: finishes or undoes restores a killed daemon left in flight, by the phase
+    /// their journal recorded (see [`voltool_restore::staged::recover`]).
     ///
     /// # Errors
-    /// Store errors; a volume that cannot be recovered is logged and left flagged.
+    /// Store errors; a volume that cannot be recovered is logged and left flagged (its Mounts
+    /// are refused until it is).
     pub async fn recover_interrupted(&self) -> Result<()> {
-        for volume in self.svc.store().restoring()? {
+        for flight in self.svc.store().restores_in_flight()? {
+            let volume = flight.volume.clone();
             if self.svc.get(&volume).await?.is_none() {
                 self.svc.store().set_restoring(&volume, false, "")?;
                 continue;
             }
             let mount_id = format!("{MOUNT_ID_PREFIX}recover-{}", nonce());
             let root = self.svc.mount(&volume, &mount_id).await?;
-            let r = tokio::task::spawn_blocking(move || recover(&root))
+            let r = tokio::task::spawn_blocking(move || recover_in(&root, &flight))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
             self.svc.unmount(&volume, &mount_id).await?;
@@ -522,9 +592,11 @@ impl Restores {
     }
 }
 
+/// Whether the volume at `root` holds data (anything but `lost+found` and a restore's own
+/// directories).
 fn dir_has_entries(root: &Path) -> std::io::Result<bool> {
-    Ok(std::fs::read_dir(root)?.flatten().any(|e| {
-        let n = e.file_name();
+    let dir = voltool_runtime::fsat::Dir::open(root)?;
+    Ok(dir.entries()?.iter().any(|n| {
         let n = n.to_string_lossy();
         !n.starts_with(".voltool-restore-") && n != "lost+found"
     }))
@@ -557,487 +629,11 @@ fn locate_url(from: &str) -> Result<crate::backups::Located> {
     Ok(crate::backups::Located { spec, archive: name.to_owned(), manifest, catalog_sha256: None })
 }
 
-/// A backup's manifest opened, with only its head read and parsed.
-///
-/// The head (format version, the volume's options) is read at once: creating the volume needs
-/// it, and a manifest of a newer format is refused before anything happens. voltool writes
-/// the entries last, so the head is what comes before them (a few hundred bytes); the rest
-/// (~20 MB of JSON for 100,000 files) is read and parsed by [`PendingManifest::parse`] on a
-/// thread of its own, alongside the extraction, and is only needed for the check before the
-/// swap. A manifest laid out otherwise is read whole at once instead.
-pub struct PendingManifest {
-    name: String,
-    /// What was read so far, and the rest of the stream (`None`: all was read).
-    read: Vec<u8>,
-    rest: Option<Box<dyn Read + Send>>,
-    pub options: BTreeMap<String, String>,
-    /// The archive sha256 the manifest must record (the catalog's, see [`Self::expect_archive`]).
-    expect_archive: Option<String>,
-}
-
-impl std::fmt::Debug for PendingManifest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingManifest")
-            .field("name", &self.name)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What [`PendingManifest`] reads at once.
-#[derive(Deserialize)]
-struct ManifestHead {
-    format_version: u32,
-    options: BTreeMap<String, String>,
-}
-
-/// Where a manifest's entries begin, as voltool writes it (compact JSON, entries last).
-const ENTRIES_KEY: &[u8] = b",\"entries\":[";
-/// How much is read looking for [`ENTRIES_KEY`] before reading the whole manifest instead.
-const HEAD_MAX: usize = 1 << 20;
-
-/// A manifest being parsed: [`ParsingManifest::join`] waits for it.
-pub struct ParsingManifest {
-    name: String,
-    thread: std::thread::JoinHandle<std::result::Result<Manifest, String>>,
-}
-
-fn read_rest(name: &str, r: &mut dyn Read, into: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let limit = crate::backups::MANIFEST_LIMIT.saturating_sub(into.len() as u64);
-    r.take(limit + 1).read_to_end(into).map_err(|e| format!("reading {name}: {e}"))?;
-    if into.len() as u64 > crate::backups::MANIFEST_LIMIT {
-        return Err(format!("{name} is larger than {} bytes", crate::backups::MANIFEST_LIMIT));
-    }
-    Ok(())
-}
-
-impl PendingManifest {
-    /// Reads and checks the head of the manifest `name` from `input`.
-    ///
-    /// # Errors
-    /// [`Error::BadRequest`] naming the manifest when it cannot be read, the head is not
-    /// valid JSON, or the format is newer than this voltool reads.
-    pub fn open(name: String, mut input: Box<dyn Read + Send>) -> Result<Self> {
-        let mut read = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut ended = false;
-        // Searched up to here (a key may straddle two reads).
-        let mut from = 0;
-        let cut = loop {
-            if let Some(i) = read[from..].windows(ENTRIES_KEY.len()).position(|w| w == ENTRIES_KEY) {
-                break Some(from + i);
-            }
-            from = read.len().saturating_sub(ENTRIES_KEY.len() - 1);
-            if read.len() >= HEAD_MAX {
-                break None;
-            }
-            let n = input.read(&mut chunk).map_err(|e| Error::BadRequest(format!("reading {name}: {e}")))?;
-            if n == 0 {
-                ended = true;
-                break None;
-            }
-            read.extend_from_slice(&chunk[..n]);
-        };
-        let head = cut.and_then(|i| {
-            let mut text = read[..i].to_vec();
-            text.push(b'}');
-            serde_json::from_slice::<ManifestHead>(&text).ok()
-        });
-        let (head, rest) = match head {
-            Some(h) => (h, Some(input)),
-            None => {
-                // Not laid out as voltool writes it: read it whole.
-                if !ended {
-                    read_rest(&name, &mut input, &mut read).map_err(Error::BadRequest)?;
-                }
-                let h = serde_json::from_slice(&read).map_err(|e| Error::BadRequest(format!("{name}: {e}")))?;
-                (h, None)
-            }
-        };
-        if head.format_version == 0 || head.format_version > voltool_backup::FORMAT_VERSION {
-            let e = voltool_backup::BackupError::ManifestVersion {
-                found: head.format_version,
-                supported: voltool_backup::FORMAT_VERSION,
-            };
-            return Err(Error::BadRequest(format!("{name}: {e}")));
-        }
-        Ok(Self { name, read, rest, options: head.options, expect_archive: None })
-    }
-
-    /// [`Self::open`] over a manifest already in memory.
-    ///
-    /// # Errors
-    /// As [`Self::open`].
-    pub fn new(name: String, text: String) -> Result<Self> {
-        Self::open(name, Box::new(std::io::Cursor::new(text.into_bytes())))
-    }
-
-    /// Holds the manifest to the archive sha256 the catalog recorded when the backup was made:
-    /// an archive and manifest rewritten together on the target (consistent with each other)
-    /// are then refused too.
-    #[must_use]
-    pub fn expect_archive(mut self, sha256: Option<String>) -> Self {
-        self.expect_archive = sha256;
-        self
-    }
-
-    /// Starts reading the rest of the manifest and parsing it whole on its own thread.
-    ///
-    /// # Errors
-    /// When the thread cannot start.
-    pub fn parse(self) -> std::result::Result<ParsingManifest, String> {
-        let Self { name, read, rest, expect_archive, .. } = self;
-        let n2 = name.clone();
-        let thread = std::thread::Builder::new()
-            .name("manifest-parse".into())
-            .spawn(move || {
-                // Parsed as it is read, never held whole as text, and stopped at the limit.
-                let rest: Box<dyn Read + Send> = rest.unwrap_or_else(|| Box::new(std::io::empty()));
-                let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
-                let m = Manifest::from_reader(&n2, std::io::Cursor::new(read).chain(rest), lim)
-                    .map_err(|e| format!("{n2}: {e}"))?;
-                match expect_archive {
-                    Some(want) if want != m.archive_sha256 => Err(format!(
-                        "{n2} records archive sha256 {}, the catalog recorded {want} when the backup was made: the backup was changed since",
-                        m.archive_sha256
-                    )),
-                    _ => Ok(m),
-                }
-            })
-            .map_err(|e| format!("starting the thread that parses {name}: {e}"))?;
-        Ok(ParsingManifest { name, thread })
-    }
-}
-
-impl ParsingManifest {
-    /// The parsed manifest.
-    ///
-    /// # Errors
-    /// The manifest's parse error, naming it.
-    pub fn join(self) -> std::result::Result<Manifest, String> {
-        self.thread.join().map_err(|_| format!("parsing {} failed", self.name))?
-    }
-}
-
-/// Extracts `input` into a staging directory in `root`, checks it, and swaps it in.
-///
-/// # Errors
-/// The extraction's, the manifest check's, or the swap's error; `root` is unchanged then.
-pub fn restore_into(
-    root: &Path,
-    input: Box<dyn Read + Send>,
-    manifest: Option<&Manifest>,
-    opts: &ExtractOptions,
-) -> std::result::Result<ExtractReport, String> {
-    let mut check = |rep: &ExtractReport| match manifest {
-        Some(m) => voltool_restore::check_manifest(rep, m).map_err(|e| e.to_string()),
-        None => Ok(()),
-    };
-    restore_checked(root, input, &mut check, opts)
-}
-
-/// [`restore_into`] with any check between extraction and swap (a migration reads its
-/// manifest only after the data).
-///
-/// # Errors
-/// The extraction's, the check's or the swap's error; `root` is unchanged then.
-pub fn restore_checked(
-    root: &Path,
-    input: Box<dyn Read + Send>,
-    check: &mut dyn FnMut(&ExtractReport) -> std::result::Result<(), String>,
-    opts: &ExtractOptions,
-) -> std::result::Result<ExtractReport, String> {
-    let n = nonce();
-    let staging = root.join(format!(".voltool-restore-{n}"));
-    std::fs::create_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
-    let done = voltool_restore::extract_archive(input, &staging, opts)
-        .map_err(|e| e.to_string())
-        .and_then(|rep| check(&rep).map(|()| rep));
-    let report = match done {
-        Ok(r) => r,
-        Err(e) => {
-            remove_tree(&staging);
-            return Err(e);
-        }
-    };
-    swap_in(root, &staging, &n).inspect_err(|_| remove_tree(&staging))?;
-    Ok(report)
-}
-
-fn remove_tree(p: &Path) {
-    // A restored tree may hold read-only directories: make them writable first.
-    fn writable(dir: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                writable(&e.path());
-            }
-        }
-    }
-    writable(p);
-    if let Err(e) = std::fs::remove_dir_all(p) {
-        tracing::warn!(path = %p.display(), error = %e, "could not remove a restore's temporary tree");
-    }
-}
-
-/// Writes the swap phase marker atomically (temporary file, fsync, rename, fsync of the root).
-fn set_phase(root: &Path, n: &str, phase: &str) -> std::result::Result<(), String> {
-    use std::io::Write;
-    let marker = root.join(format!(".voltool-restore-{n}.swap"));
-    let tmp = root.join(format!(".voltool-restore-{n}.swap.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(phase.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &marker).map_err(|e| format!("{}: {e}", marker.display()))?;
-    sync_dir(root)
-}
-
-fn sync_dir(dir: &Path) -> std::result::Result<(), String> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
-}
-
-/// Entries of the volume proper (not restore bookkeeping, not `lost+found`).
-fn user_entries(dir: &Path) -> std::result::Result<Vec<std::ffi::OsString>, String> {
-    Ok(std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| {
-            let s = n.to_string_lossy();
-            !s.starts_with(".voltool-restore-") && s != "lost+found"
-        })
-        .collect())
-}
-
-fn move_all(from: &Path, to: &Path) -> std::result::Result<(), String> {
-    for name in user_entries(from)? {
-        std::fs::rename(from.join(&name), to.join(&name))
-            .map_err(|e| format!("moving {}: {e}", from.join(&name).display()))?;
-    }
-    Ok(())
-}
-
-/// Swaps the staged tree in, crash-safely (the tree is on disk already: extracted with
-/// [`ExtractOptions::durable`]): phase 1 moves the old entries into
-/// `.voltool-restore-old-N`, phase 2 moves the staged ones into the root; a marker file records
-/// the phase, so [`recover`] after a crash rolls phase 1 back (old content) or phase 2 forward
-/// (new content) — never a mix. On an error here everything moved is moved back.
-fn swap_in(root: &Path, staging: &Path, n: &str) -> std::result::Result<(), String> {
-    let old = root.join(format!(".voltool-restore-old-{n}"));
-    std::fs::create_dir(&old).map_err(|e| format!("creating {}: {e}", old.display()))?;
-    set_phase(root, n, "1")?;
-    if let Err(e) = move_all(root, &old).and_then(|()| sync_dir(root)).and_then(|()| set_phase(root, n, "2")) {
-        let _ = move_all(&old, root);
-        let _ = std::fs::remove_dir(&old);
-        let _ = std::fs::remove_file(root.join(format!(".voltool-restore-{n}.swap")));
-        return Err(format!("swapping the restored data in: {e}"));
-    }
-    if let Err(e) = move_all(staging, root).and_then(|()| sync_dir(root)) {
-        // Undo: staged entries back, old ones in.
-        for name in user_entries(root).unwrap_or_default() {
-            let _ = std::fs::rename(root.join(&name), staging.join(&name));
-        }
-        let _ = move_all(&old, root);
-        let _ = std::fs::remove_dir(&old);
-        let _ = std::fs::remove_file(root.join(format!(".voltool-restore-{n}.swap")));
-        return Err(format!("swapping the restored data in: {e}"));
-    }
-    std::fs::remove_file(root.join(format!(".voltool-restore-{n}.swap")))
-        .map_err(|e| format!("removing the swap marker: {e}"))?;
-    sync_dir(root)?;
-    let _ = std::fs::remove_dir(staging);
-    remove_tree(&old);
-    Ok(())
-}
-
-/// Finishes or undoes what a restore killed mid-way left in a volume's root: a swap in phase
-/// 1 is rolled back, one in phase 2 rolled forward; staging and old trees without a marker
-/// are deleted. Returns what it did, for the log.
-///
-/// # Errors
-/// When the volume's root cannot be read or an entry cannot be moved.
-pub fn recover(root: &Path) -> std::result::Result<Vec<String>, String> {
-    let mut did = Vec::new();
-    let names: Vec<String> = std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    for name in &names {
-        let Some(n) = name.strip_prefix(".voltool-restore-").and_then(|r| r.strip_suffix(".swap")) else { continue };
-        let phase = std::fs::read_to_string(root.join(name)).unwrap_or_default();
-        let (staging, old) =
-            (root.join(format!(".voltool-restore-{n}")), root.join(format!(".voltool-restore-old-{n}")));
-        if phase.trim() == "2" {
-            // Every old entry was out; finish moving the new ones in.
-            move_all(&staging, root)?;
-            did.push(format!("finished swapping in restore {n}"));
-        } else {
-            // Part of the old entries moved out, the new ones not yet in: move the old back.
-            move_all(&old, root)?;
-            did.push(format!("rolled back restore {n}"));
-        }
-        sync_dir(root)?;
-        std::fs::remove_file(root.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        let _ = std::fs::remove_file(root.join(format!("{name}.tmp")));
-    }
-    for name in std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))?.flatten() {
-        let s = name.file_name().to_string_lossy().into_owned();
-        if s.starts_with(".voltool-restore-") {
-            if name.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&name.path());
-            } else {
-                let _ = std::fs::remove_file(name.path());
-            }
-            did.push(format!("removed {s}"));
-        }
-    }
-    Ok(did)
-}
-
 /// A frame reader shared between the extraction (data) and the check (manifest).
 struct Shared<R: Read>(std::sync::Arc<std::sync::Mutex<voltool_migrate::FrameReader<R>>>);
 
 impl<R: Read> Read for Shared<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).read(buf)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_manifest_head_is_read_at_once_and_its_entries_alongside() {
-        let newer =
-            format!(r#"{{"format_version":{},"options":{{}},"entries":[]}}"#, voltool_backup::FORMAT_VERSION + 1);
-        let e = PendingManifest::new("x.manifest.json".into(), newer).unwrap_err().to_string();
-        assert!(e.contains("x.manifest.json"), "names the manifest: {e}");
-        assert!(PendingManifest::new("x.manifest.json".into(), "{".into()).is_err(), "not JSON");
-        // A head that reads but entries that do not: the parse (joined before the swap) fails.
-        let bad = r#"{"format_version":1,"options":{"size":"1g"},"entries":7}"#;
-        let p = PendingManifest::new("y.manifest.json".into(), bad.into()).unwrap();
-        assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
-        let e = p.parse().unwrap().join().unwrap_err();
-        assert!(e.contains("y.manifest.json"), "names the manifest: {e}");
-    }
-
-    /// A reader that hands out `text` 1000 bytes at a time.
-    struct Trickle {
-        text: Vec<u8>,
-        at: usize,
-    }
-
-    impl Read for Trickle {
-        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            let n = out.len().min(1000).min(self.text.len() - self.at);
-            out[..n].copy_from_slice(&self.text[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn only_the_head_is_read_at_once_and_the_rest_on_the_parsing_thread() {
-        let entries: Vec<String> = (0..20_000)
-            .map(|i| {
-                format!(
-                    r#"{{"path":"f{i}","kind":"file","mode":420,"uid":0,"gid":0,"mtime":1,"size":1,"sha256":"{}"}}"#,
-                    "a".repeat(64)
-                )
-            })
-            .collect();
-        let text = format!(
-            r#"{{"format_version":1,"id":"v-20260101T000000Z-abcdef","volume":"v","options":{{"size":"1g"}},"created":"2026-01-01T00:00:00Z","tool_version":"0","archive_size":1,"archive_sha256":"x","files":20000,"bytes":20000,"entries":[{}]}}"#,
-            entries.join(",")
-        );
-        assert!(text.len() > 2 * HEAD_MAX, "bigger than what the head read may take");
-        let p = PendingManifest::open(
-            "z.manifest.json".into(),
-            Box::new(Trickle { text: text.clone().into_bytes(), at: 0 }),
-        )
-        .unwrap();
-        assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
-        assert!(p.read.len() < 64 * 1024, "read {} bytes for the head", p.read.len());
-        let m = p.parse().unwrap().join().unwrap();
-        assert_eq!(m.entries.len(), 20_000);
-        assert_eq!(m.entries[19_999].path, "f19999");
-        // Held to the catalog's archive sha256: the same passes, another is refused.
-        let held = |sha: &str| {
-            PendingManifest::new("z.manifest.json".into(), text.clone())
-                .unwrap()
-                .expect_archive(Some(sha.into()))
-                .parse()
-                .unwrap()
-                .join()
-        };
-        assert!(held("x").is_ok());
-        let e = held("y").unwrap_err();
-        assert!(e.contains("catalog") && e.contains("z.manifest.json"), "{e}");
-    }
-
-    fn names(root: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            std::fs::read_dir(root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        v.sort();
-        v
-    }
-
-    /// A crash in phase 1 (old entries partly moved out, new ones still staged).
-    #[test]
-    fn recover_rolls_phase_one_back_to_the_old_content() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::write(root.join("old1"), "1").unwrap();
-        std::fs::create_dir(root.join(".voltool-restore-old-n")).unwrap();
-        std::fs::write(root.join(".voltool-restore-old-n/old2"), "2").unwrap();
-        std::fs::create_dir(root.join(".voltool-restore-n")).unwrap();
-        std::fs::write(root.join(".voltool-restore-n/new1"), "x").unwrap();
-        std::fs::write(root.join(".voltool-restore-n.swap"), "1").unwrap();
-        let did = recover(root).unwrap();
-        assert!(did.iter().any(|d| d.contains("rolled back")), "{did:?}");
-        assert_eq!(names(root), ["old1", "old2"]);
-    }
-
-    /// A crash in phase 2 (old entries all out, new ones partly in).
-    #[test]
-    fn recover_rolls_phase_two_forward_to_the_new_content() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::write(root.join("new1"), "x").unwrap();
-        std::fs::create_dir(root.join(".voltool-restore-old-n")).unwrap();
-        std::fs::write(root.join(".voltool-restore-old-n/old1"), "1").unwrap();
-        std::fs::create_dir_all(root.join(".voltool-restore-n/newdir")).unwrap();
-        std::fs::write(root.join(".voltool-restore-n.swap"), "2").unwrap();
-        let did = recover(root).unwrap();
-        assert!(did.iter().any(|d| d.contains("finished")), "{did:?}");
-        assert_eq!(names(root), ["new1", "newdir"]);
-    }
-
-    /// An extraction cut short (staging, no marker) or a cleanup cut short (old tree, no marker).
-    #[test]
-    fn recover_removes_unmarked_leftovers() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::write(root.join("keep"), "k").unwrap();
-        std::fs::create_dir_all(root.join(".voltool-restore-a/x")).unwrap();
-        std::fs::create_dir_all(root.join(".voltool-restore-old-b/y")).unwrap();
-        recover(root).unwrap();
-        assert_eq!(names(root), ["keep"]);
-    }
-
-    /// A normal swap leaves only the new entries.
-    #[test]
-    fn swap_replaces_the_entries() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::write(root.join("old"), "o").unwrap();
-        std::fs::create_dir(root.join("lost+found")).unwrap();
-        let staging = root.join(".voltool-restore-z");
-        std::fs::create_dir(&staging).unwrap();
-        std::fs::write(staging.join("new"), "n").unwrap();
-        swap_in(root, &staging, "z").unwrap();
-        assert_eq!(names(root), ["lost+found", "new"]);
     }
 }

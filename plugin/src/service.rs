@@ -570,6 +570,11 @@ impl Inner {
 
     fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
         let rec = self.record(name)?;
+        // A container may not start on a volume whose data is being replaced (it would see
+        // half a tree, and its writes could be swapped away); the restore's own mounts may.
+        if !id.starts_with("voltool-") && self.store.is_restoring(name)? {
+            return Err(Error::Restoring { volume: name.to_owned() });
+        }
         let mp = self.layout.mountpoint(name);
         let backend = AnyBackend::for_spec(&rec.spec);
         // One look at the mount table per call: it is the hot path of every container start.

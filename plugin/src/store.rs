@@ -13,7 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::options::VolumeSpec;
 
 mod catalog;
+mod journal;
 pub use catalog::{BackupRow, BackupStatus, ScheduleState};
+pub use journal::RestoreInFlight;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,10 @@ const MIGRATIONS: &[&str] = &[
         volume TEXT PRIMARY KEY NOT NULL,
         started_at TEXT NOT NULL
      );",
+    // 4: the phase of a restore's swap, kept here and not in a file inside the volume (where a
+    // container could replace it): see voltool_restore::staged.
+    "ALTER TABLE restores ADD COLUMN nonce TEXT NOT NULL DEFAULT '';
+     ALTER TABLE restores ADD COLUMN phase TEXT NOT NULL DEFAULT '';",
 ];
 
 /// A stored volume.

@@ -18,6 +18,12 @@ pub enum RestoreError {
     /// The archive holds more than the limit (the volume's size).
     #[error("refused entry {entry:?}: the archive holds more than {limit} bytes of file data, the volume's size limit")]
     TooLarge { entry: String, limit: u64 },
+    /// The archive needs more room than the filesystem it lands on may give (its free space
+    /// or inodes less the reserve).
+    #[error(
+        "refused entry {entry:?}: the archive needs more than the {bytes} bytes / {inodes} inodes the volume's filesystem can spare (free space less the reserve)"
+    )]
+    NoSpace { entry: String, bytes: u64, inodes: u64 },
     /// A helper thread of the extraction (decoder, file writer) could not start.
     #[error("starting the restore's {what} thread: {source}")]
     Thread { what: &'static str, source: std::io::Error },

@@ -15,9 +15,12 @@
 //! paths and creates (see the `pipeline` module); buffers are bounded and recycled, so memory
 //! does not grow with the archive.
 //!
-//! The caller (the daemon) owns staging and swapping: it extracts into a fresh directory on
-//! the volume's own filesystem, checks the result, and only then swaps it in, so a failed
-//! restore leaves the volume as it was.
+//! [`staged::restore_staged`] extracts into a fresh directory on the volume's own filesystem,
+//! checks the result, and only then swaps it in, so a failed restore leaves the volume as it
+//! was; the swap's phase is kept by the caller ([`staged::Journal`]: the daemon's SQLite
+//! state), never in the volume, and [`staged::recover`] finishes or undoes a swap a crash cut
+//! short. Every path operation goes through directory descriptors
+//! ([`voltool_runtime::fsat`]): containers may write into the volume while it runs.
 //!
 //! ## Limitations
 //! GNU sparse entries are refused; ACLs come back only as their xattrs.
@@ -25,10 +28,12 @@
 pub mod error;
 pub mod extract;
 mod pipeline;
+pub mod staged;
 
 pub use error::RestoreError;
 pub use extract::{
-    ArchiveDigest, Compression, ExtractOptions, ExtractReport, Written, extract, extract_archive, open_archive,
+    ArchiveDigest, Compression, ExtractOptions, ExtractReport, Space, Written, extract, extract_archive,
+    extract_archive_into, open_archive,
 };
 
 use voltool_backup::{EntryKind, Manifest};
@@ -208,7 +213,8 @@ mod tests {
         }
         let tar = b.into_inner().unwrap();
         let dest = tempfile::tempdir().unwrap();
-        let opts = ExtractOptions { same_owner: root, ..ExtractOptions::default() };
+        // As for an archive of this daemon's own catalog: privileges kept.
+        let opts = ExtractOptions { same_owner: root, preserve_privileges: true, ..ExtractOptions::default() };
         extract(&tar[..], dest.path(), &opts).unwrap();
         for (name, mode, uid) in files {
             let m = std::fs::metadata(dest.path().join(name)).unwrap();
@@ -216,6 +222,13 @@ mod tests {
             if root {
                 assert_eq!((u64::from(m.uid()), u64::from(m.gid())), (uid, uid), "{name}");
             }
+        }
+        // A foreign archive (the default): setuid and setgid bits are dropped, the rest kept.
+        let dest = tempfile::tempdir().unwrap();
+        extract(&tar[..], dest.path(), &ExtractOptions { same_owner: root, ..ExtractOptions::default() }).unwrap();
+        for (name, mode, _) in files {
+            let m = std::fs::metadata(dest.path().join(name)).unwrap();
+            assert_eq!(m.mode() & 0o7777, mode & 0o1777, "{name}");
         }
     }
 

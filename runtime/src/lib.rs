@@ -24,6 +24,7 @@
 
 pub mod container;
 pub mod error;
+pub mod fsat;
 pub mod fuse;
 pub mod lock;
 pub mod loopdev;

@@ -15,19 +15,37 @@ use crate::client::{Api, ReadBody, segment};
 use crate::output;
 
 fn summary(v: &Value) -> String {
+    let checked = match v["verification"].as_str() {
+        Some("manifest") => ", checked against the manifest",
+        Some("catalog") => ", checked against the catalog's sha256 (manifest missing)",
+        Some(_) => ", unverified (no manifest)",
+        // An older daemon.
+        None if v["verified_against_manifest"] == true => ", checked against the manifest",
+        None => "",
+    };
     format!(
-        "restored {} files ({} bytes, {}{}) into volume {}{}",
+        "restored {} files ({} bytes, {}{checked}) into volume {}{}",
         v["files"].as_u64().unwrap_or(0),
         v["bytes"].as_u64().unwrap_or(0),
         v["compression"].as_str().unwrap_or("?"),
-        if v["verified_against_manifest"] == true { ", checked against the manifest" } else { "" },
         v["volume"].as_str().unwrap_or("?"),
         if v["created"] == true { " (created)" } else { "" }
     )
 }
 
 fn flags_query(f: &RestoreFlags) -> String {
-    format!("force={}&allow_devices={}&strip_components={}", f.force, f.allow_devices, f.strip_components)
+    format!(
+        "force={}&allow_devices={}&strip_components={}&preserve_privileges={}",
+        f.force, f.allow_devices, f.strip_components, f.preserve_privileges
+    )
+}
+
+/// The manifest voltool writes beside `DIR/ID.tar.zst`: `DIR/ID.manifest.json`, if present.
+fn manifest_beside(archive: &Path) -> Option<std::path::PathBuf> {
+    let name = archive.file_name()?.to_str()?;
+    let id = name.strip_suffix(".tar.zst")?;
+    let m = archive.with_file_name(format!("{id}.manifest.json"));
+    m.is_file().then_some(m)
 }
 
 pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
@@ -37,7 +55,7 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
     let local = from == "-" || (!from.contains("://") && Path::new(from).exists());
     let v: Value = if local {
         let input = (from != "-").then(|| Path::new(from.as_str()));
-        return import(api, &args.volume, input, &args.opts, args.json).await;
+        send(api, &args.volume, input, &args.opts, args.json).await?
     } else {
         let spinner = (std::io::stderr().is_terminal() && !args.json).then(|| {
             let b = ProgressBar::new_spinner();
@@ -50,6 +68,7 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
             "force": args.opts.force,
             "allow_devices": args.opts.allow_devices,
             "strip_components": args.opts.strip_components,
+            "preserve_privileges": args.opts.preserve_privileges,
         });
         let r = api.post_long(&format!("/v1/volumes/{}/restore", segment(&args.volume)), body).await;
         if let Some(b) = spinner {
@@ -57,14 +76,10 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
         }
         r?
     };
-    if args.json {
-        output::json(&v)?
-    } else {
-        println!("{}", summary(&v))
-    }
-    Ok(ExitCode::SUCCESS)
+    print_outcome(&v, args.json, false)
 }
 
+/// `voltool import`: the summary goes to stderr.
 pub async fn import(
     api: &Api,
     volume: &str,
@@ -72,12 +87,42 @@ pub async fn import(
     flags: &RestoreFlags,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let path = format!("/v1/volumes/{}/import?{}", segment(volume), flags_query(flags));
+    let v = send(api, volume, input, flags, json_out).await?;
+    print_outcome(&v, json_out, true)
+}
+
+fn print_outcome(v: &Value, json_out: bool, summary_to_stderr: bool) -> Result<ExitCode> {
+    if json_out {
+        output::json(v)?
+    } else if summary_to_stderr {
+        eprintln!("{}", summary(v))
+    } else {
+        println!("{}", summary(v))
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Streams a local file (with the manifest beside it, if any) or stdin to the daemon's import.
+async fn send(api: &Api, volume: &str, input: Option<&Path>, flags: &RestoreFlags, json_out: bool) -> Result<Value> {
+    let mut path = format!("/v1/volumes/{}/import?{}", segment(volume), flags_query(flags));
     let (v, bar): (Value, Option<ProgressBar>) = match input {
         Some(p) => {
             let f = tokio::fs::File::open(p).await.with_context(|| format!("open {}", p.display()))?;
-            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-            let body = ReadBody::new(f);
+            let mut len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+            // A voltool archive with its manifest beside it: the manifest goes first, and the
+            // daemon checks the restore against it.
+            let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match input.and_then(manifest_beside) {
+                Some(mp) => {
+                    let m = tokio::fs::File::open(&mp).await.with_context(|| format!("open {}", mp.display()))?;
+                    let mlen = m.metadata().await.with_context(|| format!("stat {}", mp.display()))?.len();
+                    let mname = mp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    path.push_str(&format!("&manifest_len={mlen}&manifest_name={}", segment(&mname)));
+                    len += mlen;
+                    Box::new(tokio::io::AsyncReadExt::chain(tokio::io::AsyncReadExt::take(m, mlen), f))
+                }
+                None => Box::new(f),
+            };
+            let body = ReadBody::new(input);
             let sent = body.sent.clone();
             let bar = (std::io::stderr().is_terminal() && !json_out).then(|| {
                 let b = ProgressBar::new(len);
@@ -114,12 +159,7 @@ pub async fn import(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if json_out {
-        output::json(&v)?
-    } else {
-        eprintln!("{}", summary(&v))
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(v)
 }
 
 pub async fn export(api: &Api, volume: &str, output: Option<&Path>) -> Result<ExitCode> {

@@ -42,6 +42,27 @@ struct Config {
     /// `[api]`: who may use the management socket besides root.
     #[serde(default)]
     api: ApiConfig,
+    /// `[restore]`: what restores leave free.
+    #[serde(default)]
+    restore: RestoreConfig,
+}
+
+/// The `[restore]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RestoreConfig {
+    /// What a restore leaves free on the filesystem it writes to: `5%` or a size (`2GiB`).
+    /// Default: 5% of the filesystem, at most 1 GiB, and 5% of its inodes.
+    reserve: Option<String>,
+}
+
+impl RestoreConfig {
+    fn reserve(&self) -> Result<voltool_plugin::restores::Reserve> {
+        match &self.reserve {
+            None => Ok(voltool_plugin::restores::Reserve::default()),
+            Some(r) => voltool_plugin::restores::Reserve::parse(r).map_err(|e| anyhow::anyhow!("config file: {e}")),
+        }
+    }
 }
 
 /// The `[api]` table.
@@ -99,6 +120,7 @@ fn bind_unix(path: &Path, what: &str) -> Result<UnixListener> {
 pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
     let backup_settings = config.backup_settings()?;
+    let reserve = config.restore.reserve()?;
     // Volume options from Docker may name only the config's targets and allowed dirs (the
     // default target is `<state dir>/backups` unless the config names one, as Backups::open).
     let default_target =
@@ -200,7 +222,7 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
         let b = archiving.clone();
         Box::pin(async move { b.archive(&volume).await.map_err(|e| e.to_string()) })
     }));
-    let restores = voltool_plugin::restores::Restores::new(svc.clone(), backups.clone());
+    let restores = voltool_plugin::restores::Restores::new(svc.clone(), backups.clone()).with_reserve(reserve);
     // Restores a killed daemon left half-done: finish or undo them before serving.
     if let Err(e) = restores.recover_interrupted().await {
         tracing::error!(error = %e, "could not recover interrupted restores");
@@ -291,5 +313,9 @@ verify = true
         assert_eq!(c.api.group.as_deref(), Some("voltool"));
         assert_eq!(c.backup_settings().expect("valid").allowed_dirs, Some(vec![PathBuf::from("/srv/b")]));
         assert!(toml::from_str::<Config>("[api]\nowner = \"x\"\n").is_err());
+        let c: Config = toml::from_str("[restore]\nreserve = \"10%\"\n").expect("restore");
+        assert!(c.restore.reserve().is_ok());
+        let c: Config = toml::from_str("[restore]\nreserve = \"lots\"\n").expect("parse");
+        assert!(c.restore.reserve().is_err());
     }
 }
