@@ -28,7 +28,8 @@ S=/state E=/state/expect V=/state/voltool/volumes/vol1/data
 API=/run/pc/api.sock
 vt() { timeout -s KILL 120 voltool --api-socket "$API" "$@"; }
 end() { echo "PC-END $*"; sync; poweroff -f; sleep 5; }
-say() { echo "PC-$*"; }
+# (PC-OP / PC-DONE lines carry the guest's uptime: an operation's duration)
+say() { case "$*" in "OP "* | "DONE "*) echo "PC-$* @$(cut -d' ' -f1 /proc/uptime)" ;; *) echo "PC-$*" ;; esac; }
 put() { printf '%s\n' "$2" > "$E/.$1.tmp" && sync "$E/.$1.tmp" && mv "$E/.$1.tmp" "$E/$1" && sync "$E"; }
 # tree sum of a directory: every regular file's path and sha256 (plus symlinks and dirs by name)
 treesum() { (cd "$1" && { find . -type f -exec sha256sum {} + | sort -k2; find . ! -type f | sort; } | sha256sum | cut -c1-16); }
@@ -67,6 +68,10 @@ now=$(treesum "$V"); cur=$(cat $E/cur.vol1); alt=$(cat $E/alt.vol1 2>/dev/null)
 if [ "$now" = "$cur" ] || { [ -n "$alt" ] && [ "$now" = "$alt" ]; }; then
   chk volume-tree PASS; put cur.vol1 "$now"; rm -f $E/alt.vol1
 else chk volume-tree FAIL "tree $now is neither $cur nor ${alt:-none}"; fi
+# a restore the daemon could not finish or undo at start leaves the volume flagged
+if grep -q 'could not recover' /tmp/daemon.log; then
+  chk restore-recovery FAIL "$(grep 'could not recover' /tmp/daemon.log | tail -1 | cut -c1-200)"
+else chk restore-recovery PASS; fi
 ok=0 bad=''
 for id in $(complete_ids); do
   if vt backup verify "$id" >/tmp/v.out 2>&1; then ok=$((ok + 1)); else bad="$bad $id($(tail -1 /tmp/v.out))"; fi
@@ -97,8 +102,8 @@ for f in $E/secret.*; do
 done
 sync $E
 [ $fails = 0 ] || tail -30 /tmp/daemon.log
-# what the daemon's recovery did (an interrupted run kept or cleaned, a prune finished)
-grep -E 'kept as complete|interrupted prune|marked failed|partial objects of a failed' /tmp/daemon.log \
+# what the daemon's recovery did (an interrupted run kept or cleaned, a prune or a restore finished)
+grep -E 'kept as complete|interrupted prune|marked failed|partial objects of a failed|recovered a restore' /tmp/daemon.log \
   | sed 's/^[^ ]* *[A-Z]* [^ ]* /PC-RECOVERY /' | cut -c1-200
 [ "$PHASE" = check ] && end check
 

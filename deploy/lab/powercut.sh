@@ -17,6 +17,8 @@
 #      POWERCUT_KEEP (backup-keep=last=N, default 2), POWERCUT_SEED (default: random),
 #      POWERCUT_OPS (the guest's operations to draw from, repeats weigh more; default
 #      "mutate backup restore secret"; e.g. "backup restore restore restore"),
+#      POWERCUT_AT=OP (aim the cuts at one operation, e.g. restore: the cut comes 0..
+#      POWERCUT_AT_WINDOW seconds, default 10, after the round's first PC-OP OP line),
 #      POWERCUT_KEEP_DISK=1 (keep LAB_DIR/powercut.img).
 # Prints every PC-CHECK line, the operation each cut hit, and
 # `powercut: R rounds, N checks passed, M failed`. Exit status: 0 all checks passed; 1 a check
@@ -32,6 +34,7 @@ KEEP=${POWERCUT_KEEP:-2}
 BUDGET=${POWERCUT_BUDGET:-0}
 RANDOM=${POWERCUT_SEED:-$$}
 OPS=${POWERCUT_OPS:-mutate backup restore secret}
+AT=${POWERCUT_AT:-} AT_WINDOW=${POWERCUT_AT_WINDOW:-10}
 die() { echo "powercut.sh: $*" >&2; exit 1; }
 cannot_start() { echo "powercut.sh: cannot start: $*" >&2; exit 77; }
 log() { printf 'powercut: %s\n' "$*"; }
@@ -39,7 +42,8 @@ mkdir -p "$L"
 L=$(cd "$L" && pwd)
 exec 9>"$L/run.lock"
 flock -n 9 || cannot_start "another lab run is using $L"
-for o in $OPS; do case $o in mutate | backup | restore | secret) ;; *) die "unknown operation $o in POWERCUT_OPS" ;; esac; done
+for o in $OPS $AT; do case $o in mutate | backup | restore | secret) ;; *) die "unknown operation $o in POWERCUT_OPS/POWERCUT_AT" ;; esac; done
+case $AT_WINDOW in '' | *[!0-9]* | 0) die "POWERCUT_AT_WINDOW must be a positive number of seconds" ;; esac
 case $ROUNDS in '' | *[!0-9]*) die "ROUNDS must be a number, not $ROUNDS" ;; esac
 "$here/setup.sh" "$L" || cannot_start "setup.sh $L failed"
 BIN=${VOLTOOL_BIN:-}
@@ -102,6 +106,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   early=$((RANDOM % 8 == 0))
   if [ "$early" = 1 ]; then mark="PC-CHECK daemon" delay=$((RANDOM % 6)).$((RANDOM % 10)); else
     mark=PC-WORK delay=$((RANDOM % MAXD + 1)).$((RANDOM % 10)); fi
+  [ "$early" = 0 ] && [ -n "$AT" ] && delay=$((RANDOM % (AT_WINDOW * 10) / 10)).$((RANDOM % 10))
   if ! wait_for "$con" "$mark" 400; then
     tally "$con" "$r"
     log "round $r: the guest never reached its work phase (console $con)"
@@ -110,6 +115,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     kill -9 "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; qpid=
     break
   fi
+  # aimed: from the round's first PC-OP AT line (a round that never starts one is cut anyway)
+  aimed=
+  if [ "$early" = 0 ] && [ -n "$AT" ]; then wait_for "$con" "PC-OP $AT" 300 && aimed="its first $AT began"; fi
   sleep "$delay"
   kill -9 "$qpid" 2>/dev/null || true
   wait "$qpid" 2>/dev/null || true
@@ -123,8 +131,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     PC-DONE*) what="between operations (${op#PC-DONE })" key=between ;;
     *) what="the checks at start (daemon recovery)" key=start ;;
   esac
-  [ "$early" = 1 ] && log "round $r: cut ${delay}s after the daemon answered, during: $what" \
-    || log "round $r: cut after ${delay}s of work, during: $what"
+  if [ "$early" = 1 ]; then log "round $r: cut ${delay}s after the daemon answered, during: $what"
+  elif [ -n "$aimed" ]; then log "round $r: cut ${delay}s after $aimed, during: $what"
+  else log "round $r: cut after ${delay}s of work, during: $what"; fi
   hit[$key]=$((${hit[$key]:-0} + 1))
 done
 con=$L/powercut-final.log
