@@ -125,17 +125,27 @@ set -e
 
 # --- power-cut campaign (deploy/lab/powercut.sh; owner: issue 12 item 5) ---------------------
 # A few rounds, time-bounded, in CI; run `deploy/lab/powercut.sh 20` by hand for the campaign.
+# Status 77: the campaign could not start (lab setup, build, initramfs): a failure in CI, a
+# visible SKIP elsewhere.
 log "power-cut campaign (qemu SIGKILLed mid backup+prune / restore / secret add, checked at reboot)"
 pc_out=$(mktemp)
 set +e
-VOLTOOL_BIN="$top/target/release/voltool" POWERCUT_BUDGET=${POWERCUT_BUDGET:-300} POWERCUT_MAX_DELAY=20 \
-  deploy/lab/powercut.sh "${POWERCUT_ROUNDS:-5}" 2>&1 | tee "$pc_out"
+VOLTOOL_BIN="${CARGO_TARGET_DIR:-$top/target}/release/voltool" POWERCUT_BUDGET=${POWERCUT_BUDGET:-300} \
+  POWERCUT_MAX_DELAY=20 deploy/lab/powercut.sh "${POWERCUT_ROUNDS:-5}" 2>&1 | tee "$pc_out"
 pc_rc=${PIPESTATUS[0]}
 set -e
-pc_passed=$(grep -E '^powercut: [0-9]+ rounds' "$pc_out" | tail -1 | grep -oE '[0-9]+ checks passed' | awk '{print $1+0}')
-pc_failed=$(grep -E '^powercut: [0-9]+ rounds' "$pc_out" | tail -1 | grep -oE '[0-9]+ failed' | awk '{print $1+0}')
-[ -n "$pc_failed" ] || { pc_passed=0; pc_failed=1; }
-[ "$pc_rc" = 0 ] || [ "$pc_failed" != 0 ] || pc_failed=1
+pc_skip=0
+if [ "$pc_rc" = 77 ] && [ "${CI:-}" != true ]; then
+  echo "SKIP power-cut campaign: $(grep -E 'cannot start' "$pc_out" | tail -1) (fails in CI)"
+  pc_passed=0 pc_failed=0 pc_rc=0 pc_skip=1
+else
+  # (|| true: no summary line must not end test.sh here under set -e; it counts as a failure)
+  pc_sum=$(grep -E '^powercut: [0-9]+ rounds' "$pc_out" | tail -1 || true)
+  pc_passed=$(grep -oE '[0-9]+ checks passed' <<<"$pc_sum" | awk '{print $1+0}' || true)
+  pc_failed=$(grep -oE '[0-9]+ failed' <<<"$pc_sum" | awk '{print $1+0}' || true)
+  [ -n "$pc_failed" ] || { pc_passed=0; pc_failed=1; echo "test.sh: the power-cut campaign printed no summary (status $pc_rc)" >&2; }
+  [ "$pc_rc" = 0 ] || [ "$pc_failed" != 0 ] || pc_failed=1
+fi
 rm -f "$pc_out"
 lab_passed_pc=$pc_passed lab_failed_pc=$pc_failed
 # --- end of the power-cut campaign ------------------------------------------------------------
@@ -160,7 +170,7 @@ lab_passed=$(lab passed); lab_failed=$(lab failed)
 [ "$lab_rc" = 0 ] || [ "$lab_failed" != 0 ] || lab_failed=1
 lab_passed=$((lab_passed + lab_passed_pc)) lab_failed=$((lab_failed + lab_failed_pc))   # power-cut campaign
 [ "$fuzz_rc" = 0 ] || lab_failed=$((lab_failed + 1))   # fuzzing
-skips=$(grep -cE '^SKIP[: ]' "$out" || true)
+skips=$(( $(grep -cE '^SKIP[: ]' "$out" || true) + pc_skip ))
 summary="voltool: $(( $(sum passed) + lab_passed )) passed, $(( $(sum failed) + lab_failed )) failed, $(sum ignored) skipped"
 rm -f "$out" "$lab_out"
 echo
