@@ -89,6 +89,7 @@ fn runs_under_attack(
         } else {
             tally.refused += 1;
             let e = stderr(&o);
+            println!("run {i} (hostile: {hostile}) refused: {e}");
             assert!(!e.is_empty() && !e.contains("panicked"), "run {i}: failed without a reason: {e}");
             (&trees[old], "the old tree (the run failed)")
         };

@@ -353,7 +353,7 @@ stager() {
       ln -snT "$C/c600" "$d/d7/f39" 2>/dev/null && echo "planted $d/d7/f39"
       [ $((n % 8)) -eq 0 ] && ln -snT "$C" "$d/hr-link-$n" 2>/dev/null
       [ -e /ctl/hostile ] && ln -snT "$C" "$d/zz" 2>/dev/null && echo "planted $d/zz"
-      if [ -d "$d/d9/sub" ] && [ ! -L "$d/d9/sub" ] && mv -T "$d/d9/sub" "$d/d9/sub.aside" 2>/dev/null; then
+      if [ -e /ctl/hostile ] && [ -d "$d/d9/sub" ] && [ ! -L "$d/d9/sub" ] && mv -T "$d/d9/sub" "$d/d9/sub.aside" 2>/dev/null; then
         ln -snT "$C" "$d/d9/sub" 2>/dev/null && echo "split $d/d9/sub"
       fi
       case "$d" in
