@@ -18,10 +18,12 @@
 //! the volume is exactly the old tree (the run failed) or the new one (it succeeded), file
 //! contents compared byte for byte with the source volumes the archives were made from.
 //!
-//! The module `scene` (tests/hostile_restore/scene.rs) has the daemon, the trees and the
+//! tests/hostile_restore/scene.rs has the daemon, the trees and the canary, container.rs the
 //! container; this file has the runs.
 
 mod common;
+#[path = "hostile_restore/container.rs"]
+mod container;
 #[path = "docker_e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
@@ -34,8 +36,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, bin, stderr, stdout};
+use container::Hostile;
 use harness::{IMAGE, run, text};
-use scene::{Host, Hostile, Tree};
+use scene::{Host, Tree};
 
 /// Runs of each operation under the hostile container.
 const RUNS: usize = 20;
@@ -125,7 +128,7 @@ fn forced_restores_by_id_under_a_hostile_container_touch_nothing_outside_the_vol
     if !ready(test) {
         return;
     }
-    let host = Host::start("rid");
+    let host = Host::start();
     let trees = [Tree::make(&host, "a"), Tree::make(&host, "b")];
     let ids: Vec<String> =
         trees.iter().map(|t| host.ok(&["backup", "run", &t.volume]).lines().last().expect("id").into()).collect();
@@ -141,7 +144,7 @@ fn forced_imports_under_a_hostile_container_touch_nothing_outside_the_volume() {
     if !ready(test) {
         return;
     }
-    let host = Host::start("imp");
+    let host = Host::start();
     let trees = [Tree::make(&host, "a"), Tree::make(&host, "b")];
     let files: Vec<PathBuf> = trees
         .iter()
@@ -213,14 +216,14 @@ fn a_container_start_during_a_restore_is_refused_as_being_restored() {
     if !ready(test) {
         return;
     }
-    let host = Host::start("busy");
+    let host = Host::start();
     let trees = [Tree::make(&host, "a"), Tree::make(&host, "b")];
     let file = host.d.dir.path().join("b.tar.zst");
     host.ok(&["export", &trees[1].volume, "-o", file.to_str().expect("utf8")]);
     let h = Hostile::start(&host, "busy", &host.backup_of(&trees[0]));
     h.set_hostile(false);
     let child = slow_import(&host, &h.volume);
-    h.wait_for_staging();
+    host.wait_for_staging(&h.volume);
     refused_start(&host, &h.volume, &format!("{}-late", h.container));
     // The container that held the volume before keeps running through it.
     h.assert_running();
@@ -286,7 +289,7 @@ fn receives_refuse_a_held_volume_and_containers_while_they_run() {
     if !ready(test) {
         return;
     }
-    let host = Host::start("recv");
+    let host = Host::start();
     let tree = Tree::make(&host, "a");
     let stream = migration_stream(&host, &tree.volume);
     let offer_end = stream.iter().position(|&b| b == b'\n').expect("offer line") + 1;
@@ -301,6 +304,7 @@ fn receives_refuse_a_held_volume_and_containers_while_they_run() {
     // volume ends as the source's tree.
     let t0 = Instant::now();
     let name = format!("{}-recv", host.driver);
+    let _ = run(Command::new("docker").args(["volume", "rm", "-f", &name]));
     for i in 0..RUNS {
         let mut child = receive(&host, &name);
         let mut stdin = child.stdin.take().expect("stdin");

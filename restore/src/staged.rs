@@ -160,7 +160,11 @@ fn clear(dir: &Dir) -> io::Result<()> {
         if names.is_empty() {
             return Ok(());
         }
-        failed = names.iter().filter_map(|n| dir.remove_tree(n).err()).last().or(failed);
+        for n in &names {
+            if let Err(e) = dir.remove_tree(n) {
+                failed = Some(e);
+            }
+        }
     }
     Err(failed.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOTEMPTY)))
 }

@@ -186,7 +186,8 @@ fn engine_and_image() -> Result<(), String> {
 }
 
 /// For suites that run their own daemon: whether the engine and the test image are there; if
-/// not, prints `SKIP test: why` (outside CI; in CI it fails).
+/// not, prints `SKIP test: why` (outside CI; in CI it fails). Used by tests/hostile_restore.rs.
+#[allow(dead_code)]
 pub fn docker_or_skip(test: &str) -> bool {
     engine_and_image().map_or_else(|e| skip_or_fail(test, &e).is_some(), |()| true)
 }
