@@ -46,6 +46,10 @@ pub enum BackupError {
     /// The manifest is larger than the reader accepts ([`crate::ManifestLimits`]).
     #[error("manifest {name}: larger than {limit} bytes")]
     ManifestTooLarge { name: String, limit: u64 },
+    /// A string in the manifest is longer than the reader accepts
+    /// ([`crate::manifest::MAX_MANIFEST_STRING`]); `at` is the byte of its opening quote.
+    #[error("manifest {name}: a string longer than {limit} bytes at byte {at}")]
+    ManifestString { name: String, at: u64, limit: u64 },
     /// The manifest was written by a newer, incompatible format.
     #[error("manifest format version {found} is not supported (this voltool reads version {supported})")]
     ManifestVersion { found: u32, supported: u32 },

@@ -195,12 +195,68 @@ impl Default for ManifestLimits {
     }
 }
 
-/// A reader that fails (`InvalidData`) once more than `left` bytes were asked of it, and says
-/// so in `over`.
+/// The longest JSON string (path, link target, option, note) a manifest may hold, in bytes as
+/// written (escapes included). serde_json gathers a string whole before handing it over, so a
+/// manifest of one endless string would otherwise cost memory up to [`ManifestLimits::bytes`];
+/// real strings are paths (the archiver takes at most 64 KiB) and short notes.
+pub const MAX_MANIFEST_STRING: u64 = 1 << 20;
+
+/// A reader that fails (`InvalidData`) once more than `left` bytes were asked of it, or a JSON
+/// string grows past [`MAX_MANIFEST_STRING`], and says which in `over`.
 struct Bounded<R> {
     inner: R,
     left: u64,
-    over: bool,
+    over: Option<Over>,
+    /// Bytes passed so far, and where the lexer is: in a string (its length so far), after a
+    /// backslash in one.
+    pos: u64,
+    string: Option<u64>,
+    escaped: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Size,
+    /// A string longer than the limit, starting near this byte.
+    String(u64),
+}
+
+impl<R: std::io::Read> Bounded<R> {
+    fn new(inner: R, left: u64) -> Self {
+        Self { inner, left, over: None, pos: 0, string: None, escaped: false }
+    }
+
+    /// Records the first limit gone over (serde_json may read again after an error).
+    fn fail(&mut self, why: Over) -> std::io::Error {
+        self.over.get_or_insert(why);
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "over a manifest limit")
+    }
+
+    /// Follows strings through `bytes`; `Err` with the string's start once one is too long.
+    fn lex(&mut self, bytes: &[u8]) -> Result<(), u64> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let Some(len) = self.string.as_mut() else {
+                if b == b'"' {
+                    self.string = Some(0);
+                }
+                continue;
+            };
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'"' {
+                self.string = None;
+                continue;
+            } else if b == b'\\' {
+                self.escaped = true;
+            }
+            *len += 1;
+            if *len > MAX_MANIFEST_STRING {
+                return Err((self.pos + i as u64).saturating_sub(*len));
+            }
+        }
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for Bounded<R> {
@@ -208,17 +264,22 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
         if out.is_empty() {
             return Ok(0);
         }
+        if let Some(why) = self.over {
+            return Err(self.fail(why));
+        }
         if self.left == 0 {
             // One byte more than allowed means the document is over the limit.
             if self.inner.read(&mut [0u8])? == 0 {
                 return Ok(0);
             }
-            self.over = true;
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "over the size limit"));
+            return Err(self.fail(Over::Size));
         }
         let k = out.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut out[..k])?;
         self.left -= n as u64;
+        if let Err(at) = self.lex(&out[..n]) {
+            return Err(self.fail(Over::String(at)));
+        }
         Ok(n)
     }
 }
@@ -226,16 +287,21 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
 impl Manifest {
     /// Parses a manifest straight from a stream, never holding more than the parsed structs:
     /// reading stops with [`BackupError::ManifestTooLarge`] at `lim.bytes` (a 2 GiB manifest
-    /// is never read whole). `name` is for the error.
+    /// is never read whole), and with [`BackupError::ManifestString`] at a string longer than
+    /// [`MAX_MANIFEST_STRING`]. `name` is for the error.
     ///
     /// # Errors
-    /// [`BackupError::ManifestTooLarge`], [`BackupError::Manifest`] (not JSON of the expected
+    /// [`BackupError::ManifestTooLarge`], [`BackupError::ManifestString`], [`BackupError::Manifest`] (not JSON of the expected
     /// shape, or the stream's error), [`BackupError::ManifestVersion`].
     pub fn from_reader(name: &str, r: impl std::io::Read, lim: ManifestLimits) -> Result<Self, BackupError> {
-        let mut input = Bounded { inner: r, left: lim.bytes, over: false };
+        let mut input = Bounded::new(r, lim.bytes);
         let parsed = serde_json::from_reader::<_, Self>(std::io::BufReader::with_capacity(1 << 16, &mut input));
-        if input.over {
-            return Err(BackupError::ManifestTooLarge { name: name.to_owned(), limit: lim.bytes });
+        match input.over {
+            Some(Over::Size) => return Err(BackupError::ManifestTooLarge { name: name.to_owned(), limit: lim.bytes }),
+            Some(Over::String(at)) => {
+                return Err(BackupError::ManifestString { name: name.to_owned(), at, limit: MAX_MANIFEST_STRING });
+            }
+            None => {}
         }
         let m = parsed?;
         if m.format_version == 0 || m.format_version > FORMAT_VERSION {
@@ -579,5 +645,51 @@ mod tests {
         assert_eq!(Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).expect("parse"), m);
         let lim = ManifestLimits { bytes: json.len() as u64 - 1 };
         assert!(matches!(Manifest::from_reader("m", json.as_bytes(), lim), Err(BackupError::ManifestTooLarge { .. })));
+    }
+
+    /// A manifest of one endless path string (streamed, 2 GiB) cost memory up to the byte
+    /// limit (1 GiB), as serde_json gathers a string whole: it stops at the string limit now,
+    /// naming the manifest and where the string starts.
+    #[test]
+    fn endless_string_in_a_manifest_stops_at_the_string_limit() {
+        use std::io::Read;
+        let head = br#"{"format_version":1,"id":"v-1","volume":"v","options":{},"created":"x","tool_version":"0","archive_size":0,"archive_sha256":"","files":0,"bytes":0,"entries":[{"path":""#;
+        let body = std::io::repeat(b'a').take(2 << 30);
+        let mut input = Counted((&head[..]).chain(body), 0);
+        let e = Manifest::from_reader("v-1.manifest.json", &mut input, ManifestLimits::default()).unwrap_err();
+        // `at` is the string's opening quote.
+        let quote = head.len() as u64 - 1;
+        assert!(
+            matches!(&e, BackupError::ManifestString { at, limit, .. } if *at == quote && *limit == MAX_MANIFEST_STRING),
+            "{e}"
+        );
+        assert!(e.to_string().contains("v-1.manifest.json"), "{e}");
+        assert!(input.1 < 4 << 20, "read {} bytes before refusing", input.1);
+    }
+
+    /// Strings up to the limit parse, escapes included (an escaped quote does not end one).
+    #[test]
+    fn strings_up_to_the_limit_and_escaped_quotes_parse() {
+        let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+        let mut m = Manifest::new("v-1", "v", &BTreeMap::new(), summary(), at).expect("manifest");
+        m.entries[0].path = format!("{}\"{}", "p".repeat(1000), "q".repeat(1000));
+        m.notes = vec!["n".repeat(MAX_MANIFEST_STRING as usize)];
+        let json = serde_json::to_string(&m).expect("json");
+        assert_eq!(Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).expect("parse"), m);
+        m.notes = vec!["n".repeat(MAX_MANIFEST_STRING as usize + 1)];
+        let json = serde_json::to_string(&m).expect("json");
+        let e = Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).unwrap_err();
+        assert!(matches!(e, BackupError::ManifestString { .. }), "{e}");
+    }
+
+    /// A reader counting the bytes it gave.
+    struct Counted<R>(R, u64);
+
+    impl<R: std::io::Read> std::io::Read for Counted<R> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(out)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
     }
 }

@@ -140,6 +140,16 @@ rm -f "$pc_out"
 lab_passed_pc=$pc_passed lab_failed_pc=$pc_failed
 # --- end of the power-cut campaign ------------------------------------------------------------
 
+# --- fuzzing (fuzz/run.sh; owner: issue 12 item 8) --------------------------------------------
+# Every fuzz target (tar/pax reader, manifest, migration frames, plugin requests, volume
+# options) for FUZZ_SECONDS each (default 60: ~5 min plus the build); a crash fails the run.
+log "fuzzing (cargo fuzz, ${FUZZ_SECONDS:-60} s per target)"
+set +e
+bash fuzz/run.sh "${FUZZ_SECONDS:-60}"
+fuzz_rc=$?
+set -e
+# --- end of fuzzing ---------------------------------------------------------------------------
+
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
 sum() { grep -E '^test result:' "$out" | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
@@ -149,10 +159,11 @@ lab_passed=$(lab passed); lab_failed=$(lab failed)
 [ -n "$lab_failed" ] || { lab_passed=0; lab_failed=1; }
 [ "$lab_rc" = 0 ] || [ "$lab_failed" != 0 ] || lab_failed=1
 lab_passed=$((lab_passed + lab_passed_pc)) lab_failed=$((lab_failed + lab_failed_pc))   # power-cut campaign
+[ "$fuzz_rc" = 0 ] || lab_failed=$((lab_failed + 1))   # fuzzing
 skips=$(grep -cE '^SKIP[: ]' "$out" || true)
 summary="voltool: $(( $(sum passed) + lab_passed )) passed, $(( $(sum failed) + lab_failed )) failed, $(sum ignored) skipped"
 rm -f "$out" "$lab_out"
 echo
 [ "$skips" = 0 ] || echo "note: $skips test(s) printed SKIP (see above)"
 echo "$summary"
-[ "$rc" = 0 ] && [ "$lab_rc" = 0 ] && [ "$pc_rc" = 0 ]
+[ "$rc" = 0 ] && [ "$lab_rc" = 0 ] && [ "$pc_rc" = 0 ] && [ "$fuzz_rc" = 0 ]

@@ -102,6 +102,27 @@ impl Trailer {
         Self::json_within(self, MAX_MANIFEST)
     }
 
+    /// The manifest JSON as a stream, decompressed as it is read and ending with an error
+    /// past [`MAX_MANIFEST`] bytes: a parser reading it (`Manifest::from_reader`) holds the
+    /// compressed payload and what it parsed, never the JSON whole. [`Trailer::into_json`]
+    /// holds the JSON: a `Z` payload of ~1 MiB can expand to [`MAX_MANIFEST`].
+    ///
+    /// # Errors
+    /// [`FrameError::Manifest`] when the zstd decoder cannot start.
+    pub fn into_reader(self) -> Result<Box<dyn Read + Send>, FrameError> {
+        Self::reader_within(self, MAX_MANIFEST)
+    }
+
+    fn reader_within(self, limit: usize) -> Result<Box<dyn Read + Send>, FrameError> {
+        let compressed = match self {
+            Trailer::Json(json) => return Ok(Box::new(io::Cursor::new(json))),
+            Trailer::ZstdJson(z) => z,
+        };
+        let decoder = zstd::stream::read::Decoder::with_buffer(io::Cursor::new(compressed))
+            .map_err(|e| FrameError::Manifest(format!("it is not valid zstd: {e}")))?;
+        Ok(Box::new(Capped { inner: decoder, left: limit as u64 }))
+    }
+
     fn json_within(self, limit: usize) -> Result<Vec<u8>, FrameError> {
         let compressed = match self {
             Trailer::Json(json) => return Ok(json),
@@ -118,6 +139,27 @@ impl Trailer {
             return Err(FrameError::Manifest(format!("it holds more than {limit} bytes")));
         }
         Ok(out)
+    }
+}
+
+/// A reader failing (`InvalidData`) once more than `left` bytes would be read.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return match self.inner.read(&mut [0u8])? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(io::ErrorKind::InvalidData, "the manifest sent after the data is too large")),
+            };
+        }
+        let k = out.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut out[..k])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -403,5 +445,24 @@ mod tests {
         assert!(e.contains("not a voltool migration stream"), "{e}");
         let e = FrameReader::new(&[][..]).take_manifest().unwrap_err().to_string();
         assert!(e.contains("ended before"), "{e}");
+    }
+
+    /// A `Z` trailer of ~1 MiB can expand to the 1 GiB limit: `into_json` holds all of it,
+    /// `into_reader` streams it, and stops past the limit either way.
+    #[test]
+    fn zstd_manifest_bomb_streams_and_stops_at_the_limit() {
+        let json = vec![b' '; 4 << 20];
+        let t = Trailer::compressed(&json).unwrap();
+        let Trailer::ZstdJson(z) = &t else { panic!("compressed") };
+        assert!(z.len() < 4096, "a bomb: {} bytes expand to 4 MiB", z.len());
+        let mut got = Vec::new();
+        t.clone().reader_within(json.len()).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, json);
+        let e = t.clone().reader_within(json.len() - 1).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        let mut r = Trailer::Json(b"{}".to_vec()).into_reader().unwrap();
+        let mut small = String::new();
+        r.read_to_string(&mut small).unwrap();
+        assert_eq!(small, "{}");
     }
 }

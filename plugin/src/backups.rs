@@ -517,8 +517,14 @@ impl Backups {
                     bytes_in = m.bytes,
                     bytes_out = m.archive_size,
                     ms = row.duration_ms,
+                    notes = m.notes.len(),
                     "backup complete"
                 );
+                // A volume written during the walk: each note names what was skipped and says
+                // the archive is crash-consistent at best (all of them are in the manifest).
+                if let Some(first) = m.notes.first() {
+                    tracing::warn!(backup = row.id, volume = row.volume, notes = m.notes.len(), first = %first, "backup complete with notes (all in its manifest): a volume written during the walk is archived crash-consistent at best");
+                }
             }
             Err(reason) => {
                 tracing::warn!(backup = row.id, volume = row.volume, reason, "backup failed");

@@ -15,9 +15,11 @@ use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
+
+mod request;
+use request::{CreateReq, MountReq, NameReq, parse};
 
 /// The media type of plugin replies.
 pub const PLUGIN_MEDIA_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -53,60 +55,12 @@ pub trait VolumeDriver: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<DockerVolume>, Self::Error>> + Send;
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct NameReq {
-    #[serde(rename = "Name")]
-    name: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct CreateReq {
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Opts")]
-    opts: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct MountReq {
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "ID")]
-    id: String,
-}
-
 fn reply(status: StatusCode, body: Value) -> Response {
     (status, [(header::CONTENT_TYPE, PLUGIN_MEDIA_TYPE)], body.to_string()).into_response()
 }
 
 fn fail(msg: impl std::fmt::Display) -> Response {
     reply(StatusCode::INTERNAL_SERVER_ERROR, json!({ "Err": msg.to_string() }))
-}
-
-/// Parses a request body; empty means `{}`.
-fn parse<T: DeserializeOwned>(endpoint: &str, body: &Bytes) -> Result<T, String> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    let bad = |e: String| format!("invalid request body for {endpoint}: {e}");
-    // serde accepts a JSON array for a struct (fields by position); the protocol only
-    // ever sends objects, so anything else is refused.
-    match serde_json::from_slice::<Value>(body).map_err(|e| bad(e.to_string()))? {
-        v @ Value::Object(_) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
-        other => Err(bad(format!("expected a JSON object, got {}", kind_of(&other)))),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 macro_rules! handler {

@@ -390,7 +390,13 @@ async fn export(State(r): State<Restores>, Path(name): Path<String>, Query(q): Q
         })
         .await;
         match res {
-            Ok(Ok(s)) => tracing::info!(volume = n2, files = s.files, bytes = s.bytes_in, "exported"),
+            Ok(Ok(s)) => {
+                tracing::info!(volume = n2, files = s.files, bytes = s.bytes_in, notes = s.notes.len(), "exported");
+                // E.g. the volume written during the walk: the stream is crash-consistent at best.
+                if let Some(first) = s.notes.first() {
+                    tracing::warn!(volume = n2, notes = s.notes.len(), first = %first, "exported with notes: a volume written during the walk is exported crash-consistent at best");
+                }
+            }
             Ok(Err(e)) => tracing::warn!(volume = n2, error = %e, "export failed"),
             Err(e) => tracing::error!(volume = n2, error = %e, "export task died"),
         }

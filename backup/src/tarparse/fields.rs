@@ -25,6 +25,21 @@ pub fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
     })
 }
 
+/// One pax record, `LEN KEY=VALUE\n`, where LEN counts the whole record, its own digits
+/// included: what [`super::TarReader`] reads from an `x` header (tests and tools build them).
+#[must_use]
+pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len.to_string().len() + body != len {
+        len += 1;
+    }
+    let mut out = format!("{len} {key}=").into_bytes();
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
 pub(super) fn padding(size: u64) -> u64 {
     (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
 }

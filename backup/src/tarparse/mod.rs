@@ -21,8 +21,8 @@ mod tests;
 
 use std::io::{self, BufRead, Read};
 
-pub use fields::parse_pax_time;
 use fields::{apply_pax, field, num, padding, sum_ok, trim_nul};
+pub use fields::{parse_pax_time, pax_record};
 pub use limits::{At, Limit, Limits, TarError};
 
 /// The largest pax or GNU long-name record accepted by default ([`Limits::meta_record`]).

@@ -5,17 +5,7 @@ use super::*;
 
 /// Appends a pax `x` header with these records.
 fn pax(b: &mut tar::Builder<Vec<u8>>, recs: &[(&str, &[u8])]) {
-    let mut data = Vec::new();
-    for (k, v) in recs {
-        let body = k.len() + v.len() + 3;
-        let mut len = body + 1;
-        while len.to_string().len() + body != len {
-            len += 1;
-        }
-        data.extend_from_slice(format!("{len} {k}=").as_bytes());
-        data.extend_from_slice(v);
-        data.push(b'\n');
-    }
+    let data: Vec<u8> = recs.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::XHeader);
     h.set_size(data.len() as u64);
@@ -311,4 +301,23 @@ fn real_archives_are_within_the_default_limits() {
     let h = TarReader::new(&bytes[..]).next_entry().unwrap().unwrap();
     assert_eq!(h.xattrs.len(), 200);
     assert_eq!(h.path.len(), 4001);
+}
+
+/// A record's length counts its own digits, also where adding them adds a digit (9 → 11).
+#[test]
+fn pax_record_length_counts_itself() {
+    for n in 0..1200 {
+        let r = pax_record("k", &vec![b'v'; n]);
+        let (len, _) = std::str::from_utf8(&r).unwrap().split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), r.len(), "value of {n} bytes");
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    pax(&mut b, &[("path", &[b'p'; 93])]); // a 100-byte record
+    let mut h = tar::Header::new_ustar();
+    h.set_size(0);
+    h.set_cksum();
+    b.append_data(&mut h, "x", &[][..]).unwrap();
+    let data = b.into_inner().unwrap();
+    let got = TarReader::new(&data[..]).next_entry().unwrap().unwrap();
+    assert_eq!(got.path, vec![b'p'; 93]);
 }

@@ -110,3 +110,57 @@ fn levels_swapped_for_symlinks_by_a_racing_thread_never_archive_the_outside() {
     eprintln!("{} swaps, {noted} of 30 archives noted a change", swaps.load(Ordering::Relaxed));
     assert!(swaps.load(Ordering::Relaxed) > 30, "the swapper hardly ran");
 }
+
+/// The "used bytes" of a volume's status (`walk::disk_usage`) while a thread swaps a level of a
+/// 40-level tree for a symlink to an outside mirror holding a 4 MiB file at every level: the
+/// outside is never counted (a walk by path, as before, went through the symlink and counted
+/// the mirror's files below it).
+#[test]
+fn disk_usage_never_counts_a_directory_swapped_for_a_symlink() {
+    const BIG: usize = 4 << 20;
+    let work = tempfile::tempdir().expect("tempdir");
+    let outside = work.path().join("outside");
+    let mut p = nested(&outside, 40, &|_| Vec::new());
+    for _ in 0..40 {
+        fs::write(p.join("big.bin"), super::random_bytes(BIG, 5)).expect("write");
+        p.pop();
+    }
+    let root = work.path().join("vol");
+    fs::create_dir(&root).expect("mkdir");
+    nested(&root, 40, &|i| format!("inside {i}\n").into_bytes());
+    let inside = walk::disk_usage(&root, Duration::from_secs(30)).expect("usage");
+    assert!(inside < BIG as u64, "{inside}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (root, outside, stop, swaps) = (root.clone(), outside.clone(), stop.clone(), swaps.clone());
+        std::thread::spawn(move || {
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let level = [1usize, 10, 20, 30][usize::try_from(k % 4).unwrap_or(0)];
+                let rel: PathBuf = (0..=level).map(|i| format!("d{i:03}")).collect();
+                let (dir, aside) = (root.join(&rel), root.join(&rel).with_extension("aside"));
+                if fs::rename(&dir, &aside).is_ok() {
+                    symlink(outside.join(&rel), &dir).expect("symlink");
+                    std::thread::sleep(Duration::from_micros(20 * (k % 5)));
+                    fs::remove_file(&dir).expect("unlink the symlink");
+                    fs::rename(&aside, &dir).expect("rename back");
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+                k += 1;
+                std::thread::yield_now();
+            }
+        })
+    };
+    let mut runs = 0;
+    while runs < 300 {
+        if let Some(used) = walk::disk_usage(&root, Duration::from_secs(30)) {
+            assert!(used < BIG as u64, "run {runs}: {used} bytes counted, the outside's among them");
+        }
+        runs += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().expect("swapper");
+    eprintln!("{} swaps during {runs} walks", swaps.load(Ordering::Relaxed));
+    assert!(swaps.load(Ordering::Relaxed) > 30, "the swapper hardly ran");
+}

@@ -14,7 +14,7 @@ pub mod tools;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use voltool_runtime::loopdev::LoopDevices;
 use voltool_runtime::mount::{self, MountFlags, MountRequest, Mounter};
@@ -586,25 +586,10 @@ fn tmpfs_request(name: &str, mp: &Path, spec: &VolumeSpec) -> MountRequest {
 
 /// Allocated bytes under `root` (not following symlinks, not crossing mounts), or `None`
 /// when the walk takes longer than `budget`: Status must answer fast, even for huge trees.
+/// Walked through descriptors like a backup ([`voltool_backup::walk`]): a container swapping a
+/// directory for a symlink cannot make it count (or list) anything outside the volume.
 fn dir_usage(root: &Path, budget: Duration) -> Option<u64> {
-    let start = Instant::now();
-    let dev = std::fs::symlink_metadata(root).ok()?.dev();
-    let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            if start.elapsed() > budget {
-                return None;
-            }
-            let Ok(md) = e.path().symlink_metadata() else { continue };
-            total += md.blocks() * 512;
-            if md.is_dir() && md.dev() == dev {
-                stack.push(e.path());
-            }
-        }
-    }
-    Some(total)
+    voltool_backup::walk::disk_usage(root, budget)
 }
 
 #[cfg(test)]

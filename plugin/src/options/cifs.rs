@@ -131,7 +131,7 @@ pub(super) fn parse_key(
                     _ if part.chars().all(|c| c.is_ascii_alphanumeric() || "=_.-:".contains(c)) => {
                         t.extra.push(part.to_string())
                     }
-                    _ => return Err(bad("o", part, "unexpected characters in a mount option")),
+                    _ => return Err(bad("o", &super::olist::shown(part), "unexpected characters in a mount option")),
                 }
                 kept.push(part.to_string());
             }

@@ -600,7 +600,7 @@ fn parse_tmpfs_o(o: &str, spec: &mut VolumeSpec) -> Result<(), OptionError> {
 fn tmpfs_o_error(part: &str) -> OptionError {
     OptionError::Value {
         key: "o".into(),
-        value: part.into(),
+        value: olist::shown(part),
         reason: "valid tmpfs mount options: size=, uid=, gid=, mode=, nr_inodes=, noexec, exec, nosuid, suid, nodev, dev, noatime, ro, rw".into(),
     }
 }

@@ -110,14 +110,18 @@ pub(super) fn parse_key(t: &mut NfsTarget, key: &str, v: &str) -> Result<bool, O
                     Some(("mountport", p)) => t.mount_port = Some(port("o=mountport", p)?),
                     // voltool resolves the address itself; the kernel's own lookup is not used.
                     Some(("clientaddr" | "mounthost" | "mountaddr", _)) => {
-                        return Err(bad("o", part, "not supported; voltool passes the resolved addr itself"));
+                        return Err(bad(
+                            "o",
+                            &super::olist::shown(part),
+                            "not supported; voltool passes the resolved addr itself",
+                        ));
                     }
                     Some(("password", _)) => return Err(bad("o", "password=…", "NFS takes no password")),
                     None if set_privilege_flag(part, &mut t.suid, &mut t.dev) => {}
                     _ if part.chars().all(|c| c.is_ascii_alphanumeric() || "=_.-:".contains(c)) => {
                         t.extra.push(part.to_string())
                     }
-                    _ => return Err(bad("o", part, "unexpected characters in a mount option")),
+                    _ => return Err(bad("o", &super::olist::shown(part), "unexpected characters in a mount option")),
                 }
             }
         }

@@ -36,6 +36,15 @@ pub fn join<S: AsRef<str>>(parts: &[S]) -> String {
     parts.iter().map(|p| escape(p.as_ref())).collect::<Vec<_>>().join(",")
 }
 
+/// One option as an error message may show it: a `password=`/`pass=` value is hidden (a
+/// message goes back to the caller and into the daemon's log).
+pub fn shown(part: &str) -> String {
+    match part.split_once('=') {
+        Some((k @ ("password" | "pass"), _)) => format!("{k}=…"),
+        _ => part.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,56 @@
+//! The request bodies dockerd sends, and their parsing: std and serde only, so the fuzz
+//! target (fuzz/fuzz_targets/plugin_request.rs) compiles this very file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct NameReq {
+    #[serde(rename = "Name")]
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CreateReq {
+    #[serde(rename = "Name")]
+    pub(crate) name: String,
+    #[serde(rename = "Opts")]
+    pub(crate) opts: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct MountReq {
+    #[serde(rename = "Name")]
+    pub(crate) name: String,
+    #[serde(rename = "ID")]
+    pub(crate) id: String,
+}
+
+/// Parses a request body; empty means `{}`.
+pub(crate) fn parse<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, String> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let bad = |e: String| format!("invalid request body for {endpoint}: {e}");
+    // serde accepts a JSON array for a struct (fields by position); the protocol only
+    // ever sends objects, so anything else is refused.
+    match serde_json::from_slice::<Value>(body).map_err(|e| bad(e.to_string()))? {
+        v @ Value::Object(_) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
+        other => Err(bad(format!("expected a JSON object, got {}", kind_of(&other)))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
