@@ -130,22 +130,43 @@ pub fn restore_staged(
     Ok(report)
 }
 
+/// How many times removing a restore's directory is tried while a container keeps adding
+/// entries to it (each entry it plants where one was just removed makes a directory non-empty).
+const REMOVE_PASSES: usize = 8;
+
 /// Removes a staging directory by its descriptor (its contents) and then its name, if the
 /// name still is that directory (a container may have renamed it away meanwhile: the emptied
 /// directory then stays where they put it).
 fn discard(root: &Dir, name: &OsStr, dir: &Dir) {
-    let r = clear(dir).and_then(|()| remove_if_same(root, name, dir));
+    let mut r = Ok(());
+    for _ in 0..REMOVE_PASSES {
+        r = clear(dir).and_then(|()| remove_if_same(root, name, dir));
+        if !matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY)) {
+            break;
+        }
+    }
     if let Err(e) = r {
         tracing::warn!(dir = ?name, error = %e, "could not remove a restore's directory");
     }
 }
 
-/// Removes everything in `dir`, by descriptors.
+/// Removes everything in `dir`, by descriptors. An entry that cannot be removed does not keep
+/// the others (a container planting into a directory being removed fails only that one), and
+/// the whole is tried again, at most [`REMOVE_PASSES`] times.
 fn clear(dir: &Dir) -> io::Result<()> {
-    for name in dir.entries()? {
-        dir.remove_tree(&name)?;
+    let mut failed = None;
+    for _ in 0..REMOVE_PASSES {
+        let names = dir.entries()?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        for n in &names {
+            if let Err(e) = dir.remove_tree(n) {
+                failed = Some(e);
+            }
+        }
     }
-    Ok(())
+    Err(failed.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOTEMPTY)))
 }
 
 /// Removes `name` from `root` when it is still `dir` (now empty). Anything else under that

@@ -221,3 +221,45 @@ fn regression_staging_swapped_for_a_symlink_mid_extraction_wrote_into_the_host_d
     assert!(n.contains(&"d49".to_string()) && !n.contains(&"old.txt".to_string()), "{n:?}");
     assert!(!n.iter().any(|x| x.starts_with(".voltool-restore-")), "{n:?}");
 }
+
+#[test]
+fn regression_entries_planted_while_the_old_data_was_removed_left_it_all_in_the_volume() {
+    // A container adding an entry to a directory of the old data while it was being removed
+    // made that directory's rmdir fail, and the first failure stopped the removal: the rest of
+    // the old tree stayed in the volume (seen with a real container: 263 of 423 files kept).
+    let (t, root) = volume();
+    let oname = old_name("n11");
+    let old_path = t.path().join(&oname);
+    for k in 0..10 {
+        let d = old_path.join(format!("d{k}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        for f in 0..400 {
+            std::fs::write(d.join(format!("f{f}")), "old").expect("write");
+        }
+    }
+    let old = root.open_dir(&oname).expect("open old");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let (stop, old_path) = (stop.clone(), old_path.clone());
+        std::thread::spawn(move || {
+            let mut planted = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // One name per directory, made whenever it is missing (as a container's
+                // `ln -sT` at a fixed name does).
+                for k in 0..10 {
+                    let p = old_path.join(format!("d{k}/planted"));
+                    if std::fs::OpenOptions::new().write(true).create_new(true).open(p).is_ok() {
+                        planted += 1;
+                    }
+                }
+            }
+            planted
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    discard(&root, &oname, &old);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let planted = attacker.join().expect("attacker");
+    assert!(planted > 0, "the attacker planted nothing");
+    assert!(!old_path.exists(), "the old data stayed in the volume: {:?}", names(&old_path));
+}

@@ -86,6 +86,17 @@ fn write_through_a_symlink_is_refused() {
 }
 
 #[test]
+fn regression_a_directory_entry_over_a_symlink_was_called_a_file() {
+    // The symlink may also be one a container planted in the staging directory
+    // (tests/hostile_restore.rs): the refusal says what is there.
+    let a = archive(|b| {
+        raw(b, b"up", tar::EntryType::Symlink, b"", b"../..");
+        raw(b, b"up", tar::EntryType::Directory, b"", b"");
+    });
+    refused(&a, "where a symlink is");
+}
+
+#[test]
 fn hardlink_outside_is_refused() {
     refused(&archive(|b| raw(b, b"pw", tar::EntryType::Link, b"", b"/etc/passwd")), "hard link");
     refused(&archive(|b| raw(b, b"pw", tar::EntryType::Link, b"", b"../../etc/passwd")), "hard link");

@@ -176,13 +176,25 @@ fn managed_enabled() -> bool {
     o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true"
 }
 
-fn setup(test: &str, mode: Mode, exclusive: bool) -> Option<Env> {
+/// The engine answers and the test image is there (built once if missing); else why not.
+fn engine_and_image() -> Result<(), String> {
     if !docker_up() {
-        return skip_or_fail(test, "docker engine not reachable");
+        return Err("docker engine not reachable".into());
     }
     static IMG: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(e) = IMG.get_or_init(ensure_image) {
-        return skip_or_fail(test, &format!("cannot build the test image: {e}"));
+    IMG.get_or_init(ensure_image).clone().map_err(|e| format!("cannot build the test image: {e}"))
+}
+
+/// For suites that run their own daemon: whether the engine and the test image are there; if
+/// not, prints `SKIP test: why` (outside CI; in CI it fails). Used by tests/hostile_restore.rs.
+#[allow(dead_code)]
+pub fn docker_or_skip(test: &str) -> bool {
+    engine_and_image().map_or_else(|e| skip_or_fail(test, &e).is_some(), |()| true)
+}
+
+fn setup(test: &str, mode: Mode, exclusive: bool) -> Option<Env> {
+    if let Err(e) = engine_and_image() {
+        return skip_or_fail(test, &e);
     }
     let g = if exclusive {
         Gate::Exclusive(gate(mode).write().unwrap_or_else(|p| p.into_inner()))

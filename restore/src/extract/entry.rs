@@ -28,6 +28,13 @@ impl Extraction<'_> {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match parent.stat_entry(leaf) {
                 Ok(st) if st.kind == FsKind::Dir => {}
+                // The archive's own symlink, or one a container planted in the staging directory.
+                Ok(st) if st.kind == FsKind::Symlink => {
+                    return Err(refused(
+                        &name,
+                        "a directory entry where a symlink is (it could point outside the volume)",
+                    ));
+                }
                 Ok(_) => return Err(refused(&name, "a directory entry where the archive already put a file")),
                 Err(e) => return Err(write_err(&rel, e)),
             },
