@@ -215,12 +215,8 @@ impl Restores {
                 Ok(true)
             }
             Some(_) => {
-                let users = self.svc.store().mount_ids(volume)?.iter().filter(|id| !id.starts_with("voltool-")).count();
-                if users > 0 && !opts.force {
-                    return Err(restore_err(
-                        volume,
-                        format!("it is in use by {users} container mount(s); stop them or use --force"),
-                    ));
+                if !opts.force {
+                    refuse_if_held(&self.svc, volume)?;
                 }
                 Ok(false)
             }
@@ -244,6 +240,9 @@ impl Restores {
         self.svc.store().set_restoring(volume, true, &now_rfc3339())?;
         let (svc, reserve) = (self.svc.clone(), self.reserve);
         let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
+            if !opts.force {
+                refuse_if_held(&svc, &v)?;
+            }
             if !opts.force && !created && dir_has_entries(&root).map_err(|e| restore_err(&v, e))? {
                 return Err(restore_err(&v, "it is not empty; restore into a new volume or use --force"));
             }
@@ -401,6 +400,7 @@ impl Restores {
         self.svc.store().set_restoring(name, true, &now_rfc3339())?;
         let (svc, reserve) = (self.svc.clone(), self.reserve);
         let result = tokio::task::spawn_blocking(move || -> Result<ExtractReport> {
+            refuse_if_held(&svc, &v)?;
             let mut xopts = ExtractOptions {
                 max_bytes: max,
                 same_owner: nix::unistd::geteuid().is_root(),
@@ -593,6 +593,20 @@ impl Restores {
             tracing::warn!(volume, error = %e, "could not release the export's mount");
         }
     }
+}
+
+/// Refuses a volume containers hold. `prepare` checked before the restore's own mount; a
+/// container's Mount could have come in between. From the `restores` row on, Mounts are
+/// refused, so this second look, made after it, closes that window.
+fn refuse_if_held(svc: &VolumeService, volume: &str) -> Result<()> {
+    let users = svc.store().mount_ids(volume)?.iter().filter(|id| !id.starts_with("voltool-")).count();
+    if users > 0 {
+        return Err(restore_err(
+            volume,
+            format!("it is in use by {users} container mount(s); stop them or use --force"),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the volume at `root` holds data (anything but `lost+found` and a restore's own
