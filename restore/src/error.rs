@@ -24,6 +24,9 @@ pub enum RestoreError {
         "refused entry {entry:?}: the archive needs more than the {bytes} bytes / {inodes} inodes the volume's filesystem can spare (free space less the reserve)"
     )]
     NoSpace { entry: String, bytes: u64, inodes: u64 },
+    /// A step of a staged restore (staging, swap, cleanup, recovery) failed in the volume.
+    #[error("{action}: {source}")]
+    Staging { action: &'static str, source: std::io::Error },
     /// A helper thread of the extraction (decoder, file writer) could not start.
     #[error("starting the restore's {what} thread: {source}")]
     Thread { what: &'static str, source: std::io::Error },

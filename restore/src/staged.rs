@@ -88,12 +88,12 @@ pub fn old_name(nonce: &str) -> OsString {
     format!(".voltool-restore-old-{nonce}").into()
 }
 
-fn werr(what: &str) -> impl Fn(io::Error) -> RestoreError + '_ {
-    move |e| RestoreError::Write(format!("{what}: {e}"))
+fn werr(action: &'static str) -> impl Fn(io::Error) -> RestoreError {
+    move |source| RestoreError::Staging { action, source }
 }
 
 fn journal_err(e: JournalError) -> RestoreError {
-    RestoreError::Write(format!("recording the restore's phase: {e}"))
+    RestoreError::Staging { action: "recording the restore's phase", source: io::Error::other(e) }
 }
 
 /// Extracts `input` into a new staging directory in `root`, runs `check` on what was written,
@@ -101,7 +101,7 @@ fn journal_err(e: JournalError) -> RestoreError {
 /// is removed and the volume is as it was; a failed swap is rolled back.
 ///
 /// # Errors
-/// The extraction's or the check's error; [`RestoreError::Write`] for the staging and swap.
+/// The extraction's or the check's error; [`RestoreError::Staging`] for the staging and swap.
 pub fn restore_staged(
     root: &Dir,
     nonce: &str,
@@ -116,7 +116,7 @@ pub fn restore_staged(
     let staging = root.open_dir(&sname).map_err(werr("opening the staging directory"))?;
     let result = staging
         .try_clone()
-        .map_err(werr("the staging directory"))
+        .map_err(werr("reading the staging directory"))
         .and_then(|d| extract_archive_into(input, d, opts))
         .and_then(|report| check(&report).map(|()| report));
     let report = match result {
@@ -267,7 +267,7 @@ fn swap_in(root: &Dir, nonce: &str, staging: &Dir, journal: &dyn Journal) -> Res
     journal.record(Phase::CleaningUp).map_err(journal_err)?;
     discard(root, &oname, &old);
     discard(root, &sname, staging);
-    root.sync().map_err(werr("the volume's root"))?;
+    root.sync().map_err(werr("syncing the volume's root"))?;
     Ok(())
 }
 
@@ -297,7 +297,7 @@ pub enum Recovered {
 /// by a symlink is removed as the link.
 ///
 /// # Errors
-/// [`RestoreError::Write`].
+/// [`RestoreError::Staging`].
 pub fn recover(root: &Dir, nonce: &str, phase: Phase) -> Result<Recovered, RestoreError> {
     let (sname, oname) = (staging_name(nonce), old_name(nonce));
     let open = |name: &OsStr| match root.open_dir(name) {
@@ -308,8 +308,8 @@ pub fn recover(root: &Dir, nonce: &str, phase: Phase) -> Result<Recovered, Resto
         Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => root.unlink(name).map(|()| None),
         Err(e) => Err(e),
     };
-    let staging = open(&sname).map_err(werr("the staging directory"))?;
-    let old = open(&oname).map_err(werr("the directory of the old data"))?;
+    let staging = open(&sname).map_err(werr("reading the staging directory"))?;
+    let old = open(&oname).map_err(werr("reading the directory of the old data"))?;
     let done = match phase {
         Phase::Extracting | Phase::SwappingOut => {
             if let Some(old) = &old {
@@ -322,7 +322,7 @@ pub fn recover(root: &Dir, nonce: &str, phase: Phase) -> Result<Recovered, Resto
             if let Some(staging) = &staging {
                 let names = staged_entries(staging, root).map_err(werr("listing the staged data"))?;
                 let aside = match &old {
-                    Some(o) => Some(o.try_clone().map_err(werr("the old data"))?),
+                    Some(o) => Some(o.try_clone().map_err(werr("reading the old data"))?),
                     None => None,
                 };
                 move_entries(staging, &names, root, aside.as_ref()).map_err(werr("moving the restored data in"))?;
@@ -330,10 +330,10 @@ pub fn recover(root: &Dir, nonce: &str, phase: Phase) -> Result<Recovered, Resto
             Recovered::RolledForward
         }
     };
-    root.sync().map_err(werr("the volume's root"))?;
+    root.sync().map_err(werr("syncing the volume's root"))?;
     root.remove_tree(&sname).map_err(werr("removing the staging directory"))?;
     root.remove_tree(&oname).map_err(werr("removing the old data"))?;
-    root.sync().map_err(werr("the volume's root"))?;
+    root.sync().map_err(werr("syncing the volume's root"))?;
     Ok(done)
 }
 
@@ -347,7 +347,7 @@ const LEGACY_MARKER_MAX: u64 = 16;
 /// the journal's rows. Returns what it did, for the log.
 ///
 /// # Errors
-/// [`RestoreError::Write`].
+/// [`RestoreError::Staging`].
 pub fn recover_leftovers(root: &Dir) -> Result<Vec<String>, RestoreError> {
     let mut did = Vec::new();
     for name in root.entries().map_err(werr("listing the volume's root"))? {
@@ -369,7 +369,7 @@ pub fn recover_leftovers(root: &Dir) -> Result<Vec<String>, RestoreError> {
         }
     }
     if !did.is_empty() {
-        root.sync().map_err(werr("the volume's root"))?;
+        root.sync().map_err(werr("syncing the volume's root"))?;
     }
     Ok(did)
 }
