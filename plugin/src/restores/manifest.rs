@@ -16,12 +16,15 @@ use crate::error::{Error, Result};
 /// the entries last, so the head is what comes before them (a few hundred bytes); the rest
 /// (~20 MB of JSON for 100,000 files) is read and parsed by [`PendingManifest::parse`] on a
 /// thread of its own, alongside the extraction, and is only needed for the check before the
-/// swap. A manifest laid out otherwise is read whole at once instead.
+/// swap. A manifest laid out otherwise is parsed whole at once instead, as it streams in (never
+/// held as text).
 pub struct PendingManifest {
     name: String,
     /// What was read so far, and the rest of the stream (`None`: all was read).
     read: Vec<u8>,
     rest: Option<Box<dyn Read + Send>>,
+    /// A manifest not laid out as voltool writes it, parsed at once.
+    parsed: Option<Box<Manifest>>,
     pub options: BTreeMap<String, String>,
     /// The archive sha256 the manifest must record (the catalog's, see [`Self::expect_archive`]).
     expect_archive: Option<String>,
@@ -52,15 +55,6 @@ const HEAD_MAX: usize = 1 << 20;
 pub struct ParsingManifest {
     name: String,
     thread: std::thread::JoinHandle<std::result::Result<Manifest, String>>,
-}
-
-fn read_rest(name: &str, r: &mut dyn Read, into: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let limit = crate::backups::MANIFEST_LIMIT.saturating_sub(into.len() as u64);
-    r.take(limit + 1).read_to_end(into).map_err(|e| format!("reading {name}: {e}"))?;
-    if into.len() as u64 > crate::backups::MANIFEST_LIMIT {
-        return Err(format!("{name} is larger than {} bytes", crate::backups::MANIFEST_LIMIT));
-    }
-    Ok(())
 }
 
 impl PendingManifest {
@@ -95,16 +89,21 @@ impl PendingManifest {
             text.push(b'}');
             serde_json::from_slice::<ManifestHead>(&text).ok()
         });
-        let (head, rest) = match head {
-            Some(h) => (h, Some(input)),
-            None => {
-                // Not laid out as voltool writes it: read it whole.
-                if !ended {
-                    read_rest(&name, &mut input, &mut read).map_err(Error::BadRequest)?;
-                }
-                let h = serde_json::from_slice(&read).map_err(|e| Error::BadRequest(format!("{name}: {e}")))?;
-                (h, None)
-            }
+        let Some(head) = head else {
+            // Not laid out as voltool writes it: parsed whole now, as it streams in, bounded.
+            let rest: Box<dyn Read + Send> = if ended { Box::new(std::io::empty()) } else { input };
+            let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
+            let m = Manifest::from_reader(&name, std::io::Cursor::new(read).chain(rest), lim)
+                .map_err(|e| Error::BadRequest(format!("{name}: {e}")))?;
+            let options = m.options.clone();
+            return Ok(Self {
+                name,
+                read: Vec::new(),
+                rest: None,
+                parsed: Some(Box::new(m)),
+                options,
+                expect_archive: None,
+            });
         };
         if head.format_version == 0 || head.format_version > voltool_backup::FORMAT_VERSION {
             let e = voltool_backup::BackupError::ManifestVersion {
@@ -113,7 +112,7 @@ impl PendingManifest {
             };
             return Err(Error::BadRequest(format!("{name}: {e}")));
         }
-        Ok(Self { name, read, rest, options: head.options, expect_archive: None })
+        Ok(Self { name, read, rest: Some(input), parsed: None, options: head.options, expect_archive: None })
     }
 
     /// [`Self::open`] over a manifest already in memory.
@@ -138,16 +137,21 @@ impl PendingManifest {
     /// # Errors
     /// When the thread cannot start.
     pub fn parse(self) -> std::result::Result<ParsingManifest, String> {
-        let Self { name, read, rest, expect_archive, .. } = self;
+        let Self { name, read, rest, parsed, expect_archive, .. } = self;
         let n2 = name.clone();
         let thread = std::thread::Builder::new()
             .name("manifest-parse".into())
             .spawn(move || {
                 // Parsed as it is read, never held whole as text, and stopped at the limit.
-                let rest: Box<dyn Read + Send> = rest.unwrap_or_else(|| Box::new(std::io::empty()));
-                let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
-                let m = Manifest::from_reader(&n2, std::io::Cursor::new(read).chain(rest), lim)
-                    .map_err(|e| format!("{n2}: {e}"))?;
+                let m = match parsed {
+                    Some(m) => *m,
+                    None => {
+                        let rest: Box<dyn Read + Send> = rest.unwrap_or_else(|| Box::new(std::io::empty()));
+                        let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
+                        Manifest::from_reader(&n2, std::io::Cursor::new(read).chain(rest), lim)
+                            .map_err(|e| format!("{n2}: {e}"))?
+                    }
+                };
                 match expect_archive {
                     Some(want) if want != m.archive_sha256 => Err(format!(
                         "{n2} records archive sha256 {}, the catalog recorded {want} when the backup was made: the backup was changed since",
@@ -183,11 +187,20 @@ mod tests {
         assert!(e.contains("x.manifest.json"), "names the manifest: {e}");
         assert!(PendingManifest::new("x.manifest.json".into(), "{".into()).is_err(), "not JSON");
         // A head that reads but entries that do not: the parse (joined before the swap) fails.
-        let bad = r#"{"format_version":1,"options":{"size":"1g"},"entries":7}"#;
+        let bad = r#"{"format_version":1,"options":{"size":"1g"},"entries":[7]}"#;
         let p = PendingManifest::new("y.manifest.json".into(), bad.into()).unwrap();
         assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
         let e = p.parse().unwrap().join().unwrap_err();
         assert!(e.contains("y.manifest.json"), "names the manifest: {e}");
+        // Laid out otherwise (no `,"entries":[`): parsed whole at once, so refused at once.
+        let other = r#"{"format_version":1,"options":{"size":"1g"},"entries":7}"#;
+        let e = PendingManifest::new("w.manifest.json".into(), other.into()).unwrap_err().to_string();
+        assert!(e.contains("w.manifest.json"), "names the manifest: {e}");
+        // A valid manifest in another layout (entries first) is read and kept parsed.
+        let first = r#"{"entries":[],"format_version":1,"id":"v-20260101T000000Z-abcdef","volume":"v","options":{"size":"2g"},"created":"2026-01-01T00:00:00Z","tool_version":"0","archive_size":1,"archive_sha256":"x","files":0,"bytes":0}"#;
+        let p = PendingManifest::new("v.manifest.json".into(), first.into()).unwrap();
+        assert_eq!(p.options.get("size").map(String::as_str), Some("2g"));
+        assert_eq!(p.parse().unwrap().join().unwrap().archive_sha256, "x");
     }
 
     /// A reader that hands out `text` 1000 bytes at a time.
