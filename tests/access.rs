@@ -2,11 +2,10 @@
 //! are bound to, the management socket admits root and the `[api] group` only, and volume
 //! options from Docker name only backup targets from the config file.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,16 +18,7 @@ fn secret_add(d: &Daemon, name: &str, value: &str, servers: &[&str]) -> Output {
     for s in servers {
         args.extend(["--server", s]);
     }
-    let mut c = Command::new(bin())
-        .args(&args)
-        .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    c.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
-    c.wait_with_output().expect("wait")
+    d.cli_stdin(&args, value.as_bytes())
 }
 
 /// A TCP "server" on loopback that counts the connections made to it and drops each.

@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -225,19 +225,7 @@ fn migration_frames_claiming_huge_lengths_are_refused_with_little_memory() {
     ];
     for (name, frames, want) in cases {
         let vol = format!("recv-{name}");
-        let mut child = Command::new(bin())
-            .args(["receive", &vol])
-            .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("receive");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(offer.as_bytes()).expect("offer");
-        let _ = stdin.write_all(&frames);
-        drop(stdin);
-        let o = child.wait_with_output().expect("receive");
+        let o = d.cli_stdin(&["receive", &vol], &[offer.as_bytes(), &frames[..]].concat());
         let said = format!("{}{}", stdout(&o), stderr(&o));
         assert!(!o.status.success(), "{name}: must be refused: {said}");
         assert!(said.contains(want), "{name}: want {want:?} in: {said}");
@@ -271,19 +259,7 @@ fn regression_zstd_manifest_bomb_in_a_migration_held_a_gigabyte() {
     println!("bomb: {} KiB expanding to ~1000 MiB", bomb.len() >> 10);
     let mut stream = frame(b'D', archive.len() as u32, &archive);
     stream.extend(frame(b'Z', bomb.len() as u32, &bomb));
-    let mut child = Command::new(bin())
-        .args(["receive", "recv-bomb"])
-        .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receive");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(offer.as_bytes()).expect("offer");
-    let _ = stdin.write_all(&stream);
-    drop(stdin);
-    let o = child.wait_with_output().expect("receive");
+    let o = d.cli_stdin(&["receive", "recv-bomb"], &[offer.as_bytes(), &stream[..]].concat());
     let said = format!("{}{}", stdout(&o), stderr(&o));
     println!("bomb: {}", said.trim());
     assert!(!o.status.success(), "the manifest does not match the data: {said}");

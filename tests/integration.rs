@@ -1,9 +1,8 @@
 //! The `voltool` binary end to end without Docker: the daemon on temporary sockets, the CLI
 //! against it, the plugin protocol over the real socket, restart and reconciliation.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -264,16 +263,7 @@ fn add_secret(d: &Daemon, name: &str, value: &str) {
 
 /// `voltool secret add NAME` with `value` on stdin.
 fn secret_add(d: &Daemon, name: &str, value: &str) -> Output {
-    let mut c = Command::new(bin())
-        .args(["secret", "add", name])
-        .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    c.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
-    c.wait_with_output().expect("wait")
+    d.cli_stdin(&["secret", "add", name], value.as_bytes())
 }
 
 #[test]

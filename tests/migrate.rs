@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -458,16 +458,7 @@ fn a_secret_the_remote_lacks_is_named_and_nothing_is_created() {
     let d = Daemon::start();
     let (vol, secret) = ("mig-cifs", format!("mig-smbpw-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(share.join(vol));
-    let mut c = Command::new(bin())
-        .args(["secret", "add", &secret])
-        .env("VOLTOOL_API_SOCKET", Daemon::paths(d.dir.path()).2)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    c.stdin.take().expect("stdin").write_all(password.as_bytes()).expect("write");
-    ok(&c.wait_with_output().expect("wait"));
+    ok(&d.cli_stdin(&["secret", "add", &secret], password.as_bytes()));
     ok(&d.cli(&[
         "volume",
         "create",

@@ -99,6 +99,23 @@ impl Daemon {
         Command::new(bin()).args(args).env("VOLTOOL_API_SOCKET", Self::paths(self.dir.path()).2).output().expect("cli")
     }
 
+    /// The CLI with `input` on its stdin (written whole, then closed; a CLI that stops
+    /// reading early, e.g. on a refusal, ends the write, and its output says why).
+    pub fn cli_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut c = Command::new(bin())
+            .args(args)
+            .env("VOLTOOL_API_SOCKET", Self::paths(self.dir.path()).2)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cli");
+        let mut stdin = c.stdin.take().expect("stdin");
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        c.wait_with_output().expect("cli")
+    }
+
     pub fn post(&self, path: &str, body: &str) -> (u16, String) {
         let mut s = UnixStream::connect(Self::paths(self.dir.path()).1).expect("connect plugin socket");
         let req = format!(
