@@ -613,10 +613,7 @@ fn refuse_if_held(svc: &VolumeService, volume: &str) -> Result<()> {
 /// directories).
 fn dir_has_entries(root: &Path) -> std::io::Result<bool> {
     let dir = voltool_runtime::fsat::Dir::open(root)?;
-    Ok(dir.entries()?.iter().any(|n| {
-        let n = n.to_string_lossy();
-        !n.starts_with(".voltool-restore-") && n != "lost+found"
-    }))
+    Ok(dir.entries()?.iter().any(|n| voltool_restore::staged::is_user_entry(n)))
 }
 
 /// Splits an archive URL into its target, object name and the manifest's name next to it.

@@ -194,7 +194,9 @@ fn user_entries(root: &Dir) -> io::Result<Vec<OsString>> {
     Ok(root.entries()?.into_iter().filter(|n| is_user_entry(n)).collect())
 }
 
-fn is_user_entry(name: &OsStr) -> bool {
+/// Whether `name` in a volume's root is the volume's data (not `lost+found`, not a restore's
+/// own directory or leftover).
+pub fn is_user_entry(name: &OsStr) -> bool {
     !name.as_encoded_bytes().starts_with(b".voltool-restore-") && name != LOST_FOUND
 }
 
