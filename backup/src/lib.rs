@@ -70,7 +70,8 @@ pub mod schedule;
 pub mod target;
 pub mod tarparse;
 pub mod verify;
-pub mod walk;
+/// The descriptor-relative walk under backups, exports and migrations (the runtime's).
+pub use voltool_runtime::walk;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
 pub use error::BackupError;

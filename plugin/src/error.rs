@@ -71,30 +71,13 @@ pub enum Error {
     Resize { volume: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A backup operation failed; the reason names the target or the file.
-    #[error("backup {id}: {reason}")]
-    Backup { id: String, reason: String },
-    #[error("backup {id} not found")]
-    BackupNotFound { id: String },
-    #[error("a backup of volume {volume} is already running ({id})")]
-    BackupBusy { volume: String, id: String },
-    /// A restore or import was refused or failed; the volume is unchanged.
-    #[error("restore into volume {volume}: {reason}")]
-    Restore { volume: String, reason: String },
-    /// Input that cannot be used (a bad target, retention policy, ...).
-    #[error("{0}")]
-    BadRequest(String),
     /// A worker task died (panic); a bug, reported rather than hidden.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
-    pub(crate) fn io(
-        volume: &str,
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(volume: &str, action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let (volume, path) = (volume.to_string(), path.into());
         move |source| Error::Io { volume, action, path, source }
     }

@@ -95,16 +95,9 @@ pub struct VolumeService {
     deadline: Duration,
     /// Notified when a volume is created or removed (the backup scheduler listens).
     changes: Arc<tokio::sync::Notify>,
-    /// Backs a volume up before an `on-remove=archive` removal (set by the daemon).
-    archiver: Arc<std::sync::OnceLock<Archiver>>,
+    /// The grammar of the `backup-*` option values (the daemon's backup engine knows it).
+    backup_grammar: Arc<dyn options::BackupGrammar>,
 }
-
-/// Backs a volume up and verifies the backup; `Ok(backup ID)` or the reason it failed.
-pub type Archiver = Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<String, String>> + Send>>
-        + Send
-        + Sync,
->;
 
 /// How long Mount/Unmount may take: a network mount against a server that stopped answering
 /// fails after this, instead of hanging Docker.
@@ -134,7 +127,7 @@ impl VolumeService {
             locks: Arc::default(),
             deadline: MOUNT_DEADLINE,
             changes: Arc::default(),
-            archiver: Arc::default(),
+            backup_grammar: Arc::new(options::AnyBackupValue),
         };
         svc.inner.reconcile()?;
         Ok(svc)
@@ -154,9 +147,11 @@ impl VolumeService {
         self.inner.host.mounter.clone()
     }
 
-    /// Sets what backs up `on-remove=archive` volumes before they are removed.
-    pub fn set_archiver(&self, a: Archiver) {
-        let _ = self.archiver.set(a);
+    /// Checks the values of `backup-schedule`, `backup-keep` and `backup-target` URLs with
+    /// `grammar` at create (default: any value is taken as written).
+    pub fn with_backup_grammar(mut self, grammar: Arc<dyn options::BackupGrammar>) -> Self {
+        self.backup_grammar = grammar;
+        self
     }
 
     /// Notified whenever a volume is created or removed.
@@ -275,6 +270,7 @@ impl VolumeService {
     pub async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Vec<String>> {
         options::validate_name(name)?;
         let parsed = options::parse_full(&opts)?;
+        options::check_backup_policy(&parsed.spec.backup, self.backup_grammar.as_ref())?;
         let (mut spec, stored) = (parsed.spec, parsed.stored);
         let mut warnings = Vec::new();
         if let Some(t) = spec.nfs.as_mut() {
@@ -342,27 +338,13 @@ impl VolumeService {
     }
 
     /// Removes a volume and its data. `force` first unmounts a volume that still has mounts.
+    /// An `on-remove=archive` volume's data is deleted like `on-remove=delete`: the caller
+    /// (the daemon) backs it up first and calls this only when that backup verified.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::InUse`], unmount/I/O/store errors.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let n = name.to_string();
-        let rec = self.record(name).await?;
-        if rec.spec.on_remove == options::OnRemove::Archive {
-            let held = self.inner.store.mount_ids(name)?.len();
-            if held > 0 && !force {
-                return Err(Error::InUse { volume: name.into(), mounts: held });
-            }
-            let archiver = self.archiver.get().cloned().ok_or_else(|| Error::Unsupported {
-                volume: name.into(),
-                reason: "on-remove=archive needs the backup engine, which this daemon does not run".into(),
-            })?;
-            let id = archiver(name.to_string()).await.map_err(|reason| Error::Unsupported {
-                volume: name.into(),
-                reason: format!("not removed: backing it up first (on-remove=archive) failed: {reason}"),
-            })?;
-            tracing::info!(volume = name, backup = id, "archived before removal");
-        }
         self.locked(name, move |inner| inner.remove(&n, force)).await?;
         self.changes.notify_one();
         Ok(())
@@ -397,6 +379,15 @@ impl VolumeService {
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// How many Mount IDs (containers, and the daemon's own work) hold the volume.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn mount_count(&self, name: &str) -> Result<usize> {
+        let n = name.to_string();
+        self.blocking(move |inner| Ok(inner.store.mount_ids(&n)?.len())).await
     }
 
     /// The mountpoint of an existing volume.

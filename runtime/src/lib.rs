@@ -33,6 +33,7 @@ pub mod mountinfo;
 pub mod ns;
 pub mod probe;
 pub mod quota;
+pub mod walk;
 
 pub use error::{Error, Result};
 pub use mount::{

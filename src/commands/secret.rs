@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use voltool_plugin::mgmt::AddSecret;
+use voltool_daemon::routes::volumes::AddSecret;
 use voltool_plugin::secrets::SecretInfo;
 
 use crate::cli::SecretCommand;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
-use voltool_plugin::mgmt::VolumeInspect;
+use voltool_daemon::routes::volumes::VolumeInspect;
 
 use crate::cli::VolumeCommand;
 use crate::client::Api;

@@ -586,10 +586,10 @@ fn tmpfs_request(name: &str, mp: &Path, spec: &VolumeSpec) -> MountRequest {
 
 /// Allocated bytes under `root` (not following symlinks, not crossing mounts), or `None`
 /// when the walk takes longer than `budget`: Status must answer fast, even for huge trees.
-/// Walked through descriptors like a backup ([`voltool_backup::walk`]): a container swapping a
+/// Walked through descriptors like a backup ([`voltool_runtime::walk`]): a container swapping a
 /// directory for a symlink cannot make it count (or list) anything outside the volume.
 fn dir_usage(root: &Path, budget: Duration) -> Option<u64> {
-    voltool_backup::walk::disk_usage(root, budget)
+    voltool_runtime::walk::disk_usage(root, budget)
 }
 
 #[cfg(test)]

@@ -183,6 +183,68 @@ impl BackupPolicy {
     }
 }
 
+/// The `backup-*` options whose values have a grammar of the backup engine's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKey {
+    /// `backup-schedule`: a cron expression or `@daily`-style name.
+    Schedule,
+    /// `backup-keep`: a retention policy (`last=3,daily=7`).
+    Keep,
+    /// `backup-target` when it is a URL or path (a name is checked here).
+    TargetUrl,
+}
+
+impl BackupKey {
+    /// The option's name.
+    pub fn option(self) -> &'static str {
+        match self {
+            BackupKey::Schedule => "backup-schedule",
+            BackupKey::Keep => "backup-keep",
+            BackupKey::TargetUrl => "backup-target",
+        }
+    }
+}
+
+/// Checks `backup-*` values against the backup engine's grammar. This crate does not know
+/// backups: the daemon passes the engine's parsers in ([`crate::VolumeService::with_backup_grammar`]).
+pub trait BackupGrammar: Send + Sync {
+    /// # Errors
+    /// Why `value` is not valid for `key`, shown after `option KEY=VALUE:`.
+    fn check(&self, key: BackupKey, value: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Takes every `backup-*` value as written (a volume service without a backup engine).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyBackupValue;
+
+impl BackupGrammar for AnyBackupValue {
+    fn check(&self, _: BackupKey, _: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
+/// Checks a parsed [`BackupPolicy`] with `grammar`.
+///
+/// # Errors
+/// [`OptionError::Value`] naming the option, as for any other bad value.
+pub fn check_backup_policy(policy: &BackupPolicy, grammar: &dyn BackupGrammar) -> Result<(), OptionError> {
+    let values = [
+        (BackupKey::Schedule, policy.schedule.as_deref()),
+        (BackupKey::Keep, policy.keep.as_deref()),
+        (BackupKey::TargetUrl, policy.target.as_deref().filter(|t| is_target_url(t))),
+    ];
+    for (key, value) in values {
+        if let Some(v) = value {
+            grammar.check(key, v).map_err(|e| OptionError::Value {
+                key: key.option().into(),
+                value: v.into(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a `backup-target` value is a URL/path (else it names a config-file target).
 pub fn is_target_url(v: &str) -> bool {
     v.starts_with('/') || v.contains("://")
@@ -191,18 +253,12 @@ pub fn is_target_url(v: &str) -> bool {
 fn parse_backup_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result<bool, OptionError> {
     let bad = |reason: String| OptionError::Value { key: key.into(), value: v.into(), reason };
     match key {
-        "backup-schedule" => {
-            voltool_backup::schedule::Schedule::parse(v).map_err(|e| bad(e.to_string()))?;
-            policy.schedule = Some(v.trim().to_owned());
-        }
-        "backup-keep" => {
-            voltool_backup::retention::KeepPolicy::parse(v).map_err(|e| bad(e.to_string()))?;
-            policy.keep = Some(v.trim().to_owned());
-        }
+        "backup-schedule" => policy.schedule = Some(v.trim().to_owned()),
+        "backup-keep" => policy.keep = Some(v.trim().to_owned()),
         "backup-target" => {
-            if is_target_url(v) {
-                voltool_backup::TargetSpec::parse(v).map_err(|e| bad(e.to_string()))?;
-            } else if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            if !is_target_url(v)
+                && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))
+            {
                 return Err(bad(
                     "expected a target name from the config file ([targets.NAME]) or a URL: /path, file:///path, s3://bucket/prefix".into(),
                 ));

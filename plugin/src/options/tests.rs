@@ -103,15 +103,11 @@ fn bad_values_and_types() {
     assert!(p.backup.verify);
     let p = parse_options(&opts(&[("backup-verify", "restore")])).expect("restore");
     assert!(p.backup.verify && p.backup.restore_test);
-    for (k, v, want) in [
-        ("backup-schedule", "61 * * * *", "option backup-schedule"),
-        ("backup-schedule", "* * *", "option backup-schedule"),
-        ("backup-keep", "daily=x", "option backup-keep"),
-        ("backup-keep", "yearly=1", "option backup-keep"),
-        ("backup-target", "gs://b/x", "unsupported scheme"),
-        ("backup-target", "a b", "target name"),
-        ("backup-verify", "maybe", "valid values: true, false, restore"),
-    ] {
+    // The grammar of schedules, policies and target URLs is the backup engine's: the
+    // daemon's tests check those values (voltool-daemon, `grammar`).
+    for (k, v, want) in
+        [("backup-target", "a b", "target name"), ("backup-verify", "maybe", "valid values: true, false, restore")]
+    {
         let e = parse_options(&opts(&[(k, v)])).expect_err(v).to_string();
         assert!(e.contains(want), "{k}={v}: {e}");
     }

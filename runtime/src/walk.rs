@@ -37,7 +37,26 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
-use crate::error::BackupError;
+/// What a walk fails with; each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// The root is not a directory that can be walked.
+    #[error("{path}: {reason}")]
+    Root { path: PathBuf, reason: String },
+    /// Listing or opening a directory failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry is deeper than the walk takes ([`MAX_DEPTH`]).
+    #[error("{path}: deeper than {limit} levels")]
+    TooDeep { path: PathBuf, limit: usize },
+    /// An entry's relative path is longer than the walk takes ([`MAX_PATH`]).
+    #[error("{path}: a path of {len} bytes, longer than {limit}")]
+    PathTooLong { path: PathBuf, len: usize, limit: usize },
+}
 
 /// The deepest entry a walk takes: a path of more components is an error naming it.
 pub const MAX_DEPTH: usize = 4096;
@@ -48,7 +67,7 @@ pub const KEPT_FDS: usize = 64;
 
 /// The bounds of one walk (the constants above, smaller in tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WalkLimits {
+pub struct WalkLimits {
     pub kept_fds: usize,
     pub max_depth: usize,
     pub max_path: usize,
@@ -61,25 +80,25 @@ impl Default for WalkLimits {
 }
 
 /// What a walk's note says of a volume written while it is walked.
-pub(crate) const CRASH_CONSISTENT: &str = "the volume was written during the walk: the archive is crash-consistent at \
+pub const CRASH_CONSISTENT: &str = "the volume was written during the walk: the archive is crash-consistent at \
                                            best (each entry as it was when read, nothing from outside the volume)";
 
 /// Opens the root of a walk: `open(2)` with `O_DIRECTORY | O_NOFOLLOW`, and its `fstat`.
 ///
 /// # Errors
-/// [`BackupError::Root`] when `root` is a symlink or not a directory, [`BackupError::Read`]
+/// [`WalkError::Root`] when `root` is a symlink or not a directory, [`WalkError::Read`]
 /// for any other failure.
-pub(crate) fn open_root(root: &Path) -> Result<(OwnedFd, FileStat), BackupError> {
+pub fn open_root(root: &Path) -> Result<(OwnedFd, FileStat), WalkError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = match nix::fcntl::open(root, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::ENOTDIR) => return Err(BackupError::Root { path: root.into(), reason: "not a directory".into() }),
+        Err(Errno::ENOTDIR) => return Err(WalkError::Root { path: root.into(), reason: "not a directory".into() }),
         Err(Errno::ELOOP) => {
-            return Err(BackupError::Root { path: root.into(), reason: "a symlink, not a directory".into() });
+            return Err(WalkError::Root { path: root.into(), reason: "a symlink, not a directory".into() });
         }
-        Err(e) => return Err(BackupError::Read { path: root.into(), source: e.into() }),
+        Err(e) => return Err(WalkError::Read { path: root.into(), source: e.into() }),
     };
-    let st = nix::sys::stat::fstat(&fd).map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| WalkError::Read { path: root.into(), source: e.into() })?;
     Ok((fd, st))
 }
 
@@ -88,7 +107,7 @@ pub(crate) fn open_root(root: &Path) -> Result<(OwnedFd, FileStat), BackupError>
 ///
 /// Errors: `ELOOP` for a symlink, `ENOTDIR` for anything but a directory, `EXDEV` for a mount
 /// point (a bind mount of the same filesystem included), `ENOENT`.
-pub(crate) fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+pub fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
     let how =
         OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(
             ResolveFlag::RESOLVE_BENEATH
@@ -102,19 +121,19 @@ pub(crate) fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<O
 /// Opens the entry `name` in `parent` to read it as a regular file: `openat(2)` with
 /// `O_NOFOLLOW` (a symlink swapped in fails with `ELOOP`), `O_NONBLOCK` (a fifo swapped in does
 /// not block) and `O_NOCTTY`. The caller checks with `fstat` what it got.
-pub(crate) fn open_file_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<std::fs::File> {
+pub fn open_file_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<std::fs::File> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     nix::fcntl::openat(parent, name, flags, Mode::empty()).map(std::fs::File::from)
 }
 
 /// `fstatat(parent, name, AT_SYMLINK_NOFOLLOW)` (fstatat(2)): an lstat of one entry.
-pub(crate) fn stat_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<FileStat> {
+pub fn stat_at(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<FileStat> {
     nix::sys::stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// The names in the open directory `dir` (not `.` and `..`), sorted bytewise, read through a
 /// `dup` of its descriptor (getdents(2)): no path is looked up.
-pub(crate) fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<OsString>> {
+pub fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<OsString>> {
     let mut stream = nix::dir::Dir::from_fd(nix::unistd::dup(dir)?)?;
     let mut names = Vec::new();
     for entry in stream.iter() {
@@ -130,7 +149,7 @@ pub(crate) fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<OsString>> {
 
 /// `root` joined with a relative path of the walk, for messages; a path longer than 1 KiB is
 /// shown as its beginning and end.
-pub(crate) fn shown(root: &Path, rel: &[u8]) -> PathBuf {
+pub fn shown(root: &Path, rel: &[u8]) -> PathBuf {
     const KEEP: usize = 512;
     if rel.len() <= 2 * KEEP {
         return root.join(OsStr::from_bytes(rel));
@@ -155,7 +174,7 @@ struct Level {
 
 /// The next entry of a walk: its parent's descriptor, its name there, its path relative to
 /// the root.
-pub(crate) struct Item<'a> {
+pub struct Item<'a> {
     pub parent: BorrowedFd<'a>,
     pub name: &'a OsStr,
     pub rel: &'a [u8],
@@ -164,7 +183,7 @@ pub(crate) struct Item<'a> {
 /// A depth-first walk holding a bounded stack of directory descriptors; see the module docs.
 /// The caller stats and opens each [`Item`] itself and hands the directories it wants entered
 /// to [`TreeWalk::enter`].
-pub(crate) struct TreeWalk {
+pub struct TreeWalk {
     root: PathBuf,
     limits: WalkLimits,
     /// `[0]` is the root, whose descriptor is always held.
@@ -183,9 +202,9 @@ impl TreeWalk {
     /// names it in messages.
     ///
     /// # Errors
-    /// [`BackupError::Read`] when the root cannot be listed.
-    pub(crate) fn new(root: &Path, dir: OwnedFd, st: &FileStat, limits: WalkLimits) -> Result<Self, BackupError> {
-        let mut pending = list(dir.as_fd()).map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?;
+    /// [`WalkError::Read`] when the root cannot be listed.
+    pub fn new(root: &Path, dir: OwnedFd, st: &FileStat, limits: WalkLimits) -> Result<Self, WalkError> {
+        let mut pending = list(dir.as_fd()).map_err(|e| WalkError::Read { path: root.into(), source: e.into() })?;
         pending.reverse();
         let top = Level { name: OsString::new(), path_len: 0, dev: st.st_dev, ino: st.st_ino, dir: Some(dir), pending };
         Ok(Self {
@@ -203,9 +222,9 @@ impl TreeWalk {
     /// remaining entries were skipped because it was moved or replaced.
     ///
     /// # Errors
-    /// [`BackupError::TooDeep`], [`BackupError::PathTooLong`]; [`BackupError::Read`] when a
+    /// [`WalkError::TooDeep`], [`WalkError::PathTooLong`]; [`WalkError::Read`] when a
     /// directory cannot be re-opened for another reason than being moved or replaced.
-    pub(crate) fn next(&mut self, notes: &mut Vec<String>) -> Result<Option<Item<'_>>, BackupError> {
+    pub fn next(&mut self, notes: &mut Vec<String>) -> Result<Option<Item<'_>>, WalkError> {
         loop {
             let Some(top) = self.levels.len().checked_sub(1) else { return Ok(None) };
             if self.levels[top].pending.is_empty() {
@@ -229,11 +248,11 @@ impl TreeWalk {
             let depth = top + 1;
             if depth > self.limits.max_depth {
                 let path = shown(&self.root, &self.cur);
-                return Err(BackupError::TooDeep { path, limit: self.limits.max_depth });
+                return Err(WalkError::TooDeep { path, limit: self.limits.max_depth });
             }
             if self.cur.len() > self.limits.max_path {
                 let path = shown(&self.root, &self.cur);
-                return Err(BackupError::PathTooLong { path, len: self.cur.len(), limit: self.limits.max_path });
+                return Err(WalkError::PathTooLong { path, len: self.cur.len(), limit: self.limits.max_path });
             }
             self.cur_name = name;
             let Some(parent) = self.levels[top].dir.as_ref() else { unreachable!("the deepest level is open") };
@@ -246,9 +265,9 @@ impl TreeWalk {
     /// parent's next name.
     ///
     /// # Errors
-    /// [`BackupError::Read`] when it cannot be listed (nothing is entered then).
-    pub(crate) fn enter(&mut self, dir: OwnedFd, dev: u64, ino: u64) -> Result<(), BackupError> {
-        let mut pending = list(dir.as_fd()).map_err(|e| BackupError::Read { path: self.shown(), source: e.into() })?;
+    /// [`WalkError::Read`] when it cannot be listed (nothing is entered then).
+    pub fn enter(&mut self, dir: OwnedFd, dev: u64, ino: u64) -> Result<(), WalkError> {
+        let mut pending = list(dir.as_fd()).map_err(|e| WalkError::Read { path: self.shown(), source: e.into() })?;
         pending.reverse();
         self.path.clear();
         self.path.extend_from_slice(&self.cur);
@@ -259,7 +278,7 @@ impl TreeWalk {
     }
 
     /// The current entry's path, for messages.
-    pub(crate) fn shown(&self) -> PathBuf {
+    pub fn shown(&self) -> PathBuf {
         shown(&self.root, &self.cur)
     }
 
@@ -274,7 +293,7 @@ impl TreeWalk {
     /// Re-opens levels `1..=top` from the root, one component at a time, each checked against
     /// the (device, inode) it had when entered. `false` when one of them is no longer there:
     /// it and the levels below it are dropped, with a note.
-    fn reopen(&mut self, top: usize, notes: &mut Vec<String>) -> Result<bool, BackupError> {
+    fn reopen(&mut self, top: usize, notes: &mut Vec<String>) -> Result<bool, WalkError> {
         for j in 1..=top {
             if self.levels[j].dir.is_some() {
                 continue;
@@ -298,7 +317,7 @@ impl TreeWalk {
                     self.trim();
                     return Ok(false);
                 }
-                Err(e) => return Err(BackupError::Read { path: shown(&self.root, rel), source: e.into() }),
+                Err(e) => return Err(WalkError::Read { path: shown(&self.root, rel), source: e.into() }),
             }
         }
         self.lo = 1;
@@ -314,7 +333,7 @@ impl TreeWalk {
 }
 
 /// Whether a `fstatat` result is a directory.
-pub(crate) fn is_dir(st: &FileStat) -> bool {
+pub fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 

@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 use voltool_backup::{Manifest, TargetSpec, open_target};
 use voltool_restore::{ExtractOptions, ExtractReport, RestoreError};
 
-use crate::backups::Backups;
+use crate::backups::Catalog;
 use crate::error::{Error, Result};
-use crate::service::VolumeService;
+use voltool_plugin::service::VolumeService;
 
 mod manifest;
 mod staging;
@@ -102,7 +102,7 @@ pub struct RestoreTestOutcome {
 #[derive(Clone, Debug)]
 pub struct Restores {
     svc: VolumeService,
-    backups: Backups,
+    catalog: Catalog,
     /// What restores leave free on the filesystem they write to.
     reserve: Reserve,
 }
@@ -121,8 +121,13 @@ fn restore_err(volume: &str, reason: impl std::fmt::Display) -> Error {
 }
 
 impl Restores {
-    pub fn new(svc: VolumeService, backups: Backups) -> Self {
-        Self { svc, backups, reserve: Reserve::default() }
+    pub fn new(svc: VolumeService, catalog: Catalog) -> Self {
+        Self { svc, catalog, reserve: Reserve::default() }
+    }
+
+    /// The catalog restores look backups up in.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Sets what restores leave free on a filesystem (`[restore] reserve`).
@@ -138,9 +143,9 @@ impl Restores {
     /// [`Error::BadRequest`] for an unknown source, [`Error::Restore`] naming the problem
     /// (refused entry, mismatch, volume in use); the volume is unchanged on error.
     pub async fn restore_from(&self, volume: &str, from: &str, opts: RestoreOptions) -> Result<RestoreOutcome> {
-        crate::options::validate_name(volume)?;
+        voltool_plugin::options::validate_name(volume)?;
         let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256 } =
-            match self.backups.locate(from).await? {
+            match self.catalog.locate(from).await? {
                 Some(found) => found,
                 None => locate_url(from)?,
             };
@@ -193,7 +198,7 @@ impl Restores {
         manifest: Option<Manifest>,
         opts: RestoreOptions,
     ) -> Result<RestoreOutcome> {
-        crate::options::validate_name(volume)?;
+        voltool_plugin::options::validate_name(volume)?;
         let created = self.prepare(volume, manifest.as_ref().map(|m| &m.options), &opts).await?;
         let mut input = Some(input);
         let open = move || input.take().ok_or_else(|| "the stream can be read once".to_string());
@@ -324,7 +329,7 @@ impl Restores {
     /// # Errors
     /// [`Error::Restore`] saying why not.
     pub async fn check_offer(&self, name: &str, offer: &voltool_migrate::Offer) -> Result<()> {
-        crate::options::validate_name(name)?;
+        voltool_plugin::options::validate_name(name)?;
         // A newer sender may send what this one cannot read; an older one (protocol 1: the
         // manifest uncompressed) is still read.
         if !(voltool_migrate::OLDEST_PROTOCOL..=voltool_migrate::PROTOCOL).contains(&offer.protocol) {
@@ -338,7 +343,8 @@ impl Restores {
                 ),
             ));
         }
-        crate::options::parse_full(&offer.options).map_err(|e| restore_err(name, format!("its options: {e}")))?;
+        voltool_plugin::options::parse_full(&offer.options)
+            .map_err(|e| restore_err(name, format!("its options: {e}")))?;
         for secret in &offer.secrets {
             if !self.svc.secrets().exists(secret) {
                 return Err(restore_err(
@@ -451,7 +457,7 @@ impl Restores {
     /// The volume's stored options and the secrets they name (for a migration offer).
     ///
     /// # Errors
-    /// [`Error::NotFound`].
+    /// [`voltool_plugin::Error::NotFound`].
     pub async fn offer(&self, name: &str) -> Result<voltool_migrate::Offer> {
         let rec = self.svc.record(name).await?;
         let secrets = rec.spec.cifs.as_ref().and_then(|c| c.secret.clone()).into_iter().collect();
@@ -472,7 +478,7 @@ impl Restores {
     /// [`Error::BackupNotFound`], store errors; a failed restore or check is an `Ok` outcome
     /// with `ok: false`.
     pub async fn restore_test(&self, id: &str, command: Option<&str>) -> Result<RestoreTestOutcome> {
-        let Some(_) = self.backups.locate(id).await? else {
+        let Some(_) = self.catalog.locate(id).await? else {
             return Err(Error::BackupNotFound { id: id.to_owned() });
         };
         let scratch = format!("voltool-check-{}", nonce());
@@ -502,7 +508,7 @@ impl Restores {
                 )
             })
         });
-        self.backups.record_verification(id, outcome.ok, reason.as_deref()).await?;
+        self.catalog.record_verification(id, outcome.ok, reason.as_deref()).await?;
         Ok(outcome)
     }
 
@@ -514,7 +520,7 @@ impl Restores {
         let mount_id = format!("{MOUNT_ID_PREFIX}check-{}", nonce());
         let data = self.svc.mount(scratch, &mount_id).await?;
         let workdir = self.svc.layout().state_dir.join("check").join(scratch);
-        std::fs::create_dir_all(&workdir).map_err(Error::io(scratch, "create", workdir.clone()))?;
+        std::fs::create_dir_all(&workdir).map_err(voltool_plugin::Error::io(scratch, "create", workdir.clone()))?;
         let spec = voltool_runtime::container::ContainerSpec {
             rootfs: None,
             data,
@@ -580,7 +586,7 @@ impl Restores {
     /// Mounts a volume for export and returns its root and the mount ID to release after.
     ///
     /// # Errors
-    /// [`Error::NotFound`], mount errors.
+    /// [`voltool_plugin::Error::NotFound`], mount errors.
     pub async fn export_begin(&self, volume: &str) -> Result<(PathBuf, String)> {
         let id = format!("{MOUNT_ID_PREFIX}export-{}", nonce());
         let root = self.svc.mount(volume, &id).await?;

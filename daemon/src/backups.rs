@@ -43,28 +43,21 @@ use voltool_backup::{
     ArchiveOptions, Manifest, ObjectWriter, StreamedPut, Target, TargetConfig, TargetSpec, VerifyReport, open_target,
 };
 
-use crate::error::{Error, Result};
-use crate::options::is_target_url;
-use crate::service::VolumeService;
-use crate::store::{BackupRow, BackupStatus, ScheduleState};
+use voltool_plugin::VolumeService;
+use voltool_plugin::options::is_target_url;
+use voltool_plugin::store::{BackupRow, BackupStatus, ScheduleState};
 
+use crate::error::{Error, Result};
+use crate::restores::Restores;
+
+mod catalog;
 mod prune;
 mod recover;
 
+pub use catalog::{Catalog, Located};
+
 /// The largest manifest the engine reads back (a manifest lists every file: ~200 bytes each).
 pub(crate) const MANIFEST_LIMIT: u64 = 1 << 30;
-/// Where a backup's objects are, for a restore.
-#[derive(Debug, Clone)]
-pub struct Located {
-    pub spec: TargetSpec,
-    /// The archive's and the manifest's object names.
-    pub archive: String,
-    pub manifest: Option<String>,
-    /// The archive's sha256 as the catalog recorded it when the backup was made (restores
-    /// from a catalog ID hold the manifest to it).
-    pub catalog_sha256: Option<String>,
-}
-
 /// Mount IDs the engine holds while it reads a volume start with this.
 pub const MOUNT_ID_PREFIX: &str = "voltool-backup-";
 /// How often the scheduler looks at its schedules at least (it also wakes when a volume
@@ -164,7 +157,7 @@ impl BackupSettings {
                 self.resolve(t).map_err(|e| format!("[schedules.{name}]: {e}"))?;
             }
             for v in &s.volumes {
-                crate::options::validate_name(v).map_err(|e| format!("[schedules.{name}]: {e}"))?;
+                voltool_plugin::options::validate_name(v).map_err(|e| format!("[schedules.{name}]: {e}"))?;
             }
         }
         Ok(())
@@ -302,10 +295,6 @@ pub struct RunRequest {
     pub restore_test: bool,
 }
 
-/// Runs the restore test of a backup (set by the daemon: it lives with the restore code).
-pub type RestoreTester =
-    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
-
 struct Engine {
     svc: VolumeService,
     settings: BackupSettings,
@@ -317,7 +306,9 @@ struct Engine {
     progress: Mutex<HashMap<String, Arc<Progress>>>,
     slots: Arc<Semaphore>,
     wake: Notify,
-    restore_tester: std::sync::OnceLock<RestoreTester>,
+    catalog: Catalog,
+    /// Runs the restore tests of `backup-verify=restore` volumes after their backups.
+    restores: Restores,
     /// The background retry of pending cleanups: running, and when it last started.
     cleanup_running: std::sync::atomic::AtomicBool,
     cleanup_last: Mutex<Option<Instant>>,
@@ -366,8 +357,9 @@ impl Backups {
     ///
     /// # Errors
     /// A bad config ([`Error::BadRequest`]), store errors.
-    pub async fn open(svc: VolumeService, settings: BackupSettings) -> Result<Self> {
+    pub async fn open(svc: VolumeService, settings: BackupSettings, restores: Restores) -> Result<Self> {
         settings.validate().map_err(Error::BadRequest)?;
+        let catalog = restores.catalog().clone();
         let default_target = settings
             .default_target
             .clone()
@@ -381,7 +373,8 @@ impl Backups {
             running: Mutex::default(),
             progress: Mutex::default(),
             wake: Notify::new(),
-            restore_tester: std::sync::OnceLock::new(),
+            catalog,
+            restores,
             cleanup_running: std::sync::atomic::AtomicBool::new(false),
             cleanup_last: Mutex::new(None),
         });
@@ -390,9 +383,14 @@ impl Backups {
         Ok(b)
     }
 
-    /// Sets what runs the restore test of `backup-verify=restore` volumes.
-    pub fn set_restore_tester(&self, t: RestoreTester) {
-        let _ = self.e.restore_tester.set(t);
+    /// The catalog (locate, record verifications) the restores share.
+    pub fn catalog(&self) -> &Catalog {
+        &self.e.catalog
+    }
+
+    /// The restores (restore tests run after a `backup-verify=restore` volume's backups).
+    pub fn restores(&self) -> &Restores {
+        &self.e.restores
     }
 
     /// The target used when neither the run nor the volume names one.
@@ -409,7 +407,7 @@ impl Backups {
     /// [`Self::show`]).
     ///
     /// # Errors
-    /// [`Error::NotFound`] (volume), [`Error::BadRequest`] (target, keep),
+    /// [`voltool_plugin::Error::NotFound`] (volume), [`Error::BadRequest`] (target, keep),
     /// [`Error::BackupBusy`] while the volume has a run in flight, store errors.
     pub async fn start(&self, req: RunRequest) -> Result<String> {
         let vol = self.e.svc.record(&req.volume).await?;
@@ -553,12 +551,9 @@ impl Backups {
                 progress.done.store(0, Ordering::Relaxed);
                 progress.total.store(row.bytes_out.unwrap_or(0), Ordering::Relaxed);
                 let verified = self.verify_with(&row.id, progress.clone(), false).await;
-                if req.restore_test
-                    && verified.is_ok_and(|v| v.ok)
-                    && let Some(t) = self.e.restore_tester.get()
-                {
+                if req.restore_test && verified.is_ok_and(|v| v.ok) {
                     progress.set_phase("restore test");
-                    t(row.id.clone()).await;
+                    self.restore_test(&row.id).await;
                 }
             }
             if let Some(k) = keep {
@@ -688,6 +683,16 @@ impl Backups {
         .await
     }
 
+    /// The restore test after a scheduled backup: its verdict is recorded with the backup and
+    /// logged; it never fails the run.
+    async fn restore_test(&self, id: &str) {
+        match self.e.restores.restore_test(id, None).await {
+            Ok(o) if o.ok => tracing::info!(backup = id, "restore test passed"),
+            Ok(o) => tracing::warn!(backup = id, status = ?o.status, error = ?o.error, "restore test failed"),
+            Err(e) => tracing::warn!(backup = id, error = %e, "restore test could not run"),
+        }
+    }
+
     /// Backs a volume up to its target, verified, and waits for the result (`on-remove=archive`).
     ///
     /// # Errors
@@ -717,31 +722,6 @@ impl Backups {
                 _ => Err(backup_err(&id, v.row.reason.unwrap_or_else(|| "failed".into()))),
             };
         }
-    }
-
-    /// Records a verification result (e.g. of a restore test) for a backup.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub async fn record_verification(&self, id: &str, ok: bool, reason: Option<&str>) -> Result<()> {
-        let (i, r) = (id.to_owned(), reason.map(str::to_owned));
-        self.blocking(move |e| Ok(e.svc.store().set_backup_verified(&i, ok, &now_rfc3339(), r.as_deref())?)).await
-    }
-
-    /// Where a complete backup's archive is: its target, `ID.tar.zst` and `ID.manifest.json`;
-    /// `None` when `id` is not in the catalog.
-    ///
-    /// # Errors
-    /// [`Error::BadRequest`] for a backup that is not complete, target errors.
-    pub async fn locate(&self, id: &str) -> Result<Option<Located>> {
-        let i = id.to_owned();
-        let Some(row) = self.blocking(move |e| Ok(e.svc.store().get_backup(&i)?)).await? else { return Ok(None) };
-        if row.status != BackupStatus::Complete {
-            return Err(Error::BadRequest(format!("backup {id} is not complete; it cannot be restored")));
-        }
-        let spec = self.e.resolve_row(&row)?;
-        let [archive, manifest, _] = names(id);
-        Ok(Some(Located { spec, archive, manifest: Some(manifest), catalog_sha256: row.sha256 }))
     }
 
     fn view(&self, row: BackupRow) -> BackupView {
@@ -974,19 +954,7 @@ impl Engine {
     }
 
     fn resolve_row(&self, row: &BackupRow) -> Result<TargetSpec> {
-        let spec = self.settings.resolve(&row.target_ref).map_err(|m| backup_err(&row.id, m))?;
-        if spec.describe() != row.target_url {
-            return Err(backup_err(
-                &row.id,
-                format!(
-                    "it was written to {}, but target {:?} now points at {}",
-                    row.target_url,
-                    row.target_ref,
-                    spec.describe()
-                ),
-            ));
-        }
-        Ok(spec)
+        self.catalog.resolve_row(row)
     }
 
     /// The blocking part of a run: archive → manifest → checksum.

@@ -10,7 +10,7 @@ use voltool_restore::{ExtractOptions, ExtractReport, RestoreError, Space};
 use voltool_runtime::fsat::Dir;
 
 use crate::error::{Error, Result};
-use crate::service::VolumeService;
+use voltool_plugin::service::VolumeService;
 
 /// How a restore's result is checked before the swap.
 #[derive(Debug)]
@@ -124,7 +124,7 @@ impl Reserve {
             }
             return Ok(Reserve::Share { fraction: v / 100.0, cap: None });
         }
-        crate::options::parse_size(t)
+        voltool_plugin::options::parse_size(t)
             .map(Reserve::Bytes)
             .map_err(|e| Error::BadRequest(format!("restore reserve {s:?}: {e}")))
     }
@@ -162,7 +162,7 @@ impl Reserve {
 /// [`RestoreError::Write`].
 pub(super) fn recover_in(
     root: &Path,
-    flight: &crate::store::RestoreInFlight,
+    flight: &voltool_plugin::store::RestoreInFlight,
 ) -> std::result::Result<Vec<String>, RestoreError> {
     let dir = Dir::open(root).map_err(|e| RestoreError::Write(format!("the volume's root: {e}")))?;
     let mut did = Vec::new();

@@ -40,7 +40,7 @@ fn walk_all(
     root: &Path,
     limits: WalkLimits,
     during: &mut dyn FnMut(&str),
-) -> Result<(Vec<String>, Vec<String>, usize), BackupError> {
+) -> Result<(Vec<String>, Vec<String>, usize), WalkError> {
     let (fd, st) = open_root(root)?;
     let mut walk = TreeWalk::new(root, fd, &st, limits)?;
     let (mut seen, mut notes, mut most) = (Vec::new(), Vec::new(), 0);
@@ -141,7 +141,7 @@ fn too_deep_and_too_long_paths_are_errors_naming_the_path() {
     nested(t.path(), 30, 4);
     let limits = WalkLimits { max_depth: 25, ..WalkLimits::default() };
     match walk_all(t.path(), limits, &mut |_| {}) {
-        Err(e @ BackupError::TooDeep { .. }) => {
+        Err(e @ WalkError::TooDeep { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("d024/d025") && msg.contains("deeper than 25 levels"), "{msg}");
         }
@@ -149,7 +149,7 @@ fn too_deep_and_too_long_paths_are_errors_naming_the_path() {
     }
     let limits = WalkLimits { max_path: 60, ..WalkLimits::default() };
     match walk_all(t.path(), limits, &mut |_| {}) {
-        Err(BackupError::PathTooLong { len, limit: 60, .. }) => assert!(len > 60),
+        Err(WalkError::PathTooLong { len, limit: 60, .. }) => assert!(len > 60),
         other => panic!("expected PathTooLong, got {other:?}"),
     }
 }

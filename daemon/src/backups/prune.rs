@@ -23,7 +23,7 @@ use voltool_backup::retention::{Candidate, KeepPolicy};
 
 use super::{Backups, Engine, PruneItem, backup_err, names, parse_time};
 use crate::error::{Error, Result};
-use crate::store::{BackupRow, BackupStatus};
+use voltool_plugin::store::{BackupRow, BackupStatus};
 
 /// What a prune of one (volume, target) does: every decision, and the rows to delete.
 #[derive(Debug, Default)]

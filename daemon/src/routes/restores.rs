@@ -21,16 +21,14 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use std::io::Read as _;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::error::Error;
-use crate::mgmt::status_of;
+use crate::error::{ApiError, Error};
 use crate::restores::{RestoreOptions, Restores};
 
 fn err(e: Error) -> Response {
-    (status_of(&e), axum::Json(json!({ "error": e.to_string() }))).into_response()
+    ApiError::from(e).into_response()
 }
 
 /// The routes.

@@ -13,8 +13,8 @@
 
 use super::{Backups, Engine, Progress, names, now_rfc3339};
 use crate::error::{Error, Result};
-use crate::store::{BackupRow, BackupStatus};
 use voltool_backup::target::open_target;
+use voltool_plugin::store::{BackupRow, BackupStatus};
 
 impl Backups {
     /// See the module docs. `at_start`: only the catalog is touched (and internal mounts left

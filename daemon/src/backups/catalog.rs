@@ -1,0 +1,91 @@
+//! The catalog as restores see it: where a complete backup's objects are, and the record of
+//! a verification. Restores hold a [`Catalog`], not the engine, so the engine can hold the
+//! restores (it runs restore tests after scheduled backups) without a cycle.
+
+use std::sync::Arc;
+
+use voltool_backup::TargetSpec;
+use voltool_plugin::VolumeService;
+use voltool_plugin::store::{BackupRow, BackupStatus};
+
+use super::{BackupSettings, backup_err, names, now_rfc3339};
+use crate::error::{Error, Result};
+
+/// Where a backup's objects are, for a restore.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub spec: TargetSpec,
+    /// The archive's and the manifest's object names.
+    pub archive: String,
+    pub manifest: Option<String>,
+    /// The archive's sha256 as the catalog recorded it when the backup was made (restores
+    /// from a catalog ID hold the manifest to it).
+    pub catalog_sha256: Option<String>,
+}
+
+/// The backup catalog (rows in the state database) with the config's targets; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    svc: VolumeService,
+    settings: Arc<BackupSettings>,
+}
+
+impl Catalog {
+    pub fn new(svc: VolumeService, settings: BackupSettings) -> Self {
+        Self { svc, settings: Arc::new(settings) }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&VolumeService) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let svc = self.svc.clone();
+        tokio::task::spawn_blocking(move || f(&svc)).await.map_err(|err| Error::Internal(err.to_string()))?
+    }
+
+    /// Records a verification result (e.g. of a restore test) for a backup.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn record_verification(&self, id: &str, ok: bool, reason: Option<&str>) -> Result<()> {
+        let (i, r) = (id.to_owned(), reason.map(str::to_owned));
+        self.blocking(move |svc| Ok(svc.store().set_backup_verified(&i, ok, &now_rfc3339(), r.as_deref())?)).await
+    }
+
+    /// Where a complete backup's archive is: its target, `ID.tar.zst` and `ID.manifest.json`;
+    /// `None` when `id` is not in the catalog.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a backup that is not complete, target errors.
+    pub async fn locate(&self, id: &str) -> Result<Option<Located>> {
+        let i = id.to_owned();
+        let Some(row) = self.blocking(move |svc| Ok(svc.store().get_backup(&i)?)).await? else { return Ok(None) };
+        if row.status != BackupStatus::Complete {
+            return Err(Error::BadRequest(format!("backup {id} is not complete; it cannot be restored")));
+        }
+        let spec = self.resolve_row(&row)?;
+        let [archive, manifest, _] = names(id);
+        Ok(Some(Located { spec, archive, manifest: Some(manifest), catalog_sha256: row.sha256 }))
+    }
+
+    /// The target a row was written to, as the config names it now; an error when the name
+    /// now points elsewhere (the backup would be looked for in the wrong place).
+    ///
+    /// # Errors
+    /// [`Error::Backup`] naming both places.
+    pub fn resolve_row(&self, row: &BackupRow) -> Result<TargetSpec> {
+        let spec = self.settings.resolve(&row.target_ref).map_err(|m| backup_err(&row.id, m))?;
+        if spec.describe() != row.target_url {
+            return Err(backup_err(
+                &row.id,
+                format!(
+                    "it was written to {}, but target {:?} now points at {}",
+                    row.target_url,
+                    row.target_ref,
+                    spec.describe()
+                ),
+            ));
+        }
+        Ok(spec)
+    }
+}

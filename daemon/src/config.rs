@@ -1,0 +1,189 @@
+//! The config file (`/etc/voltool/voltool.toml`, TOML) and what [`crate::Daemon::open`] is
+//! given. Flags and env vars win over the file; the binary merges them into [`DaemonConfig`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use voltool_backup::TargetConfig;
+
+use crate::backups::{BackupSettings, ConfigSchedule};
+use crate::restores::Reserve;
+
+/// Where the config file is looked for when none is given.
+pub const DEFAULT_CONFIG: &str = "/etc/voltool/voltool.toml";
+
+/// What reading or checking the config file failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A setting that parses but cannot be used; the reason names it.
+    #[error("config file: {reason}")]
+    Invalid { reason: String },
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub mount_root: Option<PathBuf>,
+    pub driver_name: Option<String>,
+    pub log: Option<String>,
+    /// `[backup]`: default target, zstd level, threads, concurrency.
+    #[serde(default)]
+    pub backup: Option<BackupSettings>,
+    /// `[targets.NAME]`: named backup targets.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// `[schedules.NAME]`: backup schedules for listed volumes.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ConfigSchedule>,
+    /// `[api]`: who may use the management socket besides root.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// `[restore]`: what restores leave free.
+    #[serde(default)]
+    pub restore: RestoreConfig,
+}
+
+/// The `[restore]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestoreConfig {
+    /// What a restore leaves free on the filesystem it writes to: `5%` or a size (`2GiB`).
+    /// Default: 5% of the filesystem, at most 1 GiB, and 5% of its inodes.
+    pub reserve: Option<String>,
+}
+
+impl RestoreConfig {
+    /// The reserve, parsed.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a value that is neither a percentage nor a size.
+    pub fn reserve(&self) -> Result<Reserve, ConfigError> {
+        match &self.reserve {
+            None => Ok(Reserve::default()),
+            Some(r) => Reserve::parse(r).map_err(|e| ConfigError::Invalid { reason: e.to_string() }),
+        }
+    }
+}
+
+/// The `[api]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiConfig {
+    /// Members of this group may use the management socket (mode 0660, this group).
+    pub group: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads the file at `path`, or [`DEFAULT_CONFIG`] when `None` (a missing default file is
+    /// an empty config; a missing file given explicitly is an error).
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Parse`] (unknown keys included).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path, source: Box::new(e) })
+    }
+
+    /// The backup engine's settings: `[backup]` with the targets and schedules, checked.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the bad setting.
+    pub fn backup_settings(&self) -> Result<BackupSettings, ConfigError> {
+        let mut s = self.backup.clone().unwrap_or_default();
+        s.targets = self.targets.clone();
+        s.schedules = self.schedules.clone();
+        s.validate().map_err(|e| ConfigError::Invalid { reason: e.to_string() })?;
+        Ok(s)
+    }
+}
+
+/// Everything [`crate::Daemon::open`] needs: the command line merged over the config file.
+#[derive(Debug)]
+pub struct DaemonConfig {
+    /// Where state (SQLite, secrets) and local volume data live.
+    pub state_dir: PathBuf,
+    /// Where volumes are mounted.
+    pub mount_root: PathBuf,
+    /// The Docker plugin socket.
+    pub plugin_socket: PathBuf,
+    /// The management API socket.
+    pub api_socket: PathBuf,
+    /// The driver name Docker knows this daemon by (shown by `voltool version`).
+    pub driver: String,
+    pub backup: BackupSettings,
+    pub reserve: Reserve,
+    /// `[api] group`.
+    pub api_group: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_rejects_unknown_keys() {
+        let c: ConfigFile =
+            toml::from_str("mount-root = \"/mnt/volumes\"\ndriver-name = \"voltool\"\n").expect("parse");
+        assert_eq!(c.mount_root.as_deref(), Some(Path::new("/mnt/volumes")));
+        assert!(toml::from_str::<ConfigFile>("mountroot = 1").is_err());
+        assert!(ConfigFile::load(Some(Path::new("/nonexistent/voltool.toml"))).is_err());
+        let c: ConfigFile = toml::from_str(
+            r#"
+[backup]
+default-target = "offsite"
+level = 5
+[targets.offsite]
+url = "s3://bkt/pfx"
+endpoint = "http://127.0.0.1:18014"
+path-style = true
+max-parts = 1000
+[schedules.nightly]
+volumes = ["db", "web"]
+cron = "0 3 * * *"
+keep = "daily=7"
+verify = true
+"#,
+        )
+        .expect("backup config");
+        let s = c.backup_settings().expect("valid");
+        assert_eq!(s.level, 5);
+        assert_eq!(s.targets["offsite"].max_parts, Some(1000));
+        assert_eq!(s.schedules["nightly"].volumes, ["db", "web"]);
+        let bad: ConfigFile = toml::from_str("[backup]\ndefault-target = \"nowhere\"\n").expect("parse");
+        let e = bad.backup_settings().expect_err("unknown target").to_string();
+        assert!(e.contains("\"nowhere\" is not defined"), "{e}");
+        let bad: ConfigFile = toml::from_str("[schedules.x]\nvolumes = [\"a\"]\ncron = \"bad\"\n").expect("parse");
+        assert!(bad.backup_settings().is_err());
+        let c: ConfigFile =
+            toml::from_str("[api]\ngroup = \"voltool\"\n[backup]\nallowed-dirs = [\"/srv/b\"]\n").expect("access keys");
+        assert_eq!(c.api.group.as_deref(), Some("voltool"));
+        assert_eq!(c.backup_settings().expect("valid").allowed_dirs, Some(vec![PathBuf::from("/srv/b")]));
+        assert!(toml::from_str::<ConfigFile>("[api]\nowner = \"x\"\n").is_err());
+        let c: ConfigFile = toml::from_str("[restore]\nreserve = \"10%\"\n").expect("restore");
+        assert!(c.restore.reserve().is_ok());
+        let c: ConfigFile = toml::from_str("[restore]\nreserve = \"lots\"\n").expect("parse");
+        assert!(c.restore.reserve().is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! [`Daemon`]: the volume service, the backup engine and the restores, opened together from
+//! one [`DaemonConfig`], and the driver Docker's plugin API calls.
+//!
+//! ## Opening
+//! Order matters ([`Daemon::open`]): first make sure no other daemon owns this state dir or
+//! these sockets (the state dir's lock, then binding both sockets, which refuses a live
+//! daemon's), then touch state (reconciling would unmount another daemon's mounts). Only
+//! local work happens before listening: the sockets must answer within a second of start.
+//! Restores and backups a killed daemon left half-done are recovered before serving.
+//!
+//! ## The driver
+//! The Docker router calls [`Daemon`] ([`VolumeDriver`]): volume options from Docker pass
+//! the [`TargetPolicy`] first, and the removal of an `on-remove=archive` volume backs it up
+//! (verified) before the volume service deletes it. The management API's removal takes the
+//! same path ([`Daemon::remove_volume`]).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UnixListener;
+use voltool_plugin::backend::Host;
+use voltool_plugin::backend::tools::SystemFsTools;
+use voltool_plugin::options::{OnRemove, QuotaSupport};
+use voltool_plugin::protocol::{DockerVolume, VolumeDriver};
+use voltool_plugin::{Layout, VolumeService};
+use voltool_runtime::loopdev::LinuxLoopDevices;
+use voltool_runtime::{LinuxMounter, probe};
+
+use crate::access::{AccessError, ApiAccess};
+use crate::backups::{Backups, Catalog};
+use crate::config::DaemonConfig;
+use crate::error::{Error, Result};
+use crate::grammar::EngineGrammar;
+use crate::policy::TargetPolicy;
+use crate::restores::Restores;
+
+/// What opening the daemon failed with; nothing was served, the sockets were removed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("create state dir {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] voltool_runtime::lock::LockError),
+    #[error("create directory {} for the {what} socket", path.display())]
+    SocketDir {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another process is already serving the {what} socket {}; stop it or choose another path", path.display())]
+    SocketBusy { what: &'static str, path: PathBuf },
+    #[error("{action} {what} socket {}", path.display())]
+    Socket {
+        what: &'static str,
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file")]
+    Access(#[from] AccessError),
+    #[error("open state in {}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: Box<voltool_plugin::Error>,
+    },
+    #[error("open the backup catalog")]
+    Catalog(#[source] Box<Error>),
+}
+
+/// The sockets and the state dir's lock, held from [`Daemon::open`] until serving ends.
+struct Serving {
+    listeners: Mutex<Option<(UnixListener, UnixListener)>>,
+    plugin_socket: PathBuf,
+    api_socket: PathBuf,
+    access: Arc<ApiAccess>,
+    _lock: voltool_runtime::lock::DirLock,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        for sock in [&self.plugin_socket, &self.api_socket] {
+            let _ = std::fs::remove_file(sock);
+        }
+    }
+}
+
+/// The daemon; cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    svc: VolumeService,
+    backups: Backups,
+    restores: Restores,
+    policy: Arc<TargetPolicy>,
+    driver: Arc<str>,
+    serving: Arc<Serving>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("driver", &self.driver).field("svc", &self.svc).finish_non_exhaustive()
+    }
+}
+
+/// Binds a unix socket, replacing a stale socket file but never a live daemon's.
+fn bind_unix(path: &Path, what: &'static str) -> Result<UnixListener, OpenError> {
+    let io = |action: &'static str| move |source| OpenError::Socket { what, action, path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::SocketDir { what, path: dir.into(), source })?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(OpenError::SocketBusy { what, path: path.into() });
+        }
+        std::fs::remove_file(path).map_err(io("remove stale"))?;
+    }
+    let l = UnixListener::bind(path).map_err(io("listen on"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod"))?;
+    Ok(l)
+}
+
+impl Daemon {
+    /// Opens the daemon: takes the state dir's lock, binds both sockets, opens the volume
+    /// state (reconciled with the kernel's mount table), the backup catalog and the restores,
+    /// and recovers what a killed daemon left half-done. Nothing is served until
+    /// [`Self::serve`].
+    ///
+    /// # Errors
+    /// [`OpenError`] naming what could not be opened; the sockets this call bound are removed.
+    pub async fn open(config: DaemonConfig) -> Result<Self, OpenError> {
+        let DaemonConfig { state_dir, mount_root, plugin_socket, api_socket, driver, backup, reserve, api_group } =
+            config;
+        // Volume options from Docker may name only the config's targets and allowed dirs (the
+        // default target is `<state dir>/backups` unless the config names one, as Backups::open).
+        let default_target =
+            backup.default_target.clone().unwrap_or_else(|| state_dir.join("backups").display().to_string());
+        let policy = TargetPolicy::new(&backup.targets, backup.allowed_dirs.as_deref(), &default_target)?;
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|source| OpenError::StateDir { path: state_dir.clone(), source })?;
+        let lock = voltool_runtime::lock::lock_dir(&state_dir)?;
+        let plugin_listener = bind_unix(&plugin_socket, "plugin")?;
+        let api_listener = match bind_unix(&api_socket, "management API") {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(&plugin_socket);
+                return Err(e);
+            }
+        };
+        // From here on, dropping `serving` removes both sockets.
+        let mut serving = Serving {
+            listeners: Mutex::new(Some((plugin_listener, api_listener))),
+            plugin_socket,
+            api_socket,
+            access: Arc::new(ApiAccess::default()),
+            _lock: lock,
+        };
+        let access = ApiAccess::new(api_group.as_deref())?;
+        // The group may connect (0660 root:GROUP); the peer check is what admits it.
+        if let Some(gid) = access.gid() {
+            std::os::unix::fs::chown(&serving.api_socket, None, Some(gid)).map_err(|source| OpenError::Socket {
+                what: "management API",
+                action: "chgrp the",
+                path: serving.api_socket.clone(),
+                source,
+            })?;
+        }
+        serving.access = Arc::new(access);
+        let layout = Layout { state_dir: state_dir.clone(), mount_root };
+        let svc = VolumeService::open(layout, host(&state_dir))
+            .map_err(|source| OpenError::State { path: state_dir.clone(), source: Box::new(source) })?
+            .with_backup_grammar(Arc::new(EngineGrammar));
+        let restores = Restores::new(svc.clone(), Catalog::new(svc.clone(), backup.clone())).with_reserve(reserve);
+        let backups =
+            Backups::open(svc.clone(), backup, restores.clone()).await.map_err(|e| OpenError::Catalog(Box::new(e)))?;
+        // Restores and exports a killed daemon left mounted.
+        if let Err(e) = svc.release_mounts_with_prefix(crate::restores::MOUNT_ID_PREFIX).await {
+            tracing::warn!(error = %e, "could not release mounts left by interrupted restores");
+        }
+        // Restores a killed daemon left half-done: finish or undo them before serving.
+        if let Err(e) = restores.recover_interrupted().await {
+            tracing::error!(error = %e, "could not recover interrupted restores");
+        }
+        Ok(Self { svc, backups, restores, policy: Arc::new(policy), driver: driver.into(), serving: Arc::new(serving) })
+    }
+
+    /// The volume service.
+    pub fn volumes(&self) -> &VolumeService {
+        &self.svc
+    }
+
+    /// The backup engine.
+    pub fn backups(&self) -> &Backups {
+        &self.backups
+    }
+
+    /// Restores, exports, imports and the migration receiver.
+    pub fn restores(&self) -> &Restores {
+        &self.restores
+    }
+
+    /// The driver name Docker knows this daemon by.
+    pub fn driver_name(&self) -> &str {
+        &self.driver
+    }
+
+    /// Serves the Docker plugin API and the management API, and runs the backup scheduler,
+    /// until `shutdown` resolves; then stops accepting, lets requests in flight finish and
+    /// removes the sockets. Volumes stay mounted for running containers.
+    ///
+    /// # Errors
+    /// [`std::io::Error`] from a server; serving twice is `AlreadyExists`.
+    pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let taken = self.serving.listeners.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some((plugin_listener, api_listener)) = taken else {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the daemon is already serving"));
+        };
+        let scheduler = self.backups.spawn_scheduler();
+        tracing::info!(
+            plugin_socket = %self.serving.plugin_socket.display(),
+            api_socket = %self.serving.api_socket.display(),
+            state_dir = %self.svc.layout().state_dir.display(),
+            mount_root = %self.svc.layout().mount_root.display(),
+            driver = &*self.driver,
+            default_backup_target = self.backups.default_target(),
+            "voltool {} serving",
+            env!("CARGO_PKG_VERSION")
+        );
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let plugin = axum::serve(plugin_listener, voltool_plugin::protocol::router(Arc::new(self.clone())))
+            .with_graceful_shutdown(stop(rx.clone()));
+        let api_routes = crate::routes::router(self.clone())
+            .layer(axum::middleware::from_fn_with_state(self.serving.access.clone(), crate::access::check_peer));
+        let api = axum::serve(api_listener, api_routes.into_make_service_with_connect_info::<crate::access::Peer>())
+            .with_graceful_shutdown(stop(rx));
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down; volumes stay mounted for running containers");
+            let _ = tx.send(true);
+        });
+        let (p, a) = tokio::join!(plugin.into_future(), api.into_future());
+        scheduler.abort();
+        for sock in [&self.serving.plugin_socket, &self.serving.api_socket] {
+            let _ = std::fs::remove_file(sock);
+        }
+        p.and(a)
+    }
+
+    /// Removes a volume; an `on-remove=archive` volume is backed up and verified first, and
+    /// stays when that fails. `force` first unmounts a volume that still has mounts.
+    ///
+    /// # Errors
+    /// The volume service's errors; [`voltool_plugin::Error::Unsupported`] with the reason
+    /// when the backup before removal failed.
+    pub async fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+        let rec = self.svc.record(name).await?;
+        if rec.spec.on_remove == OnRemove::Archive {
+            let held = self.svc.mount_count(name).await?;
+            if held > 0 && !force {
+                return Err(voltool_plugin::Error::InUse { volume: name.into(), mounts: held }.into());
+            }
+            let id = self.backups.archive(name).await.map_err(|e| voltool_plugin::Error::Unsupported {
+                volume: name.into(),
+                reason: format!("not removed: backing it up first (on-remove=archive) failed: {e}"),
+            })?;
+            tracing::info!(volume = name, backup = id, "archived before removal");
+        }
+        Ok(self.svc.remove(name, force).await?)
+    }
+}
+
+/// The real host: the kernel's mount(2), loop devices, mkfs and quotas, as the probe found
+/// them.
+fn host(state_dir: &Path) -> Host {
+    let kernel = probe::kernel_report(state_dir);
+    Host {
+        mounter: Arc::new(LinuxMounter),
+        loops: Arc::new(LinuxLoopDevices::new()),
+        tools: Arc::new(SystemFsTools::default()),
+        projects: Arc::new(voltool_runtime::quota::LinuxProjectQuota),
+        quota: QuotaSupport { project: kernel.state_dir_project_quota, loop_devices: kernel.loop_devices },
+        // No kernel NFS client (this host, many containers): the userspace client over FUSE.
+        nfs_userspace: !kernel.kernel_nfs && kernel.fuse,
+        fuse: Arc::default(),
+    }
+}
+
+impl VolumeDriver for Daemon {
+    type Error = Error;
+
+    async fn create(&self, name: String, opts: BTreeMap<String, String>) -> Result<()> {
+        if let Err(e) = self.policy.check(&opts) {
+            // Docker repeating the create of a volume the management API made with exactly
+            // these options changes nothing (and is how Docker learns of such a volume).
+            match self.svc.record(&name).await {
+                Ok(rec) if rec.options == opts => {}
+                _ => return Err(e.into()),
+            }
+        }
+        Ok(VolumeDriver::create(&self.svc, name, opts).await?)
+    }
+
+    async fn remove(&self, name: String) -> Result<()> {
+        self.remove_volume(&name, false).await
+    }
+
+    async fn mount(&self, name: String, id: String) -> Result<PathBuf> {
+        Ok(VolumeDriver::mount(&self.svc, name, id).await?)
+    }
+
+    async fn unmount(&self, name: String, id: String) -> Result<()> {
+        Ok(VolumeDriver::unmount(&self.svc, name, id).await?)
+    }
+
+    async fn path(&self, name: String) -> Result<PathBuf> {
+        Ok(VolumeDriver::path(&self.svc, name).await?)
+    }
+
+    async fn get(&self, name: String) -> Result<Option<DockerVolume>> {
+        Ok(VolumeDriver::get(&self.svc, name).await?)
+    }
+
+    async fn list(&self) -> Result<Vec<DockerVolume>> {
+        Ok(VolumeDriver::list(&self.svc).await?)
+    }
+}

@@ -1,0 +1,102 @@
+//! The management API's backup routes (the CLI's `voltool backup ...`).
+//!
+//! - `GET  /v1/backups[?volume=V]` — the catalog, newest first, with live progress
+//! - `POST /v1/backups` `{"volume", "target"?, "verify"?}` — starts a run, answers `202 {"id"}`
+//! - `GET  /v1/backups/{id}` — one backup (poll it to follow a run)
+//! - `GET  /v1/backups/{id}/manifest` — its manifest, read from the target
+//! - `POST /v1/backups/{id}/verify` — re-reads and checks it; answers when done
+//! - `POST /v1/backups/prune` `{"volume"?, "keep"?, "dry_run"?}` — retention
+//! - `GET  /v1/schedules` — every schedule with its next run
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use voltool_backup::Manifest;
+
+use crate::backups::{BackupView, Backups, PruneItem, RunRequest, ScheduleView, VerifyOutcome};
+use crate::error::{ApiError, JsonBody};
+
+type Reply<T> = Result<Json<T>, ApiError>;
+
+/// The backup routes.
+pub fn router(backups: Backups) -> Router {
+    Router::new()
+        .route("/v1/backups", get(list).post(run))
+        .route("/v1/backups/prune", post(prune))
+        .route("/v1/backups/{id}", get(show))
+        .route("/v1/backups/{id}/manifest", get(manifest))
+        .route("/v1/backups/{id}/verify", post(verify))
+        .route("/v1/schedules", get(schedules))
+        .with_state(backups)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    volume: Option<String>,
+}
+
+async fn list(State(b): State<Backups>, Query(q): Query<ListQuery>) -> Reply<Vec<BackupView>> {
+    Ok(Json(b.list(q.volume.as_deref()).await?))
+}
+
+/// Body of `POST /v1/backups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBackup {
+    pub volume: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub verify: bool,
+}
+
+async fn run(
+    State(b): State<Backups>,
+    JsonBody(req): JsonBody<RunBackup>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let run = RunRequest {
+        volume: req.volume,
+        target: req.target,
+        verify: req.verify,
+        keep: None,
+        trigger: "manual",
+        restore_test: false,
+    };
+    let id = b.start(run).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+}
+
+async fn show(State(b): State<Backups>, Path(id): Path<String>) -> Reply<BackupView> {
+    Ok(Json(b.show(&id).await?))
+}
+
+async fn manifest(State(b): State<Backups>, Path(id): Path<String>) -> Reply<Manifest> {
+    Ok(Json(b.manifest(&id).await?))
+}
+
+async fn verify(State(b): State<Backups>, Path(id): Path<String>) -> Reply<VerifyOutcome> {
+    Ok(Json(b.verify(&id).await?))
+}
+
+/// Body of `POST /v1/backups/prune`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneBackups {
+    #[serde(default)]
+    pub volume: Option<String>,
+    #[serde(default)]
+    pub keep: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+async fn prune(State(b): State<Backups>, JsonBody(req): JsonBody<PruneBackups>) -> Reply<Vec<PruneItem>> {
+    Ok(Json(b.prune(req.volume.as_deref(), req.keep.as_deref(), req.dry_run, None).await?))
+}
+
+async fn schedules(State(b): State<Backups>) -> Reply<Vec<ScheduleView>> {
+    Ok(Json(b.schedules().await?))
+}

@@ -1,0 +1,18 @@
+//! The management API (the `voltool` CLI's unix socket): one router per area, merged.
+//! Every handler returns `Result<_, ApiError>` ([`crate::error`]); request bodies are read
+//! as bytes whatever their Content-Type ([`crate::error::JsonBody`]).
+
+pub mod backups;
+pub mod restores;
+pub mod volumes;
+
+use axum::Router;
+
+use crate::Daemon;
+
+/// All management routes.
+pub fn router(daemon: Daemon) -> Router {
+    volumes::router(daemon.clone())
+        .merge(backups::router(daemon.backups().clone()))
+        .merge(restores::router(daemon.restores().clone()))
+}
