@@ -1,10 +1,12 @@
-//! Retention, plan then execute, so that no crash order leaves a volume with fewer
-//! restorable backups than its policy keeps.
+//! Retention, plan then execute (rustic_core's `prune_plan` then `prune`), so that no crash
+//! order leaves a volume with fewer restorable backups than its policy keeps.
 //!
-//! 1. **Plan** ([`plan_group`]): a pure function of the catalog's `complete` rows of one
-//!    (volume, target), the policy and the clock. It only ever drops backups the policy does
-//!    not keep; retention runs after a *new* backup is complete, so the kept ones never get
-//!    fewer.
+//! 1. **Plan** ([`PrunePlan::new`]): a pure function of the catalog's rows, the policies
+//!    ([`Policies`]: `prune --keep` for all, or each volume's `backup-keep`) and the clock's
+//!    "now" — no I/O, table-tested. Only `complete` rows are candidates, grouped by (volume,
+//!    target): a `running`, `failed` or `deleting` row is neither counted as restorable nor
+//!    chosen. Per group ([`plan_group`]) it only ever drops backups the policy does not keep;
+//!    retention runs after a *new* backup is complete, so the kept ones never get fewer.
 //! 2. **Execute** ([`delete_one`]), per dropped backup:
 //!    - the row becomes `deleting` (committed; `synchronous=FULL` puts it on disk): from here
 //!      on nothing counts it as restorable, and a crash leaves work that is finished at start;
@@ -14,25 +16,80 @@
 //!      order. A directory target fsyncs the directory after each unlink;
 //!    - the row is removed last.
 //! 3. **Recovery**: `deleting` rows are finished ([`finish_deleting`]) by the cleanup pass that
-//!    runs right after a start (and every [`super::CLEANUP_RETRY`] while one fails).
+//!    runs right after a start (and every [`super::CLEANUP_RETRY`] while one fails). A prune
+//!    that runs before that leaves them alone (step 1).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use voltool_backup::Target;
 use voltool_backup::retention::{Candidate, KeepPolicy};
-
-use super::{Backups, Engine, PruneItem, backup_err, names, parse_time};
-use crate::error::{Error, Result};
 use voltool_plugin::store::{BackupRow, BackupStatus};
 
-/// What a prune of one (volume, target) does: every decision, and the rows to delete.
+use super::engine::{Engine, EngineError};
+use super::{Backups, PruneItem, backup_err, names, parse_time};
+use crate::error::{Error, Result};
+
+/// Which policy each volume's backups are pruned with.
+#[derive(Debug, Clone)]
+pub(super) enum Policies {
+    /// `prune --keep`: one policy for every volume.
+    Forced(KeepPolicy),
+    /// Each volume's own `backup-keep`; a volume not in the map (no policy, or one that does
+    /// not parse) is left alone.
+    PerVolume(HashMap<String, KeepPolicy>),
+}
+
+impl Policies {
+    fn of(&self, volume: &str) -> Option<KeepPolicy> {
+        match self {
+            Policies::Forced(p) => Some(*p),
+            Policies::PerVolume(m) => m.get(volume).copied(),
+        }
+    }
+}
+
+/// What a prune does: every decision, and the rows to delete, in the order they go.
 #[derive(Debug, Default)]
 pub(super) struct PrunePlan {
     pub items: Vec<PruneItem>,
     pub delete: Vec<BackupRow>,
 }
 
-/// The pure plan for one volume's `complete` backups at one target.
+/// The rows a prune decides on, by (volume, target URL): `complete` ones only, and only at
+/// `only_target` when it is given.
+fn candidates(rows: &[BackupRow], only_target: Option<&str>) -> BTreeMap<(String, String), Vec<BackupRow>> {
+    let mut groups: BTreeMap<(String, String), Vec<BackupRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.status == BackupStatus::Complete) {
+        if only_target.is_some_and(|t| t != r.target_url) {
+            continue;
+        }
+        groups.entry((r.volume.clone(), r.target_url.clone())).or_default().push(r.clone());
+    }
+    groups
+}
+
+/// The volumes whose policies a prune of `rows` needs.
+pub(super) fn volumes_to_prune(rows: &[BackupRow], only_target: Option<&str>) -> BTreeSet<String> {
+    candidates(rows, only_target).into_keys().map(|(v, _)| v).collect()
+}
+
+impl PrunePlan {
+    /// The pure plan over catalog rows (of one volume or all): per (volume, target), what
+    /// `policies` keeps at `now`.
+    pub(super) fn new(rows: &[BackupRow], policies: &Policies, only_target: Option<&str>, now: DateTime<Utc>) -> Self {
+        let mut out = Self::default();
+        for ((volume, target), backups) in candidates(rows, only_target) {
+            let Some(policy) = policies.of(&volume) else { continue };
+            let group = plan_group(&volume, &target, &policy, &backups, now);
+            out.items.extend(group.items);
+            out.delete.extend(group.delete);
+        }
+        out
+    }
+}
+
+/// The pure plan for one volume's `complete` backups at one target (other rows are ignored).
 pub(super) fn plan_group(
     volume: &str,
     target: &str,
@@ -74,17 +131,18 @@ pub(super) fn plan_group(
 
 /// The steps of deleting one backup: the seam the crash-order tests drive.
 pub(super) trait DeleteSteps {
+    type Error;
     /// Marks the row `deleting`, durably; `Ok(false)` when it is no longer `complete`.
-    fn mark_deleting(&self, id: &str) -> std::result::Result<bool, String>;
+    fn mark_deleting(&self, id: &str) -> std::result::Result<bool, Self::Error>;
     /// Deletes one object (a missing one is not an error), durably.
-    fn delete_object(&self, name: &str) -> std::result::Result<(), String>;
+    fn delete_object(&self, name: &str) -> std::result::Result<(), Self::Error>;
     /// Removes the row.
-    fn forget(&self, id: &str) -> std::result::Result<(), String>;
+    fn forget(&self, id: &str) -> std::result::Result<(), Self::Error>;
 }
 
 /// Deletes one backup chosen by a plan. `Ok(false)`: it was not `complete` any more, and
 /// nothing was touched.
-pub(super) fn delete_one(steps: &dyn DeleteSteps, id: &str) -> std::result::Result<bool, String> {
+pub(super) fn delete_one<S: DeleteSteps + ?Sized>(steps: &S, id: &str) -> std::result::Result<bool, S::Error> {
     if !steps.mark_deleting(id)? {
         return Ok(false);
     }
@@ -93,7 +151,7 @@ pub(super) fn delete_one(steps: &dyn DeleteSteps, id: &str) -> std::result::Resu
 }
 
 /// The part after the mark; also what recovery runs for a `deleting` row.
-pub(super) fn finish_deleting(steps: &dyn DeleteSteps, id: &str) -> std::result::Result<(), String> {
+pub(super) fn finish_deleting<S: DeleteSteps + ?Sized>(steps: &S, id: &str) -> std::result::Result<(), S::Error> {
     let [archive, manifest, sum] = names(id);
     for n in [&sum, &manifest, &archive] {
         steps.delete_object(n)?;
@@ -104,37 +162,39 @@ pub(super) fn finish_deleting(steps: &dyn DeleteSteps, id: &str) -> std::result:
 /// [`DeleteSteps`] on the real catalog and target.
 struct Real<'a> {
     engine: &'a Engine,
-    target: Box<dyn voltool_backup::target::Target>,
+    target: Box<dyn Target>,
 }
 
 impl DeleteSteps for Real<'_> {
-    fn mark_deleting(&self, id: &str) -> std::result::Result<bool, String> {
-        self.engine.svc.store().mark_backup_deleting(id).map_err(|e| e.to_string())
+    type Error = EngineError;
+
+    fn mark_deleting(&self, id: &str) -> std::result::Result<bool, EngineError> {
+        Ok(self.engine.svc.store().mark_backup_deleting(id)?)
     }
 
-    fn delete_object(&self, name: &str) -> std::result::Result<(), String> {
-        self.target.delete(name).map_err(|e| e.to_string())
+    fn delete_object(&self, name: &str) -> std::result::Result<(), EngineError> {
+        Ok(self.target.delete(name)?)
     }
 
-    fn forget(&self, id: &str) -> std::result::Result<(), String> {
-        self.engine.svc.store().delete_backup(id).map(|_| ()).map_err(|e| e.to_string())
+    fn forget(&self, id: &str) -> std::result::Result<(), EngineError> {
+        self.engine.svc.store().delete_backup(id)?;
+        Ok(())
     }
 }
 
 impl Engine {
-    fn real_steps(&self, row: &BackupRow) -> std::result::Result<Real<'_>, String> {
-        let spec = self.settings.resolve(&row.target_ref)?;
-        let target = voltool_backup::target::open_target(&spec, &self.rt).map_err(|e| e.to_string())?;
+    fn real_steps(&self, row: &BackupRow) -> std::result::Result<Real<'_>, EngineError> {
+        let (_, target) = self.open_row_target(row)?;
         Ok(Real { engine: self, target })
     }
 
     /// Deletes a complete backup chosen by retention (see the module docs for the order).
-    fn prune_backup(&self, row: &BackupRow) -> std::result::Result<bool, String> {
+    fn prune_backup(&self, row: &BackupRow) -> std::result::Result<bool, EngineError> {
         delete_one(&self.real_steps(row)?, &row.id)
     }
 
     /// Finishes the deletion of a `deleting` row left by an interrupted prune.
-    pub(super) fn finish_prune(&self, row: &BackupRow) -> std::result::Result<(), String> {
+    pub(super) fn finish_prune(&self, row: &BackupRow) -> std::result::Result<(), EngineError> {
         finish_deleting(&self.real_steps(row)?, &row.id)
     }
 }
@@ -156,48 +216,51 @@ impl Backups {
         let forced = keep.map(KeepPolicy::parse).transpose().map_err(|err| Error::BadRequest(err.to_string()))?;
         let v = volume.map(str::to_owned);
         let rows = self.blocking(move |e| Ok(e.svc.store().list_backups(v.as_deref())?)).await?;
-        // (volume, target) → complete backups
-        let mut groups: BTreeMap<(String, String), Vec<BackupRow>> = BTreeMap::new();
-        for r in rows.into_iter().filter(|r| r.status == BackupStatus::Complete) {
-            if only_target.is_some_and(|t| t != r.target_url) {
-                continue;
-            }
-            groups.entry((r.volume.clone(), r.target_url.clone())).or_default().push(r);
+        let policies = match forced {
+            Some(p) => Policies::Forced(p),
+            None => Policies::PerVolume(self.volume_policies(volumes_to_prune(&rows, only_target)).await),
+        };
+        let plan = PrunePlan::new(&rows, &policies, only_target, self.e.clock.now());
+        if dry_run {
+            return Ok(plan.items);
         }
-        let now = Utc::now();
-        let mut out = Vec::new();
-        for ((vol, target), backups) in groups {
-            let policy = match &forced {
-                Some(p) => *p,
-                None => match self.e.svc.record(&vol).await.ok().and_then(|r| r.spec.backup.keep) {
-                    Some(k) => match KeepPolicy::parse(&k) {
-                        Ok(p) => p,
-                        Err(_) => continue,
-                    },
-                    None => continue,
-                },
-            };
-            let plan = plan_group(&vol, &target, &policy, &backups, now);
-            let mut errors: HashMap<String, String> = HashMap::new();
-            if !dry_run {
-                for row in plan.delete {
-                    let id = row.id.clone();
-                    let res = self.blocking(move |e| e.prune_backup(&row).map_err(|m| backup_err(&row.id, m))).await;
-                    match res {
-                        Ok(true) => tracing::info!(backup = id, "backup deleted by retention"),
-                        Ok(false) => tracing::info!(backup = id, "backup changed meanwhile; not deleted"),
-                        Err(err) => {
-                            errors.insert(id, err.to_string());
-                        }
-                    }
+        Ok(self.execute(plan).await)
+    }
+
+    /// Each volume's own `backup-keep` (volumes without one, or gone, are left out).
+    async fn volume_policies(&self, volumes: BTreeSet<String>) -> HashMap<String, KeepPolicy> {
+        let mut out = HashMap::new();
+        for vol in volumes {
+            let keep = self.e.svc.record(&vol).await.ok().and_then(|r| r.spec.backup.keep);
+            if let Some(p) = keep.and_then(|k| KeepPolicy::parse(&k).ok()) {
+                out.insert(vol, p);
+            }
+        }
+        out
+    }
+
+    /// Deletes what the plan drops, one backup at a time; a failed deletion is reported on
+    /// its item (the backup stays in the catalog).
+    async fn execute(&self, plan: PrunePlan) -> Vec<PruneItem> {
+        let mut errors: HashMap<String, String> = HashMap::new();
+        for row in plan.delete {
+            let id = row.id.clone();
+            let res = self.blocking(move |e| e.prune_backup(&row).map_err(|m| backup_err(&row.id, m))).await;
+            match res {
+                Ok(true) => tracing::info!(backup = id, "backup deleted by retention"),
+                Ok(false) => tracing::info!(backup = id, "backup changed meanwhile; not deleted"),
+                Err(err) => {
+                    errors.insert(id, err.to_string());
                 }
             }
-            out.extend(plan.items.into_iter().map(|mut item| {
+        }
+        plan.items
+            .into_iter()
+            .map(|mut item| {
                 item.error = errors.remove(&item.id);
                 item
-            }));
-        }
-        Ok(out)
+            })
+            .collect()
     }
 }
 

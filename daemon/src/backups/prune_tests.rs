@@ -11,7 +11,11 @@ use voltool_backup::retention::KeepPolicy;
 use super::*;
 use crate::backups::names;
 
-const CRASH: &str = "power cut";
+/// The power cut: the error every step fails with once the budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Crash;
+
+const CRASH: Crash = Crash;
 
 /// The catalog (id → status) and the target's objects, with a power cut after `budget` steps.
 #[derive(Default)]
@@ -22,9 +26,9 @@ struct World {
 }
 
 impl World {
-    fn step(&self) -> std::result::Result<(), String> {
+    fn step(&self) -> std::result::Result<(), Crash> {
         match self.budget.get() {
-            Some(0) => Err(CRASH.to_owned()),
+            Some(0) => Err(CRASH),
             Some(n) => {
                 self.budget.set(Some(n - 1));
                 Ok(())
@@ -45,7 +49,7 @@ impl World {
 
     /// A new backup as the engine writes it: row `running`, archive, manifest, checksum, then
     /// the row `complete`.
-    fn write_backup(&self, id: &str) -> std::result::Result<(), String> {
+    fn write_backup(&self, id: &str) -> std::result::Result<(), Crash> {
         self.step()?;
         self.rows.borrow_mut().insert(id.to_owned(), BackupStatus::Running);
         for n in names(id) {
@@ -113,7 +117,9 @@ impl World {
 }
 
 impl DeleteSteps for World {
-    fn mark_deleting(&self, id: &str) -> std::result::Result<bool, String> {
+    type Error = Crash;
+
+    fn mark_deleting(&self, id: &str) -> std::result::Result<bool, Crash> {
         self.step()?;
         let mut rows = self.rows.borrow_mut();
         match rows.get_mut(id) {
@@ -125,13 +131,13 @@ impl DeleteSteps for World {
         }
     }
 
-    fn delete_object(&self, name: &str) -> std::result::Result<(), String> {
+    fn delete_object(&self, name: &str) -> std::result::Result<(), Crash> {
         self.step()?;
         self.objects.borrow_mut().remove(name);
         Ok(())
     }
 
-    fn forget(&self, id: &str) -> std::result::Result<(), String> {
+    fn forget(&self, id: &str) -> std::result::Result<(), Crash> {
         self.step()?;
         self.rows.borrow_mut().remove(id);
         Ok(())

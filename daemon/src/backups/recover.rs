@@ -11,10 +11,12 @@
 //!   failed run.
 //! - `deleting` rows (an interrupted prune) are finished: objects, then the row.
 
-use super::{Backups, Engine, Progress, names, now_rfc3339};
-use crate::error::{Error, Result};
-use voltool_backup::target::open_target;
 use voltool_plugin::store::{BackupRow, BackupStatus};
+
+use super::engine::{Engine, EngineError};
+use super::progress::Progress;
+use super::{Backups, names};
+use crate::error::{Error, Result};
 
 impl Backups {
     /// See the module docs. `at_start`: only the catalog is touched (and internal mounts left
@@ -29,7 +31,7 @@ impl Backups {
                 let mut done = row.clone();
                 done.status = BackupStatus::Failed;
                 done.reason = Some("interrupted: the daemon stopped during the backup".into());
-                done.finished_at = Some(now_rfc3339());
+                done.finished_at = Some(self.e.clock.now_rfc3339());
                 done.cleanup_pending = true;
                 tracing::warn!(
                     backup = row.id,
@@ -60,7 +62,7 @@ impl Backups {
 impl Engine {
     /// Finishes one row that needs work: a `deleting` one is deleted; a failed run with its
     /// cleanup pending is kept when whole and verified, else its objects are removed.
-    fn settle(&self, row: &BackupRow) -> std::result::Result<(), String> {
+    fn settle(&self, row: &BackupRow) -> std::result::Result<(), EngineError> {
         if row.status == BackupStatus::Deleting {
             self.finish_prune(row)?;
             tracing::info!(backup = row.id, "finished deleting a backup an interrupted prune chose");
@@ -73,7 +75,7 @@ impl Engine {
         let mut done = row.clone();
         done.cleanup_pending = false;
         done.upload_token = None;
-        self.svc.store().finish_backup(&done).map_err(|e| e.to_string())?;
+        self.svc.store().finish_backup(&done)?;
         tracing::info!(backup = row.id, "removed the partial objects of a failed backup");
         Ok(())
     }
@@ -81,18 +83,17 @@ impl Engine {
     /// Keeps a run whose three objects are whole on the target: read back, checked against its
     /// manifest and checksum object, and recorded `complete` and verified. `Ok(false)`: not
     /// whole, or it does not verify (then it is removed as a failed run).
-    fn rescue(&self, row: &BackupRow) -> std::result::Result<bool, String> {
-        let spec = self.settings.resolve(&row.target_ref)?;
-        let target = open_target(&spec, &self.rt).map_err(|e| e.to_string())?;
+    fn rescue(&self, row: &BackupRow) -> std::result::Result<bool, EngineError> {
+        let (spec, target) = self.open_row_target(row)?;
         for n in names(&row.id) {
-            if !target.exists(&n).map_err(|e| e.to_string())? {
+            if !target.exists(&n)? {
                 return Ok(false);
             }
         }
         let report = match self.verify_backup(row, &spec, &Progress::default()) {
             Ok(r) => r,
             Err(reason) => {
-                tracing::warn!(backup = row.id, reason, "an interrupted backup's objects are there but do not verify");
+                tracing::warn!(backup = row.id, reason = %reason, "an interrupted backup's objects are there but do not verify");
                 return Ok(false);
             }
         };
@@ -106,8 +107,8 @@ impl Engine {
         done.files = Some(report.files);
         done.sha256 = Some(report.archive_sha256);
         let store = self.svc.store();
-        store.finish_backup(&done).map_err(|e| e.to_string())?;
-        store.set_backup_verified(&row.id, true, &now_rfc3339(), None).map_err(|e| e.to_string())?;
+        store.finish_backup(&done)?;
+        store.set_backup_verified(&row.id, true, &self.clock.now_rfc3339(), None)?;
         tracing::info!(
             backup = row.id,
             volume = row.volume,

@@ -1,0 +1,250 @@
+//! The blocking engine: the state the async [`super::Backups`] shares between its tasks, and
+//! the parts of a run, a verification and a cleanup that do file and network I/O on a
+//! blocking thread (`spawn_blocking`): writing a backup's three objects, archiving through a
+//! read-only view of the volume, reading a manifest back, verifying a stored archive and
+//! removing a failed run's objects.
+//!
+//! Targets are only ever opened through [`open_target`] from a [`TargetSpec`], so a test
+//! points the engine at a directory in a tempdir (`file://`) and exercises the same code as
+//! a run to S3.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, Semaphore};
+use voltool_backup::{
+    ArchiveOptions, ArchiveSummary, BackupError, Manifest, ObjectWriter, StreamedPut, Target, TargetError, TargetSpec,
+    VerifyReport, open_target,
+};
+use voltool_plugin::VolumeService;
+use voltool_plugin::store::{BackupRow, StoreError};
+
+use super::progress::{CountingReader, Progress};
+use super::settings::ResolveError;
+use super::{BackupSettings, Catalog, Clock, MANIFEST_LIMIT, names};
+use crate::error::Result;
+use crate::restores::Restores;
+
+/// What a blocking step of the engine fails with. The messages are what the catalog records
+/// as a failed run's reason and what `backup verify` reports, so each names the object.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The row's target reference no longer resolves.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The target failed (open, write, read, delete), naming the object.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Archiving, or checking the stored archive against its manifest, failed.
+    #[error(transparent)]
+    Archive(#[from] BackupError),
+    /// The catalog could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The manifest object could not be written or parsed.
+    #[error("{name}: {source}")]
+    Manifest { name: String, source: BackupError },
+    #[error("{name} is not UTF-8")]
+    ManifestNotUtf8 { name: String },
+    /// The manifest object belongs to another backup.
+    #[error("{name} describes backup {found}, not this one")]
+    ManifestOfOther { name: String, found: String },
+    /// The checksum object does not match the manifest's archive sha256.
+    #[error("{sum} does not match the archive sha256 in {manifest}")]
+    ChecksumMismatch { sum: String, manifest: String },
+    /// The manifest's archive sha256 is not the one the catalog recorded.
+    #[error("the manifest's archive sha256 {manifest} differs from the catalog's {catalog}")]
+    CatalogMismatch { manifest: String, catalog: String },
+}
+
+/// The engine's shared state and its blocking operations.
+pub(super) struct Engine {
+    pub svc: VolumeService,
+    pub settings: BackupSettings,
+    pub default_target: String,
+    pub rt: tokio::runtime::Handle,
+    pub clock: Arc<dyn Clock>,
+    /// volume → ID of its run in flight.
+    pub running: Mutex<HashMap<String, String>>,
+    /// ID → progress of runs and verifications in flight.
+    pub progress: Mutex<HashMap<String, Arc<Progress>>>,
+    pub slots: Arc<Semaphore>,
+    pub wake: Notify,
+    pub catalog: Catalog,
+    /// Runs the restore tests of `backup-verify=restore` volumes after their backups.
+    pub restores: Restores,
+    /// The background retry of pending cleanups: running, and when it last started.
+    pub cleanup_running: AtomicBool,
+    pub cleanup_last: Mutex<Option<Instant>>,
+}
+
+impl Engine {
+    /// Forgets a run that ended: the volume may run again, its progress is gone.
+    pub fn forget(&self, volume: &str, id: &str) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(volume).is_some_and(|i| i == id) {
+            running.remove(volume);
+        }
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// The ID of the run of `volume` in flight, if any.
+    pub fn running_on(&self, volume: &str) -> Option<String> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(volume).cloned()
+    }
+
+    pub fn resolve_row(&self, row: &BackupRow) -> Result<TargetSpec> {
+        self.catalog.resolve_row(row)
+    }
+
+    /// The target a row's reference names today (no check that it is where the row went).
+    pub fn open_row_target(&self, row: &BackupRow) -> Result<(TargetSpec, Box<dyn Target>), EngineError> {
+        let spec = self.settings.resolve(&row.target_ref)?;
+        let target = open_target(&spec, &self.rt)?;
+        Ok((spec, target))
+    }
+
+    fn archive_options(&self) -> ArchiveOptions {
+        ArchiveOptions {
+            level: self.settings.level,
+            threads: if self.settings.threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+            } else {
+                self.settings.threads
+            },
+            xattrs: true,
+            // A backup's manifest lists every file's sha256.
+            hash_files: true,
+        }
+    }
+
+    /// The blocking part of a run: archive → manifest → checksum.
+    pub fn write_backup(
+        &self,
+        row: &BackupRow,
+        spec: &TargetSpec,
+        root: PathBuf,
+        options: &BTreeMap<String, String>,
+        created: time::OffsetDateTime,
+        progress: &Progress,
+    ) -> Result<Manifest, EngineError> {
+        let target = open_target(spec, &self.rt)?;
+        let [archive, manifest_name, sum_name] = names(&row.id);
+        let mut writer: Box<dyn ObjectWriter> = target.create(&archive)?;
+        if let Some(token) = writer.token() {
+            self.svc.store().set_backup_token(&row.id, Some(&token))?;
+        }
+        let summary = self.archive_read_only(&root, &mut *writer, &self.archive_options(), progress)?;
+        writer.commit()?;
+        let m = Manifest::without_entries(&row.id, &row.volume, options, &summary, created)?;
+        // Streamed from the archiver's compact entry list: the manifest of a volume with many
+        // files is never whole in memory (see `voltool_backup::manifest`).
+        let mut out = StreamedPut::new(&*target, &manifest_name);
+        m.write_json(&summary.entries, std::io::BufWriter::with_capacity(64 << 10, &mut out))
+            .map_err(|source| EngineError::Manifest { name: manifest_name.clone(), source })?;
+        drop(summary);
+        out.finish()?;
+        target.put_small(&sum_name, voltool_backup::sha256sum_line(&row.id, &m.archive_sha256).as_bytes())?;
+        Ok(m)
+    }
+
+    /// Archives `root` through a read-only view of it: a read-only bind mount over it in a
+    /// private mount namespace that only the archiving thread sees, so the backup cannot
+    /// change the volume whatever happens. Where namespaces are not available (no
+    /// CAP_SYS_ADMIN) it reads the volume directly (the archiver only ever opens files
+    /// read-only).
+    fn archive_read_only(
+        &self,
+        root: &Path,
+        writer: &mut dyn ObjectWriter,
+        opts: &ArchiveOptions,
+        progress: &Progress,
+    ) -> Result<ArchiveSummary, BackupError> {
+        use voltool_runtime::{MountFlags, MountRequest};
+        let mounter = self.svc.mounter();
+        let inside = voltool_runtime::ns::in_new_mount_ns(|| {
+            let ro = MountRequest {
+                flags: MountFlags::MS_BIND | MountFlags::MS_REMOUNT | MountFlags::MS_RDONLY,
+                ..MountRequest::bind(root, root)
+            };
+            match mounter.mount(&MountRequest::bind(root, root)).and_then(|()| mounter.mount(&ro)) {
+                Ok(()) => {
+                    Some(voltool_backup::write_archive_with_progress(root, &mut *writer, opts, progress.done.clone()))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no read-only view of the volume; reading it directly");
+                    None
+                }
+            }
+        });
+        match inside {
+            Ok(Some(result)) => result,
+            // The closure never touched the writer: no namespace, or no bind mount.
+            Ok(None) | Err(voltool_runtime::Error::Namespace { .. }) => {
+                voltool_backup::write_archive_with_progress(root, writer, opts, progress.done.clone())
+            }
+            Err(e) => Err(BackupError::Write(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Reads a backup's manifest and holds it to the checksum object beside it.
+    pub fn read_manifest(&self, target: &dyn Target, id: &str) -> Result<Manifest, EngineError> {
+        let [_, manifest_name, sum_name] = names(id);
+        let bytes = target.read_small(&manifest_name, MANIFEST_LIMIT)?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| EngineError::ManifestNotUtf8 { name: manifest_name.clone() })?;
+        let m = Manifest::from_json(&text)
+            .map_err(|source| EngineError::Manifest { name: manifest_name.clone(), source })?;
+        if m.id != id {
+            return Err(EngineError::ManifestOfOther { name: manifest_name, found: m.id });
+        }
+        let sum = target.read_small(&sum_name, 4096)?;
+        if sum != voltool_backup::sha256sum_line(id, &m.archive_sha256).as_bytes() {
+            return Err(EngineError::ChecksumMismatch { sum: sum_name, manifest: manifest_name });
+        }
+        Ok(m)
+    }
+
+    /// Reads a stored archive back and checks it against its manifest (and the catalog's
+    /// sha256, when it has one).
+    pub fn verify_backup(
+        &self,
+        row: &BackupRow,
+        spec: &TargetSpec,
+        progress: &Progress,
+    ) -> Result<VerifyReport, EngineError> {
+        let target = open_target(spec, &self.rt)?;
+        let [archive, ..] = names(&row.id);
+        // As stored, not as cached: a backup verified right after it was written is still
+        // whole in the page cache.
+        let reader = target.open_stored(&archive)?;
+        let reader = CountingReader { inner: reader, count: progress.done.clone() };
+        // The manifest (~20 MB of JSON for 100,000 files) is read and parsed while the archive
+        // is already being read and decoded.
+        let load = || {
+            let m = self.read_manifest(&*target, &row.id)?;
+            if let Some(sha) = &row.sha256
+                && *sha != m.archive_sha256
+            {
+                return Err(EngineError::CatalogMismatch { manifest: m.archive_sha256, catalog: sha.clone() });
+            }
+            Ok(m)
+        };
+        Ok(voltool_backup::verify_archive_loading(reader, &archive, load).map(|(_, report)| report)?)
+    }
+
+    /// Removes every object of a failed or interrupted run (and its open upload).
+    pub fn remove_objects(&self, row: &BackupRow) -> Result<(), EngineError> {
+        let (_, target) = self.open_row_target(row)?;
+        let [archive, manifest, sum] = names(&row.id);
+        target.cleanup(&archive, row.upload_token.as_deref())?;
+        for n in [&sum, &manifest, &archive] {
+            target.cleanup(n, None)?;
+            target.delete(n)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,282 @@
+//! One backup run, from the request to the catalog's last word (steps 1-5 of the engine's
+//! module docs): [`Backups::start`] checks and records it and returns its ID at once; the run
+//! goes on in a task that waits for a slot, archives the volume through the blocking engine,
+//! records the outcome (removing a failed run's objects), then verifies, runs the restore
+//! test and applies retention as asked. [`Backups::archive`] is a run that is waited for
+//! (`on-remove=archive`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use voltool_backup::retention::KeepPolicy;
+use voltool_backup::{Manifest, TargetSpec};
+use voltool_plugin::store::{BackupRow, BackupStatus};
+
+use super::engine::EngineError;
+use super::progress::Progress;
+use super::{Backups, MOUNT_ID_PREFIX, backup_err, random_suffix};
+use crate::error::{Error, Result};
+
+/// What one run is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub volume: String,
+    /// Target name or URL; `None`: the volume's `backup-target`, else the default.
+    pub target: Option<String>,
+    pub verify: bool,
+    /// Retention applied after success; `None`: the volume's `backup-keep`.
+    pub keep: Option<String>,
+    /// `manual`, `schedule`.
+    pub trigger: &'static str,
+    /// After a successful verification, also run the restore test.
+    pub restore_test: bool,
+}
+
+/// Why the archiving part of a run failed; its message is the failed row's `reason`.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("mounting the volume: {0}")]
+    Mount(#[source] voltool_plugin::Error),
+    /// The volume's record could not be read.
+    #[error(transparent)]
+    Volume(voltool_plugin::Error),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The blocking task died (a panic): a bug, recorded rather than hidden.
+    #[error("internal error: {0}")]
+    Internal(#[source] tokio::task::JoinError),
+}
+
+/// A run that was started: what [`Backups::run`] carries on with.
+struct Started {
+    row: BackupRow,
+    spec: TargetSpec,
+    req: RunRequest,
+    keep: Option<String>,
+    created: time::OffsetDateTime,
+    progress: Arc<Progress>,
+}
+
+impl Backups {
+    /// Starts a backup and returns its ID at once; the run continues in the background (poll
+    /// [`Self::show`]).
+    ///
+    /// # Errors
+    /// [`voltool_plugin::Error::NotFound`] (volume), [`Error::BadRequest`] (target, keep),
+    /// [`Error::BackupBusy`] while the volume has a run in flight, store errors.
+    pub async fn start(&self, req: RunRequest) -> Result<String> {
+        let vol = self.e.svc.record(&req.volume).await?;
+        let target_ref = req
+            .target
+            .clone()
+            .or_else(|| vol.spec.backup.target.clone())
+            .unwrap_or_else(|| self.e.default_target.clone());
+        let spec = self.e.settings.resolve(&target_ref).map_err(|err| Error::BadRequest(err.to_string()))?;
+        let keep = req.keep.clone().or_else(|| vol.spec.backup.keep.clone());
+        if let Some(k) = &keep {
+            KeepPolicy::parse(k).map_err(|err| Error::BadRequest(err.to_string()))?;
+        }
+        let now = self.e.clock.now();
+        let created = time::OffsetDateTime::from_unix_timestamp(now.timestamp())
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        let id = voltool_backup::backup_id(&req.volume, created, random_suffix());
+        {
+            let mut running = self.e.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = running.get(&req.volume) {
+                return Err(Error::BackupBusy { volume: req.volume.clone(), id: other.clone() });
+            }
+            running.insert(req.volume.clone(), id.clone());
+        }
+        let progress = Arc::new(Progress::in_phase("queued"));
+        self.e.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), progress.clone());
+        let row = BackupRow::running(
+            &id,
+            &req.volume,
+            &target_ref,
+            &spec.describe(),
+            req.trigger,
+            &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        let r = row.clone();
+        if let Err(err) = self.blocking(move |e| Ok(e.svc.store().insert_backup(&r)?)).await {
+            self.e.forget(&req.volume, &id);
+            return Err(err);
+        }
+        tracing::info!(
+            backup = id,
+            volume = req.volume,
+            target = row.target_url,
+            trigger = req.trigger,
+            "backup started"
+        );
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.run(Started { row, spec, req, keep, created, progress }).await;
+        });
+        Ok(id)
+    }
+
+    async fn run(&self, s: Started) {
+        let Started { mut row, spec, req, keep, created, progress } = s;
+        let started = Instant::now();
+        let permit = self.e.slots.clone().acquire_owned().await;
+        progress.set_phase("archiving");
+        let result = self.archive_volume(&row, spec, created, &progress).await;
+        row.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        row.finished_at = Some(self.e.clock.now_rfc3339());
+        match result {
+            Ok(m) => record_complete(&mut row, m),
+            Err(reason) => self.record_failed(&mut row, reason).await,
+        }
+        let r = row.clone();
+        if let Err(err) = self.blocking(move |e| Ok(e.svc.store().finish_backup(&r)?)).await {
+            tracing::error!(backup = row.id, error = %err, "could not record the end of a backup");
+        }
+        if row.status == BackupStatus::Complete {
+            self.after_complete(&row, &req, keep, &progress).await;
+        }
+        drop(permit);
+        self.e.forget(&row.volume, &row.id);
+    }
+
+    /// Mounts the volume under the run's own Mount ID, writes the backup on a blocking
+    /// thread, and releases the mount.
+    async fn archive_volume(
+        &self,
+        row: &BackupRow,
+        spec: TargetSpec,
+        created: time::OffsetDateTime,
+        progress: &Arc<Progress>,
+    ) -> std::result::Result<Manifest, RunError> {
+        let volume = &row.volume;
+        let mount_id = format!("{MOUNT_ID_PREFIX}{}", row.id);
+        let root = self.e.svc.mount(volume, &mount_id).await.map_err(RunError::Mount)?;
+        if let Ok(Some(v)) = self.e.svc.get(volume).await
+            && let Some(used) = v.status.and_then(|s| s.used_bytes)
+        {
+            progress.set_total(used);
+        }
+        let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
+        let out = match self.e.svc.record(volume).await {
+            Ok(vol) => tokio::task::spawn_blocking(move || e.write_backup(&r, &spec, root, &vol.options, created, &p))
+                .await
+                .map_err(RunError::Internal)
+                .and_then(|written| Ok(written?)),
+            Err(err) => Err(RunError::Volume(err)),
+        };
+        if let Err(err) = self.e.svc.unmount(volume, &mount_id).await {
+            tracing::warn!(backup = row.id, error = %err, "could not release the backup's mount of the volume");
+        }
+        out
+    }
+
+    /// A failed run: the reason is recorded and what it wrote is removed (or the removal is
+    /// left pending for the cleanup retry).
+    async fn record_failed(&self, row: &mut BackupRow, reason: RunError) {
+        let reason = reason.to_string();
+        tracing::warn!(backup = row.id, volume = row.volume, reason, "backup failed");
+        row.status = BackupStatus::Failed;
+        row.reason = Some(reason);
+        // The upload id was recorded in the catalog by the blocking part.
+        let i = row.id.clone();
+        if let Ok(Some(stored)) = self.blocking(move |e| Ok(e.svc.store().get_backup(&i)?)).await {
+            row.upload_token = stored.upload_token;
+        }
+        let (e, r) = (self.e.clone(), row.clone());
+        let cleaned = tokio::task::spawn_blocking(move || e.remove_objects(&r)).await;
+        row.cleanup_pending = !matches!(cleaned, Ok(Ok(())));
+        if !row.cleanup_pending {
+            row.upload_token = None;
+        }
+    }
+
+    /// What a complete run goes on with: verification (and the restore test), then retention.
+    async fn after_complete(&self, row: &BackupRow, req: &RunRequest, keep: Option<String>, progress: &Arc<Progress>) {
+        if req.verify {
+            progress.set_phase("verifying");
+            progress.restart(row.bytes_out.unwrap_or(0));
+            let verified = self.verify_with(&row.id, progress.clone(), false).await;
+            if req.restore_test && verified.is_ok_and(|v| v.ok) {
+                progress.set_phase("restore test");
+                self.restore_test(&row.id).await;
+            }
+        }
+        if let Some(k) = keep {
+            progress.set_phase("pruning");
+            match self.prune(Some(&row.volume), Some(&k), false, Some(&row.target_url)).await {
+                Ok(items) => {
+                    let gone = items.iter().filter(|i| !i.keep && i.error.is_none()).count();
+                    if gone > 0 {
+                        tracing::info!(volume = row.volume, deleted = gone, "retention applied");
+                    }
+                }
+                Err(err) => tracing::warn!(volume = row.volume, error = %err, "retention failed"),
+            }
+        }
+    }
+
+    /// The restore test after a scheduled backup: its verdict is recorded with the backup and
+    /// logged; it never fails the run.
+    async fn restore_test(&self, id: &str) {
+        match self.e.restores.restore_test(id, None).await {
+            Ok(o) if o.ok => tracing::info!(backup = id, "restore test passed"),
+            Ok(o) => tracing::warn!(backup = id, status = ?o.status, error = ?o.error, "restore test failed"),
+            Err(e) => tracing::warn!(backup = id, error = %e, "restore test could not run"),
+        }
+    }
+
+    /// Backs a volume up to its target, verified, and waits for the result (`on-remove=archive`).
+    ///
+    /// # Errors
+    /// [`Error::Backup`] with the reason when the backup or its verification failed.
+    pub async fn archive(&self, volume: &str) -> Result<String> {
+        let req = RunRequest {
+            volume: volume.to_owned(),
+            target: None,
+            verify: true,
+            keep: None,
+            trigger: "archive",
+            restore_test: false,
+        };
+        let id = self.start(req).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let v = self.show(&id).await?;
+            if v.progress.is_some() || v.row.status == BackupStatus::Running {
+                continue;
+            }
+            return match (v.row.status, v.row.verify_status.as_deref()) {
+                (BackupStatus::Complete, Some("ok")) => Ok(id),
+                (BackupStatus::Complete, _) => Err(backup_err(
+                    &id,
+                    format!("its verification failed: {}", v.row.verify_reason.unwrap_or_default()),
+                )),
+                _ => Err(backup_err(&id, v.row.reason.unwrap_or_else(|| "failed".into()))),
+            };
+        }
+    }
+}
+
+/// A run that wrote its three objects: the row takes the manifest's numbers.
+fn record_complete(row: &mut BackupRow, m: Manifest) {
+    row.status = BackupStatus::Complete;
+    row.bytes_in = Some(m.bytes);
+    row.bytes_out = Some(m.archive_size);
+    row.files = Some(m.files);
+    row.sha256 = Some(m.archive_sha256);
+    row.upload_token = None;
+    tracing::info!(
+        backup = row.id,
+        volume = row.volume,
+        bytes_in = m.bytes,
+        bytes_out = m.archive_size,
+        ms = row.duration_ms,
+        notes = m.notes.len(),
+        "backup complete"
+    );
+    // A volume written during the walk: each note names what was skipped and says the archive
+    // is crash-consistent at best (all of them are in the manifest).
+    if let Some(first) = m.notes.first() {
+        tracing::warn!(backup = row.id, volume = row.volume, notes = m.notes.len(), first = %first, "backup complete with notes (all in its manifest): a volume written during the walk is archived crash-consistent at best");
+    }
+}
