@@ -74,6 +74,9 @@ mod settings;
 mod verify;
 mod views;
 
+#[cfg(test)]
+mod test_support;
+
 pub use catalog::{Catalog, Located};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::EngineError;

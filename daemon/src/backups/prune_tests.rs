@@ -237,3 +237,125 @@ fn a_row_that_changed_after_the_plan_is_not_deleted() {
     assert_eq!(delete_one(&w, &id(0)), Ok(false));
     assert!(w.whole(&id(0)), "objects untouched");
 }
+
+/// A row of `volume` at `target`, started at `hour`:00 on 2026-01-01.
+fn row_at(volume: &str, target: &str, hour: u32, status: BackupStatus) -> BackupRow {
+    let id = format!("{volume}-20260101T{hour:02}0000Z-0000{hour:02}");
+    let mut r = BackupRow::running(&id, volume, target, target, "manual", &format!("2026-01-01T{hour:02}:00:00Z"));
+    r.status = status;
+    r
+}
+
+fn ids(rows: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
+    rows.into_iter().map(|r| r.as_ref().to_owned()).collect()
+}
+
+type PlanCase<'a> = (&'a str, Policies, Option<&'a str>, Vec<String>, Vec<String>);
+
+#[test]
+fn the_plan_over_the_catalog_groups_by_volume_and_target_and_follows_the_policies() {
+    use BackupStatus::{Complete, Deleting, Failed, Running};
+    const T1: &str = "file:///t1";
+    const T2: &str = "file:///t2";
+    let rows = vec![
+        row_at("a", T1, 0, Complete),
+        row_at("a", T1, 1, Complete),
+        row_at("a", T1, 2, Complete),
+        row_at("a", T2, 3, Complete),
+        row_at("a", T2, 4, Complete),
+        row_at("b", T1, 0, Complete),
+        row_at("b", T1, 1, Complete),
+        row_at("b", T1, 2, Failed),
+        row_at("b", T1, 3, Deleting),
+        row_at("b", T1, 4, Running),
+    ];
+    let last = |n| KeepPolicy { last: Some(n), ..KeepPolicy::default() };
+    let per_volume =
+        |v: &[(&str, KeepPolicy)]| Policies::PerVolume(v.iter().map(|(k, p)| ((*k).to_owned(), *p)).collect());
+    let (a, b) = (|h| format!("a-20260101T{h:02}0000Z-0000{h:02}"), |h| format!("b-20260101T{h:02}0000Z-0000{h:02}"));
+    // (what, policies, only target, kept (in plan order), deleted (in deletion order))
+    let cases: Vec<PlanCase> = vec![
+        (
+            "--keep last=1: every (volume, target) keeps its newest; failed, deleting and running rows are no candidates",
+            Policies::Forced(last(1)),
+            None,
+            vec![a(2), a(4), b(1)],
+            vec![a(1), a(0), a(3), b(0)],
+        ),
+        (
+            "each volume's own policy; b has none and is left alone",
+            per_volume(&[("a", last(2))]),
+            None,
+            vec![a(2), a(1), a(4), a(3)],
+            vec![a(0)],
+        ),
+        ("only the backups at one target", Policies::Forced(last(1)), Some(T2), vec![a(4)], vec![a(3)]),
+        ("no volume has a policy", per_volume(&[]), None, vec![], vec![]),
+        ("an empty policy deletes nothing", Policies::Forced(KeepPolicy::default()), None, vec![], vec![]),
+    ];
+    for (what, policies, only, kept, deleted) in cases {
+        let plan = PrunePlan::new(&rows, &policies, only, now());
+        assert_eq!(ids(plan.items.iter().filter(|i| i.keep).map(|i| &i.id)), kept, "{what}: kept");
+        assert_eq!(ids(plan.items.iter().filter(|i| !i.keep).map(|i| &i.id)), deleted, "{what}: dropped items");
+        assert_eq!(ids(plan.delete.iter().map(|r| &r.id)), deleted, "{what}: deletions");
+        for item in &plan.items {
+            let r = rows.iter().find(|r| r.id == item.id).expect("a catalog row");
+            assert_eq!(
+                (item.volume.as_str(), item.target.as_str()),
+                (r.volume.as_str(), r.target_url.as_str()),
+                "{what}"
+            );
+        }
+    }
+    assert_eq!(volumes_to_prune(&rows, None).into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(volumes_to_prune(&rows, Some(T2)).into_iter().collect::<Vec<_>>(), ["a"]);
+}
+
+#[test]
+fn a_prune_cut_between_delete_steps_is_left_to_recovery_which_finishes_it() {
+    use BackupStatus::{Complete, Deleting};
+    // Steps done before the cut → the row of the backup being deleted, and which of its
+    // objects (archive, manifest, checksum) are left.
+    let cases: [(usize, BackupStatus, [bool; 3]); 5] = [
+        (0, Complete, [true, true, true]),
+        (1, Deleting, [true, true, true]),
+        (2, Deleting, [true, true, false]),
+        (3, Deleting, [true, false, false]),
+        (4, Deleting, [false, false, false]),
+    ];
+    let policy = KeepPolicy { last: Some(2), ..KeepPolicy::default() };
+    for (k, status, left) in cases {
+        let when = format!("cut after {k} delete steps");
+        let w = World::with_complete(3);
+        w.budget.set(Some(k));
+        assert_eq!(delete_one(&w, &id(0)), Err(CRASH), "{when}");
+        w.budget.set(None);
+        assert_eq!(w.rows.borrow().get(&id(0)), Some(&status), "{when}");
+        assert_eq!(names(&id(0)).map(|n| w.objects.borrow().contains(&n)), left, "{when}");
+        w.check_consistent(&when);
+        let restorable = w.restorable();
+        assert!(restorable.contains(&id(1)) && restorable.contains(&id(2)), "{when}: the kept ones are whole");
+        assert_eq!(restorable.contains(&id(0)), status == Complete, "{when}: a deleting row is not restorable");
+
+        // The next prune (before recovery ran): a `deleting` row is no candidate, so it is
+        // neither counted as one of the two kept nor chosen again.
+        let plan = plan_group("v", "file:///b", &policy, &catalog(&w), now());
+        let decided = ids(plan.items.iter().map(|i| &i.id));
+        if status == Complete {
+            assert_eq!(decided, [id(2), id(1), id(0)], "{when}");
+            assert_eq!(ids(plan.delete.iter().map(|r| &r.id)), [id(0)], "{when}: still complete, chosen again");
+        } else {
+            assert_eq!(decided, [id(2), id(1)], "{when}");
+            assert!(plan.delete.is_empty(), "{when}: nothing more to delete");
+        }
+        for r in &plan.delete {
+            assert_eq!(delete_one(&w, &r.id), Ok(true), "{when}");
+        }
+
+        // Recovery finishes the half-deleted backup: its objects and its row go.
+        w.recover();
+        assert_eq!(w.rows.borrow().keys().cloned().collect::<Vec<_>>(), [id(1), id(2)], "{when}");
+        let left: BTreeSet<String> = [id(1), id(2)].iter().flat_map(|i| names(i)).collect();
+        assert_eq!(*w.objects.borrow(), left, "{when}");
+    }
+}

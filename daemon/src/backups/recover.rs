@@ -117,3 +117,7 @@ impl Engine {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+#[path = "recover_tests.rs"]
+mod tests;

@@ -263,3 +263,7 @@ impl Backups {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod tests;
