@@ -21,6 +21,9 @@
 //! state), never in the volume, and [`staged::recover`] finishes or undoes a swap a crash cut
 //! short. Every path operation goes through directory descriptors
 //! ([`voltool_runtime::fsat`]): containers may write into the volume while it runs.
+//! [`staged::restore_into`] and [`staged::recover_root`] do the same from the volume's mount
+//! point, a restore bounded by what [`staged::Reserve`] leaves free on the filesystem; the
+//! caller keeps only its journal and what it checks the result against.
 //!
 //! ## Limitations
 //! GNU sparse entries are refused; ACLs come back only as their xattrs.

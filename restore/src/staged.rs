@@ -29,11 +29,16 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
+use std::path::Path;
 
 use voltool_runtime::fsat::{Dir, Kind};
 
 use crate::error::RestoreError;
 use crate::extract::{ExtractOptions, ExtractReport, extract_archive_into};
+
+mod reserve;
+
+pub use reserve::Reserve;
 
 /// Where a restore is; recorded durably before each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +133,35 @@ pub fn restore_staged(
     };
     swap_in(root, nonce, &staging, journal)?;
     Ok(report)
+}
+
+/// [`restore_staged`] into the volume whose root is at `root` (the caller's own mount point,
+/// opened once here: everything after goes through that descriptor), the extraction bounded by
+/// what `reserve` leaves of the root's filesystem ([`Reserve::space`]; a volume with a size
+/// limit of its own, `opts.max_bytes`, is bounded by that instead).
+///
+/// # Errors
+/// [`RestoreError::Write`] when the root or its filesystem cannot be read; as
+/// [`restore_staged`].
+pub fn restore_into(
+    root: &Path,
+    nonce: &str,
+    journal: &dyn Journal,
+    input: impl Read + Send + 'static,
+    check: &mut dyn FnMut(&ExtractReport) -> Result<(), RestoreError>,
+    opts: &ExtractOptions,
+    reserve: Reserve,
+) -> Result<ExtractReport, RestoreError> {
+    let dir = open_root(root)?;
+    let space = reserve
+        .space(&dir, opts.max_bytes.is_some())
+        .map_err(|e| RestoreError::Write(format!("the free space of the volume's filesystem: {e}")))?;
+    let opts = ExtractOptions { space: Some(space), ..opts.clone() };
+    restore_staged(&dir, nonce, journal, input, check, &opts)
+}
+
+fn open_root(root: &Path) -> Result<Dir, RestoreError> {
+    Dir::open(root).map_err(|e| RestoreError::Write(format!("the volume's root: {e}")))
 }
 
 /// How many times removing a restore's directory is tried while a container keeps adding
@@ -337,6 +371,26 @@ pub fn recover(root: &Dir, nonce: &str, phase: Phase) -> Result<Recovered, Resto
     root.remove_tree(&oname).map_err(werr("removing the old data"))?;
     root.sync().map_err(werr("syncing the volume's root"))?;
     Ok(done)
+}
+
+/// At start, in the volume whose root is at `root`: the restore a stop `interrupted` (its
+/// nonce and the phase its journal recorded) is finished or undone ([`recover`]), then every
+/// other leftover of a restore, also one of an older voltool, removed ([`recover_leftovers`]).
+/// A restore whose journal has no phase yet was recorded before it made anything: it is
+/// undone as one still extracting. Returns what was done, for the log.
+///
+/// # Errors
+/// [`RestoreError::Write`] when the root cannot be opened, [`RestoreError::Staging`].
+pub fn recover_root(root: &Path, interrupted: Option<(&str, Option<Phase>)>) -> Result<Vec<String>, RestoreError> {
+    let dir = open_root(root)?;
+    let mut did = Vec::new();
+    if let Some((nonce, phase)) = interrupted {
+        let phase = phase.unwrap_or(Phase::Extracting);
+        let r = recover(&dir, nonce, phase)?;
+        did.push(format!("{r:?} restore {nonce} (interrupted in phase {})", phase.as_str()));
+    }
+    did.extend(recover_leftovers(&dir)?);
+    Ok(did)
 }
 
 /// Most bytes read from a swap marker of an older voltool (it holds "1" or "2").

@@ -263,3 +263,45 @@ fn regression_entries_planted_while_the_old_data_was_removed_left_it_all_in_the_
     assert!(planted > 0, "the attacker planted nothing");
     assert!(!old_path.exists(), "the old data stayed in the volume: {:?}", names(&old_path));
 }
+
+#[test]
+fn restore_into_opens_the_root_and_bounds_the_extraction_by_the_reserve() {
+    let (t, _) = volume();
+    let input = std::io::Cursor::new(tar_of(&[("new.txt", "new")]));
+    let opts = ExtractOptions::default();
+    restore_into(t.path(), "n20", &Recorded::default(), input, &mut |_| Ok(()), &opts, Reserve::default())
+        .expect("restore");
+    assert_eq!(names(t.path()), ["lost+found", "new.txt"]);
+    // A reserve larger than the filesystem leaves no room: refused, the volume unchanged.
+    let input = std::io::Cursor::new(tar_of(&[("other.txt", "other")]));
+    let e =
+        restore_into(t.path(), "n21", &Recorded::default(), input, &mut |_| Ok(()), &opts, Reserve::Bytes(u64::MAX))
+            .expect_err("no room");
+    assert!(matches!(e, RestoreError::NoSpace { .. }), "{e}");
+    assert_eq!(names(t.path()), ["lost+found", "new.txt"]);
+    // A missing root is named.
+    let gone = t.path().join("nowhere");
+    let input = std::io::Cursor::new(tar_of(&[("x", "x")]));
+    let e = restore_into(&gone, "n22", &Recorded::default(), input, &mut |_| Ok(()), &opts, Reserve::default())
+        .expect_err("no root");
+    assert!(e.to_string().contains("the volume's root"), "{e}");
+}
+
+#[test]
+fn recover_root_finishes_the_interrupted_restore_and_removes_other_leftovers() {
+    let (t, _) = volume();
+    half_swapped(t.path(), "n23");
+    std::fs::create_dir(t.path().join(".voltool-restore-stale")).expect("stale");
+    let did = recover_root(t.path(), Some(("n23", Some(Phase::SwappingIn)))).expect("recover");
+    assert_eq!(names(t.path()), ["lost+found", "new.txt", "second.txt"]);
+    assert_eq!(did.len(), 2, "{did:?}");
+    assert!(did[0].contains("n23") && did[0].contains("swapping-in"), "{did:?}");
+    // No phase recorded: undone as one still extracting.
+    let (t, _) = volume();
+    half_swapped(t.path(), "n24");
+    let did = recover_root(t.path(), Some(("n24", None))).expect("recover");
+    assert!(did[0].contains("RolledBack") && did[0].contains("extracting"), "{did:?}");
+    assert_eq!(names(t.path()), ["lost+found", "old.txt", "second.txt"]);
+    // Nothing interrupted, nothing left: nothing to do.
+    assert!(recover_root(t.path(), None).expect("recover").is_empty());
+}
