@@ -74,7 +74,7 @@ impl RestoreConfig {
     pub fn reserve(&self) -> Result<Reserve, ConfigError> {
         match &self.reserve {
             None => Ok(Reserve::default()),
-            Some(r) => Reserve::parse(r).map_err(|e| ConfigError::Invalid { reason: e.to_string() }),
+            Some(r) => crate::restores::parse_reserve(r).map_err(|e| ConfigError::Invalid { reason: e.to_string() }),
         }
     }
 }

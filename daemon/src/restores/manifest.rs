@@ -54,7 +54,26 @@ const HEAD_MAX: usize = 1 << 20;
 /// A manifest being parsed: [`ParsingManifest::join`] waits for it.
 pub struct ParsingManifest {
     name: String,
-    thread: std::thread::JoinHandle<std::result::Result<Manifest, String>>,
+    thread: std::thread::JoinHandle<std::result::Result<Manifest, ManifestError>>,
+}
+
+/// Why a manifest's entries could not be had; each names the manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// It is not a manifest this voltool reads, or larger than the limit.
+    #[error("{name}: {source}")]
+    Parse { name: String, source: voltool_backup::BackupError },
+    /// It records another archive than the one the catalog recorded for the backup.
+    #[error(
+        "{name} records archive sha256 {recorded}, the catalog recorded {want} when the backup was made: the backup was changed since"
+    )]
+    NotTheCatalogs { name: String, recorded: String, want: String },
+    /// The parsing thread could not start.
+    #[error("starting the thread that parses {name}: {source}")]
+    Thread { name: String, source: std::io::Error },
+    /// The parsing thread panicked.
+    #[error("parsing {name} failed")]
+    Panicked { name: String },
 }
 
 impl PendingManifest {
@@ -135,8 +154,8 @@ impl PendingManifest {
     /// Starts reading the rest of the manifest and parsing it whole on its own thread.
     ///
     /// # Errors
-    /// When the thread cannot start.
-    pub fn parse(self) -> std::result::Result<ParsingManifest, String> {
+    /// [`ManifestError::Thread`] when the thread cannot start.
+    pub fn parse(self) -> std::result::Result<ParsingManifest, ManifestError> {
         let Self { name, read, rest, parsed, expect_archive, .. } = self;
         let n2 = name.clone();
         let thread = std::thread::Builder::new()
@@ -149,18 +168,17 @@ impl PendingManifest {
                         let rest: Box<dyn Read + Send> = rest.unwrap_or_else(|| Box::new(std::io::empty()));
                         let lim = voltool_backup::ManifestLimits { bytes: crate::backups::MANIFEST_LIMIT };
                         Manifest::from_reader(&n2, std::io::Cursor::new(read).chain(rest), lim)
-                            .map_err(|e| format!("{n2}: {e}"))?
+                            .map_err(|source| ManifestError::Parse { name: n2.clone(), source })?
                     }
                 };
                 match expect_archive {
-                    Some(want) if want != m.archive_sha256 => Err(format!(
-                        "{n2} records archive sha256 {}, the catalog recorded {want} when the backup was made: the backup was changed since",
-                        m.archive_sha256
-                    )),
+                    Some(want) if want != m.archive_sha256 => {
+                        Err(ManifestError::NotTheCatalogs { name: n2, recorded: m.archive_sha256, want })
+                    }
                     _ => Ok(m),
                 }
             })
-            .map_err(|e| format!("starting the thread that parses {name}: {e}"))?;
+            .map_err(|source| ManifestError::Thread { name: name.clone(), source })?;
         Ok(ParsingManifest { name, thread })
     }
 }
@@ -169,9 +187,9 @@ impl ParsingManifest {
     /// The parsed manifest.
     ///
     /// # Errors
-    /// The manifest's parse error, naming it.
-    pub fn join(self) -> std::result::Result<Manifest, String> {
-        self.thread.join().map_err(|_| format!("parsing {} failed", self.name))?
+    /// The manifest's [`ManifestError`], naming it.
+    pub fn join(self) -> std::result::Result<Manifest, ManifestError> {
+        self.thread.join().map_err(|_| ManifestError::Panicked { name: self.name })?
     }
 }
 
@@ -190,7 +208,7 @@ mod tests {
         let bad = r#"{"format_version":1,"options":{"size":"1g"},"entries":[7]}"#;
         let p = PendingManifest::new("y.manifest.json".into(), bad.into()).unwrap();
         assert_eq!(p.options.get("size").map(String::as_str), Some("1g"));
-        let e = p.parse().unwrap().join().unwrap_err();
+        let e = p.parse().unwrap().join().unwrap_err().to_string();
         assert!(e.contains("y.manifest.json"), "names the manifest: {e}");
         // Laid out otherwise (no `,"entries":[`): parsed whole at once, so refused at once.
         let other = r#"{"format_version":1,"options":{"size":"1g"},"entries":7}"#;
@@ -253,7 +271,7 @@ mod tests {
                 .join()
         };
         assert!(held("x").is_ok());
-        let e = held("y").unwrap_err();
+        let e = held("y").unwrap_err().to_string();
         assert!(e.contains("catalog") && e.contains("z.manifest.json"), "{e}");
     }
 }

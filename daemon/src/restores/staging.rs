@@ -1,51 +1,19 @@
-//! The daemon's side of a staged restore: its journal in the state database, the room it may
-//! take on the volume's filesystem (`[restore] reserve`), the check against the catalog, and
-//! recovery at start. The staging and swap themselves are [`voltool_restore::staged`].
+//! The daemon's side of a staged restore: the volume mounted for it and flagged in the state
+//! database while it runs ([`Restores::land`]), its journal in that database
+//! ([`StoreJournal`]), reading `[restore] reserve` ([`parse_reserve`]), and recovery at start
+//! ([`Restores::recover_interrupted`]). The staging, the swap, the reserve's arithmetic and
+//! the recovery of one volume are [`voltool_restore::staged`]; what is here is the glue to the
+//! volume service and its store.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::PathBuf;
 
-use voltool_restore::staged::{Journal, JournalError, Phase};
-use voltool_restore::{ExtractOptions, ExtractReport, RestoreError, Space};
-use voltool_runtime::fsat::Dir;
+use voltool_restore::staged::{Journal, JournalError, Phase, Reserve};
+use voltool_restore::{ExtractOptions, ExtractReport, RestoreError};
 
+use super::{MOUNT_ID_PREFIX, Restores, nonce, now_rfc3339, refuse_if_held, restore_err};
 use crate::error::{Error, Result};
 use voltool_plugin::service::VolumeService;
-
-/// How a restore's result is checked before the swap.
-#[derive(Debug)]
-pub(super) enum Verify {
-    /// Against the backup's manifest (every byte through the archive's sha256 it records;
-    /// the manifest itself held to the catalog's record when there is one).
-    Manifest(super::PendingManifest),
-    /// Against a manifest already read (one the CLI sent ahead of the archive).
-    Parsed(Box<voltool_backup::Manifest>),
-    /// Against the archive sha256 the catalog recorded when the backup was made (its manifest
-    /// object is missing).
-    Catalog { sha256: String },
-}
-
-impl Verify {
-    /// What the outcome says the restore was checked against.
-    pub(super) fn name(&self) -> &'static str {
-        match self {
-            Verify::Manifest(_) | Verify::Parsed(_) => "manifest",
-            Verify::Catalog { .. } => "catalog",
-        }
-    }
-}
-
-/// The archive as read must be the one the catalog recorded.
-pub(super) fn check_catalog_digest(rep: &ExtractReport, want: &str) -> std::result::Result<(), RestoreError> {
-    match &rep.archive {
-        Some(d) if d.sha256 == want => Ok(()),
-        Some(d) => Err(RestoreError::Manifest(format!(
-            "the archive's sha256 is {}, the catalog recorded {want} when the backup was made: the backup was changed since",
-            d.sha256
-        ))),
-        None => Err(RestoreError::Manifest("the archive's sha256 was not computed".into())),
-    }
-}
 
 /// The journal of one restore: its phase in the `restores` row of its volume (SQLite, synced
 /// before `record` returns), never in a file inside the volume.
@@ -64,114 +32,157 @@ impl Journal for StoreJournal {
     }
 }
 
-/// Extracts `input` into a staging directory in the volume's root (the daemon's own
-/// mountpoint `root`), runs `check`, and swaps it in, by descriptors (see
-/// [`voltool_restore::staged`]). The volume's `restores` row (made by the caller) keeps the
-/// phase. The extraction may take what `reserve` leaves of the filesystem.
-///
-/// # Errors
-/// The extraction's, the check's or the swap's error; the volume is unchanged then.
-pub(super) fn restore_staged(
+/// A volume mounted for a restore and flagged restoring (Mounts refused): what the blocking
+/// part of a restore works with (see [`Restores::land`]).
+pub(super) struct Landing {
     svc: VolumeService,
-    volume: &str,
-    root: &Path,
-    input: Box<dyn Read + Send>,
-    check: &mut dyn FnMut(&ExtractReport) -> std::result::Result<(), RestoreError>,
-    opts: &mut ExtractOptions,
+    pub(super) volume: String,
+    /// The daemon's own mount point of the volume.
+    pub(super) root: PathBuf,
+    /// The volume's size limit, when it has one.
+    pub(super) max_bytes: Option<u64>,
     reserve: Reserve,
-) -> std::result::Result<ExtractReport, RestoreError> {
-    let dir = Dir::open(root).map_err(|e| RestoreError::Write(format!("the volume's root: {e}")))?;
-    opts.space = Some(
-        reserve
-            .space(&dir, opts.max_bytes.is_some())
-            .map_err(|e| RestoreError::Write(format!("the free space of the volume's filesystem: {e}")))?,
-    );
-    let journal = StoreJournal { svc, volume: volume.to_owned(), nonce: super::nonce() };
-    voltool_restore::staged::restore_staged(&dir, &journal.nonce, &journal, input, check, opts)
 }
 
-/// What a restore leaves free on the filesystem it writes to (`[restore] reserve`): a share
-/// of its size or a number of bytes; inodes always keep the same share (5% by default).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Reserve {
-    /// A share of the filesystem's size (and of its inodes), at most `cap` bytes.
-    Share {
-        fraction: f64,
-        cap: Option<u64>,
-    },
-    Bytes(u64),
-}
+impl Landing {
+    /// Refuses the volume when containers hold it (see [`refuse_if_held`]).
+    ///
+    /// # Errors
+    /// [`Error::Restore`] saying how many mounts hold it; store errors.
+    pub(super) fn refuse_if_held(&self) -> Result<()> {
+        refuse_if_held(&self.svc, &self.volume)
+    }
 
-impl Default for Reserve {
-    /// 5% of the filesystem, at most 1 GiB (and 5% of its inodes).
-    fn default() -> Self {
-        Reserve::Share { fraction: 0.05, cap: Some(1 << 30) }
+    /// Extracts `input` into a staging directory in the volume's root, runs `check`, and swaps
+    /// it in, by descriptors ([`voltool_restore::staged::restore_into`]). The volume's
+    /// `restores` row keeps the phase. The extraction may take what the reserve leaves of the
+    /// filesystem.
+    ///
+    /// # Errors
+    /// [`Error::Restore`] with the extraction's, the check's or the swap's error; the volume is
+    /// unchanged then.
+    pub(super) fn restore(
+        &self,
+        input: Box<dyn Read + Send>,
+        check: &mut dyn FnMut(&ExtractReport) -> std::result::Result<(), RestoreError>,
+        opts: &ExtractOptions,
+    ) -> Result<ExtractReport> {
+        let journal = StoreJournal { svc: self.svc.clone(), volume: self.volume.clone(), nonce: nonce() };
+        voltool_restore::staged::restore_into(&self.root, &journal.nonce, &journal, input, check, opts, self.reserve)
+            .map_err(|e| restore_err(&self.volume, e))
     }
 }
 
-impl Reserve {
-    /// Parses `5%` or a size (`1GiB`, `512M`, bytes).
+impl Restores {
+    /// Runs `work` on a blocking thread with `volume` mounted for the daemon and flagged
+    /// restoring (container Mounts are refused meanwhile); the flag is cleared and the mount
+    /// released after, whatever happened, and a volume `created` for this restore is removed
+    /// again when it failed. `what` names the restore in the log.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] naming the value.
-    pub fn parse(s: &str) -> Result<Self> {
-        let t = s.trim();
-        if let Some(p) = t.strip_suffix('%') {
-            let v: f64 =
-                p.trim().parse().map_err(|_| Error::BadRequest(format!("restore reserve {s:?}: not a percentage")))?;
-            if !(0.0..=50.0).contains(&v) {
-                return Err(Error::BadRequest(format!("restore reserve {s:?}: a percentage from 0 to 50")));
-            }
-            return Ok(Reserve::Share { fraction: v / 100.0, cap: None });
-        }
-        voltool_plugin::options::parse_size(t)
-            .map(Reserve::Bytes)
-            .map_err(|e| Error::BadRequest(format!("restore reserve {s:?}: {e}")))
-    }
-
-    /// The room a restore into `root`'s filesystem may take: its free bytes and inodes less
-    /// the reserve. `own_limit`: the volume has a size limit of its own (an image, a project
-    /// quota, tmpfs), which bounds its bytes already: then only what is free is counted.
-    ///
-    /// # Errors
-    /// The `fstatvfs(2)` error.
-    pub fn space(self, root: &Dir, own_limit: bool) -> std::io::Result<Space> {
-        let st = nix::sys::statvfs::fstatvfs(root).map_err(std::io::Error::from)?;
-        let frsize = st.fragment_size().max(1);
-        let (total, free) = (st.blocks().saturating_mul(frsize), st.blocks_available().saturating_mul(frsize));
-        let (itotal, ifree) = (st.files(), st.files_available());
-        let (keep, ikeep) = match self {
-            _ if own_limit => (0, 0),
-            Reserve::Share { fraction, cap } => {
-                let b = (total as f64 * fraction) as u64;
-                (cap.map_or(b, |c| b.min(c)), (itotal as f64 * fraction) as u64)
-            }
-            Reserve::Bytes(b) => (b, (itotal as f64 * 0.05) as u64),
+    /// The volume service's and store's errors, `work`'s, [`Error::Internal`] when it panicked.
+    pub(super) async fn land<F>(&self, volume: &str, created: bool, what: &str, work: F) -> Result<ExtractReport>
+    where
+        F: FnOnce(&Landing) -> Result<ExtractReport> + Send + 'static,
+    {
+        let record = self.svc.record(volume).await?;
+        let mount_id = format!("{MOUNT_ID_PREFIX}{}", nonce());
+        let root = self.svc.mount(volume, &mount_id).await?;
+        self.svc.store().set_restoring(volume, true, &now_rfc3339())?;
+        let landing = Landing {
+            svc: self.svc.clone(),
+            volume: volume.to_owned(),
+            root,
+            max_bytes: record.spec.size,
+            reserve: self.reserve,
         };
-        // Filesystems without an inode count (btrfs says 0) are bounded by bytes alone.
-        let inodes = if itotal == 0 { u64::MAX } else { ifree.saturating_sub(ikeep) };
-        Ok(Space { bytes: free.saturating_sub(keep), inodes })
+        let result = tokio::task::spawn_blocking(move || work(&landing))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+            .and_then(|r| r);
+        self.svc.store().set_restoring(volume, false, "")?;
+        if let Err(e) = self.svc.unmount(volume, &mount_id).await {
+            tracing::warn!(volume, error = %e, "could not release the {what}'s mount");
+        }
+        if let Err(e) = &result
+            && created
+        {
+            // A volume this restore made and could not fill goes again.
+            tracing::warn!(volume, error = %e, "{what} failed; removing the volume it created");
+            let _ = self.svc.remove(volume, true).await;
+        }
+        result
+    }
+
+    /// At start: finishes or undoes restores a killed daemon left in flight, by the phase
+    /// their journal recorded, and removes any other leftover of a restore (see
+    /// [`voltool_restore::staged::recover_root`]).
+    ///
+    /// # Errors
+    /// Store errors; a volume that cannot be recovered is logged and left flagged (its Mounts
+    /// are refused until it is).
+    pub async fn recover_interrupted(&self) -> Result<()> {
+        for flight in self.svc.store().restores_in_flight()? {
+            let volume = flight.volume.clone();
+            if self.svc.get(&volume).await?.is_none() {
+                self.svc.store().set_restoring(&volume, false, "")?;
+                continue;
+            }
+            let mount_id = format!("{MOUNT_ID_PREFIX}recover-{}", nonce());
+            let root = self.svc.mount(&volume, &mount_id).await?;
+            let r = tokio::task::spawn_blocking(move || {
+                // No nonce: the restore had not begun, or an older voltool kept its phase in the
+                // volume (a marker the leftovers' recovery reads).
+                let interrupted =
+                    (!flight.nonce.is_empty()).then(|| (flight.nonce.as_str(), Phase::parse(&flight.phase)));
+                voltool_restore::staged::recover_root(&root, interrupted)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+            self.svc.unmount(&volume, &mount_id).await?;
+            match r {
+                Ok(did) => {
+                    tracing::warn!(volume, actions = ?did, "recovered a restore interrupted by a daemon stop");
+                    self.svc.store().set_restoring(&volume, false, "")?;
+                }
+                Err(e) => tracing::error!(volume, error = %e, "could not recover an interrupted restore"),
+            }
+        }
+        Ok(())
     }
 }
 
-/// At start: what a restore interrupted in `flight` left in its volume's root `root` is
-/// finished or undone (see [`voltool_restore::staged::recover`]), then any other leftover of
-/// a restore (also one of an older voltool) removed. Returns what was done, for the log.
+/// Parses `[restore] reserve`: `5%` (a share of the filesystem, 0 to 50) or a size (`1GiB`,
+/// `512M`, bytes, in the volume options' size grammar).
 ///
 /// # Errors
-/// [`RestoreError::Write`].
-pub(super) fn recover_in(
-    root: &Path,
-    flight: &voltool_plugin::store::RestoreInFlight,
-) -> std::result::Result<Vec<String>, RestoreError> {
-    let dir = Dir::open(root).map_err(|e| RestoreError::Write(format!("the volume's root: {e}")))?;
-    let mut did = Vec::new();
-    if !flight.nonce.is_empty() {
-        // No phase yet: recorded before the restore made anything.
-        let phase = Phase::parse(&flight.phase).unwrap_or(Phase::Extracting);
-        let r = voltool_restore::staged::recover(&dir, &flight.nonce, phase)?;
-        did.push(format!("{r:?} restore {} (interrupted in phase {})", flight.nonce, phase.as_str()));
+/// [`Error::BadRequest`] naming the value.
+pub fn parse_reserve(s: &str) -> Result<Reserve> {
+    let t = s.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let v: f64 =
+            p.trim().parse().map_err(|_| Error::BadRequest(format!("restore reserve {s:?}: not a percentage")))?;
+        if !(0.0..=50.0).contains(&v) {
+            return Err(Error::BadRequest(format!("restore reserve {s:?}: a percentage from 0 to 50")));
+        }
+        return Ok(Reserve::Share { fraction: v / 100.0, cap: None });
     }
-    did.extend(voltool_restore::staged::recover_leftovers(&dir)?);
-    Ok(did)
+    voltool_plugin::options::parse_size(t)
+        .map(Reserve::Bytes)
+        .map_err(|e| Error::BadRequest(format!("restore reserve {s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserve_is_a_share_or_a_size() {
+        assert_eq!(parse_reserve("10%").ok(), Some(Reserve::Share { fraction: 0.1, cap: None }));
+        assert_eq!(parse_reserve(" 1024 ").ok(), Some(Reserve::Bytes(1024)));
+        for bad in ["lots", "60%", "x%", "-1%"] {
+            let e = parse_reserve(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("restore reserve") && e.contains(bad), "{bad}: {e}");
+        }
+    }
 }
