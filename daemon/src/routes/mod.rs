@@ -3,6 +3,7 @@
 //! as bytes whatever their Content-Type ([`crate::error::JsonBody`]).
 
 pub mod backups;
+mod body;
 pub mod restores;
 pub mod volumes;
 
