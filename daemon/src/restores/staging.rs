@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use voltool_restore::staged::{Journal, JournalError, Phase, Reserve};
 use voltool_restore::{ExtractOptions, ExtractReport, RestoreError};
 
-use super::{MOUNT_ID_PREFIX, Restores, nonce, now_rfc3339, refuse_if_held, restore_err};
+use super::{MOUNT_ID_PREFIX, Restores, nonce, refuse_if_held, restore_err};
+use crate::backups::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use voltool_plugin::service::VolumeService;
 
@@ -88,7 +89,8 @@ impl Restores {
         let record = self.svc.record(volume).await?;
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", nonce());
         let root = self.svc.mount(volume, &mount_id).await?;
-        self.svc.store().set_restoring(volume, true, &now_rfc3339())?;
+        // Dated as the catalog dates things (the one RFC 3339 helper, the system clock).
+        self.svc.store().set_restoring(volume, true, &SystemClock.now_rfc3339())?;
         let landing = Landing {
             svc: self.svc.clone(),
             volume: volume.to_owned(),
