@@ -165,6 +165,17 @@ pub struct RestoreFlags {
     pub preserve_privileges: bool,
 }
 
+impl From<&RestoreFlags> for voltool_api::RestoreFlags {
+    fn from(f: &RestoreFlags) -> Self {
+        Self {
+            force: f.force,
+            allow_devices: f.allow_devices,
+            strip_components: f.strip_components,
+            preserve_privileges: f.preserve_privileges,
+        }
+    }
+}
+
 const BACKUP_ABOUT: &str = "\
 Back volumes up, list, verify and prune backups.
 

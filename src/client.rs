@@ -9,8 +9,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
+use voltool_api::ErrorBody;
 
 /// One request over a fresh connection; returns the status and the whole body.
 pub async fn raw(
@@ -54,18 +56,7 @@ impl Api {
         Self { socket }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<Bytes> {
-        self.call_within(method, path, body, API_TIMEOUT).await
-    }
-
-    async fn call_within(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-        timeout: Duration,
-    ) -> Result<Bytes> {
-        let body = body.map(|b| b.to_string().into_bytes());
+    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, timeout: Duration) -> Result<Bytes> {
         let (status, bytes) = match raw(&self.socket, method, path, body, timeout).await {
             Ok(r) => r,
             // The socket file's mode keeps out who is neither root nor in its group.
@@ -88,34 +79,46 @@ impl Api {
         Ok(bytes)
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let b = self.call(Method::GET, path, None).await?;
-        serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to GET {path}"))
+    /// One JSON request and its typed answer.
+    async fn call_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<B>,
+        timeout: Duration,
+    ) -> Result<T> {
+        let what = format!("{method} {path}");
+        let body = body.map(|b| serde_json::to_vec(&b)).transpose().with_context(|| format!("encoding {what}"))?;
+        let bytes = self.call(method, path, body, timeout).await?;
+        serde_json::from_slice(&bytes).with_context(|| format!("daemon sent an unexpected reply to {what}"))
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T> {
-        let b = self.call(Method::POST, path, Some(body)).await?;
-        serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
+    /// `GET path`, the answer parsed as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call_json(Method::GET, path, None::<()>, API_TIMEOUT).await
+    }
+
+    /// `POST path` with `body` as JSON, the answer parsed as `T`.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: B) -> Result<T> {
+        self.call_json(Method::POST, path, Some(body), API_TIMEOUT).await
     }
 
     /// A POST whose work may take as long as reading a whole backup (verify): no client-side
     /// timeout beyond a day; the daemon bounds its own network calls.
-    pub async fn post_long<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T> {
-        let b = self.call_within(Method::POST, path, Some(body), Duration::from_secs(86_400)).await?;
-        serde_json::from_slice(&b).with_context(|| format!("daemon sent an unexpected reply to POST {path}"))
+    pub async fn post_long<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: B) -> Result<T> {
+        self.call_json(Method::POST, path, Some(body), Duration::from_secs(86_400)).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
-        self.call(Method::DELETE, path, None).await.map(drop)
+        self.call(Method::DELETE, path, None, API_TIMEOUT).await.map(drop)
     }
 }
 
 /// The daemon's `{"error": "..."}` message, or the body as text.
 fn error_message(bytes: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+    serde_json::from_slice::<ErrorBody>(bytes)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// Percent-encodes a name for use as one URL path segment (the daemon validates names; this

@@ -20,7 +20,6 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
-use serde_json::json;
 use tokio::net::UnixListener;
 
 /// Errors setting up the access policy (at daemon start).
@@ -141,7 +140,7 @@ pub async fn check_peer(
         return next.run(req).await;
     }
     tracing::warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, path = %req.uri().path(), "management API: peer refused");
-    (StatusCode::FORBIDDEN, axum::Json(json!({ "error": access.refusal(&peer) }))).into_response()
+    crate::ApiError::new(StatusCode::FORBIDDEN, access.refusal(&peer)).into_response()
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //! backups) and the restores hold the catalog ([`backups::Catalog`]), not the engine — no
 //! late binding. Handlers return `Result<_, ApiError>`; the status of every error kind is
 //! decided in one exhaustive `match` ([`error::status_of`]). Response bodies are the
-//! `voltool-api` crate's types, which the CLI deserialises.
+//! `voltool-api` crate's types, which the CLI deserialises ([`views`] converts the volume
+//! service's and the catalog's own types into them).
 //!
 //! This crate never prints and reads no environment variables: the binary parses the command
 //! line and sets up logging.
@@ -36,6 +37,7 @@ mod grammar;
 pub mod policy;
 pub mod restores;
 pub mod routes;
+pub mod views;
 
 pub use config::{ConfigFile, DaemonConfig};
 pub use daemon::{Daemon, OpenError};

@@ -44,6 +44,8 @@ mod test;
 pub use export::ExportStream;
 pub use manifest::{ManifestError, ParsingManifest, PendingManifest};
 pub use staging::parse_reserve;
+/// What restores answer is the wire type itself.
+pub use voltool_api::{RestoreOutcome, RestoreTestOutcome};
 pub use voltool_restore::staged::Reserve;
 
 /// Mount IDs held while restoring or exporting start with this.
@@ -70,40 +72,6 @@ pub struct RestoreOptions {
     /// without waiting for it to reach the disk.
     #[serde(skip)]
     pub scratch: bool,
-}
-
-/// What a restore did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreOutcome {
-    pub volume: String,
-    /// `zstd`, `gzip` or `none`.
-    pub compression: String,
-    pub entries: u64,
-    pub files: u64,
-    pub bytes: u64,
-    /// Whether the result was checked against a voltool manifest.
-    pub verified_against_manifest: bool,
-    /// What the archive was checked against: `manifest` (the backup's manifest), `catalog`
-    /// (the sha256 the catalog recorded at backup time; the manifest was missing) or `none`
-    /// (an archive without a manifest: unverified).
-    pub verification: String,
-    /// Whether the volume was created by this restore.
-    pub created: bool,
-}
-
-/// The outcome of a restore test.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreTestOutcome {
-    pub id: String,
-    pub ok: bool,
-    /// The check command's exit status (128 + N for signal N).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<i32>,
-    /// Its stdout and stderr (first 64 KiB).
-    pub output: String,
-    /// Why the test could not run or failed before the command.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// Restores, exports and imports.

@@ -1,4 +1,5 @@
-//! `voltool backup run|ls|show|verify|prune|schedule ls`.
+//! `voltool backup run|ls|show|verify|prune|schedule ls`: one function per subcommand, each
+//! reading the daemon's answer as its `voltool-api` type.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -6,46 +7,44 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde::Serialize;
+use voltool_api::{
+    BackupStarted, BackupView, PruneBackups, PruneItem, RestoreTestOutcome, RestoreTestRequest, RunBackup,
+    ScheduleView, VerifyBackup, VerifyOutcome,
+};
+use voltool_daemon::views::format_size;
 
 use crate::cli::{BackupCommand, ScheduleCommand};
 use crate::client::{Api, segment};
 use crate::output;
 
-fn s(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
+/// Dispatches `voltool backup ...`.
+pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
+    let tty = std::io::stderr().is_terminal();
+    match cmd {
+        BackupCommand::Run { volume, target, verify, json, detach } => {
+            run_backup(api, RunBackup { volume, target, verify }, json, detach, tty).await
+        }
+        BackupCommand::Ls { volume, json } => ls(api, volume.as_deref(), json).await,
+        BackupCommand::Show { id, json } => show(api, &id, json).await,
+        BackupCommand::Verify { id, restore_test, check_cmd, json } => {
+            verify(api, &id, restore_test.then_some(RestoreTestRequest { check_cmd }), json, tty).await
+        }
+        BackupCommand::Prune { volume, keep, dry_run, json } => {
+            prune(api, PruneBackups { volume, keep, dry_run }, json).await
+        }
+        BackupCommand::Schedule(ScheduleCommand::Ls { json }) => schedule_ls(api, json).await,
     }
 }
 
-fn u(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
-/// `1.5 GiB`-style sizes.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[i]) }
-}
-
-fn verified(v: &Value) -> String {
-    match v.get("verify_status").and_then(Value::as_str) {
-        Some(s) => s.to_string(),
-        None => "-".into(),
-    }
+/// An optional value as a table cell or a `show` line: `-` when absent.
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 /// Follows a run until it is finished (including its verification), showing a progress bar
 /// on a terminal. Returns the final catalog entry.
-async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<Value> {
+async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<BackupView> {
     let path = format!("/v1/backups/{}", segment(id));
     let bar = show_bar.then(|| {
         let b = ProgressBar::new(0);
@@ -59,17 +58,13 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<Value> {
         b
     });
     loop {
-        let v: Value = api.get(&path).await?;
-        let progress = v.get("progress").filter(|p| !p.is_null());
-        if let (Some(bar), Some(p)) = (&bar, progress) {
-            bar.set_message(s(p, "phase"));
-            match u(p, "total_bytes") {
-                Some(t) => bar.set_length(t.max(u(p, "done_bytes").unwrap_or(0))),
-                None => bar.set_length(u(p, "done_bytes").unwrap_or(0)),
-            }
-            bar.set_position(u(p, "done_bytes").unwrap_or(0));
+        let v: BackupView = api.get(&path).await?;
+        if let (Some(bar), Some(p)) = (&bar, &v.progress) {
+            bar.set_message(p.phase.clone());
+            bar.set_length(p.total_bytes.map_or(p.done_bytes, |t| t.max(p.done_bytes)));
+            bar.set_position(p.done_bytes);
         }
-        if progress.is_none() && v.get("status").and_then(Value::as_str) != Some("running") {
+        if v.is_finished() {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -79,226 +74,295 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<Value> {
     }
 }
 
-pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
-    let tty = std::io::stderr().is_terminal();
-    match cmd {
-        BackupCommand::Run { volume, target, verify, json, detach } => {
-            let started: Value =
-                api.post("/v1/backups", json!({ "volume": volume, "target": target, "verify": verify })).await?;
-            let Some(id) = started.get("id").and_then(Value::as_str).map(str::to_owned) else {
-                bail!("the daemon did not return a backup id");
-            };
-            if detach {
-                if json {
-                    output::json(&started)?
-                } else {
-                    println!("{id}")
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            if tty && !json {
-                eprintln!("backing up volume {volume} as {id}");
-            }
-            let done = follow(api, &id, tty && !json).await?;
-            let status = s(&done, "status");
-            if status != "complete" {
-                bail!("backup {id} of volume {volume} failed: {}", s(&done, "reason"));
-            }
-            if verify && done.get("verify_status").and_then(Value::as_str) != Some("ok") {
-                bail!(
-                    "backup {id} was written but its verification failed: {}",
-                    done.get("verify_reason").and_then(Value::as_str).unwrap_or("not verified")
-                );
-            }
-            if json {
-                output::json(&done)?;
-            } else {
-                let (bin, bout) = (u(&done, "bytes_in").unwrap_or(0), u(&done, "bytes_out").unwrap_or(0));
-                let ms = u(&done, "duration_ms").unwrap_or(0).max(1);
-                eprintln!(
-                    "{} files, {} read, {} stored in {} ({:.1} s, {}/s){}",
-                    u(&done, "files").unwrap_or(0),
-                    human(bin),
-                    human(bout),
-                    s(&done, "target_url"),
-                    ms as f64 / 1000.0,
-                    human(bin * 1000 / ms),
-                    if verify { ", verified" } else { "" }
-                );
-                println!("{id}");
-            }
+/// `backup run`: starts a run, follows it unless `detach`, prints the ID last.
+async fn run_backup(api: &Api, req: RunBackup, json: bool, detach: bool, tty: bool) -> Result<ExitCode> {
+    let (volume, verify) = (req.volume.clone(), req.verify);
+    let started: BackupStarted = api.post("/v1/backups", req).await?;
+    let id = started.id.clone();
+    if detach {
+        if json {
+            output::json(&started)?
+        } else {
+            println!("{id}")
         }
-        BackupCommand::Ls { volume, json } => {
-            let path = match &volume {
-                Some(v) => format!("/v1/backups?volume={}", segment(v)),
-                None => "/v1/backups".into(),
-            };
-            let list: Vec<Value> = api.get(&path).await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            s(b, "id"),
-                            s(b, "volume"),
-                            s(b, "status"),
-                            verified(b),
-                            u(b, "bytes_out").map_or_else(|| "-".into(), human),
-                            s(b, "started_at"),
-                            s(b, "target_url"),
-                        ]
-                    })
-                    .collect();
-                output::table(&["ID", "VOLUME", "STATUS", "VERIFIED", "SIZE", "STARTED", "TARGET"], &rows)?;
-            }
-        }
-        BackupCommand::Show { id, json } => {
-            let b: Value = api.get(&format!("/v1/backups/{}", segment(&id))).await?;
-            if json {
-                output::json(&b)?;
-            } else {
-                for key in [
-                    "id",
-                    "volume",
-                    "status",
-                    "reason",
-                    "trigger",
-                    "target_url",
-                    "started_at",
-                    "finished_at",
-                    "duration_ms",
-                    "files",
-                    "bytes_in",
-                    "bytes_out",
-                    "sha256",
-                    "verify_status",
-                    "verify_at",
-                    "verify_reason",
-                ] {
-                    if b.get(key).is_some_and(|v| !v.is_null()) {
-                        println!("{:<14} {}", format!("{key}:"), s(&b, key));
-                    }
-                }
-            }
-        }
-        BackupCommand::Verify { id, restore_test, check_cmd, json } => {
-            let bar = (tty && !json).then(|| {
-                let b = ProgressBar::new_spinner();
-                b.set_message(format!("verifying {id}"));
-                b.enable_steady_tick(Duration::from_millis(200));
-                b
-            });
-            let res: Value = api.post_long(&format!("/v1/backups/{}/verify", segment(&id)), json!({})).await?;
-            let mut ok = res.get("ok").and_then(Value::as_bool) == Some(true);
-            let test: Option<Value> = if restore_test && ok {
-                if let Some(b) = &bar {
-                    b.set_message(format!("restore test of {id}"));
-                }
-                let body = json!({ "check_cmd": check_cmd });
-                let t: Value = api.post_long(&format!("/v1/backups/{}/restore-test", segment(&id)), body).await?;
-                ok = t.get("ok").and_then(Value::as_bool) == Some(true);
-                Some(t)
-            } else {
-                None
-            };
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            if json {
-                output::json(&json!({ "verify": res, "restore_test": test, "ok": ok }))?;
-            } else {
-                if res.get("ok").and_then(Value::as_bool) == Some(true) {
-                    println!(
-                        "backup {id}: ok — {} entries, {} files, {} checked, archive {}",
-                        u(&res, "entries").unwrap_or(0),
-                        u(&res, "files").unwrap_or(0),
-                        human(u(&res, "bytes").unwrap_or(0)),
-                        human(u(&res, "archive_bytes").unwrap_or(0))
-                    );
-                } else {
-                    eprintln!("voltool: {}", s(&res, "error"));
-                }
-                if let Some(t) = &test {
-                    if t.get("ok").and_then(Value::as_bool) == Some(true) {
-                        println!("backup {id}: restore test ok (check command exited 0)");
-                    } else {
-                        eprintln!(
-                            "voltool: backup {id}: restore test failed: {}{}",
-                            t.get("error")
-                                .and_then(Value::as_str)
-                                .map_or_else(|| format!("the check command exited {}", t["status"]), str::to_owned),
-                            t.get("output")
-                                .and_then(Value::as_str)
-                                .filter(|o| !o.trim().is_empty())
-                                .map_or_else(String::new, |o| format!("\n{}", o.trim_end()))
-                        );
-                    }
-                }
-            }
-            if !ok {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        BackupCommand::Prune { volume, keep, dry_run, json } => {
-            let items: Vec<Value> = api
-                .post_long("/v1/backups/prune", json!({ "volume": volume, "keep": keep, "dry_run": dry_run }))
-                .await?;
-            let failed = items.iter().any(|i| i.get("error").is_some_and(|e| !e.is_null()));
-            if json {
-                output::json(&items)?;
-            } else {
-                let verb = if dry_run { "would delete" } else { "deleted" };
-                let rows: Vec<Vec<String>> = items
-                    .iter()
-                    .map(|i| {
-                        let keep = i.get("keep").and_then(Value::as_bool) == Some(true);
-                        let action = match i.get("error").and_then(Value::as_str) {
-                            Some(e) => format!("error: {e}"),
-                            None if keep => "keep".into(),
-                            None => verb.into(),
-                        };
-                        let reasons = i
-                            .get("reasons")
-                            .and_then(Value::as_array)
-                            .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
-                            .unwrap_or_default();
-                        vec![s(i, "id"), s(i, "volume"), action, reasons]
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    eprintln!("nothing to prune (no volume with a backup-keep policy, or no --keep given)");
-                } else {
-                    output::table(&["ID", "VOLUME", "ACTION", "KEPT BY"], &rows)?;
-                }
-            }
-            if failed {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        BackupCommand::Schedule(ScheduleCommand::Ls { json }) => {
-            let list: Vec<Value> = api.get("/v1/schedules").await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            s(v, "volume"),
-                            s(v, "cron"),
-                            s(v, "next_run"),
-                            s(v, "target"),
-                            s(v, "keep"),
-                            s(v, "verify"),
-                            s(v, "source"),
-                        ]
-                    })
-                    .collect();
-                output::table(&["VOLUME", "CRON", "NEXT RUN", "TARGET", "KEEP", "VERIFY", "SOURCE"], &rows)?;
-            }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if tty && !json {
+        eprintln!("backing up volume {volume} as {id}");
+    }
+    let done = follow(api, &id, tty && !json).await?;
+    let r = &done.record;
+    if r.status != voltool_api::BackupStatus::Complete {
+        bail!("backup {id} of volume {volume} failed: {}", or_dash(r.reason.as_deref()));
+    }
+    if verify && r.verify_status.as_deref() != Some("ok") {
+        bail!(
+            "backup {id} was written but its verification failed: {}",
+            r.verify_reason.as_deref().unwrap_or("not verified")
+        );
+    }
+    if json {
+        output::json(&done)?;
+    } else {
+        let (bin, bout) = (r.bytes_in.unwrap_or(0), r.bytes_out.unwrap_or(0));
+        let ms = r.duration_ms.unwrap_or(0).max(1);
+        eprintln!(
+            "{} files, {} read, {} stored in {} ({:.1} s, {}/s){}",
+            r.files.unwrap_or(0),
+            format_size(bin),
+            format_size(bout),
+            r.target_url,
+            ms as f64 / 1000.0,
+            format_size(bin * 1000 / ms),
+            if verify { ", verified" } else { "" }
+        );
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup ls [VOLUME]`: the catalog, newest first.
+async fn ls(api: &Api, volume: Option<&str>, json: bool) -> Result<ExitCode> {
+    let path = match volume {
+        Some(v) => format!("/v1/backups?volume={}", segment(v)),
+        None => "/v1/backups".into(),
+    };
+    let list: Vec<BackupView> = api.get(&path).await?;
+    if json {
+        output::json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            let r = &b.record;
+            vec![
+                r.id.clone(),
+                r.volume.clone(),
+                r.status.to_string(),
+                or_dash(r.verify_status.as_deref()),
+                r.bytes_out.map_or_else(|| "-".into(), format_size),
+                r.started_at.clone(),
+                r.target_url.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "VOLUME", "STATUS", "VERIFIED", "SIZE", "STARTED", "TARGET"], &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup show ID`: one `key: value` line per field the entry has.
+async fn show(api: &Api, id: &str, json: bool) -> Result<ExitCode> {
+    let b: BackupView = api.get(&format!("/v1/backups/{}", segment(id))).await?;
+    if json {
+        output::json(&b)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (key, value) in show_lines(&b) {
+        if let Some(value) = value {
+            println!("{:<14} {value}", format!("{key}:"));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fields `backup show` prints, in its order; `None` for a field the entry lacks.
+fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 16] {
+    let r = &b.record;
+    let num = |v: Option<u64>| v.map(|v| v.to_string());
+    [
+        ("id", Some(r.id.clone())),
+        ("volume", Some(r.volume.clone())),
+        ("status", Some(r.status.to_string())),
+        ("reason", r.reason.clone()),
+        ("trigger", Some(r.trigger.clone())),
+        ("target_url", Some(r.target_url.clone())),
+        ("started_at", Some(r.started_at.clone())),
+        ("finished_at", r.finished_at.clone()),
+        ("duration_ms", num(r.duration_ms)),
+        ("files", num(r.files)),
+        ("bytes_in", num(r.bytes_in)),
+        ("bytes_out", num(r.bytes_out)),
+        ("sha256", r.sha256.clone()),
+        ("verify_status", r.verify_status.clone()),
+        ("verify_at", r.verify_at.clone()),
+        ("verify_reason", r.verify_reason.clone()),
+    ]
+}
+
+/// `backup verify --json`: the verification, the restore test when asked for, and whether
+/// both passed.
+#[derive(Serialize)]
+struct VerifyReport {
+    verify: VerifyOutcome,
+    restore_test: Option<RestoreTestOutcome>,
+    ok: bool,
+}
+
+/// `backup verify ID [--restore-test]`: exit status 1 when either fails.
+async fn verify(
+    api: &Api,
+    id: &str,
+    restore_test: Option<RestoreTestRequest>,
+    json: bool,
+    tty: bool,
+) -> Result<ExitCode> {
+    let bar = (tty && !json).then(|| {
+        let b = ProgressBar::new_spinner();
+        b.set_message(format!("verifying {id}"));
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    });
+    let res: VerifyOutcome = api.post_long(&format!("/v1/backups/{}/verify", segment(id)), VerifyBackup {}).await?;
+    let test: Option<RestoreTestOutcome> = match restore_test {
+        Some(req) if res.ok => {
+            if let Some(b) = &bar {
+                b.set_message(format!("restore test of {id}"));
+            }
+            Some(api.post_long(&format!("/v1/backups/{}/restore-test", segment(id)), req).await?)
+        }
+        _ => None,
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let ok = res.ok && test.as_ref().is_none_or(|t| t.ok);
+    if json {
+        output::json(&VerifyReport { verify: res, restore_test: test, ok })?;
+    } else {
+        print_verify(id, &res, test.as_ref());
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_verify(id: &str, res: &VerifyOutcome, test: Option<&RestoreTestOutcome>) {
+    if res.ok {
+        println!(
+            "backup {id}: ok — {} entries, {} files, {} checked, archive {}",
+            res.entries.unwrap_or(0),
+            res.files.unwrap_or(0),
+            format_size(res.bytes.unwrap_or(0)),
+            format_size(res.archive_bytes.unwrap_or(0))
+        );
+    } else {
+        eprintln!("voltool: {}", or_dash(res.error.as_deref()));
+    }
+    let Some(t) = test else { return };
+    if t.ok {
+        println!("backup {id}: restore test ok (check command exited 0)");
+        return;
+    }
+    let why = t.error.clone().unwrap_or_else(|| format!("the check command exited {}", or_null(t.status)));
+    let output = Some(t.output.trim_end()).filter(|o| !o.trim().is_empty());
+    eprintln!(
+        "voltool: backup {id}: restore test failed: {why}{}",
+        output.map_or_else(String::new, |o| format!("\n{o}"))
+    );
+}
+
+/// A status as JSON shows it: the number, or `null`.
+fn or_null(v: Option<i32>) -> String {
+    v.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+/// `backup prune [VOLUME] [--keep ...] [--dry-run]`: exit status 1 when a delete failed.
+async fn prune(api: &Api, req: PruneBackups, json: bool) -> Result<ExitCode> {
+    let dry_run = req.dry_run;
+    let items: Vec<PruneItem> = api.post_long("/v1/backups/prune", req).await?;
+    let failed = items.iter().any(|i| i.error.is_some());
+    if json {
+        output::json(&items)?;
+    } else if items.is_empty() {
+        eprintln!("nothing to prune (no volume with a backup-keep policy, or no --keep given)");
+    } else {
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        let rows: Vec<Vec<String>> = items
+            .into_iter()
+            .map(|i| {
+                let action = match i.error {
+                    Some(e) => format!("error: {e}"),
+                    None if i.keep => "keep".into(),
+                    None => verb.into(),
+                };
+                vec![i.id, i.volume, action, i.reasons.join(", ")]
+            })
+            .collect();
+        output::table(&["ID", "VOLUME", "ACTION", "KEPT BY"], &rows)?;
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `backup schedule ls`: every schedule with its next run.
+async fn schedule_ls(api: &Api, json: bool) -> Result<ExitCode> {
+    let list: Vec<ScheduleView> = api.get("/v1/schedules").await?;
+    if json {
+        output::json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|v| vec![v.volume, v.cron, or_dash(v.next_run), v.target, or_dash(v.keep), v.verify.to_string(), v.source])
+        .collect();
+    output::table(&["VOLUME", "CRON", "NEXT RUN", "TARGET", "KEEP", "VERIFY", "SOURCE"], &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use voltool_api::{BackupRecord, BackupStatus};
+
+    use super::*;
+
+    fn view() -> BackupView {
+        BackupView {
+            record: BackupRecord {
+                id: "v-1".into(),
+                volume: "v".into(),
+                target_ref: "default".into(),
+                target_url: "file:///b".into(),
+                trigger: "manual".into(),
+                started_at: "t0".into(),
+                finished_at: None,
+                duration_ms: Some(12),
+                status: BackupStatus::Failed,
+                reason: Some("disk full".into()),
+                bytes_in: None,
+                bytes_out: None,
+                files: None,
+                sha256: None,
+                upload_token: None,
+                cleanup_pending: false,
+                verify_status: None,
+                verify_at: None,
+                verify_reason: None,
+            },
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn show_prints_the_fields_an_entry_has_in_order() {
+        let lines: Vec<(&str, String)> = show_lines(&view()).into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert_eq!(
+            lines,
+            [
+                ("id", "v-1".to_string()),
+                ("volume", "v".into()),
+                ("status", "failed".into()),
+                ("reason", "disk full".into()),
+                ("trigger", "manual".into()),
+                ("target_url", "file:///b".into()),
+                ("started_at", "t0".into()),
+                ("duration_ms", "12".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_values_are_dashes() {
+        assert_eq!(or_dash(None::<&str>), "-");
+        assert_eq!(or_dash(Some("x")), "x");
+        assert_eq!(or_null(None), "null");
+        assert_eq!(or_null(Some(3)), "3");
+    }
 }

@@ -8,32 +8,33 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use voltool_api::{RestoreOutcome, RestoreRequest};
 
 use crate::cli::{RestoreArgs, RestoreFlags};
 use crate::client::{Api, ReadBody, segment};
 use crate::output;
 
-fn summary(v: &Value) -> String {
-    let checked = match v["verification"].as_str() {
-        Some("manifest") => ", checked against the manifest",
-        Some("catalog") => ", checked against the catalog's sha256 (manifest missing)",
-        Some(_) => ", unverified (no manifest)",
+fn summary(v: &RestoreOutcome) -> String {
+    let checked = match v.verification.as_str() {
+        "manifest" => ", checked against the manifest",
+        "catalog" => ", checked against the catalog's sha256 (manifest missing)",
         // An older daemon.
-        None if v["verified_against_manifest"] == true => ", checked against the manifest",
-        None => "",
+        "" if v.verified_against_manifest => ", checked against the manifest",
+        "" => "",
+        _ => ", unverified (no manifest)",
     };
     format!(
         "restored {} files ({} bytes, {}{checked}) into volume {}{}",
-        v["files"].as_u64().unwrap_or(0),
-        v["bytes"].as_u64().unwrap_or(0),
-        v["compression"].as_str().unwrap_or("?"),
-        v["volume"].as_str().unwrap_or("?"),
-        if v["created"] == true { " (created)" } else { "" }
+        v.files,
+        v.bytes,
+        v.compression,
+        v.volume,
+        if v.created { " (created)" } else { "" }
     )
 }
 
-fn flags_query(f: &RestoreFlags) -> String {
+/// An import's query string: the restore flags.
+fn flags_query(f: &voltool_api::RestoreFlags) -> String {
     format!(
         "force={}&allow_devices={}&strip_components={}&preserve_privileges={}",
         f.force, f.allow_devices, f.strip_components, f.preserve_privileges
@@ -53,7 +54,7 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
     // A local file (or stdin) is streamed to the daemon, so it works when the daemon runs as
     // a managed plugin that cannot see this host's files.
     let local = from == "-" || (!from.contains("://") && Path::new(from).exists());
-    let v: Value = if local {
+    let v: RestoreOutcome = if local {
         let input = (from != "-").then(|| Path::new(from.as_str()));
         send(api, &args.volume, input, &args.opts, args.json).await?
     } else {
@@ -63,13 +64,7 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        let body = json!({
-            "from": from,
-            "force": args.opts.force,
-            "allow_devices": args.opts.allow_devices,
-            "strip_components": args.opts.strip_components,
-            "preserve_privileges": args.opts.preserve_privileges,
-        });
+        let body = RestoreRequest { from: from.clone(), flags: (&args.opts).into() };
         let r = api.post_long(&format!("/v1/volumes/{}/restore", segment(&args.volume)), body).await;
         if let Some(b) = spinner {
             b.finish_and_clear();
@@ -91,7 +86,7 @@ pub async fn import(
     print_outcome(&v, json_out, true)
 }
 
-fn print_outcome(v: &Value, json_out: bool, summary_to_stderr: bool) -> Result<ExitCode> {
+fn print_outcome(v: &RestoreOutcome, json_out: bool, summary_to_stderr: bool) -> Result<ExitCode> {
     if json_out {
         output::json(v)?
     } else if summary_to_stderr {
@@ -103,9 +98,15 @@ fn print_outcome(v: &Value, json_out: bool, summary_to_stderr: bool) -> Result<E
 }
 
 /// Streams a local file (with the manifest beside it, if any) or stdin to the daemon's import.
-async fn send(api: &Api, volume: &str, input: Option<&Path>, flags: &RestoreFlags, json_out: bool) -> Result<Value> {
-    let mut path = format!("/v1/volumes/{}/import?{}", segment(volume), flags_query(flags));
-    let (v, bar): (Value, Option<ProgressBar>) = match input {
+async fn send(
+    api: &Api,
+    volume: &str,
+    input: Option<&Path>,
+    flags: &RestoreFlags,
+    json_out: bool,
+) -> Result<RestoreOutcome> {
+    let mut path = format!("/v1/volumes/{}/import?{}", segment(volume), flags_query(&flags.into()));
+    let (v, bar): (RestoreOutcome, Option<ProgressBar>) = match input {
         Some(p) => {
             let f = tokio::fs::File::open(p).await.with_context(|| format!("open {}", p.display()))?;
             let mut len = f.metadata().await.map(|m| m.len()).unwrap_or(0);

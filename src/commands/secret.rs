@@ -4,8 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use voltool_daemon::routes::volumes::AddSecret;
-use voltool_plugin::secrets::SecretInfo;
+use voltool_api::{AddSecret, SecretAdded, SecretInfo};
 
 use crate::cli::SecretCommand;
 use crate::client::Api;
@@ -38,10 +37,8 @@ pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
                 );
             }
             let servers = (!servers.is_empty()).then_some(servers);
-            let body = serde_json::to_value(AddSecret { name: name.clone(), value, servers })?;
-            let r: serde_json::Value = api.post("/v1/secrets", body).await?;
-            let replaced = r.get("replaced").and_then(|v| v.as_bool()).unwrap_or(false);
-            println!("{name}{}", if replaced { " (replaced)" } else { "" });
+            let r: SecretAdded = api.post("/v1/secrets", AddSecret { name: name.clone(), value, servers }).await?;
+            println!("{name}{}", if r.replaced { " (replaced)" } else { "" });
         }
         SecretCommand::Ls { json } => {
             let list: Vec<SecretInfo> = api.get("/v1/secrets").await?;

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
-use voltool_daemon::routes::volumes::VolumeInspect;
+use voltool_api::{CreateVolume, MountId, Mounted, ResizeVolume, Status, Unmounted, VolumeInspect};
 
 use crate::cli::VolumeCommand;
 use crate::client::Api;
@@ -28,12 +27,33 @@ fn parse_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-fn status_str(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
+/// A status as `inspect` prints it: one `key: value` line per field, keys in alphabetical
+/// order (the last backup as its JSON).
+fn status_lines(status: &Status) -> Vec<(&'static str, String)> {
+    let mut lines = Vec::new();
+    let opt = |key: &'static str, v: Option<u64>| v.map(|v| (key, v.to_string()));
+    match status {
+        Status::Summary(s) => {
+            lines.push(("mount_count", s.mount_count.to_string()));
+            lines.push(("mounted", s.mounted.to_string()));
+            lines.push(("size_limit", s.size_limit.clone()));
+            lines.push(("type", s.kind.clone()));
+        }
+        Status::Detail(d) => {
+            lines.push(("backing", d.backing.clone()));
+            lines.extend(opt("capacity_bytes", d.capacity_bytes));
+            if let Some(b) = &d.last_backup {
+                lines.push(("last_backup", serde_json::to_string(b).unwrap_or_default()));
+            }
+            lines.push(("mount_count", d.mount_count.to_string()));
+            lines.push(("mounted", d.mounted.to_string()));
+            lines.push(("size_limit", d.size_limit.clone()));
+            lines.extend(opt("size_limit_bytes", d.size_limit_bytes));
+            lines.push(("type", d.kind.clone()));
+            lines.extend(opt("used_bytes", d.used_bytes));
+        }
     }
+    lines
 }
 
 fn path_of(name: &str) -> String {
@@ -44,7 +64,7 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
     match cmd {
         VolumeCommand::Create { name, opts, json } => {
             let options = parse_opts(&opts)?;
-            let v: VolumeInspect = api.post("/v1/volumes", json!({ "name": name, "options": options })).await?;
+            let v: VolumeInspect = api.post("/v1/volumes", CreateVolume { name, options }).await?;
             for w in &v.warnings {
                 eprintln!("voltool: warning: {w}");
             }
@@ -64,9 +84,9 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
                     .map(|v| {
                         vec![
                             v.name.clone(),
-                            status_str(&v.status, "type"),
-                            status_str(&v.status, "size_limit"),
-                            status_str(&v.status, "mount_count"),
+                            v.status.kind().to_owned(),
+                            v.status.size_limit().to_owned(),
+                            v.status.mount_count().to_string(),
                             v.created_at.clone(),
                         ]
                     })
@@ -94,12 +114,8 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
                     println!("Driver:      {}", v.driver);
                     println!("Mountpoint:  {}", v.mountpoint);
                     println!("Created:     {}", v.created_at);
-                    for (k, val) in v.status.as_object().into_iter().flatten() {
-                        println!(
-                            "{:<12} {}",
-                            format!("{k}:"),
-                            val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string())
-                        );
+                    for (k, val) in status_lines(&v.status) {
+                        println!("{:<12} {val}", format!("{k}:"));
                     }
                     for (k, val) in &v.options {
                         println!("Option:      {k}={val}");
@@ -110,15 +126,15 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
             return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
         }
         VolumeCommand::Resize { name, size } => {
-            let v: VolumeInspect = api.post(&format!("{}/resize", path_of(&name)), json!({ "size": size })).await?;
-            println!("{} {}", v.name, status_str(&v.status, "size_limit"));
+            let v: VolumeInspect = api.post(&format!("{}/resize", path_of(&name)), ResizeVolume { size }).await?;
+            println!("{} {}", v.name, v.status.size_limit());
         }
         VolumeCommand::Mount { name, id } => {
-            let r: serde_json::Value = api.post(&format!("{}/mount", path_of(&name)), json!({ "id": id })).await?;
-            println!("{}", r.get("Mountpoint").and_then(|m| m.as_str()).unwrap_or_default());
+            let r: Mounted = api.post(&format!("{}/mount", path_of(&name)), MountId { id }).await?;
+            println!("{}", r.mountpoint);
         }
         VolumeCommand::Unmount { name, id } => {
-            let _: serde_json::Value = api.post(&format!("{}/unmount", path_of(&name)), json!({ "id": id })).await?;
+            let _: Unmounted = api.post(&format!("{}/unmount", path_of(&name)), MountId { id }).await?;
         }
         VolumeCommand::Rm { names, force } => {
             let q = if force { "?force=true" } else { "" };
@@ -139,6 +155,32 @@ mod tests {
         assert!(parse_opts(&["novalue".into()]).is_err());
         assert!(parse_opts(&["=x".into()]).is_err());
         assert!(parse_opts(&["a=1".into(), "a=2".into()]).is_err());
+    }
+
+    #[test]
+    fn inspect_prints_the_status_keys_in_alphabetical_order() {
+        let d = voltool_api::StatusDetail {
+            backing: "directory".into(),
+            capacity_bytes: None,
+            last_backup: Some(voltool_api::LastBackup {
+                id: "v-1".into(),
+                reason: None,
+                status: voltool_api::BackupStatus::Complete,
+                time: "t".into(),
+                verified: "ok".into(),
+            }),
+            mount_count: 1,
+            mounted: true,
+            size_limit: "none".into(),
+            size_limit_bytes: None,
+            kind: "local".into(),
+            used_bytes: Some(8),
+        };
+        let lines = status_lines(&Status::Detail(d));
+        let keys: Vec<&str> = lines.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["backing", "last_backup", "mount_count", "mounted", "size_limit", "type", "used_bytes"]);
+        assert_eq!(lines[1].1, r#"{"id":"v-1","status":"complete","time":"t","verified":"ok"}"#);
+        assert_eq!(lines[3].1, "true");
     }
 
     #[test]

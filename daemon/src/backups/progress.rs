@@ -43,7 +43,7 @@ impl Progress {
     pub(super) fn view(&self) -> ProgressView {
         let total = self.total.load(Ordering::Relaxed);
         ProgressView {
-            phase: *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
+            phase: (*self.phase.lock().unwrap_or_else(|e| e.into_inner())).to_owned(),
             done_bytes: self.done.load(Ordering::Relaxed),
             total_bytes: (total > 0).then_some(total),
         }

@@ -7,16 +7,18 @@
 //! - `POST /v1/backups/{id}/verify` — re-reads and checks it; answers when done
 //! - `POST /v1/backups/prune` `{"volume"?, "keep"?, "dry_run"?}` — retention
 //! - `GET  /v1/schedules` — every schedule with its next run
+//!
+//! Bodies are the `voltool-api` crate's types.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use voltool_api::{BackupStarted, BackupView, PruneBackups, PruneItem, RunBackup, ScheduleView, VerifyOutcome};
 use voltool_backup::Manifest;
 
-use crate::backups::{BackupView, Backups, PruneItem, RunRequest, ScheduleView, VerifyOutcome};
+use crate::backups::{Backups, RunRequest};
 use crate::error::{ApiError, JsonBody};
 
 type Reply<T> = Result<Json<T>, ApiError>;
@@ -39,24 +41,13 @@ struct ListQuery {
 }
 
 async fn list(State(b): State<Backups>, Query(q): Query<ListQuery>) -> Reply<Vec<BackupView>> {
-    Ok(Json(b.list(q.volume.as_deref()).await?))
-}
-
-/// Body of `POST /v1/backups`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunBackup {
-    pub volume: String,
-    #[serde(default)]
-    pub target: Option<String>,
-    #[serde(default)]
-    pub verify: bool,
+    Ok(Json(b.list(q.volume.as_deref()).await?.into_iter().map(BackupView::from).collect()))
 }
 
 async fn run(
     State(b): State<Backups>,
     JsonBody(req): JsonBody<RunBackup>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BackupStarted>), ApiError> {
     let run = RunRequest {
         volume: req.volume,
         target: req.target,
@@ -66,11 +57,11 @@ async fn run(
         restore_test: false,
     };
     let id = b.start(run).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(BackupStarted { id })))
 }
 
 async fn show(State(b): State<Backups>, Path(id): Path<String>) -> Reply<BackupView> {
-    Ok(Json(b.show(&id).await?))
+    Ok(Json(b.show(&id).await?.into()))
 }
 
 async fn manifest(State(b): State<Backups>, Path(id): Path<String>) -> Reply<Manifest> {
@@ -79,18 +70,6 @@ async fn manifest(State(b): State<Backups>, Path(id): Path<String>) -> Reply<Man
 
 async fn verify(State(b): State<Backups>, Path(id): Path<String>) -> Reply<VerifyOutcome> {
     Ok(Json(b.verify(&id).await?))
-}
-
-/// Body of `POST /v1/backups/prune`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneBackups {
-    #[serde(default)]
-    pub volume: Option<String>,
-    #[serde(default)]
-    pub keep: Option<String>,
-    #[serde(default)]
-    pub dry_run: bool,
 }
 
 async fn prune(State(b): State<Backups>, JsonBody(req): JsonBody<PruneBackups>) -> Reply<Vec<PruneItem>> {
