@@ -4,10 +4,11 @@ use std::io::Write;
 
 use anyhow::Result;
 
-/// Prints pretty JSON followed by a newline.
+/// Prints pretty JSON followed by a newline. A write error stays an `io::Error` (not a
+/// `serde_json::Error` around one), so `main` sees a closed stdout as the broken pipe it is.
 pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    serde_json::to_writer_pretty(&mut out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
