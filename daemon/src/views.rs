@@ -107,6 +107,20 @@ impl From<crate::backups::BackupView> for voltool_api::BackupView {
     }
 }
 
+/// A restore's flags as the API takes them (a restore's body, an import's query): not a
+/// scratch restore.
+impl From<voltool_api::RestoreFlags> for crate::restores::RestoreOptions {
+    fn from(f: voltool_api::RestoreFlags) -> Self {
+        Self {
+            force: f.force,
+            allow_devices: f.allow_devices,
+            strip_components: f.strip_components,
+            preserve_privileges: f.preserve_privileges,
+            scratch: false,
+        }
+    }
+}
+
 /// A secret as listings show it (never its value).
 pub fn secret_info(s: voltool_plugin::secrets::SecretInfo) -> SecretInfo {
     SecretInfo { name: s.name, updated_at: s.updated_at, servers: s.servers }
