@@ -309,35 +309,18 @@ async fn schedule_ls(api: &Api, json: bool) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use voltool_api::{BackupRecord, BackupStatus};
-
     use super::*;
 
+    /// A failed run as the daemon sends it: absent measurements are `null`.
     fn view() -> BackupView {
-        BackupView {
-            record: BackupRecord {
-                id: "v-1".into(),
-                volume: "v".into(),
-                target_ref: "default".into(),
-                target_url: "file:///b".into(),
-                trigger: "manual".into(),
-                started_at: "t0".into(),
-                finished_at: None,
-                duration_ms: Some(12),
-                status: BackupStatus::Failed,
-                reason: Some("disk full".into()),
-                bytes_in: None,
-                bytes_out: None,
-                files: None,
-                sha256: None,
-                upload_token: None,
-                cleanup_pending: false,
-                verify_status: None,
-                verify_at: None,
-                verify_reason: None,
-            },
-            progress: None,
-        }
+        serde_json::from_str(
+            r#"{"id": "v-1", "volume": "v", "target_ref": "default", "target_url": "file:///b",
+                "trigger": "manual", "started_at": "t0", "finished_at": null, "duration_ms": 12,
+                "status": "failed", "reason": "disk full", "bytes_in": null, "bytes_out": null,
+                "files": null, "sha256": null, "verify_status": null, "verify_at": null,
+                "verify_reason": null}"#,
+        )
+        .expect("a backup view")
     }
 
     #[test]
