@@ -24,8 +24,10 @@ pub struct RestoreFlags {
     pub preserve_privileges: bool,
 }
 
-/// Body of `POST /v1/volumes/{name}/restore`.
+/// Body of `POST /v1/volumes/{name}/restore`. Unknown fields are refused (a misspelt
+/// `force` must not restore without it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// A backup ID or an archive URL.
     pub from: String,

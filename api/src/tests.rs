@@ -85,6 +85,8 @@ fn requests_keep_their_shapes() {
     assert_eq!(serde_json::to_value(&run).expect("json"), json!({"volume": "v", "target": null, "verify": false}));
     assert_eq!(serde_json::to_string(&VerifyBackup {}).expect("json"), "{}");
     assert!(serde_json::from_str::<RunBackup>(r#"{"volume":"v","nope":1}"#).is_err(), "unknown fields refused");
+    let misspelt = r#"{"from":"x","forse":true}"#;
+    assert!(serde_json::from_str::<RestoreRequest>(misspelt).is_err(), "also beside the flattened flags");
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //! - `POST /v1/volumes/{name}/receive/check` (an offer) and `POST /v1/volumes/{name}/receive`
 //!   (the offer as one JSON line, then the frames) — the receiving end of `voltool migrate`
 //!
-//! A streamed body refused part-way is drained before the error reply ([`body`]).
+//! JSON bodies and answers are the `voltool-api` crate's types. A streamed body refused
+//! part-way is drained before the error reply ([`body`]).
 
 use std::io::{self, Read as _};
 
@@ -26,6 +27,7 @@ use axum::http::header;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use voltool_api::{RestoreRequest, RestoreTestRequest};
 use voltool_migrate::{Offer, Reply as OfferReply};
 
 use super::body::SharedBody;
@@ -52,23 +54,17 @@ pub fn router(restores: Restores) -> Router {
         .with_state(restores)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreBody {
-    from: String,
-    #[serde(flatten)]
-    opts: RestoreOptions,
-}
-
 async fn restore(
     State(r): State<Restores>,
     Path(name): Path<String>,
-    JsonBody(req): JsonBody<RestoreBody>,
+    JsonBody(req): JsonBody<RestoreRequest>,
 ) -> Reply<RestoreOutcome> {
-    Ok(Json(r.restore_from(&name, &req.from, req.opts).await?))
+    Ok(Json(r.restore_from(&name, &req.from, req.flags.into()).await?))
 }
 
 /// The import route's query: the restore's options and where a manifest leads the body.
+/// (Not [`voltool_api::RestoreFlags`] flattened: serde's `flatten` buffers a query string's
+/// values as text, and `force=true` then no longer parses as a boolean.)
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ImportQuery {
@@ -152,17 +148,10 @@ async fn export(
     Ok(([(header::CONTENT_TYPE, "application/zstd")], Body::from_stream(stream)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RestoreTestBody {
-    #[serde(default)]
-    check_cmd: Option<String>,
-}
-
 async fn restore_test(
     State(r): State<Restores>,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<RestoreTestBody>,
+    JsonBody(req): JsonBody<RestoreTestRequest>,
 ) -> Reply<RestoreTestOutcome> {
     Ok(Json(r.restore_test(&id, req.check_cmd.as_deref()).await?))
 }
