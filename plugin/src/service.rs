@@ -330,9 +330,7 @@ impl VolumeService {
     /// [`Error::Option`] for a bad size, [`Error::Resize`] when the volume cannot grow,
     /// [`Error::NotFound`], tool/loop/I/O errors.
     pub async fn resize(&self, name: &str, size: &str) -> Result<()> {
-        let bytes = options::parse_size(size).map_err(|reason| {
-            Error::Option(options::OptionError::Value { key: "size".into(), value: size.into(), reason })
-        })?;
+        let bytes = options::size_opt("size", size)?;
         let (n, raw) = (name.to_string(), size.to_string());
         self.locked(name, move |inner| inner.resize(&n, bytes, raw)).await
     }

@@ -38,7 +38,7 @@ fn sizes() {
     for bad in ["12Q", "", "M", "0", "-1", "1..5G", ".5G", "5.G", "1e9", "99999999999999999999999P"] {
         assert!(parse_size(bad).is_err(), "{bad} accepted");
     }
-    assert!(parse_size("12Q").expect_err("Q").contains("unknown unit"));
+    assert!(parse_size("12Q").expect_err("Q").to_string().contains("unknown unit"));
 }
 
 #[test]
@@ -265,4 +265,25 @@ fn an_o_option_error_does_not_show_the_password() {
     }
     let e = parse_options(&opts(&[("type", "tmpfs"), ("o", "password=hunter2")])).expect_err("refused").to_string();
     assert!(e.contains("password=…") && e.contains("for option o"), "{e}");
+}
+
+#[test]
+fn size_errors_are_kinds_with_the_same_words() {
+    let cases: &[(&str, SizeError, &str)] = &[
+        ("", SizeError::Syntax, "expected a number with an optional unit, e.g. 512M, 10G, 1.5GiB"),
+        ("1..5G", SizeError::Syntax, "expected a number with an optional unit, e.g. 512M, 10G, 1.5GiB"),
+        ("12Q", SizeError::Unit("Q".into()), "unknown unit \"Q\"; use K, M, G, T or P (binary units)"),
+        ("0", SizeError::Zero, "the size must be greater than zero"),
+        ("0.0000001K", SizeError::Zero, "the size must be greater than zero"),
+        ("99999999999999999999999P", SizeError::Digits, "number too large"),
+        ("1.0000000000001G", SizeError::Digits, "number too large"),
+        ("8192P", SizeError::TooLarge, "the size is too large"),
+    ];
+    for (input, kind, words) in cases {
+        let e = parse_size(input).expect_err(input);
+        assert_eq!(&e, kind, "{input:?}");
+        assert_eq!(e.to_string(), *words, "{input:?}");
+    }
+    let e = parse_options(&opts(&[("size", "12Q")])).expect_err("12Q").to_string();
+    assert_eq!(e, "invalid value \"12Q\" for option size: unknown unit \"Q\"; use K, M, G, T or P (binary units)");
 }
