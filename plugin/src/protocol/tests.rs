@@ -135,3 +135,16 @@ async fn unknown_endpoint_is_404_with_err() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(v["Err"].as_str().expect("err").contains("unknown plugin endpoint"));
 }
+
+#[test]
+fn a_refused_body_names_the_endpoint_and_the_kind_of_fault() {
+    use super::request::{NameReq, RequestError, parse};
+    let e = parse::<NameReq>("/VolumeDriver.Remove", b"[1,2]").expect_err("array");
+    assert!(matches!(e, RequestError::NotObject { got: "an array", .. }), "{e:?}");
+    assert_eq!(e.to_string(), "invalid request body for /VolumeDriver.Remove: expected a JSON object, got an array");
+    let e = parse::<NameReq>("/VolumeDriver.Remove", b"{").expect_err("truncated");
+    assert!(matches!(e, RequestError::Json { endpoint: "/VolumeDriver.Remove", .. }), "{e:?}");
+    let e = parse::<NameReq>("/VolumeDriver.Remove", br#"{"Name": 5}"#).expect_err("wrong type");
+    assert!(matches!(e, RequestError::Json { .. }), "{e:?}");
+    assert_eq!(parse::<NameReq>("/VolumeDriver.Remove", b" \n").expect("empty is {}").name, "");
+}
