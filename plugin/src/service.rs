@@ -302,9 +302,9 @@ impl VolumeService {
                 ),
                 (None, None) => None,
             };
-            let ip = crate::backend::nfs::resolve(&t.host, std::time::Duration::from_secs(5))
+            let ip = crate::backend::remote::resolve("smb", &t.host, std::time::Duration::from_secs(5))
                 .await
-                .map_err(|e| remote(e.0.replace("nfs server", "smb server")))?;
+                .map_err(|e| remote(e.to_string()))?;
             crate::backend::cifs::check_and_prepare(t, ip, password).await.map_err(|e| remote(e.0))?;
             if let Some(pw) = &parsed.inline_password {
                 // Compatibility with the local driver's o=password=: keep it as a secret bound

@@ -1,5 +1,5 @@
 //! CIFS/SMB volumes: the create-time share check (pure-Rust SMB client, no kernel needed)
-//! and the kernel mount request.
+//! and the mount with the kernel client.
 //!
 //! The `smb` crate's directory listing has been seen to hang on a multi-threaded tokio
 //! runtime, so every SMB call here runs on a dedicated thread with its own current-thread
@@ -7,13 +7,17 @@
 //! never blocks the daemon's workers.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use smb::{Client, ClientConfig, ConnectionConfig, CreateOptions, FileAttributes, FileCreateArgs, UncPath};
 use voltool_runtime::mount::{MountFlags, MountRequest};
 
+use super::Host;
+use super::remote::{no_kernel_client, resolve_blocking};
+use crate::error::Error;
 use crate::options::olist::escape;
-use crate::options::{CifsTarget, Owner};
+use crate::options::{CifsTarget, Owner, VolumeSpec};
 
 /// How long the whole create-time check may take.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(12);
@@ -126,13 +130,13 @@ async fn prepare(client: &Client, unc: &UncPath, t: &CifsTarget, server: &str) -
     let probe = if sofar.is_empty() { ".voltool-probe".to_string() } else { format!("{sofar}\\.voltool-probe") };
     let probe_path = unc.clone().with_path(&probe);
     let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
-    let file = client
-        .create_file(&probe_path, &args)
-        .await
-        .map_err(|e| CifsCheckError(format!("share {} on smb server {server} is not writable: {e}", t.share)))?;
+    let not_writable = |e: &dyn std::fmt::Display| {
+        CifsCheckError(format!("share {} on smb server {server} is not writable: {e}", t.share))
+    };
+    let file = client.create_file(&probe_path, &args).await.map_err(|e| not_writable(&e))?;
     let written = match file.as_file() {
-        Some(f) => f.write_block(b"voltool\n", 0, None).await.map(drop).map_err(|e| e.to_string()),
-        None => Err("the probe is not a file".to_string()),
+        Some(f) => f.write_block(b"voltool\n", 0, None).await.map(drop).map_err(|e| not_writable(&e)),
+        None => Err(not_writable(&"the probe is not a file")),
     };
     close(&file).await;
     // Remove the probe: open it for DELETE with delete-on-close, then close.
@@ -145,7 +149,7 @@ async fn prepare(client: &Client, unc: &UncPath, t: &CifsTarget, server: &str) -
     if let Ok(r) = client.create_file(&probe_path, &del).await {
         close(&r).await;
     }
-    written.map_err(|e| CifsCheckError(format!("share {} on smb server {server} is not writable: {e}", t.share)))
+    written
 }
 
 async fn close(r: &smb::Resource) {
@@ -154,6 +158,21 @@ async fn close(r: &smb::Resource) {
         smb::Resource::Directory(d) => d.close().await,
         smb::Resource::Pipe(_) => Ok(()),
     };
+}
+
+/// Mounts a CIFS volume with the kernel client; the password goes only into mount(2)'s data.
+pub(super) fn mount(
+    host: &Host,
+    name: &str,
+    spec: &VolumeSpec,
+    password: Option<&str>,
+    target: &Path,
+) -> crate::Result<()> {
+    let t =
+        spec.cifs.as_ref().ok_or_else(|| Error::Internal(format!("volume {name}: cifs volume without a target")))?;
+    let ip = resolve_blocking(name, &t.host)?;
+    let req = kernel_request(t, ip, &spec.owner, password, target);
+    host.mounter.mount(&req).map_err(|e| no_kernel_client(name, "CIFS", e))
 }
 
 /// The kernel mount request for a CIFS volume. The password travels only in mount(2)'s
@@ -166,7 +185,7 @@ pub fn kernel_request(
     ip: IpAddr,
     owner: &Owner,
     password: Option<&str>,
-    target: &std::path::Path,
+    target: &Path,
 ) -> MountRequest {
     let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
     let path = t.share_path();

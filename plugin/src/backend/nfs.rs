@@ -1,5 +1,6 @@
 //! NFS volumes: the create-time server check (userspace NFSv3 client, no kernel needed) and
-//! the kernel mount request.
+//! the mount (the kernel client's request, or the userspace client over FUSE where the kernel
+//! has none).
 //!
 //! The check resolves the server name, MOUNTs the export, creates the per-volume subdir
 //! (giving it the volume's owner and mode), and writes and removes a probe file — all under
@@ -7,6 +8,7 @@
 //! failing later at container start.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use nfs3_client::nfs3_types::nfs3::{
@@ -17,9 +19,12 @@ use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::tokio::TokioConnector;
 use nfs3_client::{ConnectError, MountError, Nfs3ConnectionBuilder};
-use voltool_runtime::mount::MountRequest;
+use voltool_runtime::mount::{self, MountRequest};
 
-use crate::options::{NfsTarget, Owner};
+use super::remote::{ResolveError, no_kernel_client, resolve, resolve_blocking};
+use super::{Host, mount_err};
+use crate::error::Error;
+use crate::options::{NfsTarget, Owner, VolumeSpec};
 
 /// How long the whole create-time check may take.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(12);
@@ -29,21 +34,9 @@ pub const CHECK_DEADLINE: Duration = Duration::from_secs(12);
 #[error("{0}")]
 pub struct NfsCheckError(pub String);
 
-/// Resolves `host` to an IP address (an IP literal is returned as is).
-///
-/// # Errors
-/// [`NfsCheckError`] when the name does not resolve within `deadline`.
-pub async fn resolve(host: &str, deadline: Duration) -> Result<IpAddr, NfsCheckError> {
-    if let Ok(ip) = host.parse() {
-        return Ok(ip);
-    }
-    match tokio::time::timeout(deadline, tokio::net::lookup_host((host, 2049))).await {
-        Ok(Ok(mut addrs)) => addrs
-            .next()
-            .map(|a| a.ip())
-            .ok_or_else(|| NfsCheckError(format!("nfs server {host}: the name has no address"))),
-        Ok(Err(e)) => Err(NfsCheckError(format!("nfs server {host}: name lookup failed: {e}"))),
-        Err(_) => Err(NfsCheckError(format!("nfs server {host}: name lookup took longer than {deadline:?}"))),
+impl From<ResolveError> for NfsCheckError {
+    fn from(e: ResolveError) -> Self {
+        NfsCheckError(e.to_string())
     }
 }
 
@@ -99,7 +92,7 @@ pub async fn check_and_prepare(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCh
 }
 
 async fn check_inner(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCheckError> {
-    let ip = resolve(&t.addr, Duration::from_secs(5)).await?;
+    let ip = resolve("nfs", &t.addr, Duration::from_secs(5)).await?;
     if !t.is_v3() {
         // No v4 client here: check that something listens on the NFS port.
         let port = t.port.unwrap_or(2049);
@@ -120,12 +113,33 @@ async fn check_inner(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCheckError> 
         b = b.nfs3_port(p);
     }
     let mut conn = b.mount().await.map_err(|e| NfsCheckError(connect_msg(t, ip, &e)))?;
-    let rpc = |e: nfs3_client::RpcError| NfsCheckError(format!("nfs server {}: {e}", t.addr));
+    let dir = make_subdir(&mut conn, t, owner).await?;
+    set_owner(&mut conn, t, &dir, owner).await?;
+    probe_write(&mut conn, t, dir).await?;
+    let _ = conn.unmount().await;
+    Ok(())
+}
+
+fn rpc_err(t: &NfsTarget) -> impl Fn(nfs3_client::RpcError) -> NfsCheckError + '_ {
+    move |e| NfsCheckError(format!("nfs server {}: {e}", t.addr))
+}
+
+/// Looks up (and creates where missing, with the volume's mode) each component of the
+/// volume's subdir; returns the subdir's handle.
+async fn make_subdir<IO>(
+    conn: &mut nfs3_client::Nfs3Connection<IO>,
+    t: &NfsTarget,
+    owner: &Owner,
+) -> Result<nfs_fh3, NfsCheckError>
+where
+    IO: nfs3_client::io::AsyncRead + nfs3_client::io::AsyncWrite + Send,
+{
+    let rpc = rpc_err(t);
     let mut dir = conn.root_nfs_fh3();
     for comp in t.subdir.as_deref().unwrap_or("").split('/').filter(|c| !c.is_empty()) {
         let name = || filename3(Opaque::owned(comp.as_bytes().to_vec()));
         let found =
-            conn.lookup(&LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: name() } }).await.map_err(rpc)?;
+            conn.lookup(&LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: name() } }).await.map_err(&rpc)?;
         dir = match found {
             Nfs3Result::Ok(ok) => ok.object,
             Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => {
@@ -133,11 +147,11 @@ async fn check_inner(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCheckError> 
                 let made = conn
                     .mkdir(&MKDIR3args { where_: diropargs3 { dir: dir.clone(), name: name() }, attributes: attrs })
                     .await
-                    .map_err(rpc)?;
+                    .map_err(&rpc)?;
                 match made {
                     Nfs3Result::Ok(ok) => match ok.obj {
                         Nfs3Option::Some(fh) => fh,
-                        Nfs3Option::None => lookup(&mut conn, t, &dir, comp).await?,
+                        Nfs3Option::None => lookup(conn, t, &dir, comp).await?,
                     },
                     Nfs3Result::Err((stat, _)) => {
                         return Err(stat_msg(t, &format!("cannot create directory {comp}"), stat));
@@ -147,22 +161,48 @@ async fn check_inner(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCheckError> 
             Nfs3Result::Err((stat, _)) => return Err(stat_msg(t, &format!("cannot look up {comp}"), stat)),
         };
     }
-    if owner.uid.is_some() || owner.gid.is_some() || owner.mode.is_some() {
-        let attrs = sattr3 {
-            mode: owner.mode.map_or(Nfs3Option::None, Nfs3Option::Some),
-            uid: owner.uid.map_or(Nfs3Option::None, Nfs3Option::Some),
-            gid: owner.gid.map_or(Nfs3Option::None, Nfs3Option::Some),
-            ..Default::default()
-        };
-        let r = conn
-            .setattr(&SETATTR3args { object: dir.clone(), new_attributes: attrs, guard: Nfs3Option::None })
-            .await
-            .map_err(rpc)?;
-        if let Nfs3Result::Err((stat, _)) = r {
-            return Err(stat_msg(t, "cannot set owner/mode of the volume directory", stat));
-        }
+    Ok(dir)
+}
+
+/// Gives the volume's directory the owner and mode asked for, if any.
+async fn set_owner<IO>(
+    conn: &mut nfs3_client::Nfs3Connection<IO>,
+    t: &NfsTarget,
+    dir: &nfs_fh3,
+    owner: &Owner,
+) -> Result<(), NfsCheckError>
+where
+    IO: nfs3_client::io::AsyncRead + nfs3_client::io::AsyncWrite + Send,
+{
+    if owner.uid.is_none() && owner.gid.is_none() && owner.mode.is_none() {
+        return Ok(());
     }
-    // Prove the export is writable: create, write and remove a probe file.
+    let attrs = sattr3 {
+        mode: owner.mode.map_or(Nfs3Option::None, Nfs3Option::Some),
+        uid: owner.uid.map_or(Nfs3Option::None, Nfs3Option::Some),
+        gid: owner.gid.map_or(Nfs3Option::None, Nfs3Option::Some),
+        ..Default::default()
+    };
+    let r = conn
+        .setattr(&SETATTR3args { object: dir.clone(), new_attributes: attrs, guard: Nfs3Option::None })
+        .await
+        .map_err(rpc_err(t))?;
+    match r {
+        Nfs3Result::Err((stat, _)) => Err(stat_msg(t, "cannot set owner/mode of the volume directory", stat)),
+        Nfs3Result::Ok(_) => Ok(()),
+    }
+}
+
+/// Proves the export is writable: creates, writes and removes a probe file in `dir`.
+async fn probe_write<IO>(
+    conn: &mut nfs3_client::Nfs3Connection<IO>,
+    t: &NfsTarget,
+    dir: nfs_fh3,
+) -> Result<(), NfsCheckError>
+where
+    IO: nfs3_client::io::AsyncRead + nfs3_client::io::AsyncWrite + Send,
+{
+    let rpc = rpc_err(t);
     let probe = format!(".voltool-probe-{}", std::process::id());
     let pname = || filename3(Opaque::owned(probe.as_bytes().to_vec()));
     let created = conn
@@ -171,11 +211,11 @@ async fn check_inner(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCheckError> 
             how: createhow3::UNCHECKED(sattr3 { mode: Nfs3Option::Some(0o600), ..Default::default() }),
         })
         .await
-        .map_err(rpc)?;
+        .map_err(&rpc)?;
     let fh = match created {
         Nfs3Result::Ok(ok) => match ok.obj {
             Nfs3Option::Some(fh) => fh,
-            Nfs3Option::None => lookup(&mut conn, t, &dir, &probe).await?,
+            Nfs3Option::None => lookup(conn, t, &dir, &probe).await?,
         },
         Nfs3Result::Err((stat, _)) => {
             return Err(NfsCheckError(format!(
@@ -193,13 +233,12 @@ async fn check_inner(t: &NfsTarget, owner: &Owner) -> Result<(), NfsCheckError> 
             data: Opaque::borrowed(b"voltool\n"),
         })
         .await
-        .map_err(rpc)?;
+        .map_err(&rpc)?;
     let _ = conn.remove(&REMOVE3args { object: diropargs3 { dir, name: pname() } }).await;
-    if let Nfs3Result::Err((stat, _)) = w {
-        return Err(stat_msg(t, "cannot write", stat));
+    match w {
+        Nfs3Result::Err((stat, _)) => Err(stat_msg(t, "cannot write", stat)),
+        Nfs3Result::Ok(_) => Ok(()),
     }
-    let _ = conn.unmount().await;
-    Ok(())
 }
 
 async fn lookup<IO>(
@@ -216,10 +255,38 @@ where
             what: diropargs3 { dir: dir.clone(), name: filename3(Opaque::owned(name.as_bytes().to_vec())) },
         })
         .await
-        .map_err(|e| NfsCheckError(format!("nfs server {}: {e}", t.addr)))?;
+        .map_err(rpc_err(t))?;
     match r {
         Nfs3Result::Ok(ok) => Ok(ok.object),
         Nfs3Result::Err((stat, _)) => Err(stat_msg(t, &format!("cannot look up {name}"), stat)),
+    }
+}
+
+/// Mounts an NFS volume: with the kernel client where there is one, else through the
+/// userspace client over FUSE.
+pub(super) fn mount(host: &Host, name: &str, spec: &VolumeSpec, target: &Path) -> crate::Result<()> {
+    let t = spec.nfs.as_ref().ok_or_else(|| Error::Internal(format!("volume {name}: nfs volume without a target")))?;
+    let ip = resolve_blocking(name, &t.addr)?;
+    if !host.nfs_userspace {
+        let req = kernel_request(t, ip, target);
+        return host.mounter.mount(&req).map_err(|e| no_kernel_client(name, "NFS", e));
+    }
+    let mut cfg = voltool_nfsfuse::NfsConfig::new(ip, t.export.clone());
+    cfg.subdir = t.subdir.clone().unwrap_or_default();
+    cfg.nfs_port = t.port;
+    cfg.mount_port = t.mount_port;
+    let fd = voltool_runtime::fuse::mount_fuse(host.mounter.as_ref(), target, &cfg.source(), true)
+        .map_err(mount_err(name))?;
+    match voltool_nfsfuse::serve(cfg, fd) {
+        Ok(m) => {
+            host.fuse.insert(target, m);
+            Ok(())
+        }
+        Err(e) => {
+            // Without its server the FUSE mount is dead: take it away again.
+            let _ = mount::unmount(host.mounter.as_ref(), target);
+            Err(Error::Remote { volume: name.into(), reason: e.to_string() })
+        }
     }
 }
 
@@ -227,7 +294,7 @@ where
 /// does not resolve names, so `addr=` (and `mountaddr=` for v3) carry the IP. Mounted
 /// `nosuid,nodev` unless the volume asked for `o=suid` / `o=dev` (see
 /// [`super::cifs::privilege_flags`]).
-pub fn kernel_request(t: &NfsTarget, ip: IpAddr, target: &std::path::Path) -> MountRequest {
+pub fn kernel_request(t: &NfsTarget, ip: IpAddr, target: &Path) -> MountRequest {
     let v3 = t.is_v3();
     let mut data = vec![format!("addr={ip}")];
     data.push(format!("vers={}", t.vers.as_deref().unwrap_or("3")));
