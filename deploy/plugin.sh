@@ -6,12 +6,22 @@
 #   deploy/plugin.sh remove    # docker plugin disable -f + rm
 #
 # Env: PLUGIN_NAME (default voltool:latest), VOLTOOL_BIN (use this binary instead of
-# building one), CARGO_TARGET_DIR.
+# building one), CARGO_TARGET_DIR, and:
+#   PLUGIN_OUT        the build dir (default deploy/build/plugin; build empties it first)
+#   PLUGIN_STRIP=1    strip the binary's debug info (a debug build is ~400 MB, stripped ~10%)
+#   PLUGIN_STATE_DIR  host dir bound at the plugin's /var/lib/voltool (default the same path)
+#   PLUGIN_RUN_DIR    host dir bound at the plugin's /run/voltool, where the management API
+#                     socket appears (default the same path)
+# Other dirs give the installed plugin its own volumes, catalog and API socket, apart from
+# the host's voltool: the Docker test suite installs voltool-e2e-PID:latest that way
+# (`docker plugin set NAME state.source=DIR api.source=DIR`, config.json makes them settable).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 name=${PLUGIN_NAME:-voltool:latest}
-out="$here/build/plugin"
+out=${PLUGIN_OUT:-$here/build/plugin}
+state_dir=${PLUGIN_STATE_DIR:-/var/lib/voltool}
+run_dir=${PLUGIN_RUN_DIR:-/run/voltool}
 
 die() { echo "plugin.sh: $*" >&2; exit 1; }
 
@@ -47,6 +57,9 @@ build() {
     echo "plugin.sh: note: this host withholds CAP_SYS_RESOURCE; ext4 volumes will only grow while unmounted (xfs grows online)"
   fi
   copy_with_libs "$bin" /usr/bin/voltool
+  if [ "${PLUGIN_STRIP:-}" = 1 ]; then
+    strip --strip-debug "$out/rootfs/usr/bin/voltool" || die "strip $out/rootfs/usr/bin/voltool"
+  fi
   # Filesystem tools for image-backed volumes (mkfs, grow, check), under the names voltool
   # calls them by (mke2fs picks ext4 from argv[0]).
   local tool path
@@ -87,11 +100,17 @@ install_plugin() {
   [ -f "$out/config.json" ] || die "nothing built at $out; run: deploy/plugin.sh build"
   docker info >/dev/null 2>&1 || die "docker engine not reachable"
   # The plugin binds these host dirs; they must exist before enable.
-  mkdir -p /var/lib/voltool /run/voltool
+  mkdir -p "$state_dir" "$run_dir"
   [ -e /dev/fuse ] || die "/dev/fuse is missing on this host (modprobe fuse)"
   [ -e /dev/loop-control ] || die "/dev/loop-control is missing on this host (modprobe loop)"
   remove
   docker plugin create "$name" "$out" >/dev/null
+  # Its own state and API socket, and the driver name `voltool volume inspect` shows.
+  local set=()
+  [ "$state_dir" = /var/lib/voltool ] || set+=("state.source=$state_dir")
+  [ "$run_dir" = /run/voltool ] || set+=("api.source=$run_dir")
+  [ "$name" = voltool:latest ] || set+=("VOLTOOL_DRIVER_NAME=$name")
+  if [ ${#set[@]} -gt 0 ]; then docker plugin set "$name" "${set[@]}" >/dev/null; fi
   # S3 credentials for backup targets, from this shell's environment when set (the same as
   # `docker plugin set voltool:latest AWS_ACCESS_KEY_ID=...` by hand).
   local v
@@ -99,13 +118,13 @@ install_plugin() {
     if [ -n "${!v:-}" ]; then docker plugin set "$name" "$v=${!v}" >/dev/null; fi
   done
   docker plugin enable "$name" >/dev/null
-  # The daemon inside listens on the host's /run/voltool/voltool.sock.
+  # The daemon inside listens on the host's $run_dir/voltool.sock.
   for _ in $(seq 1 50); do
-    [ -S /run/voltool/voltool.sock ] && break
+    [ -S "$run_dir/voltool.sock" ] && break
     sleep 0.1
   done
-  [ -S /run/voltool/voltool.sock ] || die "plugin enabled but its API socket /run/voltool/voltool.sock did not appear"
-  echo "plugin.sh: installed and enabled $name"
+  [ -S "$run_dir/voltool.sock" ] || die "plugin enabled but its API socket $run_dir/voltool.sock did not appear"
+  echo "plugin.sh: installed and enabled $name (state $state_dir, API socket $run_dir/voltool.sock)"
 }
 
 case "${1:-}" in
