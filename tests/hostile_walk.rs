@@ -256,7 +256,7 @@ fn archive_while_swapped(env: &Env, base: &str, script: &dyn Fn(&Path) -> String
         scene.assert_running();
     }
     let rounds = scene.rounds();
-    let log = std::fs::read_to_string("/tmp/voltool-e2e-legacy/daemon.log").unwrap_or_default();
+    let log = env.daemon_log().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
     let said = |what: &str| log.lines().any(|l| l.contains(what) && l.contains(&format!("\"{}\"", scene.volume)));
     assert!(
         short == 0 || said("backup complete with notes") || said("exported with notes"),

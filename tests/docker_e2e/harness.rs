@@ -1,32 +1,85 @@
 //! Shared setup for the Docker end-to-end suite: which plugin mode, how to reach it, the
 //! busybox image, docker CLI helpers. Outside CI a missing engine prints SKIP; in CI
 //! (`CI=true`) it fails.
+//!
+//! The suite keeps to its own state. This process installs its own managed plugin
+//! (`voltool-e2e-PID:latest`, built by deploy/plugin.sh from the voltool binary under test,
+//! its state and API socket in /tmp/voltool-e2e-managed-PID) and starts its own host daemon
+//! (driver `voltool-e2e-legacy`, state in /tmp/voltool-e2e-legacy-PID, an empty config file
+//! so the targets of the host's /etc/voltool/voltool.toml are not used). One process at a
+//! time: a new one waits for the teardown of the one before. Nothing reaches
+//! the host's /var/lib/voltool or /run/voltool, and an installed voltool:latest is left alone.
+//!
+//! What the suite makes it removes, also when a test fails: a test's volumes (and the
+//! containers using them), secrets and files on the test servers when its [`Env`] drops;
+//! the plugin, the daemon and their dirs once this process has ended, however it ends
+//! (teardown.sh, started by a helper that waits for the end of a pipe only this process
+//! writes to); what a killed run left behind is swept at the next start. After a failed run
+//! the host daemon's log stays as /tmp/voltool-e2e-legacy-PID.log. The busybox test image
+//! stays cached in Docker.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use suite::{Suite, suite};
+
+#[path = "suite.rs"]
+mod suite;
+
 pub const IMAGE: &str = "voltool-e2e-busybox";
-const LEGACY_DIR: &str = "/tmp/voltool-e2e-legacy";
-pub const LEGACY_DRIVER: &str = "voltool-e2e-legacy";
-pub const MANAGED_DRIVER: &str = "voltool:latest";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// `docker plugin create/enable` (installed by deploy/plugin.sh).
+    /// `docker plugin create/enable`, installed by this process with deploy/plugin.sh.
     Managed,
     /// `voltool serve` on the host with a socket in /run/docker/plugins.
     Legacy,
 }
 
+impl Mode {
+    fn tag(self) -> &'static str {
+        match self {
+            Mode::Managed => "managed",
+            Mode::Legacy => "legacy",
+        }
+    }
+
+    /// The Docker driver name the suite of process `pid` serves in this mode. The host
+    /// daemon's is the same for every process: dockerd remembers each legacy plugin it has
+    /// used until it restarts, and asks every one it remembers on each `docker volume ls`
+    /// (15 s of retries for one whose socket is gone), so names must not pile up.
+    fn driver(self, pid: u32) -> String {
+        match self {
+            Mode::Managed => format!("voltool-e2e-{pid}:latest"),
+            Mode::Legacy => "voltool-e2e-legacy".into(),
+        }
+    }
+
+    /// The dir of the suite of process `pid` in this mode.
+    fn dir(self, pid: u32) -> PathBuf {
+        PathBuf::from(format!("/tmp/voltool-e2e-{}-{pid}", self.tag()))
+    }
+}
+
 pub struct Env {
     pub mode: Mode,
-    pub driver: &'static str,
+    pub driver: String,
     pub api_socket: PathBuf,
+    suite: &'static Suite,
+    /// What this test made, removed on drop.
+    made: Mutex<Vec<Made>>,
     /// Held for the whole test: restarts take the write side so they never pull the plugin
     /// from under another test of the same mode.
     _gate: Gate,
+}
+
+/// Something a test made that its [`Env`] removes when it drops.
+enum Made {
+    Volume(String),
+    Secret(String),
+    Path(PathBuf),
 }
 
 enum Gate {
@@ -60,6 +113,12 @@ pub fn voltool_bin() -> &'static str {
 /// Runs a command, returning its output (never panics on non-zero exit).
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// Runs a command for cleanup: whether it succeeded, never a panic (a drop may run while a
+/// test panics, and a second panic would abort the whole test binary).
+fn quietly(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 pub fn text(o: &Output) -> String {
@@ -106,76 +165,6 @@ fn ensure_image() -> Result<(), String> {
     if o.status.success() { Ok(()) } else { Err(format!("docker import failed: {}", text(&o))) }
 }
 
-static LEGACY_DAEMON: Mutex<Option<Child>> = Mutex::new(None);
-
-fn legacy_api() -> PathBuf {
-    Path::new(LEGACY_DIR).join("api.sock")
-}
-
-pub fn legacy_plugin_socket() -> PathBuf {
-    PathBuf::from(format!("/run/docker/plugins/{LEGACY_DRIVER}.sock"))
-}
-
-/// Starts (or restarts) the host-mode daemon this test process owns.
-pub fn start_legacy_daemon() {
-    let mut slot = LEGACY_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(mut c) = slot.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    // A daemon left by an earlier run of this suite.
-    let pidfile = Path::new(LEGACY_DIR).join("pid");
-    // Only while that pid is still a voltool: a stale file's pid may belong to anything now.
-    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
-    let pid = pid.trim();
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if !pid.is_empty() && comm.trim() == "voltool" {
-        let _ = run(Command::new("kill").arg("-9").arg(pid));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::fs::create_dir_all(LEGACY_DIR).expect("legacy dir");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(Path::new(LEGACY_DIR).join("daemon.log"))
-        .expect("log");
-    let child = Command::new(voltool_bin())
-        .args(["serve", "--state-dir", &format!("{LEGACY_DIR}/state"), "--plugin-socket"])
-        .arg(legacy_plugin_socket())
-        .arg("--api-socket")
-        .arg(legacy_api())
-        .env("VOLTOOL_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn voltool serve");
-    std::fs::write(&pidfile, child.id().to_string()).expect("pidfile");
-    let t0 = Instant::now();
-    while std::os::unix::net::UnixStream::connect(legacy_api()).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "legacy daemon socket not accepting within 1 s; see {LEGACY_DIR}/daemon.log"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    *slot = Some(child);
-}
-
-/// Kills the host-mode daemon with SIGKILL (a crash, not a clean stop).
-pub fn kill_legacy_daemon() {
-    let mut slot = LEGACY_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(mut c) = slot.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-fn managed_enabled() -> bool {
-    let o = run(Command::new("docker").args(["plugin", "inspect", "--format", "{{.Enabled}}", MANAGED_DRIVER]));
-    o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true"
-}
-
 /// The engine answers and the test image is there (built once if missing); else why not.
 fn engine_and_image() -> Result<(), String> {
     if !docker_up() {
@@ -196,30 +185,26 @@ fn setup(test: &str, mode: Mode, exclusive: bool) -> Option<Env> {
     if let Err(e) = engine_and_image() {
         return skip_or_fail(test, &e);
     }
+    if mode == Mode::Legacy && !nix::unistd::geteuid().is_root() {
+        return skip_or_fail(test, "host-mode daemon needs root");
+    }
+    let suite = match suite(mode) {
+        Ok(s) => s,
+        Err(e) => return skip_or_fail(test, e),
+    };
     let g = if exclusive {
         Gate::Exclusive(gate(mode).write().unwrap_or_else(|p| p.into_inner()))
     } else {
         Gate::Shared(gate(mode).read().unwrap_or_else(|p| p.into_inner()))
     };
-    match mode {
-        Mode::Managed => {
-            if !managed_enabled() {
-                return skip_or_fail(
-                    test,
-                    "managed plugin voltool:latest is not enabled (deploy/plugin.sh build && deploy/plugin.sh install)",
-                );
-            }
-            Some(Env { mode, driver: MANAGED_DRIVER, api_socket: "/run/voltool/voltool.sock".into(), _gate: g })
-        }
-        Mode::Legacy => {
-            if !nix::unistd::geteuid().is_root() {
-                return skip_or_fail(test, "host-mode daemon needs root");
-            }
-            static STARTED: OnceLock<()> = OnceLock::new();
-            STARTED.get_or_init(start_legacy_daemon);
-            Some(Env { mode, driver: LEGACY_DRIVER, api_socket: legacy_api(), _gate: g })
-        }
-    }
+    Some(Env {
+        mode,
+        driver: suite.driver.clone(),
+        api_socket: suite.api_socket(),
+        suite,
+        made: Mutex::default(),
+        _gate: g,
+    })
 }
 
 /// Environment for an ordinary test.
@@ -233,7 +218,8 @@ pub fn env_exclusive(test: &str, mode: Mode) -> Option<Env> {
 }
 
 impl Env {
-    /// A volume name unique to this test and mode; removes a leftover of an earlier run.
+    /// A volume name unique to this test and mode; removes a leftover of an earlier run, and
+    /// the volume (with the containers using it) when this test ends.
     pub fn volume_name(&self, base: &str) -> String {
         let name = format!("e2e-{}-{base}", if self.mode == Mode::Managed { "m" } else { "l" });
         // Leftovers of an earlier, failed run: containers still holding the volume, then it.
@@ -242,12 +228,41 @@ impl Env {
             let _ = run(Command::new("docker").args(["rm", "-f", id]));
         }
         let _ = run(Command::new("docker").args(["volume", "rm", "-f", &name]));
+        self.made(Made::Volume(name.clone()));
         name
+    }
+
+    /// Removes `path` (a directory a test made on a test server) when this test ends.
+    pub fn remove_on_drop(&self, path: impl Into<PathBuf>) {
+        self.made(Made::Path(path.into()));
+    }
+
+    fn made(&self, m: Made) {
+        self.made.lock().unwrap_or_else(|p| p.into_inner()).push(m);
+    }
+
+    /// The daemon's state dir as the host sees it (never the host's /var/lib/voltool).
+    pub fn state_dir(&self) -> PathBuf {
+        self.suite.state_dir()
+    }
+
+    /// Where a path the daemon names is on the host: inside the managed plugin the state dir
+    /// is /var/lib/voltool, bound from [`Self::state_dir`].
+    pub fn host_path(&self, daemon_path: &str) -> PathBuf {
+        match (self.mode, Path::new(daemon_path).strip_prefix("/var/lib/voltool")) {
+            (Mode::Managed, Ok(rest)) => self.state_dir().join(rest),
+            _ => PathBuf::from(daemon_path),
+        }
+    }
+
+    /// The host daemon's log (host mode; the managed plugin logs to dockerd's log).
+    pub fn daemon_log(&self) -> Option<PathBuf> {
+        (self.mode == Mode::Legacy).then(|| self.suite.dir.join("daemon.log"))
     }
 
     pub fn create(&self, name: &str, opts: &[&str]) -> Output {
         let mut cmd = Command::new("docker");
-        cmd.args(["volume", "create", "-d", self.driver]);
+        cmd.args(["volume", "create", "-d", &self.driver]);
         for o in opts {
             cmd.args(["-o", o]);
         }
@@ -277,14 +292,21 @@ impl Env {
 
     /// `voltool ARGS` against this mode's daemon.
     pub fn voltool(&self, args: &[&str]) -> Output {
-        run(Command::new(voltool_bin()).args(args).env("VOLTOOL_API_SOCKET", &self.api_socket))
+        run(&mut self.voltool_cmd(args))
     }
 
-    /// `voltool secret add NAME` with `value` on stdin, against this mode's daemon.
+    fn voltool_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(voltool_bin());
+        cmd.args(args).env("VOLTOOL_API_SOCKET", &self.api_socket);
+        cmd
+    }
+
+    /// `voltool secret add NAME` with `value` on stdin, against this mode's daemon; the secret
+    /// is removed when this test ends.
     pub fn add_secret(&self, name: &str, value: &str) {
-        let mut add = Command::new(voltool_bin())
-            .args(["secret", "add", name])
-            .env("VOLTOOL_API_SOCKET", &self.api_socket)
+        self.made(Made::Secret(name.to_owned()));
+        let mut add = self
+            .voltool_cmd(&["secret", "add", name])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -296,9 +318,9 @@ impl Env {
     /// The plugin's unix socket as seen from the host.
     pub fn plugin_socket(&self) -> PathBuf {
         match self.mode {
-            Mode::Legacy => legacy_plugin_socket(),
+            Mode::Legacy => self.suite.plugin_socket(),
             Mode::Managed => {
-                let id = docker_ok(&["plugin", "inspect", "--format", "{{.Id}}", MANAGED_DRIVER]);
+                let id = docker_ok(&["plugin", "inspect", "--format", "{{.Id}}", &self.driver]);
                 PathBuf::from(format!("/run/docker/plugins/{id}/voltool.sock"))
             }
         }
@@ -308,9 +330,10 @@ impl Env {
     /// plugin's propagated mount).
     pub fn host_mounted(&self, vol: &str) -> bool {
         let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let legacy = self.state_dir().join("mounts").join(vol);
         table.lines().filter_map(|l| l.split(' ').nth(4)).any(|mp| match self.mode {
             Mode::Managed => mp.ends_with(&format!("/propagated-mount/{vol}")),
-            Mode::Legacy => mp == format!("{LEGACY_DIR}/state/mounts/{vol}"),
+            Mode::Legacy => Path::new(mp) == legacy,
         })
     }
 
@@ -318,12 +341,63 @@ impl Env {
     pub fn restart_plugin(&self) {
         match self.mode {
             Mode::Managed => {
-                docker_ok(&["plugin", "disable", "-f", MANAGED_DRIVER]);
-                docker_ok(&["plugin", "enable", MANAGED_DRIVER]);
+                docker_ok(&["plugin", "disable", "-f", &self.driver]);
+                docker_ok(&["plugin", "enable", &self.driver]);
             }
             Mode::Legacy => {
-                kill_legacy_daemon();
-                start_legacy_daemon();
+                self.suite.kill_daemon();
+                self.suite.start_daemon();
+            }
+        }
+    }
+
+    /// Removes a volume this test made: the containers using it, Docker's volume, and the
+    /// daemon's (one made through the management API that Docker never knew). A scheduled
+    /// backup may hold it for a moment, so it is tried for up to 20 s.
+    fn remove_volume(&self, name: &str) {
+        let t0 = Instant::now();
+        loop {
+            let users = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("volume={name}")])
+                .stdin(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for id in users.split_whitespace() {
+                quietly(Command::new("docker").args(["rm", "-f", id]));
+            }
+            quietly(Command::new("docker").args(["volume", "rm", "-f", name]));
+            quietly(&mut self.voltool_cmd(&["volume", "rm", name]));
+            let docker_has = quietly(Command::new("docker").args(["volume", "inspect", name]));
+            let daemon_has = quietly(&mut self.voltool_cmd(&["volume", "inspect", "--json", name]));
+            if !(docker_has || daemon_has) || t0.elapsed() > Duration::from_secs(20) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Env {
+    /// Removes what the test made (newest first: a volume before the secret it uses), also
+    /// when it panicked; a failed test keeps the host daemon's log for the teardown to save.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::fs::write(self.suite.dir.join("failed"), "");
+            if self.daemon_log().is_some() {
+                println!("the host daemon's log will be kept at {}.log", self.suite.dir.display());
+            }
+        }
+        let made = std::mem::take(self.made.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for m in made.into_iter().rev() {
+            match m {
+                Made::Volume(v) => self.remove_volume(&v),
+                Made::Secret(s) => {
+                    quietly(&mut self.voltool_cmd(&["secret", "rm", &s]));
+                }
+                Made::Path(p) => {
+                    let _ = std::fs::remove_dir_all(&p);
+                }
             }
         }
     }
