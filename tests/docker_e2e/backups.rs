@@ -171,13 +171,7 @@ pub(crate) fn seed_restore(env: &Env) {
 /// `backup verify --restore-test` works in both modes (the managed plugin's check container
 /// has the plugin rootfs, with busybox, as its root).
 pub(crate) fn restore_test(env: &Env) {
-    let v = env.volume_name("rtest");
-    env.create_ok(&v, &[]);
-    let o = env.run_in(&v, "echo 16 > /data/PG_VERSION");
-    assert!(o.status.success(), "{}", text(&o));
-    let o = env.voltool(&["backup", "run", &v]);
-    assert!(o.status.success(), "{}", text(&o));
-    let id = out(&o).lines().last().unwrap_or_default().to_string();
+    let (v, id) = backed_up(env, "rtest", "echo 16 > /data/PG_VERSION");
     let o = env.voltool(&["backup", "verify", &id, "--restore-test", "--check-cmd", "grep -qx 16 /data/PG_VERSION"]);
     assert!(o.status.success(), "restore test: {}", text(&o));
     let o = env.voltool(&["backup", "verify", &id, "--restore-test", "--check-cmd", "test -e /data/missing"]);
@@ -191,13 +185,7 @@ pub(crate) fn restore_test(env: &Env) {
 /// and the host's /var/lib/voltool is not its state.
 pub(crate) fn backups_in_own_state(env: &Env) {
     assert!(!env.state_dir().starts_with("/var/lib/voltool"), "{}", env.state_dir().display());
-    let v = env.volume_name("own-state");
-    env.create_ok(&v, &[]);
-    let o = env.run_in(&v, "echo kept > /data/f");
-    assert!(o.status.success(), "{}", text(&o));
-    let o = env.voltool(&["backup", "run", &v]);
-    assert!(o.status.success(), "{}", text(&o));
-    let id = out(&o).lines().last().unwrap_or_default().to_string();
+    let (v, id) = backed_up(env, "own-state", "echo kept > /data/f");
     let o = env.voltool(&["backup", "ls", &v, "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     let b = list.as_array().into_iter().flatten().find(|b| b["id"] == id.as_str()).expect("the backup is listed");
@@ -208,4 +196,17 @@ pub(crate) fn backups_in_own_state(env: &Env) {
     // The catalog is the suite's own database.
     assert!(env.state_dir().join("voltool.db").is_file());
     docker_ok(&["volume", "rm", &v]);
+}
+
+/// A new volume `base` that a container wrote with `script`, backed up once with `voltool
+/// backup run`: (volume, backup ID).
+fn backed_up(env: &Env, base: &str, script: &str) -> (String, String) {
+    let v = env.volume_name(base);
+    env.create_ok(&v, &[]);
+    let o = env.run_in(&v, script);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = env.voltool(&["backup", "run", &v]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = out(&o).lines().last().unwrap_or_default().to_string();
+    (v, id)
 }
