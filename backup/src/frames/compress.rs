@@ -1,0 +1,142 @@
+//! The writing side of [`super`]: the tar stream's blocks compressed one frame each, on a pool
+//! of workers (block `i` to worker `i % workers`, so at most `workers` blocks are compressed at
+//! once and the frames come back in order), between voltool's start and end markers.
+
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use zstd::stream::raw::CParameter;
+
+use super::{START, ZSTD_MAGIC, end_marker, marker};
+
+fn compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.set_parameter(CParameter::ChecksumFlag(true))?;
+    c.set_parameter(CParameter::ContentSizeFlag(true))?;
+    Ok(c)
+}
+
+/// One block of tar for [`compress`]: the buffer and how many of its bytes are tar.
+pub(crate) type Block = (Vec<u8>, usize);
+
+/// Compresses the blocks `next` returns (each at most [`FRAME`] bytes; `Ok(None)` once the
+/// stream is complete, an error when it failed) into `out`, one frame per block, on `workers`
+/// threads (1: on this one), in order; every block is given back to `recycle` once
+/// compressed. Returns the tar bytes compressed.
+///
+/// On an error the stream is left unfinished: no end marker, and the 4 bytes that begin a
+/// zstd frame, so that no decoder takes the frames written so far for a whole stream.
+///
+/// # Errors
+/// `next`'s error, zstd's, or `out`'s.
+pub(crate) fn compress<W: Write>(
+    out: &mut W,
+    level: i32,
+    workers: usize,
+    next: impl FnMut() -> io::Result<Option<Block>>,
+    recycle: impl FnMut(Vec<u8>),
+) -> io::Result<u64> {
+    out.write_all(&marker(START))?;
+    let done = if workers <= 1 {
+        compress_here(out, level, next, recycle)
+    } else {
+        compress_pool(out, level, workers, next, recycle)
+    };
+    match done {
+        Ok((bytes, frames)) => {
+            out.write_all(&end_marker(bytes, frames))?;
+            Ok(bytes)
+        }
+        Err(e) => {
+            let _ = out.write_all(&ZSTD_MAGIC);
+            Err(e)
+        }
+    }
+}
+
+fn compress_here<W: Write>(
+    out: &mut W,
+    level: i32,
+    mut next: impl FnMut() -> io::Result<Option<Block>>,
+    mut recycle: impl FnMut(Vec<u8>),
+) -> io::Result<(u64, u64)> {
+    let mut c = compressor(level)?;
+    let mut dst = Vec::new();
+    let (mut bytes, mut frames) = (0u64, 0u64);
+    while let Some((buf, len)) = next()? {
+        dst.clear();
+        dst.reserve(zstd::zstd_safe::compress_bound(len));
+        c.compress_to_buffer(&buf[..len], &mut dst)?;
+        recycle(buf);
+        out.write_all(&dst)?;
+        bytes += len as u64;
+        frames += 1;
+    }
+    Ok((bytes, frames))
+}
+
+/// A worker's job: the block, its length, and a buffer for the frame.
+type CJob = (Vec<u8>, usize, Vec<u8>);
+/// A worker's answer: the block back, and the frame.
+type CDone = (Vec<u8>, io::Result<Vec<u8>>);
+
+fn compress_pool<W: Write>(
+    out: &mut W,
+    level: i32,
+    workers: usize,
+    mut next: impl FnMut() -> io::Result<Option<Block>>,
+    mut recycle: impl FnMut(Vec<u8>),
+) -> io::Result<(u64, u64)> {
+    std::thread::scope(|s| {
+        // Block i goes to worker i % workers and comes back from it, so the frames are
+        // written in order and at most `workers` blocks are being compressed at once.
+        let mut lanes: Vec<(SyncSender<CJob>, Receiver<CDone>)> = Vec::new();
+        for i in 0..workers {
+            let (job_tx, jobs) = mpsc::sync_channel::<CJob>(0);
+            let (done_tx, done) = mpsc::sync_channel::<CDone>(1);
+            std::thread::Builder::new().name(format!("voltool-zstd-{i}")).spawn_scoped(s, move || {
+                let mut c = compressor(level);
+                for (buf, len, mut dst) in jobs {
+                    let r = match &mut c {
+                        Ok(c) => {
+                            dst.clear();
+                            dst.reserve(zstd::zstd_safe::compress_bound(len));
+                            c.compress_to_buffer(&buf[..len], &mut dst).map(|_| dst)
+                        }
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    };
+                    if done_tx.send((buf, r)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+            lanes.push((job_tx, done));
+        }
+        let stopped = || io::Error::other("a compression worker stopped");
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut write_out = |lane: &(SyncSender<CJob>, Receiver<CDone>), spare: &mut Vec<Vec<u8>>| {
+            let (buf, frame) = lane.1.recv().map_err(|_| stopped())?;
+            recycle(buf);
+            let frame = frame?;
+            out.write_all(&frame)?;
+            spare.push(frame);
+            io::Result::Ok(())
+        };
+        let (mut bytes, mut frames) = (0u64, 0u64);
+        let mut seq = 0usize;
+        while let Some((buf, len)) = next()? {
+            let lane = &lanes[seq % workers];
+            if seq >= workers {
+                write_out(lane, &mut spare)?;
+            }
+            lane.0.send((buf, len, spare.pop().unwrap_or_default())).map_err(|_| stopped())?;
+            bytes += len as u64;
+            frames += 1;
+            seq += 1;
+        }
+        for k in seq.saturating_sub(workers)..seq {
+            write_out(&lanes[k % workers], &mut spare)?;
+        }
+        Ok((bytes, frames))
+    })
+}
