@@ -1,0 +1,262 @@
+//! The manifest (`ID.manifest.json`) and the `ID.tar.zst.sha256` line.
+//!
+//! While archiving, entries are kept in an [`EntryList`], a compact binary log (about 70 bytes
+//! plus the path per entry, against ~500 for a `Vec<Entry>` of owned strings), and the backup
+//! engine writes the manifest from it as a stream ([`Manifest::write_json`]): the manifest
+//! never exists whole in memory, neither as structs nor as text. [`Manifest`] (every entry as
+//! a struct) is what readers parse.
+//!
+//! Layout: this file holds the manifest's shape and its JSON; `entries` the compact
+//! [`EntryList`]; `bounded` the limits a reader of an untrusted manifest enforces while
+//! parsing ([`ManifestLimits`], [`MAX_MANIFEST_STRING`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::archive::ArchiveSummary;
+use crate::error::BackupError;
+
+mod bounded;
+mod entries;
+
+#[cfg(test)]
+mod tests;
+
+use bounded::{Bounded, Over};
+pub use entries::{EntryIter, EntryList};
+
+/// The manifest format this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Option keys never copied into a manifest, whatever the caller passes (compared case-insensitively).
+const SECRET_KEYS: &[&str] = &["password", "pass", "passwd"];
+
+/// The type of an archive entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A second or later path to an inode already archived; `target` names the first path.
+    Hardlink,
+    Fifo,
+}
+
+/// One archived path, in archive order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative to the volume root, `/`-separated, no leading `./` (lossy UTF-8 for other names).
+    pub path: String,
+    pub kind: EntryKind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Content bytes in the archive: the file size for files, 0 for everything else.
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mtime_nsec: u32,
+    /// Lowercase hex sha256 of the content (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The link target (symlinks) or the first path of the inode (hard links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Everything `ID.manifest.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// The backup ID, `<volume>-<YYYYmmddTHHMMSSZ>-<6 hex>`.
+    pub id: String,
+    pub volume: String,
+    /// The volume's options (secret values are never stored).
+    pub options: BTreeMap<String, String>,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub tool_version: String,
+    /// Size in bytes and lowercase hex sha256 of `ID.tar.zst`.
+    pub archive_size: u64,
+    pub archive_sha256: String,
+    /// Regular files and their total content bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// What the archiver skipped or noticed (devices, sockets, mount points, files changing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// Builds the manifest of a finished archive. Keys that name a password are dropped from
+    /// `options`. Errors: [`BackupError::Options`] if `created` cannot be formatted.
+    pub fn new(
+        id: &str,
+        volume: &str,
+        options: &BTreeMap<String, String>,
+        summary: ArchiveSummary,
+        created: OffsetDateTime,
+    ) -> Result<Self, BackupError> {
+        let mut m = Self::without_entries(id, volume, options, &summary, created)?;
+        m.entries = summary.entries.iter().collect();
+        Ok(m)
+    }
+
+    /// [`Manifest::new`] with `entries` left empty: the backup engine streams them out of
+    /// the summary's [`EntryList`] with [`Manifest::write_json`] instead of decoding them all.
+    pub fn without_entries(
+        id: &str,
+        volume: &str,
+        options: &BTreeMap<String, String>,
+        summary: &ArchiveSummary,
+        created: OffsetDateTime,
+    ) -> Result<Self, BackupError> {
+        let created = created
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(|e| BackupError::Options(format!("created time: {e}")))?;
+        let options = options
+            .iter()
+            .filter(|(k, _)| !SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Self {
+            format_version: FORMAT_VERSION,
+            id: id.to_owned(),
+            volume: volume.to_owned(),
+            options,
+            created,
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            archive_size: summary.archive_size,
+            archive_sha256: summary.archive_sha256.clone(),
+            files: summary.files,
+            bytes: summary.bytes_in,
+            notes: summary.notes.clone(),
+            entries: Vec::new(),
+        })
+    }
+
+    /// Writes the manifest as compact JSON, its entries being `self.entries` followed by
+    /// `more` (decoded one at a time, never all at once), then a newline. The document is
+    /// exactly `serde_json::to_string` of the manifest holding all those entries, which
+    /// [`Manifest::from_json`] reads. Errors: [`BackupError::Manifest`] (a failed write is a
+    /// `serde_json` I/O error).
+    pub fn write_json(&self, more: &EntryList, mut out: impl Write) -> Result<(), BackupError> {
+        let head = serde_json::to_vec(self)?;
+        // The last field is `"entries":[...]`: leave its array open and append to it.
+        let open = head
+            .strip_suffix(b"]}")
+            .ok_or_else(|| serde_json::Error::io(std::io::Error::other("manifest JSON does not end in entries")))?;
+        out.write_all(open).map_err(serde_json::Error::io)?;
+        let mut first = self.entries.is_empty();
+        for e in more.iter() {
+            if !first {
+                out.write_all(b",").map_err(serde_json::Error::io)?;
+            }
+            first = false;
+            serde_json::to_writer(&mut out, &e)?;
+        }
+        out.write_all(b"]}\n").map_err(serde_json::Error::io)?;
+        out.flush().map_err(serde_json::Error::io)?;
+        Ok(())
+    }
+
+    /// `ID.tar.zst`, the name errors use for the archive.
+    pub fn archive_file_name(&self) -> String {
+        format!("{}.tar.zst", self.id)
+    }
+
+    pub fn to_json_pretty(&self) -> Result<String, BackupError> {
+        let mut s = serde_json::to_string_pretty(self)?;
+        s.push('\n');
+        Ok(s)
+    }
+
+    /// Parses a manifest, refusing a format version newer than this crate's.
+    pub fn from_json(s: &str) -> Result<Self, BackupError> {
+        serde_json::from_str::<Self>(s)?.supported()
+    }
+}
+
+/// How much of a manifest a reader takes before it refuses it. voltool writes ~200 bytes per
+/// entry (a path, a sha256, the metadata), so the default of 1 GiB is ~5 million entries;
+/// every entry is at least ~70 bytes of JSON, so the bytes bound the entries too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestLimits {
+    pub bytes: u64,
+}
+
+impl Default for ManifestLimits {
+    fn default() -> Self {
+        Self { bytes: 1 << 30 }
+    }
+}
+
+/// The longest JSON string (path, link target, option, note) a manifest may hold, in bytes as
+/// written (escapes included). serde_json gathers a string whole before handing it over, so a
+/// manifest of one endless string would otherwise cost memory up to [`ManifestLimits::bytes`];
+/// real strings are paths (the archiver takes at most 64 KiB) and short notes.
+pub const MAX_MANIFEST_STRING: u64 = 1 << 20;
+
+impl Manifest {
+    /// Parses a manifest straight from a stream, never holding more than the parsed structs:
+    /// reading stops with [`BackupError::ManifestTooLarge`] at `lim.bytes` (a 2 GiB manifest
+    /// is never read whole), and with [`BackupError::ManifestString`] at a string longer than
+    /// [`MAX_MANIFEST_STRING`]. `name` is for the error.
+    ///
+    /// # Errors
+    /// [`BackupError::ManifestTooLarge`], [`BackupError::ManifestString`], [`BackupError::Manifest`] (not JSON of the expected
+    /// shape, or the stream's error), [`BackupError::ManifestVersion`].
+    pub fn from_reader(name: &str, r: impl std::io::Read, lim: ManifestLimits) -> Result<Self, BackupError> {
+        let mut input = Bounded::new(r, lim.bytes);
+        let parsed = serde_json::from_reader::<_, Self>(std::io::BufReader::with_capacity(1 << 16, &mut input));
+        match input.over {
+            Some(Over::Size) => return Err(BackupError::ManifestTooLarge { name: name.to_owned(), limit: lim.bytes }),
+            Some(Over::String(at)) => {
+                return Err(BackupError::ManifestString { name: name.to_owned(), at, limit: MAX_MANIFEST_STRING });
+            }
+            None => {}
+        }
+        parsed?.supported()
+    }
+
+    /// The manifest, unless its format version is one this crate does not read.
+    fn supported(self) -> Result<Self, BackupError> {
+        if self.format_version == 0 || self.format_version > FORMAT_VERSION {
+            return Err(BackupError::ManifestVersion { found: self.format_version, supported: FORMAT_VERSION });
+        }
+        Ok(self)
+    }
+}
+
+/// One line of `ID.tar.zst.sha256`, as `sha256sum -c` reads it.
+pub fn sha256sum_line(id: &str, sha256: &str) -> String {
+    format!("{sha256}  {id}.tar.zst\n")
+}
+
+/// A backup ID: `<volume>-<YYYYmmddTHHMMSSZ>-<6 hex>` (the time is converted to UTC).
+pub fn backup_id(volume: &str, at: OffsetDateTime, suffix: [u8; 3]) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{volume}-{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        hex::encode(suffix)
+    )
+}

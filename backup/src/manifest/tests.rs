@@ -1,0 +1,203 @@
+use super::*;
+
+fn summary() -> ArchiveSummary {
+    ArchiveSummary {
+        entries: vec![Entry {
+            path: "a/b.txt".into(),
+            kind: EntryKind::File,
+            mode: 0o640,
+            uid: 1000,
+            gid: 1000,
+            size: 3,
+            mtime: 1_700_000_000,
+            mtime_nsec: 5,
+            sha256: Some("00".repeat(32)),
+            target: None,
+        }]
+        .into_iter()
+        .collect(),
+        files: 1,
+        bytes_in: 3,
+        archive_size: 99,
+        archive_sha256: "ab".repeat(32),
+        notes: vec![],
+    }
+}
+
+#[test]
+fn json_round_trip_and_no_password() {
+    let opts: BTreeMap<String, String> =
+        [("size".to_owned(), "1g".to_owned()), ("Password".to_owned(), "hunter2".to_owned())].into();
+    let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+    let m = Manifest::new("v-20240506T070809Z-a1b2c3", "v", &opts, summary(), at).expect("manifest");
+    let json = m.to_json_pretty().expect("json");
+    assert!(!json.contains("hunter2"), "{json}");
+    assert!(json.contains("\"created\": \"2024-05-06T07:08:09Z\""), "{json}");
+    assert!(json.contains("\"kind\": \"file\""), "{json}");
+    assert_eq!(Manifest::from_json(&json).expect("parse"), m);
+    assert_eq!(m.archive_file_name(), "v-20240506T070809Z-a1b2c3.tar.zst");
+}
+
+#[test]
+fn entry_list_round_trips_every_field() {
+    let entries = vec![
+        Entry {
+            path: "a/b.txt".into(),
+            kind: EntryKind::File,
+            mode: 0o4755,
+            uid: u32::MAX,
+            gid: 7,
+            size: u64::MAX,
+            mtime: -5,
+            mtime_nsec: 999_999_999,
+            sha256: Some("0f".repeat(32)),
+            target: None,
+        },
+        Entry {
+            path: "é/".repeat(200),
+            kind: EntryKind::Symlink,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: i64::MAX,
+            mtime_nsec: 0,
+            sha256: None,
+            target: Some("x".repeat(300)),
+        },
+        Entry {
+            path: String::new(),
+            kind: EntryKind::Hardlink,
+            mode: 0,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 1,
+            sha256: None,
+            target: Some(String::new()),
+        },
+        Entry { kind: EntryKind::Fifo, target: None, ..summary().entries.iter().next().expect("one") },
+        Entry { kind: EntryKind::Dir, sha256: None, ..summary().entries.iter().next().expect("one") },
+    ];
+    let list: EntryList = entries.clone().into_iter().collect();
+    assert_eq!(list.len(), entries.len());
+    assert_eq!(list.iter().collect::<Vec<_>>(), entries);
+}
+
+#[test]
+fn streamed_manifest_parses_like_the_struct() {
+    let opts: BTreeMap<String, String> =
+        [("size".to_owned(), "1g".to_owned()), ("passwd".to_owned(), "hunter2".to_owned())].into();
+    let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+    let mut s = summary();
+    s.notes = vec!["x: socket skipped".into()];
+    let head = Manifest::without_entries("v-1", "v", &opts, &s, at).expect("head");
+    let mut out = Vec::new();
+    head.write_json(&s.entries, &mut out).expect("write");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.ends_with("}\n"), "{text}");
+    let m = Manifest::new("v-1", "v", &opts, s, at).expect("manifest");
+    assert_eq!(Manifest::from_json(&text).expect("parse"), m);
+    // The same document as the struct's own serialization, field for field.
+    assert_eq!(text.trim_end(), serde_json::to_string(&m).expect("json"));
+    // Entries already in the struct come first.
+    let mut two = Vec::new();
+    m.write_json(&summary().entries, &mut two).expect("write");
+    let parsed = Manifest::from_json(std::str::from_utf8(&two).expect("utf-8")).expect("parse");
+    assert_eq!(parsed.entries.len(), 2);
+    assert_eq!(parsed.entries[0], m.entries[0]);
+    // No entries at all.
+    let mut none = Vec::new();
+    head.write_json(&EntryList::new(), &mut none).expect("write");
+    assert!(Manifest::from_json(std::str::from_utf8(&none).expect("utf-8")).expect("parse").entries.is_empty());
+}
+
+#[test]
+fn newer_format_refused() {
+    let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+    let mut m = Manifest::new("x", "v", &BTreeMap::new(), summary(), at).expect("manifest");
+    m.format_version = FORMAT_VERSION + 1;
+    let json = m.to_json_pretty().expect("json");
+    assert!(matches!(Manifest::from_json(&json), Err(BackupError::ManifestVersion { .. })));
+}
+
+#[test]
+fn sha256sum_format_and_id() {
+    assert_eq!(sha256sum_line("v-1", "abc"), "abc  v-1.tar.zst\n");
+    let at = time::macros::datetime!(2024-05-06 07:08:09 +2);
+    assert_eq!(backup_id("data", at, [0xa1, 0xb2, 0xc3]), "data-20240506T050809Z-a1b2c3");
+}
+
+/// A 2 GiB manifest (a valid head, then whitespace without end, streamed) stops at the
+/// limit with an error naming it, after reading no more than the limit.
+#[test]
+fn two_gib_manifest_stops_at_the_limit() {
+    use std::io::Read;
+    let head = br#"{"format_version":1,"id":"v-1","volume":"v","options":{},"created":"x","tool_version":"0","archive_size":0,"archive_sha256":"","files":0,"bytes":0,"entries":["#;
+    let body = std::io::repeat(b' ').take(2 << 30);
+    let lim = ManifestLimits { bytes: 64 << 20 };
+    let e = Manifest::from_reader("v-1.manifest.json", (&head[..]).chain(body), lim).unwrap_err();
+    assert!(matches!(&e, BackupError::ManifestTooLarge { limit, .. } if *limit == 64 << 20), "{e}");
+    assert!(e.to_string().contains("v-1.manifest.json"), "{e}");
+    // Garbage of any size fails at once.
+    let zeros = std::io::repeat(0).take(2 << 30);
+    assert!(matches!(Manifest::from_reader("z", zeros, ManifestLimits::default()), Err(BackupError::Manifest(_))));
+}
+
+#[test]
+fn from_reader_reads_what_write_json_writes() {
+    let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+    let m = Manifest::new("v-1", "v", &BTreeMap::new(), summary(), at).expect("manifest");
+    let json = m.to_json_pretty().expect("json");
+    assert_eq!(Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).expect("parse"), m);
+    let lim = ManifestLimits { bytes: json.len() as u64 - 1 };
+    assert!(matches!(Manifest::from_reader("m", json.as_bytes(), lim), Err(BackupError::ManifestTooLarge { .. })));
+}
+
+/// A manifest of one endless path string (streamed, 2 GiB) cost memory up to the byte
+/// limit (1 GiB), as serde_json gathers a string whole: it stops at the string limit now,
+/// naming the manifest and where the string starts.
+#[test]
+fn endless_string_in_a_manifest_stops_at_the_string_limit() {
+    use std::io::Read;
+    let head = br#"{"format_version":1,"id":"v-1","volume":"v","options":{},"created":"x","tool_version":"0","archive_size":0,"archive_sha256":"","files":0,"bytes":0,"entries":[{"path":""#;
+    let body = std::io::repeat(b'a').take(2 << 30);
+    let mut input = Counted((&head[..]).chain(body), 0);
+    let e = Manifest::from_reader("v-1.manifest.json", &mut input, ManifestLimits::default()).unwrap_err();
+    // `at` is the string's opening quote.
+    let quote = head.len() as u64 - 1;
+    assert!(
+        matches!(&e, BackupError::ManifestString { at, limit, .. } if *at == quote && *limit == MAX_MANIFEST_STRING),
+        "{e}"
+    );
+    assert!(e.to_string().contains("v-1.manifest.json"), "{e}");
+    assert!(input.1 < 4 << 20, "read {} bytes before refusing", input.1);
+}
+
+/// Strings up to the limit parse, escapes included (an escaped quote does not end one).
+#[test]
+fn strings_up_to_the_limit_and_escaped_quotes_parse() {
+    let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+    let mut m = Manifest::new("v-1", "v", &BTreeMap::new(), summary(), at).expect("manifest");
+    m.entries[0].path = format!("{}\"{}", "p".repeat(1000), "q".repeat(1000));
+    m.notes = vec!["n".repeat(MAX_MANIFEST_STRING as usize)];
+    let json = serde_json::to_string(&m).expect("json");
+    assert_eq!(Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).expect("parse"), m);
+    m.notes = vec!["n".repeat(MAX_MANIFEST_STRING as usize + 1)];
+    let json = serde_json::to_string(&m).expect("json");
+    let e = Manifest::from_reader("m", json.as_bytes(), ManifestLimits::default()).unwrap_err();
+    assert!(matches!(e, BackupError::ManifestString { .. }), "{e}");
+}
+
+/// A reader counting the bytes it gave.
+struct Counted<R>(R, u64);
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(out)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+}
