@@ -10,7 +10,37 @@
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
-use crate::archive::HashingWriter;
+use sha2::{Digest, Sha256};
+
+/// A writer that hashes and counts everything passed through to `inner`.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Self { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    pub(crate) fn finish(self) -> (W, u64, String) {
+        (self.inner, self.count, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Size of a block of tar: one zstd frame each.
 pub(crate) const BLOCK: usize = crate::frames::FRAME;

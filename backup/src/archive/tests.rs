@@ -1,4 +1,8 @@
+use std::ffi::OsStr;
+
 use super::*;
+use crate::manifest::EntryKind;
+use crate::pipeline::HashingWriter;
 
 #[test]
 fn hashing_writer_counts_and_hashes() {
