@@ -33,8 +33,22 @@ enum Problem {
         reason: String,
     },
     Stream(String),
-    /// The manifest could not be had (the loader's message).
-    Manifest(String),
+    /// The manifest could not be had.
+    Manifest(Unloaded),
+}
+
+/// Why the manifest could not be had while the archive was checked.
+#[derive(Debug, thiserror::Error)]
+enum Unloaded {
+    /// The loader failed; its message (which names the manifest).
+    #[error("{0}")]
+    Load(String),
+    #[error("cannot start the manifest's thread: {0}")]
+    NoThread(std::io::Error),
+    #[error("the manifest's thread stopped")]
+    ThreadStopped,
+    #[error("the manifest was not loaded")]
+    NotLoaded,
 }
 
 fn entry_problem(entry: &str, reason: impl Into<String>) -> Problem {
@@ -50,7 +64,7 @@ fn entry_problem(entry: &str, reason: impl Into<String>) -> Problem {
 /// [`BackupError::ArchiveCorrupt`] naming `ID.tar.zst`.
 pub fn verify_archive(input: impl Read + Send, manifest: &Manifest) -> Result<VerifyReport, BackupError> {
     let archive = manifest.archive_file_name();
-    verify_archive_loading(input, &archive, || Ok::<_, String>(manifest)).map(|(_, report)| report)
+    verify_archive_loading(input, &archive, || Ok::<_, std::convert::Infallible>(manifest)).map(|(_, report)| report)
 }
 
 /// [`verify_archive`] with the manifest read and parsed by `load` on a thread of its own while
@@ -73,8 +87,8 @@ where
     let (outcome, raw, manifest) = check_stream(input, load);
     let Some(manifest) = manifest else {
         return Err(BackupError::ManifestLoad(match outcome {
-            Err(Problem::Manifest(e)) => e,
-            _ => "the manifest was not loaded".into(),
+            Err(Problem::Manifest(e)) => e.to_string(),
+            _ => Unloaded::NotLoaded.to_string(),
         }));
     };
     let m: &Manifest = manifest.borrow();
@@ -108,7 +122,7 @@ where
             }
             Err(BackupError::ArchiveCorrupt { archive, reason })
         }
-        (Err(Problem::Manifest(e)), _) => Err(BackupError::ManifestLoad(e)),
+        (Err(Problem::Manifest(e)), _) => Err(BackupError::ManifestLoad(e.to_string())),
     }
 }
 
@@ -151,11 +165,11 @@ where
     let drain = &drain;
     std::thread::scope(|s| {
         let loading = std::thread::Builder::new().name("verify-manifest".into()).spawn_scoped(s, move || {
-            let _ = manifest_tx.send(load().map_err(|e| e.to_string()));
+            let _ = manifest_tx.send(load().map_err(|e| Unloaded::Load(e.to_string())));
         });
         if let Err(e) = loading {
             let digest = InputDigest { size: 0, sha256: [0; 32], error: None };
-            return (Err(Problem::Manifest(format!("cannot start the manifest's thread: {e}"))), digest, None);
+            return (Err(Problem::Manifest(Unloaded::NoThread(e))), digest, None);
         }
         let reader = std::thread::Builder::new()
             .name("verify-read".into())
@@ -252,7 +266,7 @@ impl Compare {
 
 /// The manifest, once it came.
 struct Awaited<'r, M> {
-    rx: Option<&'r Receiver<Result<M, String>>>,
+    rx: Option<&'r Receiver<Result<M, Unloaded>>>,
     /// Cleared when the manifest cannot be had (before the archive's reader goes away).
     drain: &'r AtomicBool,
     got: Option<(M, Compare)>,
@@ -265,12 +279,12 @@ impl<M: Borrow<Manifest>> Awaited<'_, M> {
     fn poll(&mut self, wait: bool) -> Result<(), Problem> {
         let Some(rx) = self.rx else { return Ok(()) };
         let got = if wait {
-            rx.recv().unwrap_or_else(|_| Err("the manifest's thread stopped".to_owned()))
+            rx.recv().unwrap_or_else(|_| Err(Unloaded::ThreadStopped))
         } else {
             match rx.try_recv() {
                 Ok(got) => got,
                 Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => Err("the manifest's thread stopped".to_owned()),
+                Err(TryRecvError::Disconnected) => Err(Unloaded::ThreadStopped),
             }
         };
         self.rx = None;
@@ -300,7 +314,7 @@ impl<M: Borrow<Manifest>> Awaited<'_, M> {
 /// outcome is reported with it, a wrong archive sha256 added to the first problem).
 fn check_entries<M: Borrow<Manifest>>(
     tar: BlockReader,
-    manifest: &Receiver<Result<M, String>>,
+    manifest: &Receiver<Result<M, Unloaded>>,
     drain: &AtomicBool,
 ) -> (Result<(u64, u64), Problem>, Option<M>) {
     let mut awaited = Awaited { rx: Some(manifest), drain, got: None, backlog: Vec::new() };
@@ -347,7 +361,7 @@ fn check_all<M: Borrow<Manifest>>(tar: BlockReader, awaited: &mut Awaited<'_, M>
     awaited.poll(true)?;
     match &awaited.got {
         Some((m, cmp)) => cmp.finish(m.borrow()),
-        None => Err(Problem::Manifest("the manifest was not loaded".into())),
+        None => Err(Problem::Manifest(Unloaded::NotLoaded)),
     }
 }
 

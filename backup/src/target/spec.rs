@@ -71,84 +71,32 @@ impl TargetSpec {
     }
 
     /// Resolves a config-file target (its table keys override the URL's query).
+    ///
+    /// # Errors
+    /// [`TargetError::Config`] saying what is wrong with the URL or a table value.
     pub fn from_config(cfg: &TargetConfig) -> Result<Self, TargetError> {
         let url = cfg.url.trim();
-        let bad = |reason: &str| TargetError::Config { target: redact(url), reason: reason.to_owned() };
         if url.starts_with('/') {
-            return file_spec(url).map_err(|r| bad(&r));
+            return file_spec(url, url);
         }
         let parsed = url::Url::parse(url).map_err(|e| {
-            bad(&format!("not a target URL ({e}); use file:///path, an absolute path or s3://bucket/prefix"))
+            config_error(
+                url,
+                format!("not a target URL ({e}); use file:///path, an absolute path or s3://bucket/prefix"),
+            )
         })?;
         match parsed.scheme() {
             "file" => {
                 if parsed.query().is_some() || parsed.host_str().is_some_and(|h| !h.is_empty()) {
-                    return Err(bad("a file:// target takes only a path: file:///srv/backups"));
+                    return Err(config_error(url, "a file:// target takes only a path: file:///srv/backups"));
                 }
-                let path = parsed.to_file_path().map_err(|()| bad("not an absolute local path"))?;
-                file_spec(&path.to_string_lossy()).map_err(|r| bad(&r))
+                let path = parsed.to_file_path().map_err(|()| config_error(url, "not an absolute local path"))?;
+                file_spec(url, &path.to_string_lossy())
             }
-            "s3" => {
-                if !parsed.username().is_empty() || parsed.password().is_some() {
-                    return Err(bad(
-                        "credentials do not belong in a target URL; give them to the daemon through the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...)",
-                    ));
-                }
-                let bucket = parsed.host_str().unwrap_or_default().to_owned();
-                if bucket.is_empty() {
-                    return Err(bad("missing bucket: s3://bucket/prefix"));
-                }
-                if !valid_bucket(&bucket) {
-                    return Err(bad("bucket names are 3-63 characters of a-z, 0-9, '.' and '-'"));
-                }
-                let prefix = parsed.path().trim_matches('/').to_owned();
-                if prefix.split('/').any(|c| c == "." || c == "..") {
-                    return Err(bad("the prefix must not contain '.' or '..' components"));
-                }
-                let mut spec = S3Spec {
-                    bucket,
-                    prefix,
-                    endpoint: None,
-                    region: None,
-                    path_style: false,
-                    max_parts: DEFAULT_MAX_PARTS,
-                };
-                for (k, v) in parsed.query_pairs() {
-                    match k.as_ref() {
-                        "endpoint" => spec.endpoint = Some(v.into_owned()),
-                        "region" => spec.region = Some(v.into_owned()),
-                        "path_style" | "path-style" => {
-                            spec.path_style = parse_bool(&v).ok_or_else(|| bad("path_style must be true or false"))?;
-                        }
-                        "max_parts" | "max-parts" => spec.max_parts = parse_parts(&v).map_err(|r| bad(&r))?,
-                        other => {
-                            return Err(bad(&format!(
-                                "unknown query key {other:?} (valid: endpoint, region, path_style, max_parts)"
-                            )));
-                        }
-                    }
-                }
-                if let Some(e) = &cfg.endpoint {
-                    spec.endpoint = Some(e.clone());
-                }
-                if let Some(r) = &cfg.region {
-                    spec.region = Some(r.clone());
-                }
-                if let Some(p) = cfg.path_style {
-                    spec.path_style = p;
-                }
-                if let Some(m) = cfg.max_parts {
-                    spec.max_parts = parse_parts(&m.to_string()).map_err(|r| bad(&r))?;
-                }
-                if let Some(e) = &spec.endpoint {
-                    let u = url::Url::parse(e).map_err(|err| bad(&format!("endpoint {e:?}: {err}")))?;
-                    if !matches!(u.scheme(), "http" | "https") {
-                        return Err(bad("the endpoint must be an http:// or https:// URL"));
-                    }
-                }
-                Ok(TargetSpec::S3(spec))
+            "s3" => s3_spec(url, &parsed, cfg).map(TargetSpec::S3),
+            other => {
+                Err(config_error(url, format!("unsupported scheme {other:?}; use file:///path or s3://bucket/prefix")))
             }
-            other => Err(bad(&format!("unsupported scheme {other:?}; use file:///path or s3://bucket/prefix"))),
         }
     }
 
@@ -167,15 +115,79 @@ impl TargetSpec {
     }
 }
 
-fn file_spec(path: &str) -> Result<TargetSpec, String> {
+/// [`TargetError::Config`] for the target `url` (shown without credentials).
+fn config_error(url: &str, reason: impl Into<String>) -> TargetError {
+    TargetError::Config { target: redact(url), reason: reason.into() }
+}
+
+/// A directory target: an absolute path without `..`.
+fn file_spec(url: &str, path: &str) -> Result<TargetSpec, TargetError> {
     let p = PathBuf::from(path);
     if !p.is_absolute() {
-        return Err("the path must be absolute".into());
+        return Err(config_error(url, "the path must be absolute"));
     }
     if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err("the path must not contain '..'".into());
+        return Err(config_error(url, "the path must not contain '..'"));
     }
     Ok(TargetSpec::File(p))
+}
+
+/// An `s3://` target: the bucket and prefix of the URL, its query's settings, then the config
+/// table's (which win).
+fn s3_spec(url: &str, parsed: &url::Url, cfg: &TargetConfig) -> Result<S3Spec, TargetError> {
+    let bad = |reason: &str| config_error(url, reason);
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "credentials do not belong in a target URL; give them to the daemon through the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...)",
+        ));
+    }
+    let bucket = parsed.host_str().unwrap_or_default().to_owned();
+    if bucket.is_empty() {
+        return Err(bad("missing bucket: s3://bucket/prefix"));
+    }
+    if !valid_bucket(&bucket) {
+        return Err(bad("bucket names are 3-63 characters of a-z, 0-9, '.' and '-'"));
+    }
+    let prefix = parsed.path().trim_matches('/').to_owned();
+    if prefix.split('/').any(|c| c == "." || c == "..") {
+        return Err(bad("the prefix must not contain '.' or '..' components"));
+    }
+    let mut spec =
+        S3Spec { bucket, prefix, endpoint: None, region: None, path_style: false, max_parts: DEFAULT_MAX_PARTS };
+    for (k, v) in parsed.query_pairs() {
+        match k.as_ref() {
+            "endpoint" => spec.endpoint = Some(v.into_owned()),
+            "region" => spec.region = Some(v.into_owned()),
+            "path_style" | "path-style" => {
+                spec.path_style = parse_bool(&v).ok_or_else(|| bad("path_style must be true or false"))?;
+            }
+            "max_parts" | "max-parts" => spec.max_parts = parse_parts(url, &v)?,
+            other => {
+                return Err(bad(&format!(
+                    "unknown query key {other:?} (valid: endpoint, region, path_style, max_parts)"
+                )));
+            }
+        }
+    }
+    if let Some(e) = &cfg.endpoint {
+        spec.endpoint = Some(e.clone());
+    }
+    if let Some(r) = &cfg.region {
+        spec.region = Some(r.clone());
+    }
+    if let Some(p) = cfg.path_style {
+        spec.path_style = p;
+    }
+    if let Some(m) = cfg.max_parts {
+        spec.max_parts = parse_parts(url, &m.to_string())?;
+    }
+    if let Some(e) = &spec.endpoint {
+        let u = url::Url::parse(e).map_err(|err| bad(&format!("endpoint {e:?}: {err}")))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(bad("the endpoint must be an http:// or https:// URL"));
+        }
+    }
+    Ok(spec)
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -186,10 +198,11 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn parse_parts(v: &str) -> Result<u32, String> {
+/// A `max_parts` value: 2 to 10,000 (S3's limit).
+fn parse_parts(url: &str, v: &str) -> Result<u32, TargetError> {
     match v.parse::<u32>() {
         Ok(n) if (2..=10_000).contains(&n) => Ok(n),
-        _ => Err(format!("max_parts {v:?} must be a number from 2 to 10000")),
+        _ => Err(config_error(url, format!("max_parts {v:?} must be a number from 2 to 10000"))),
     }
 }
 
