@@ -34,6 +34,11 @@ use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
+mod remove;
+
+#[cfg(test)]
+mod tests;
+
 /// How many directory descriptors [`Dir::remove_tree`] keeps open on its way down; deeper
 /// levels are re-opened from the nearest kept one.
 pub const KEPT_FDS: usize = 64;
@@ -369,191 +374,8 @@ impl Dir {
         Ok(out)
     }
 
-    /// Removes the entry `name` and, for a directory, everything below it, depth first, by
-    /// descriptors: a symlink is removed as a link, a directory swapped for a symlink while
-    /// this runs is removed as the link, and no path is ever followed. Missing is fine.
-    ///
-    /// # Errors
-    /// The first error that is not `ENOENT`.
-    pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
-        match self.unlink(name) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
-            Err(e) => return Err(e),
-        }
-        let mut walk = TreeRemoval::new(self, name)?;
-        walk.run()?;
-        match self.rmdir(name) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            r => r,
-        }
-    }
-
     /// The raw descriptor (for logs and tests).
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
-    }
-}
-
-/// One level of a [`TreeRemoval`]: the directory's name in its parent, its identity, and its
-/// descriptor while kept.
-struct Level {
-    name: OsString,
-    dev: u64,
-    ino: u64,
-    dir: Option<Dir>,
-    /// Names still to look at.
-    pending: Vec<OsString>,
-}
-
-/// An iterative depth-first removal holding at most [`KEPT_FDS`] descriptors.
-struct TreeRemoval<'a> {
-    top: &'a Dir,
-    levels: Vec<Level>,
-}
-
-impl<'a> TreeRemoval<'a> {
-    fn new(top: &'a Dir, name: &OsStr) -> io::Result<Self> {
-        let mut t = TreeRemoval { top, levels: Vec::new() };
-        // A directory swapped for something else after the unlink said EISDIR: nothing to
-        // descend into; the caller's rmdir/unlink decides.
-        if let Some(l) = enter(top, name)? {
-            t.levels.push(l);
-        }
-        Ok(t)
-    }
-
-    /// The descriptor of level `i`, re-opened from the nearest kept ancestor when it was
-    /// dropped (checking each level is still the directory it was).
-    fn dir_of(&mut self, i: usize) -> io::Result<&Dir> {
-        if self.levels[i].dir.is_none() {
-            let kept = (0..i).rev().find(|&j| self.levels[j].dir.is_some());
-            let mut cur: Option<Dir> = None;
-            let start = kept.map_or(0, |j| j + 1);
-            for j in start..=i {
-                let parent = match (&cur, kept) {
-                    (Some(d), _) => d,
-                    (None, Some(k)) => self.levels[k].dir.as_ref().unwrap_or(self.top),
-                    (None, None) => self.top,
-                };
-                let d = parent.open_dir(&self.levels[j].name)?;
-                let st = d.stat()?;
-                if (st.dev, st.ino) != (self.levels[j].dev, self.levels[j].ino) {
-                    return Err(io::Error::other(format!(
-                        "{:?} was replaced while it was being removed",
-                        self.levels[j].name
-                    )));
-                }
-                cur = Some(d);
-            }
-            self.levels[i].dir = cur;
-        }
-        self.levels[i].dir.as_ref().ok_or_else(|| io::Error::other("no descriptor"))
-    }
-
-    fn run(&mut self) -> io::Result<()> {
-        while let Some(i) = self.levels.len().checked_sub(1) {
-            let Some(name) = self.levels[i].pending.pop() else {
-                // Done with this level: remove it from its parent.
-                let l = self.levels.pop().ok_or_else(|| io::Error::other("empty walk"))?;
-                drop(l.dir);
-                if let Some(p) = self.levels.len().checked_sub(1) {
-                    let parent = self.dir_of(p)?;
-                    match parent.rmdir(&l.name) {
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                        r => r?,
-                    }
-                }
-                continue;
-            };
-            let dir = self.dir_of(i)?;
-            match dir.unlink(&name) {
-                Ok(()) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
-                Err(e) => return Err(e),
-            }
-            let Some(next) = enter(self.dir_of(i)?, &name)? else { continue };
-            self.levels.push(next);
-            let n = self.levels.len();
-            if n > KEPT_FDS {
-                // Keep the deepest ones: the one just above them is re-opened when needed.
-                self.levels[n - KEPT_FDS - 1].dir = None;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Opens `name` in `from` as a new level; `None` when it is no longer a
-/// directory (it was swapped: it is then removed as what it is).
-fn enter(from: &Dir, name: &OsStr) -> io::Result<Option<Level>> {
-    match from.open_dir(name) {
-        Ok(dir) => {
-            let st = dir.stat()?;
-            let pending = dir.entries()?;
-            Ok(Some(Level { name: name.to_owned(), dev: st.dev, ino: st.ino, dir: Some(dir), pending }))
-        }
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT | libc::EXDEV)) => {
-            match from.unlink(name) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(None),
-                r => r.map(|()| None),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_must_be_single_components() {
-        for bad in ["", ".", "..", "a/b", "/a", "a\0b"] {
-            assert!(check_name(OsStr::new(bad)).is_err(), "{bad:?}");
-        }
-        assert!(check_name(OsStr::new("...")).is_ok());
-    }
-
-    #[test]
-    fn open_dir_refuses_a_symlink_and_create_refuses_what_is_there() {
-        let t = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), t.path().join("link")).unwrap();
-        std::fs::write(t.path().join("f"), b"x").unwrap();
-        let d = Dir::open(t.path()).unwrap();
-        assert_eq!(d.open_dir(OsStr::new("link")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        assert_eq!(d.open_dir(OsStr::new("f")).unwrap_err().raw_os_error(), Some(libc::ENOTDIR));
-        assert_eq!(d.create_file(OsStr::new("link"), 0o644).unwrap_err().raw_os_error(), Some(libc::EEXIST));
-        assert!(d.open_file(OsStr::new("link")).is_err());
-        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
-    }
-
-    #[test]
-    fn remove_tree_removes_links_as_links_and_deep_trees() {
-        let t = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("canary"), b"keep").unwrap();
-        let mut p = t.path().join("top");
-        std::fs::create_dir(&p).unwrap();
-        std::os::unix::fs::symlink(outside.path(), p.join("out")).unwrap();
-        let top = Dir::open(t.path()).unwrap();
-        // Deeper than the kept descriptors, made by descriptors (paths would pass PATH_MAX).
-        let mut cur = top.open_dir(OsStr::new("top")).unwrap();
-        for i in 0..(KEPT_FDS * 3) {
-            let n = OsString::from(format!("level-{i:04}-{}", "x".repeat(40)));
-            cur.mkdir(&n, 0o755).unwrap();
-            cur.create_file(OsStr::new("f"), 0o644).unwrap();
-            cur = cur.open_dir(&n).unwrap();
-        }
-        cur.symlink(outside.path().as_os_str(), OsStr::new("deep-out")).unwrap();
-        p.push("out");
-        top.remove_tree(OsStr::new("top")).unwrap();
-        assert!(!t.path().join("top").exists());
-        assert_eq!(std::fs::read(outside.path().join("canary")).unwrap(), b"keep");
-        top.remove_tree(OsStr::new("missing")).unwrap();
     }
 }
