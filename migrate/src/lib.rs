@@ -36,6 +36,7 @@
 
 mod frame;
 mod offer;
+#[cfg(feature = "ssh")]
 pub mod ssh;
 mod trailer;
 

@@ -6,11 +6,11 @@
 
 #[path = "../../../backup/src/error.rs"]
 pub mod error;
-#[path = "../../../backup/src/manifest.rs"]
+#[path = "../../../backup/src/manifest/mod.rs"]
 pub mod manifest;
 #[path = "../../../backup/src/retention.rs"]
 pub mod retention;
-#[path = "../../../backup/src/schedule.rs"]
+#[path = "../../../backup/src/schedule/mod.rs"]
 pub mod schedule;
 #[path = "../../../backup/src/tarparse/mod.rs"]
 pub mod tarparse;
