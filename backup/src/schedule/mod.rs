@@ -74,8 +74,9 @@ pub enum ScheduleError {
     )]
     FieldCount { expr: String, found: usize },
     /// One field is malformed or out of range.
+    /// (`reason` is boxed to keep the error, and every error holding it, small.)
     #[error("schedule {expr:?}: {field} field {value:?}: {reason}")]
-    Field { expr: String, field: &'static str, value: String, reason: FieldError },
+    Field { expr: String, field: &'static str, value: String, reason: Box<FieldError> },
     /// The expression is well-formed but matches no time (e.g. `0 0 30 2 *`).
     #[error("schedule {expr:?}: never fires")]
     NeverFires { expr: String },
@@ -131,7 +132,7 @@ impl Schedule {
                 expr: expr.to_owned(),
                 field: spec.name,
                 value: (*text).to_owned(),
-                reason,
+                reason: Box::new(reason),
             })?;
         }
         let crons = crate_exprs(&fields, masks)

@@ -256,7 +256,7 @@ fn every_second_after_a_year_down_is_fast_and_capped() {
 #[test]
 fn field_errors_are_told_apart_by_kind() {
     let kind = |expr: &str| match Schedule::parse(expr) {
-        Err(ScheduleError::Field { reason, .. }) => reason,
+        Err(ScheduleError::Field { reason, .. }) => *reason,
         other => panic!("{expr:?}: {other:?}"),
     };
     assert_eq!(kind("61 3 * * *"), FieldError::OutOfRange { value: "61".into(), min: 0, max: 59 });
