@@ -54,15 +54,3 @@ pub enum BackupError {
     #[error("manifest format version {found} is not supported (this voltool reads version {supported})")]
     ManifestVersion { found: u32, supported: u32 },
 }
-
-impl From<voltool_runtime::walk::WalkError> for BackupError {
-    fn from(e: voltool_runtime::walk::WalkError) -> Self {
-        use voltool_runtime::walk::WalkError as W;
-        match e {
-            W::Root { path, reason } => BackupError::Root { path, reason },
-            W::Read { path, source } => BackupError::Read { path, source },
-            W::TooDeep { path, limit } => BackupError::TooDeep { path, limit },
-            W::PathTooLong { path, len, limit } => BackupError::PathTooLong { path, len, limit },
-        }
-    }
-}

@@ -78,3 +78,17 @@ pub use error::BackupError;
 pub use manifest::{Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, backup_id, sha256sum_line};
 pub use target::{ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target};
 pub use verify::{VerifyReport, verify_archive, verify_archive_loading};
+
+// Here rather than in error.rs: the fuzz workspace compiles error.rs on its own, without the
+// runtime crate.
+impl From<voltool_runtime::walk::WalkError> for BackupError {
+    fn from(e: voltool_runtime::walk::WalkError) -> Self {
+        use voltool_runtime::walk::WalkError as W;
+        match e {
+            W::Root { path, reason } => BackupError::Root { path, reason },
+            W::Read { path, source } => BackupError::Read { path, source },
+            W::TooDeep { path, limit } => BackupError::TooDeep { path, limit },
+            W::PathTooLong { path, len, limit } => BackupError::PathTooLong { path, len, limit },
+        }
+    }
+}

@@ -100,6 +100,16 @@ log "fmt + clippy"
 cargo fmt --all --check || die "cargo fmt --check: run cargo fmt"
 cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy"
 
+log "architecture"
+# The layout docs/DESIGN.md describes ("Crates"): the plugin crate knows no backups, and no
+# file or function outgrows the limits of issue 13 (600 lines, 100 lines).
+for dep in voltool-backup voltool-restore voltool-migrate voltool-daemon; do
+  if cargo tree -p voltool-plugin -e normal --prefix none --locked | grep -q "^$dep "; then
+    die "voltool-plugin depends on $dep (docs/DESIGN.md: the arrows point one way)"
+  fi
+done
+python3 deploy/test-env/size-check.py || die "size-check: split the files/functions listed above"
+
 log "managed plugin build (release; the lab runs its binary)"
 # The Docker suite installs a plugin of its own (voltool-e2e-PID:latest, built from the
 # binary under test, its state under /tmp) and removes it again: an installed voltool:latest

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use voltool_api::RestoreOutcome;
 use voltool_migrate::ssh::{Destination, Sent, Session, SshCommand, destination};
 use voltool_migrate::{Offer, Reply};
 
@@ -98,11 +99,16 @@ pub async fn migrate(api: &Api, args: MigrateArgs) -> Result<ExitCode> {
         })?;
     }
     if args.json {
-        output::json(&json!({
-            "ok": true, "volume": args.volume, "host": host, "name": newname,
-            "files": files, "bytes": bytes, "sent_bytes": sent.load(Ordering::Relaxed),
-            "source_deleted": args.delete_source,
-        }))?;
+        output::json(&Migrated {
+            bytes,
+            files,
+            host: &host,
+            name: &newname,
+            ok: true,
+            sent_bytes: sent.load(Ordering::Relaxed),
+            source_deleted: args.delete_source,
+            volume: &args.volume,
+        })?;
     } else {
         println!("migrated {} to {host}:{newname} ({files} files, {bytes} bytes, verified)", args.volume);
         if args.delete_source {
@@ -113,6 +119,19 @@ pub async fn migrate(api: &Api, args: MigrateArgs) -> Result<ExitCode> {
 }
 
 /// The remote side: stdin/stdout are the ssh channel.
+/// What `voltool migrate --json` prints (keys in the order earlier versions printed them).
+#[derive(Serialize)]
+struct Migrated<'a> {
+    bytes: u64,
+    files: u64,
+    host: &'a str,
+    name: &'a str,
+    ok: bool,
+    sent_bytes: u64,
+    source_deleted: bool,
+    volume: &'a str,
+}
+
 pub async fn receive(api: &Api, name: &str) -> Result<ExitCode> {
     let mut stdout = tokio::io::stdout();
     let mut input = BufReader::with_capacity(1 << 20, tokio::io::stdin());
@@ -131,8 +150,7 @@ pub async fn receive(api: &Api, name: &str) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let checked: Result<Reply> =
-        api.post(&format!("/v1/volumes/{}/receive/check", segment(name)), serde_json::to_value(&offer)?).await;
+    let checked: Result<Reply> = api.post(&format!("/v1/volumes/{}/receive/check", segment(name)), &offer).await;
     if let Err(e) = checked {
         let r = Reply { error: Some(format!("{e:#}")), ..Reply::default() };
         stdout.write_all(say(&r).as_bytes()).await?;
@@ -143,15 +161,10 @@ pub async fn receive(api: &Api, name: &str) -> Result<ExitCode> {
     stdout.flush().await?;
     // The offer again, then the frames as they arrive.
     let body = std::io::Cursor::new(line.into_bytes()).chain(input);
-    let result: Result<serde_json::Value> =
+    let result: Result<RestoreOutcome> =
         api.post_stream(&format!("/v1/volumes/{}/receive", segment(name)), ReadBody::new(body)).await;
     let r = match result {
-        Ok(v) => Reply {
-            ok: true,
-            files: v.get("files").and_then(serde_json::Value::as_u64),
-            bytes: v.get("bytes").and_then(serde_json::Value::as_u64),
-            ..Reply::default()
-        },
+        Ok(o) => Reply { ok: true, files: Some(o.files), bytes: Some(o.bytes), ..Reply::default() },
         Err(e) => Reply { error: Some(format!("{e:#}")), ..Reply::default() },
     };
     stdout.write_all(say(&r).as_bytes()).await?;
