@@ -28,8 +28,6 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::backups::Catalog;
 use crate::error::{Error, Result};
 use voltool_plugin::service::VolumeService;
@@ -51,26 +49,13 @@ pub use voltool_restore::staged::Reserve;
 /// Mount IDs held while restoring or exporting start with this.
 pub const MOUNT_ID_PREFIX: &str = "voltool-restore-";
 
-/// How a restore may treat the volume.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How a restore may treat the volume: the API's flags (a restore's body, an import's query),
+/// and whether it is a restore test's throwaway restore.
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
-    /// Replace a volume that has data or is used by containers.
-    #[serde(default)]
-    pub force: bool,
-    /// Create device nodes found in the archive.
-    #[serde(default)]
-    pub allow_devices: bool,
-    /// Drop leading path components (`tar czf x.tgz /data` archives hold `data/...`).
-    #[serde(default)]
-    pub strip_components: usize,
-    /// Keep setuid/setgid bits and `security.*` xattrs of an archive that is not from this
-    /// daemon's catalog (one from the catalog, or checked against its manifest, keeps them).
-    #[serde(default)]
-    pub preserve_privileges: bool,
+    pub flags: voltool_api::RestoreFlags,
     /// A throwaway restore (a restore test's scratch volume): the restored tree is swapped in
     /// without waiting for it to reach the disk.
-    #[serde(skip)]
     pub scratch: bool,
 }
 

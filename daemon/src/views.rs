@@ -111,13 +111,7 @@ impl From<crate::backups::BackupView> for voltool_api::BackupView {
 /// scratch restore.
 impl From<voltool_api::RestoreFlags> for crate::restores::RestoreOptions {
     fn from(f: voltool_api::RestoreFlags) -> Self {
-        Self {
-            force: f.force,
-            allow_devices: f.allow_devices,
-            strip_components: f.strip_components,
-            preserve_privileges: f.preserve_privileges,
-            scratch: false,
-        }
+        Self { flags: f, scratch: false }
     }
 }
 

@@ -112,13 +112,13 @@ fn the_doctor_report_and_secrets_are_shown_unchanged() {
     assert_eq!(serde_json::to_string(&secret_info(s)).expect("json"), old);
 }
 
+/// The daemon's restore options hold the API's flags themselves (one definition), plus
+/// whether the restore is a restore test's scratch.
 #[test]
-fn the_api_restore_flags_parse_as_the_daemons_options() {
+fn the_api_restore_flags_are_the_daemons_options() {
     let flags =
         voltool_api::RestoreFlags { force: true, allow_devices: false, strip_components: 2, preserve_privileges: true };
-    let via_json: crate::restores::RestoreOptions =
-        serde_json::from_value(serde_json::to_value(&flags).expect("json")).expect("the daemon parses the api's flags");
-    let converted = crate::restores::RestoreOptions::from(flags);
-    assert_eq!(format!("{converted:?}"), format!("{via_json:?}"));
+    let converted = crate::restores::RestoreOptions::from(flags.clone());
+    assert_eq!(converted.flags, flags);
     assert!(!converted.scratch);
 }

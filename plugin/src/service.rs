@@ -297,22 +297,10 @@ pub(crate) mod tests_support {
     use std::sync::Arc;
 
     use voltool_runtime::RecordingMounter;
-    use voltool_runtime::loopdev::RecordingLoopDevices;
 
     use crate::backend::Host;
-    use crate::backend::tools::RecordingFsTools;
-    use crate::options::QuotaSupport;
-    use voltool_runtime::quota::RecordingProjectQuota;
 
     pub fn fake_host(mounter: &Arc<RecordingMounter>) -> Host {
-        Host {
-            mounter: mounter.clone(),
-            loops: Arc::new(RecordingLoopDevices::new()),
-            tools: Arc::new(RecordingFsTools::new()),
-            projects: Arc::new(RecordingProjectQuota::new()),
-            quota: QuotaSupport { project: false, loop_devices: true },
-            nfs_userspace: false,
-            fuse: Arc::default(),
-        }
+        Host::recording(mounter)
     }
 }

@@ -9,13 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use voltool_plugin::backend::Host;
-use voltool_plugin::backend::tools::RecordingFsTools;
-use voltool_plugin::options::QuotaSupport;
 use voltool_plugin::store::{BackupRow, BackupStatus};
 use voltool_plugin::{Layout, VolumeService};
 use voltool_runtime::RecordingMounter;
-use voltool_runtime::loopdev::RecordingLoopDevices;
-use voltool_runtime::quota::RecordingProjectQuota;
 
 use super::{BackupSettings, Backups, Catalog, Clock, ManualClock, RunRequest};
 use crate::restores::Restores;
@@ -38,15 +34,7 @@ impl Fixture {
     pub fn new(mut settings: BackupSettings, now: DateTime<Utc>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout { state_dir: dir.path().join("state"), mount_root: dir.path().join("mnt") };
-        let host = Host {
-            mounter: Arc::new(RecordingMounter::new()),
-            loops: Arc::new(RecordingLoopDevices::new()),
-            tools: Arc::new(RecordingFsTools::new()),
-            projects: Arc::new(RecordingProjectQuota::new()),
-            quota: QuotaSupport { project: false, loop_devices: true },
-            nfs_userspace: false,
-            fuse: Arc::default(),
-        };
+        let host = Host::recording(&Arc::new(RecordingMounter::new()));
         let svc = VolumeService::open(layout, host)
             .expect("volume service")
             .with_backup_grammar(Arc::new(crate::grammar::EngineGrammar));

@@ -142,7 +142,7 @@ impl Restores {
                 Ok(true)
             }
             Some(_) => {
-                if !opts.force {
+                if !opts.flags.force {
                     refuse_if_held(&self.svc, volume)?;
                 }
                 Ok(false)
@@ -191,17 +191,17 @@ fn extract(
     created: bool,
 ) -> Result<ExtractReport> {
     let v = at.volume.as_str();
-    if !opts.force {
+    if !opts.flags.force {
         at.refuse_if_held()?;
     }
-    if !opts.force && !created && dir_has_entries(&at.root).map_err(|e| restore_err(v, e))? {
+    if !opts.flags.force && !created && dir_has_entries(&at.root).map_err(|e| restore_err(v, e))? {
         return Err(restore_err(v, "it is not empty; restore into a new volume or use --force"));
     }
     let input = source.open().map_err(|e| restore_err(v, e))?;
     let xopts = ExtractOptions {
-        allow_devices: opts.allow_devices,
+        allow_devices: opts.flags.allow_devices,
         max_bytes: at.max_bytes,
-        strip_components: opts.strip_components,
+        strip_components: opts.flags.strip_components,
         same_owner: nix::unistd::geteuid().is_root(),
         // With a manifest (or the catalog's record), the archive's sha256 checks every byte
         // against it (less work than hashing every file: the archive is compressed).
@@ -211,7 +211,7 @@ fn extract(
         durable: !opts.scratch,
         // Only an archive this daemon made (its manifest or its catalog say so) keeps setuid
         // bits and security xattrs, unless the caller asks.
-        preserve_privileges: verify.is_some() || opts.preserve_privileges,
+        preserve_privileges: verify.is_some() || opts.flags.preserve_privileges,
         space: None,
     };
     let (mut parsing, mut parsed, catalog) = match verify {

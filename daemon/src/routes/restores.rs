@@ -106,13 +106,12 @@ async fn import(
     Query(q): Query<ImportQuery>,
     body: Body,
 ) -> Reply<RestoreOutcome> {
-    let opts = RestoreOptions {
+    let opts = RestoreOptions::from(voltool_api::RestoreFlags {
         force: q.force,
         allow_devices: q.allow_devices,
         strip_components: q.strip_components,
         preserve_privileges: q.preserve_privileges,
-        ..RestoreOptions::default()
-    };
+    });
     let body = SharedBody::new(body);
     let mut reader: Box<dyn io::Read + Send> = Box::new(body.reader());
     let manifest = match q.manifest_len {

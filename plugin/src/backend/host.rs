@@ -26,6 +26,23 @@ pub struct Host {
     pub fuse: Arc<FuseSessions>,
 }
 
+impl Host {
+    /// A host of recording fakes (no syscalls): `mounter`'s mount table, loop devices, mkfs
+    /// and quotas that only record, image-backed size limits. For tests, here and in the
+    /// crates above (the daemon's engine tests).
+    pub fn recording(mounter: &Arc<voltool_runtime::RecordingMounter>) -> Self {
+        Host {
+            mounter: mounter.clone(),
+            loops: Arc::new(voltool_runtime::loopdev::RecordingLoopDevices::new()),
+            tools: Arc::new(super::tools::RecordingFsTools::new()),
+            projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
+            quota: QuotaSupport { project: false, loop_devices: true },
+            nfs_userspace: false,
+            fuse: Arc::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host").field("quota", &self.quota).finish_non_exhaustive()
