@@ -41,6 +41,12 @@
 //!   archive always verifies against its own manifest.
 //! - zstd frames carry their content checksum; `threads > 1` uses zstd's worker threads.
 //!
+//! ## Boundaries
+//! Owns the archive format, the targets and the pure policies (retention, schedules). It must
+//! not know volumes, the catalog's storage or HTTP: the engine that runs backups of volumes,
+//! keeps the catalog and schedules runs is `voltool-daemon`'s. Depends on `voltool-runtime`
+//! only (the descriptor-relative walk).
+//!
 //! ## Limitations
 //! - The root directory's own mode/owner/mtime are not recorded (a restore target is created
 //!   with the volume's options).

@@ -29,6 +29,11 @@
 //! Layout: [`Offer`] and [`Reply`] in `offer.rs`, the manifest [`Trailer`] in `trailer.rs`, the
 //! frames in `frame.rs`, the ssh transport in `ssh.rs`.
 //!
+//! ## Boundaries
+//! Owns the stream both ends agree on and the ssh transport. It must not know volumes,
+//! archives or the daemon's API: the sender's and receiver's daemons produce and consume the
+//! frames; this crate only frames, checks and carries them.
+//!
 //! ## Limitations
 //! The transport is the system `ssh`: host keys, authentication and connection options are
 //! ssh's (its configuration, `--ssh-option`). A stream cut mid-way is not resumed: the

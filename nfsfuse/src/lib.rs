@@ -50,6 +50,11 @@
 //! - A file unlinked while open is renamed to `.nfsfuse…` and removed at its last close, as
 //!   the kernel NFS client does.
 //!
+//! ## Boundaries
+//! Owns the userspace NFSv3 client behind a FUSE filesystem. It must not know volumes or
+//! options: the plugin's NFS backend decides when to mount and with what, and holds the
+//! session.
+//!
 //! ## Limitations
 //! - No NLM/NFSv4 locks: `flock`/`fcntl` locks are local to this host.
 //! - Close-to-open consistency with a 1 s attribute and name cache: changes made by other

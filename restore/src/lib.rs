@@ -25,6 +25,11 @@
 //! point, a restore bounded by what [`staged::Reserve`] leaves free on the filesystem; the
 //! caller keeps only its journal and what it checks the result against.
 //!
+//! ## Boundaries
+//! Owns extraction and the staged swap. It must not know volumes, the catalog or HTTP: which
+//! archive to restore, into which volume, and the journal that records a swap's phase in
+//! SQLite are `voltool-daemon`'s (through [`staged::Journal`]).
+//!
 //! ## Limitations
 //! GNU sparse entries are refused; ACLs come back only as their xattrs.
 

@@ -18,6 +18,12 @@
 //! - Errors carry the path they concern and the raw [`nix::errno::Errno`]; callers match on
 //!   the errno (e.g. `EBUSY`), never on message text.
 //!
+//! ## Boundaries
+//! Owns every syscall and every `unsafe` block of the workspace (the workspace denies
+//! `unsafe_code`; only modules of this crate allow it, each saying why). It must not know volumes, options, backups or HTTP: it
+//! depends on no other voltool crate, and each facility is a narrow trait with a real and a
+//! recording implementation that the crates above receive through their constructors.
+//!
 //! ## Limitations
 //! Linux only. The real implementation needs `CAP_SYS_ADMIN`; its tests skip (with a visible
 //! `SKIP` line) when not run as root outside CI.
