@@ -660,6 +660,50 @@ fn s3_wrong_credentials_fail_clearly_without_the_secret() {
     assert!(s3.objects(&prefix).is_empty());
 }
 
+/// The two failures found before any request is sent, through the real SDK: no credentials
+/// anywhere in the AWS chain, and an endpoint host name that does not resolve (without
+/// `path_style` the bucket is part of it). Both are told in plain words, and neither is retried
+/// for minutes. Needs no S3 server.
+#[test]
+fn s3_missing_credentials_and_unresolvable_host_are_explained() {
+    let home = tempfile::tempdir().expect("tmp");
+    let nowhere = home.path().join("none");
+    let nowhere = nowhere.to_str().expect("utf-8");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_SESSION_TOKEN", ""),
+        ("AWS_PROFILE", ""),
+        ("AWS_CONFIG_FILE", nowhere),
+        ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("HOME", home.path().to_str().expect("utf-8")),
+    ];
+    let d = Daemon::start_with("", &env);
+    assert!(d.cli(&["volume", "create", "s3nocreds"]).status.success());
+    let t0 = Instant::now();
+    let o =
+        d.cli(&["backup", "run", "s3nocreds", "--target", "s3://bkt/p?endpoint=http://127.0.0.1:9&path_style=true"]);
+    assert!(!o.status.success(), "a backup without credentials must fail");
+    let msg = stderr(&o);
+    println!("after {:?}: {msg}", t0.elapsed());
+    assert!(msg.contains("no usable AWS credentials"), "{msg}");
+    assert!(msg.contains("AWS_ACCESS_KEY_ID"), "says what to give: {msg}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "not retried for minutes: {:?}", t0.elapsed());
+    assert_eq!(list(&d, "s3nocreds")[0]["status"], "failed");
+
+    let d = Daemon::start_with("", &[("AWS_ACCESS_KEY_ID", "AKIDTEST"), ("AWS_SECRET_ACCESS_KEY", "notused")]);
+    assert!(d.cli(&["volume", "create", "s3dns"]).status.success());
+    let t0 = Instant::now();
+    let o = d.cli(&["backup", "run", "s3dns", "--target", "s3://bkt/p?endpoint=http://voltool-test.invalid:9000"]);
+    assert!(!o.status.success(), "an unresolvable endpoint must fail");
+    let msg = stderr(&o);
+    println!("after {:?}: {msg}", t0.elapsed());
+    assert!(msg.contains("does not resolve"), "{msg}");
+    assert!(msg.contains("set path_style=true"), "{msg}");
+    assert!(!msg.contains("notused") && !d.log().contains("notused"), "the secret never shows");
+}
+
 /// A private s3s-fs (its own port and data dir) the test can stop and start.
 struct PrivateS3 {
     child: Option<std::process::Child>,

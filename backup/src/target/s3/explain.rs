@@ -8,20 +8,28 @@
 
 use std::io;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::dns::ResolveDnsError;
 
 use super::{S3Error, Shared};
 
 /// What users are told to check when the server refuses their credentials.
 const CHECK_CREDENTIALS: &str = "check the AWS credentials given to the daemon";
 
-/// Whether the error (a dispatch failure) is about missing or unusable credentials.
-pub(super) fn mentions_credentials<E>(err: &S3Error<E>) -> bool
-where
-    E: std::error::Error + 'static,
-{
-    let text = error_chain(err).to_ascii_lowercase();
-    text.contains("credential") || text.contains("identity")
+/// The credentials provider's error among the sources of `err`: the request was never sent
+/// because no usable credentials were found (none in the chain, a failing profile or process).
+pub(super) fn credentials_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    find_source(err)
+}
+
+/// What the credentials provider said: its sources' messages, or its own when it has none.
+fn credentials_detail(e: &CredentialsError) -> String {
+    let detail = match std::error::Error::source(e) {
+        Some(source) => error_chain(source),
+        None => e.to_string(),
+    };
+    detail.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 /// The messages of an error and its sources, joined by ": ".
@@ -38,12 +46,12 @@ pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The first `std::io::Error` among an error's sources.
-fn find_io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+/// The first error of type `T` among an error's sources (the error itself included).
+fn find_source<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io);
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         cur = e.source();
     }
@@ -150,28 +158,31 @@ where
     E: std::error::Error + 'static,
 {
     let ep = &sh.endpoint;
-    if mentions_credentials(err) {
-        let chain = error_chain(err);
-        let detail = chain.trim_start_matches("dispatch failure: ").trim_start_matches("other: ");
-        let detail = detail.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    if let Some(creds) = credentials_error(err) {
+        let detail = credentials_detail(creds);
         return format!(
             "no usable AWS credentials ({detail}) — give the daemon AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"
         );
     }
-    match find_io_error(err) {
+    if let Some(dns) = find_source::<ResolveDnsError>(err) {
+        let why = error_chain(dns);
+        return if !sh.spec.path_style && sh.spec.endpoint.is_some() {
+            format!(
+                "cannot reach endpoint {ep}: the host name does not resolve ({why}; without path_style the bucket \
+                 is part of the host name, {}.HOST; set path_style=true for servers like MinIO or Ceph)",
+                sh.spec.bucket
+            )
+        } else {
+            format!("cannot reach endpoint {ep}: the host name does not resolve ({why})")
+        };
+    }
+    match find_source::<io::Error>(err) {
         Some(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
             format!("cannot connect to endpoint {ep}: connection refused")
         }
         Some(io) if io.kind() == io::ErrorKind::TimedOut => format!("cannot connect to endpoint {ep}: timed out"),
         Some(io) if matches!(io.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
             format!("the connection to endpoint {ep} broke: {io}")
-        }
-        Some(io) if !sh.spec.path_style && sh.spec.endpoint.is_some() && io.to_string().contains("lookup") => {
-            format!(
-                "cannot reach endpoint {ep}: {io} (without path_style the bucket is part of the host name, \
-                 {}.HOST; set path_style=true for servers like MinIO or Ceph)",
-                sh.spec.bucket
-            )
         }
         Some(io) => format!("cannot reach endpoint {ep}: {io}"),
         None if timeout => format!("cannot connect to endpoint {ep}: timed out"),

@@ -203,10 +203,30 @@ fn sdk_loader(spec: &S3Spec) -> aws_config::ConfigLoader {
         .with_max_backoff(Duration::from_secs(5));
     let stall = StalledStreamProtectionConfig::enabled().grace_period(STALL_GRACE).build();
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
         .region(region_chain)
         .timeout_config(timeouts)
         .retry_config(retries)
         .stalled_stream_protection(stall)
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, proxies from the environment), with
+/// one difference: host names resolve through [`TokioDnsResolver`], so a failed lookup reaches
+/// us as a typed [`aws_smithy_runtime_api::client::dns::ResolveDnsError`] (the default resolver
+/// reports it only in words), which [`explain`] turns into the `path_style` hint.
+fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{ConnectorBuilder, proxy::ProxyConfig};
+    use aws_smithy_runtime::client::dns::TokioDnsResolver;
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build_with_resolver(TokioDnsResolver::new())
+    })
 }
 
 impl Target for S3Target {

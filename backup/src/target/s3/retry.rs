@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::S3Error;
-use super::explain::{error_chain, mentions_credentials};
+use super::explain::{credentials_error, error_chain};
 
 /// Our own tries of a request (each one up to `SDK_ATTEMPTS` attempts), the pauses between
 /// them, and how long after the first try a new one may still start.
@@ -82,7 +82,7 @@ where
 pub(super) fn transient<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &S3Error<E>) -> bool {
     match err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => !d.is_user() && !mentions_credentials(err),
+        SdkError::DispatchFailure(d) => !d.is_user() && credentials_error(err).is_none(),
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             (status >= 500 && status != 501)

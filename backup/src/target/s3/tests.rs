@@ -4,9 +4,11 @@
 use std::io;
 use std::time::Duration;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ErrorMetadata, SdkError};
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::primitives::SdkBody;
+use aws_smithy_runtime_api::client::dns::ResolveDnsError;
 
 use super::retry::transient;
 use super::watch::body_attempt_timeout;
@@ -91,7 +93,8 @@ fn connect(kind: io::ErrorKind) -> Err {
 }
 
 fn no_credentials() -> Err {
-    let e = aws_sdk_s3::error::ConnectorError::other("failed to load credentials: no providers in chain".into(), None);
+    let creds = CredentialsError::not_loaded("failed to load credentials: no providers in chain");
+    let e = aws_sdk_s3::error::ConnectorError::other(Box::new(creds), None);
     SdkError::dispatch_failure(e)
 }
 
@@ -177,9 +180,9 @@ fn errors_are_explained_in_plain_words_with_what_to_do() {
         assert!(got.contains(want), "{got:?} lacks {want:?}");
     }
     let minio = shared(&rt, Some("http://minio:9000"), false);
-    let lookup: Err = SdkError::dispatch_failure(aws_sdk_s3::error::ConnectorError::io(Box::new(io::Error::other(
-        "dns error: failed to lookup address information",
-    ))));
+    let lookup: Err = SdkError::dispatch_failure(aws_sdk_s3::error::ConnectorError::io(Box::new(
+        ResolveDnsError::new(io::Error::other("dns error: failed to lookup address information")),
+    )));
     let got = super::explain::explain(&lookup, &minio);
     assert!(got.contains("set path_style=true"), "{got}");
 }
