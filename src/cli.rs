@@ -209,6 +209,12 @@ pub enum BackupCommand {
         /// Read the stored backup back and check every file before reporting success.
         #[arg(long)]
         verify: bool,
+        /// Consistency steps around the snapshot [default: the volume's backup-consistency,
+        /// else none]: none, stop (stop the volume's containers; Swarm: scale to 0),
+        /// pause, hooks (run the voltool.backup.pre/post labels' commands), freeze
+        /// (FIFREEZE an image-backed volume), comma-combined, e.g. hooks,stop.
+        #[arg(long, value_name = "STEPS")]
+        consistency: Option<String>,
         /// Print the catalog entry ({"id": ..., "status": ...}) as JSON.
         #[arg(long)]
         json: bool,
@@ -328,6 +334,12 @@ pub struct ServeArgs {
     /// Log filter (tracing env-filter syntax), e.g. `debug`, `voltool_plugin=debug` [default: info].
     #[arg(long, env = "VOLTOOL_LOG")]
     pub log: Option<String>,
+
+    /// The Docker engine's socket, used by consistent backups (`backup-consistency=stop`,
+    /// `pause`, `hooks`) to find, stop and restart the containers of a volume
+    /// [default: /var/run/docker.sock]. The managed plugin mounts the host's socket there.
+    #[arg(long, env = "VOLTOOL_DOCKER_SOCKET")]
+    pub docker_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -67,6 +67,18 @@ pub struct BackupRecord {
     pub verify_status: Option<String>,
     pub verify_at: Option<String>,
     pub verify_reason: Option<String>,
+    /// The consistency steps the run took (`none`, `stop`, `hooks,stop`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// How long the volume's containers were stopped, paused or frozen, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// How the point-in-time copy was taken: `reflink`, or `none` (read live while held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// What a person should know about the run's consistency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_note: Option<String>,
 }
 
 /// Progress of a run or a verification in flight.
@@ -108,6 +120,10 @@ pub struct RunBackup {
     /// Read the stored backup back and check every file before the run counts as done.
     #[serde(default)]
     pub verify: bool,
+    /// `backup-consistency` for this run (`none`, `stop`, `hooks,stop`, ...); `None`: the
+    /// volume's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// Answer to `POST /v1/backups`: the ID of the run that started.

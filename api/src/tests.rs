@@ -18,6 +18,8 @@ fn detail() -> StatusDetail {
             status: BackupStatus::Complete,
             time: "2026-01-01T00:00:00Z".into(),
             verified: "ok".into(),
+            consistency: None,
+            downtime_ms: None,
         }),
         mount_count: 0,
         mounted: false,
@@ -36,19 +38,19 @@ fn status_keys_stay_in_the_order_serde_json_value_gave_them() {
         r#"{"mount_count":1,"mounted":true,"size_limit":"16 MiB","type":"tmpfs"}"#
     );
     assert_eq!(
-        serde_json::to_string(&Status::Detail(detail())).expect("json"),
+        serde_json::to_string(&Status::Detail(Box::new(detail()))).expect("json"),
         r#"{"backing":"tmpfs","capacity_bytes":4096,"last_backup":{"id":"v-1","status":"complete","time":"2026-01-01T00:00:00Z","verified":"ok"},"mount_count":0,"mounted":false,"size_limit":"none","type":"local","used_bytes":12}"#
     );
 }
 
 #[test]
 fn status_variants_are_told_apart_by_their_fields() {
-    for s in [summary(), Status::Detail(detail())] {
+    for s in [summary(), Status::Detail(Box::new(detail()))] {
         let back: Status = serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parse");
         assert_eq!(back, s);
     }
     assert_eq!(summary().kind(), "tmpfs");
-    assert_eq!(Status::Detail(detail()).size_limit(), "none");
+    assert_eq!(Status::Detail(Box::new(detail())).size_limit(), "none");
     assert_eq!(summary().mount_count(), 1);
 }
 
@@ -81,7 +83,7 @@ fn requests_keep_their_shapes() {
         serde_json::to_value(&r).expect("json"),
         json!({"from": "x", "force": true, "allow_devices": false, "strip_components": 0, "preserve_privileges": false})
     );
-    let run = RunBackup { volume: "v".into(), target: None, verify: false };
+    let run = RunBackup { volume: "v".into(), target: None, verify: false, consistency: None };
     assert_eq!(serde_json::to_value(&run).expect("json"), json!({"volume": "v", "target": null, "verify": false}));
     assert_eq!(serde_json::to_string(&VerifyBackup {}).expect("json"), "{}");
     assert!(serde_json::from_str::<RunBackup>(r#"{"volume":"v","nope":1}"#).is_err(), "unknown fields refused");

@@ -42,7 +42,7 @@ pub struct VolumeInspect {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Status {
-    Detail(StatusDetail),
+    Detail(Box<StatusDetail>),
     Summary(StatusSummary),
 }
 
@@ -113,6 +113,12 @@ pub struct StatusSummary {
 /// The last backup of a volume, as its status shows it. Fields in alphabetical order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LastBackup {
+    /// The consistency steps it took (`none`, `stop`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// How long the volume's containers were held for it, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -41,6 +41,7 @@
 //! | `schedule.rs` | schedules, the scheduler's `tick(now)`, the cleanup retry |
 //! | `recover.rs` | what a stop interrupted: runs and prunes |
 //! | `engine.rs` | the blocking `Engine`: archive, manifest, verify, remove objects |
+//! | `consistency/` | `backup-consistency`: hooks, holds on containers, freeze, snapshot, release |
 //! | `clock.rs` | the wall-clock seam ([`Clock`]; a [`ManualClock`] in tests) |
 //!
 //! ## Seams
@@ -64,6 +65,7 @@ use crate::restores::Restores;
 
 mod catalog;
 mod clock;
+mod consistency;
 mod engine;
 mod progress;
 mod prune;
@@ -79,6 +81,7 @@ mod test_support;
 
 pub use catalog::{Catalog, Located};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use consistency::{ConsistencyError, DockerLink, Mode, ModeError};
 pub use engine::EngineError;
 pub use progress::Progress;
 pub use run::RunRequest;
@@ -143,8 +146,13 @@ impl Backups {
     ///
     /// # Errors
     /// A bad config ([`Error::BadRequest`]), store errors.
-    pub async fn open(svc: VolumeService, settings: BackupSettings, restores: Restores) -> Result<Self> {
-        Self::open_with_clock(svc, settings, restores, Arc::new(SystemClock)).await
+    pub async fn open(
+        svc: VolumeService,
+        settings: BackupSettings,
+        restores: Restores,
+        docker: DockerLink,
+    ) -> Result<Self> {
+        Self::open_with_clock(svc, settings, restores, Arc::new(SystemClock), docker).await
     }
 
     /// [`Self::open`] with the engine's notion of "now" taken from `clock`.
@@ -156,6 +164,7 @@ impl Backups {
         settings: BackupSettings,
         restores: Restores,
         clock: Arc<dyn Clock>,
+        docker: DockerLink,
     ) -> Result<Self> {
         settings.validate().map_err(|e| Error::BadRequest(e.to_string()))?;
         let catalog = restores.catalog().clone();
@@ -177,8 +186,10 @@ impl Backups {
             restores,
             cleanup_running: AtomicBool::new(false),
             cleanup_last: Mutex::new(None),
+            docker,
         });
         let b = Self { e };
+        b.release_leftover_holds().await;
         b.recover(true).await?;
         Ok(b)
     }

@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub mount_root: Option<PathBuf>,
     pub driver_name: Option<String>,
     pub log: Option<String>,
+    /// The Docker engine's socket (default `/var/run/docker.sock`).
+    pub docker_socket: Option<PathBuf>,
     /// `[backup]`: default target, zstd level, threads, concurrency.
     #[serde(default)]
     pub backup: Option<BackupSettings>,
@@ -136,6 +138,8 @@ pub struct DaemonConfig {
     pub reserve: Reserve,
     /// `[api] group`.
     pub api_group: Option<String>,
+    /// The Docker engine's socket, for consistent backups (`backup-consistency`).
+    pub docker_socket: PathBuf,
 }
 
 #[cfg(test)]

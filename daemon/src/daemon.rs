@@ -29,7 +29,7 @@ use voltool_runtime::loopdev::LinuxLoopDevices;
 use voltool_runtime::{LinuxMounter, probe};
 
 use crate::access::{AccessError, ApiAccess};
-use crate::backups::{Backups, Catalog};
+use crate::backups::{Backups, Catalog, DockerLink};
 use crate::config::DaemonConfig;
 use crate::error::{Error, Result};
 use crate::grammar::EngineGrammar;
@@ -74,6 +74,13 @@ pub enum OpenError {
     },
     #[error("open the backup catalog")]
     Catalog(#[source] Box<Error>),
+    /// The Docker engine's socket path cannot be used.
+    #[error("docker engine socket {}", path.display())]
+    Docker {
+        path: PathBuf,
+        #[source]
+        source: voltool_docker::DockerError,
+    },
 }
 
 /// The sockets and the state dir's lock, held from [`Daemon::open`] until serving ends.
@@ -136,8 +143,17 @@ impl Daemon {
     /// # Errors
     /// [`OpenError`] naming what could not be opened; the sockets this call bound are removed.
     pub async fn open(config: DaemonConfig) -> Result<Self, OpenError> {
-        let DaemonConfig { state_dir, mount_root, plugin_socket, api_socket, driver, backup, reserve, api_group } =
-            config;
+        let DaemonConfig {
+            state_dir,
+            mount_root,
+            plugin_socket,
+            api_socket,
+            driver,
+            backup,
+            reserve,
+            api_group,
+            docker_socket,
+        } = config;
         // Volume options from Docker may name only the config's targets and allowed dirs (the
         // default target is `<state dir>/backups` unless the config names one, as Backups::open).
         let default_target =
@@ -178,8 +194,12 @@ impl Daemon {
             .map_err(|source| OpenError::State { path: state_dir.clone(), source: Box::new(source) })?
             .with_backup_grammar(Arc::new(EngineGrammar));
         let restores = Restores::new(svc.clone(), Catalog::new(svc.clone(), backup.clone())).with_reserve(reserve);
-        let backups =
-            Backups::open(svc.clone(), backup, restores.clone()).await.map_err(|e| OpenError::Catalog(Box::new(e)))?;
+        let engine = voltool_docker::DockerEngine::new(&docker_socket)
+            .map_err(|source| OpenError::Docker { path: docker_socket.clone(), source })?;
+        let docker = DockerLink { engine: Arc::new(engine), driver: driver.clone() };
+        let backups = Backups::open(svc.clone(), backup, restores.clone(), docker)
+            .await
+            .map_err(|e| OpenError::Catalog(Box::new(e)))?;
         // Restores and exports a killed daemon left mounted.
         if let Err(e) = svc.release_mounts_with_prefix(crate::restores::MOUNT_ID_PREFIX).await {
             tracing::warn!(error = %e, "could not release mounts left by interrupted restores");
@@ -288,6 +308,7 @@ fn host(state_dir: &Path) -> Host {
         loops: Arc::new(LinuxLoopDevices::new()),
         tools: Arc::new(SystemFsTools::default()),
         projects: Arc::new(voltool_runtime::quota::LinuxProjectQuota),
+        snapshots: Arc::new(voltool_runtime::snapshot::LinuxSnapshots),
         quota: QuotaSupport { project: kernel.state_dir_project_quota, loop_devices: kernel.loop_devices },
         // No kernel NFS client (this host, many containers): the userspace client over FUSE.
         nfs_userspace: !kernel.kernel_nfs && kernel.fuse,

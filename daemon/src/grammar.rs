@@ -16,6 +16,7 @@ impl BackupGrammar for EngineGrammar {
             BackupKey::Schedule => Schedule::parse(value).map(drop).map_err(Into::into),
             BackupKey::Keep => KeepPolicy::parse(value).map(drop).map_err(Into::into),
             BackupKey::TargetUrl => TargetSpec::parse(value).map(drop).map_err(Into::into),
+            BackupKey::Consistency => crate::backups::Mode::parse(value).map(drop).map_err(Into::into),
         }
     }
 }
@@ -42,6 +43,8 @@ mod tests {
             ("backup-keep", "daily=x", "option backup-keep"),
             ("backup-keep", "yearly=1", "option backup-keep"),
             ("backup-target", "gs://b/x", "unsupported scheme"),
+            ("backup-consistency", "stop,pause", "stop and pause exclude each other"),
+            ("backup-consistency", "snapshot", "valid: none, stop, pause, hooks, freeze"),
         ] {
             let e = check(k, v).expect_err(v).to_string();
             assert!(e.contains(want), "{k}={v}: {e}");
@@ -52,6 +55,9 @@ mod tests {
             ("backup-target", "offsite"),
             ("backup-target", "/srv/backups"),
             ("backup-target", "s3://bucket/prefix"),
+            ("backup-consistency", "hooks,stop"),
+            ("backup-consistency", "freeze"),
+            ("backup-consistency", "none"),
         ] {
             assert!(check(k, v).is_ok(), "{k}={v}");
         }

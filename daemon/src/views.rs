@@ -26,7 +26,7 @@ pub use voltool_plugin::options::format_size;
 /// daemon by. A view with a measured status (one volume) shows it, a listing's the summary.
 pub fn volume_inspect(v: VolumeView, driver: &str) -> VolumeInspect {
     let status = match v.status {
-        Some(s) => Status::Detail(status_detail(s)),
+        Some(s) => Status::Detail(Box::new(status_detail(s))),
         None => Status::Summary(StatusSummary {
             mount_count: v.mount_count as u64,
             mounted: v.mounted,
@@ -57,6 +57,8 @@ fn status_detail(s: VolumeStatus) -> StatusDetail {
             status: backup_status(b.status),
             time: b.time,
             verified: b.verified,
+            consistency: b.consistency,
+            downtime_ms: b.downtime_ms,
         }),
         mount_count: s.mount_count as u64,
         mounted: s.mounted,
@@ -98,6 +100,10 @@ pub fn backup_record(r: BackupRow) -> BackupRecord {
         verify_status: r.verify_status,
         verify_at: r.verify_at,
         verify_reason: r.verify_reason,
+        consistency: r.consistency,
+        downtime_ms: r.downtime_ms,
+        snapshot: r.snapshot,
+        consistency_note: r.consistency_note,
     }
 }
 

@@ -56,6 +56,8 @@ fn an_inspected_volume_shows_its_measured_status_unchanged() {
         time: "t1".into(),
         verified: "not verified".into(),
         reason: Some("disk full".into()),
+        consistency: Some("hooks,stop".into()),
+        downtime_ms: Some(1234),
     };
     for s in [measured(None), measured(Some(last))] {
         let old = serde_json::to_value(&s).expect("json").to_string();

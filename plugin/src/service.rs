@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backend::{Host, Layout};
+use crate::backend::{AnyBackend, Host, Layout};
 use crate::error::{Error, Result};
 use crate::options;
 use crate::store::{Store, VolumeRecord};
@@ -226,6 +226,63 @@ impl VolumeService {
     pub async fn unmount(&self, name: &str, id: &str) -> Result<()> {
         let (n, id) = (name.to_string(), id.to_string());
         self.locked_within(name, Some(("unmount", self.deadline)), move |inner| inner.unmount(&n, &id), None).await
+    }
+
+    /// Takes a point-in-time copy of the volume, which must be mounted (a backup holds a Mount
+    /// ID on it), under the volume's lock for the few milliseconds of freeze and reflink.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] saying why this volume cannot have one (the caller holds its
+    /// containers for the whole backup instead); [`Error::NotFound`], mount and I/O errors.
+    pub async fn snapshot(&self, name: &str, tag: &str) -> Result<crate::backend::Snapshot> {
+        let (n, t) = (name.to_string(), tag.to_string());
+        self.locked(name, move |inner| {
+            let rec = inner.record(&n)?;
+            AnyBackend::for_spec(&rec.spec).snapshot(&inner.host, &inner.layout, &n, &t)
+        })
+        .await
+    }
+
+    /// Unmounts and deletes a snapshot taken by [`Self::snapshot`].
+    ///
+    /// # Errors
+    /// [`Error::Unmount`], [`Error::Io`].
+    pub async fn drop_snapshot(&self, name: &str, snap: crate::backend::Snapshot) -> Result<()> {
+        let n = name.to_string();
+        self.blocking(move |inner| AnyBackend::drop_snapshot(&inner.host, &n, &snap)).await
+    }
+
+    /// Freezes (`freeze = true`) or thaws the filesystem of a mounted image-backed volume: the
+    /// `freeze` consistency step where no snapshot can be taken. Other volumes share a
+    /// filesystem with the state dir or a server and are refused.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`], [`Error::NotFound`], [`Error::Mount`] (the kernel's errno).
+    pub async fn set_frozen(&self, name: &str, freeze: bool) -> Result<PathBuf> {
+        let n = name.to_string();
+        self.blocking(move |inner| {
+            let rec = inner.record(&n)?;
+            if !matches!(AnyBackend::for_spec(&rec.spec), AnyBackend::Image(_)) {
+                return Err(Error::Unsupported {
+                    volume: n,
+                    reason: "only image-backed volumes (created with size= where project quotas are missing, or fs=) \
+                             can be frozen: others share their filesystem with the state dir or a server"
+                        .into(),
+                });
+            }
+            let mp = inner.layout.mountpoint(&n);
+            // Never freeze what is under an unmounted mountpoint: that is the host's filesystem.
+            if freeze && !inner.is_mounted(&n)? {
+                return Err(Error::Unsupported {
+                    volume: n,
+                    reason: "it is not mounted, so there is nothing to freeze".into(),
+                });
+            }
+            let done = if freeze { inner.host.snapshots.freeze(&mp) } else { inner.host.snapshots.thaw(&mp) };
+            done.map_err(|source| Error::Mount { volume: n.clone(), source })?;
+            Ok(mp)
+        })
+        .await
     }
 
     /// Sets how long Mount and Unmount may take before the caller gets an error (a hung

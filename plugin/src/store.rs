@@ -13,8 +13,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::options::VolumeSpec;
 
 mod catalog;
+mod holds;
 mod journal;
 pub use catalog::{BackupRow, BackupStatus, ScheduleState};
+pub use holds::{Hold, HoldKind};
 pub use journal::RestoreInFlight;
 
 /// Errors of the state store.
@@ -84,6 +86,24 @@ const MIGRATIONS: &[&str] = &[
     // container could replace it): see voltool_restore::staged.
     "ALTER TABLE restores ADD COLUMN nonce TEXT NOT NULL DEFAULT '';
      ALTER TABLE restores ADD COLUMN phase TEXT NOT NULL DEFAULT '';",
+    // 5: consistent backups: the mode a backup used, how long its containers were held, how
+    // its point-in-time copy was taken; and the holds in force (containers stopped or paused,
+    // services scaled to 0, filesystems frozen), written before the first one is taken so a
+    // daemon killed in the window releases them at start (see voltool_daemon's consistency).
+    "ALTER TABLE backups ADD COLUMN consistency TEXT;
+     ALTER TABLE backups ADD COLUMN downtime_ms INTEGER;
+     ALTER TABLE backups ADD COLUMN snapshot TEXT;
+     ALTER TABLE backups ADD COLUMN consistency_note TEXT;
+     CREATE TABLE holds (
+        backup TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,          -- stopped, paused, scaled, frozen
+        target TEXT NOT NULL,        -- container ID, service ID, or the frozen mountpoint
+        name TEXT NOT NULL,          -- for people: container or service name, volume
+        replicas INTEGER,            -- scaled: the replicas before
+        marker TEXT,                 -- stopped: its FinishedAt right after our stop
+        PRIMARY KEY (backup, seq)
+     );",
 ];
 
 /// A stored volume.

@@ -63,6 +63,14 @@ pub enum Error {
         #[source]
         errno: Errno,
     },
+    /// Freezing, thawing or reflinking a filesystem object failed.
+    #[error("{op} {}: {errno}", path.display())]
+    Snapshot {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        errno: Errno,
+    },
     /// A worker thread for namespace work panicked or could not be spawned.
     #[error("namespace worker thread: {0}")]
     Thread(String),
@@ -77,7 +85,8 @@ impl Error {
             | Error::Propagation { errno, .. }
             | Error::Namespace { errno, .. }
             | Error::Loop { errno, .. }
-            | Error::Quota { errno, .. } => Some(*errno),
+            | Error::Quota { errno, .. }
+            | Error::Snapshot { errno, .. } => Some(*errno),
             Error::MountTable { source, .. } => source.raw_os_error().map(Errno::from_raw),
             Error::Thread(_) => None,
         }

@@ -39,6 +39,7 @@ pub mod mountinfo;
 pub mod ns;
 pub mod probe;
 pub mod quota;
+pub mod snapshot;
 pub mod walk;
 
 pub use error::{Error, Result};

@@ -22,8 +22,8 @@ use crate::output;
 pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     match cmd {
-        BackupCommand::Run { volume, target, verify, json, detach } => {
-            run_backup(api, RunBackup { volume, target, verify }, json, detach, tty).await
+        BackupCommand::Run { volume, target, verify, consistency, json, detach } => {
+            run_backup(api, RunBackup { volume, target, verify, consistency }, json, detach, tty).await
         }
         BackupCommand::Ls { volume, json } => ls(api, volume.as_deref(), json).await,
         BackupCommand::Show { id, json } => show(api, &id, json).await,
@@ -116,9 +116,28 @@ async fn run_backup(api: &Api, req: RunBackup, json: bool, detach: bool, tty: bo
             format_size(bin * 1000 / ms),
             if verify { ", verified" } else { "" }
         );
+        if let Some(line) = consistency_line(r) {
+            eprintln!("{line}");
+        }
         println!("{id}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the run did for consistency, in one line (`None` for a `none` run nobody was
+/// writing to).
+fn consistency_line(r: &voltool_api::BackupRecord) -> Option<String> {
+    let mode = r.consistency.as_deref().unwrap_or("none");
+    let mut parts = Vec::new();
+    if mode != "none" {
+        let downtime =
+            r.downtime_ms.map_or_else(|| "nothing held".into(), |ms| format!("downtime {:.1} s", ms as f64 / 1000.0));
+        parts.push(format!("consistency {mode}: {downtime}, snapshot {}", r.snapshot.as_deref().unwrap_or("none")));
+    }
+    if let Some(note) = &r.consistency_note {
+        parts.push(note.clone());
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `backup ls [VOLUME]`: the catalog, newest first.

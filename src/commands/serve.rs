@@ -19,6 +19,7 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
             args.plugin_socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "voltool".into())
         }),
         api_group: file.api.group,
+        docker_socket: args.docker_socket.or(file.docker_socket).unwrap_or_else(|| "/var/run/docker.sock".into()),
         state_dir: args.state_dir,
         plugin_socket: args.plugin_socket,
         api_socket,

@@ -168,6 +168,8 @@ mod tests {
                 status: voltool_api::BackupStatus::Complete,
                 time: "t".into(),
                 verified: "ok".into(),
+                consistency: None,
+                downtime_ms: None,
             }),
             mount_count: 1,
             mounted: true,
@@ -176,7 +178,7 @@ mod tests {
             kind: "local".into(),
             used_bytes: Some(8),
         };
-        let lines = status_lines(&Status::Detail(d));
+        let lines = status_lines(&Status::Detail(Box::new(d)));
         let keys: Vec<&str> = lines.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["backing", "last_backup", "mount_count", "mounted", "size_limit", "type", "used_bytes"]);
         assert_eq!(lines[1].1, r#"{"id":"v-1","status":"complete","time":"t","verified":"ok"}"#);

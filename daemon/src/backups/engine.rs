@@ -79,6 +79,8 @@ pub(super) struct Engine {
     /// The background retry of pending cleanups: running, and when it last started.
     pub cleanup_running: AtomicBool,
     pub cleanup_last: Mutex<Option<Instant>>,
+    /// The Docker engine, for the consistency steps.
+    pub docker: super::DockerLink,
 }
 
 impl Engine {

@@ -12,6 +12,7 @@ use voltool_backup::retention::KeepPolicy;
 use voltool_backup::{Manifest, TargetSpec};
 use voltool_plugin::store::{BackupRow, BackupStatus};
 
+use super::consistency::{ConsistencyError, Held, Mode};
 use super::engine::EngineError;
 use super::progress::Progress;
 use super::{Backups, MOUNT_ID_PREFIX, backup_err, random_suffix};
@@ -30,6 +31,8 @@ pub struct RunRequest {
     pub trigger: &'static str,
     /// After a successful verification, also run the restore test.
     pub restore_test: bool,
+    /// `backup-consistency` for this run; `None`: the volume's, else `none`.
+    pub consistency: Option<String>,
 }
 
 /// Why the archiving part of a run failed; its message is the failed row's `reason`.
@@ -42,6 +45,8 @@ enum RunError {
     Volume(voltool_plugin::Error),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Consistency(#[from] ConsistencyError),
     /// The blocking task died (a panic): a bug, recorded rather than hidden.
     #[error("internal error: {0}")]
     Internal(#[source] tokio::task::JoinError),
@@ -55,6 +60,7 @@ struct Started {
     keep: Option<String>,
     created: time::OffsetDateTime,
     progress: Arc<Progress>,
+    mode: Mode,
 }
 
 impl Backups {
@@ -73,6 +79,10 @@ impl Backups {
             .unwrap_or_else(|| self.e.default_target.clone());
         let spec = self.e.settings.resolve(&target_ref).map_err(|err| Error::BadRequest(err.to_string()))?;
         let keep = req.keep.clone().or_else(|| vol.spec.backup.keep.clone());
+        let mode = match req.consistency.as_deref().or(vol.spec.backup.consistency.as_deref()) {
+            Some(m) => Mode::parse(m).map_err(|err| Error::BadRequest(format!("backup-consistency={m}: {err}")))?,
+            None => Mode::default(),
+        };
         if let Some(k) = &keep {
             KeepPolicy::parse(k).map_err(|err| Error::BadRequest(err.to_string()))?;
         }
@@ -89,7 +99,7 @@ impl Backups {
         }
         let progress = Arc::new(Progress::in_phase("queued"));
         self.e.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), progress.clone());
-        let row = BackupRow::running(
+        let mut row = BackupRow::running(
             &id,
             &req.volume,
             &target_ref,
@@ -97,6 +107,7 @@ impl Backups {
             req.trigger,
             &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
+        row.consistency = Some(mode.to_string());
         let r = row.clone();
         if let Err(err) = self.blocking(move |e| Ok(e.svc.store().insert_backup(&r)?)).await {
             self.e.forget(&req.volume, &id);
@@ -111,17 +122,17 @@ impl Backups {
         );
         let me = self.clone();
         tokio::spawn(async move {
-            me.run(Started { row, spec, req, keep, created, progress }).await;
+            me.run(Started { row, spec, req, keep, created, progress, mode }).await;
         });
         Ok(id)
     }
 
     async fn run(&self, s: Started) {
-        let Started { mut row, spec, req, keep, created, progress } = s;
+        let Started { mut row, spec, req, keep, created, progress, mode } = s;
         let started = Instant::now();
         let permit = self.e.slots.clone().acquire_owned().await;
         progress.set_phase("archiving");
-        let result = self.archive_volume(&row, spec, created, &progress).await;
+        let result = self.archive_volume(&mut row, spec, created, &progress, mode).await;
         row.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         row.finished_at = Some(self.e.clock.now_rfc3339());
         match result {
@@ -139,35 +150,114 @@ impl Backups {
         self.e.forget(&row.volume, &row.id);
     }
 
-    /// Mounts the volume under the run's own Mount ID, writes the backup on a blocking
-    /// thread, and releases the mount.
+    /// Mounts the volume under the run's own Mount ID, takes the consistency steps `mode`
+    /// asks for (see `consistency`), writes the backup on a blocking thread from the snapshot
+    /// (or the live volume), and releases all of it. Records the steps' outcome in `row`.
     async fn archive_volume(
         &self,
-        row: &BackupRow,
+        row: &mut BackupRow,
         spec: TargetSpec,
         created: time::OffsetDateTime,
         progress: &Arc<Progress>,
+        mode: Mode,
     ) -> std::result::Result<Manifest, RunError> {
-        let volume = &row.volume;
+        let volume = row.volume.clone();
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", row.id);
-        let root = self.e.svc.mount(volume, &mount_id).await.map_err(RunError::Mount)?;
-        if let Ok(Some(v)) = self.e.svc.get(volume).await
+        let root = self.e.svc.mount(&volume, &mount_id).await.map_err(RunError::Mount)?;
+        if let Ok(Some(v)) = self.e.svc.get(&volume).await
             && let Some(used) = v.status.and_then(|s| s.used_bytes)
         {
             progress.set_total(used);
         }
-        let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
-        let out = match self.e.svc.record(volume).await {
-            Ok(vol) => tokio::task::spawn_blocking(move || e.write_backup(&r, &spec, root, &vol.options, created, &p))
-                .await
-                .map_err(RunError::Internal)
-                .and_then(|written| Ok(written?)),
+        let out = match self.e.svc.record(&volume).await {
+            Ok(vol) => self.consistent_write(row, spec, root, vol.options, created, progress, mode).await,
             Err(err) => Err(RunError::Volume(err)),
         };
-        if let Err(err) = self.e.svc.unmount(volume, &mount_id).await {
+        if let Err(err) = self.e.svc.unmount(&volume, &mount_id).await {
             tracing::warn!(backup = row.id, error = %err, "could not release the backup's mount of the volume");
         }
         out
+    }
+
+    /// The consistency steps around the write (the volume is mounted at `root`).
+    #[allow(clippy::too_many_arguments)]
+    async fn consistent_write(
+        &self,
+        row: &mut BackupRow,
+        spec: TargetSpec,
+        root: std::path::PathBuf,
+        options: std::collections::BTreeMap<String, String>,
+        created: time::OffsetDateTime,
+        progress: &Arc<Progress>,
+        mode: Mode,
+    ) -> std::result::Result<Manifest, RunError> {
+        let (docker, svc) = (&self.e.docker, &self.e.svc);
+        if mode.is_none() {
+            row.consistency_note = self.writers_note(&row.volume).await;
+        } else {
+            progress.set_phase("holding");
+        }
+        let mut held = Held::take(docker, svc, &row.id, &row.volume, mode).await?;
+        let mut snap = None;
+        if !mode.is_none() {
+            match svc.snapshot(&row.volume, &row.id).await {
+                Ok(s) => snap = Some(s),
+                Err(voltool_plugin::Error::Unsupported { reason, .. }) => {
+                    row.consistency_note = Some(format!("no snapshot ({reason}): held for the whole backup"));
+                    if mode.freeze
+                        && let Err(e) = held.freeze(svc).await
+                    {
+                        held.release(docker, svc).await;
+                        return Err(e.into());
+                    }
+                }
+                Err(e) => {
+                    held.release(docker, svc).await;
+                    return Err(RunError::Mount(e));
+                }
+            }
+        }
+        row.snapshot = Some(snap.as_ref().map_or("none", |s| s.kind).to_owned());
+        let mut downtime = None;
+        if snap.is_some() {
+            downtime = held.release(docker, svc).await;
+        }
+        progress.set_phase("archiving");
+        let read_root = snap.as_ref().map_or_else(|| root.clone(), |s| s.root.clone());
+        let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
+        let out = tokio::task::spawn_blocking(move || e.write_backup(&r, &spec, read_root, &options, created, &p))
+            .await
+            .map_err(RunError::Internal)
+            .and_then(|written| Ok(written?));
+        if snap.is_none() {
+            downtime = held.release(docker, svc).await;
+        }
+        if let Some(s) = snap
+            && let Err(err) = svc.drop_snapshot(&row.volume, s).await
+        {
+            tracing::warn!(backup = row.id, error = %err, "could not remove the backup's snapshot (removed at the next start)");
+        }
+        row.downtime_ms = downtime.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        for n in &held.notes {
+            tracing::info!(backup = row.id, volume = row.volume, "{n}");
+        }
+        out
+    }
+
+    /// With `backup-consistency=none`: which containers had the volume in use (best effort,
+    /// a short deadline; nothing when the engine does not answer).
+    async fn writers_note(&self, volume: &str) -> Option<String> {
+        let docker = &self.e.docker;
+        let all = tokio::time::timeout(Duration::from_secs(3), docker.engine.containers()).await.ok()?.ok()?;
+        let users = voltool_docker::users_of(&all, volume, &docker.driver);
+        let running: Vec<&str> =
+            users.iter().filter(|c| c.state == voltool_docker::RunState::Running).map(|c| c.name.as_str()).collect();
+        (!running.is_empty()).then(|| {
+            format!(
+                "crash-consistent at best: container(s) {} had the volume in use (set backup-consistency to stop, pause, hooks or freeze)",
+                running.join(", ")
+            )
+        })
     }
 
     /// A failed run: the reason is recorded and what it wrote is removed (or the removal is
@@ -237,6 +327,7 @@ impl Backups {
             keep: None,
             trigger: "archive",
             restore_test: false,
+            consistency: None,
         };
         let id = self.start(req).await?;
         loop {

@@ -29,6 +29,8 @@ pub(super) struct Entry {
     pub keep: Option<String>,
     pub verify: bool,
     pub restore_test: bool,
+    /// `None`: the volume's `backup-consistency`.
+    pub consistency: Option<String>,
 }
 
 impl Entry {
@@ -40,6 +42,7 @@ impl Entry {
             keep: self.keep.clone(),
             trigger: "schedule",
             restore_test: self.restore_test,
+            consistency: self.consistency.clone(),
         }
     }
 }
@@ -64,6 +67,7 @@ impl Backups {
                         keep: v.spec.backup.keep.clone(),
                         verify: v.spec.backup.verify,
                         restore_test: v.spec.backup.restore_test,
+                        consistency: None,
                     },
                 ));
             }
@@ -80,6 +84,7 @@ impl Backups {
                         keep: s.keep.clone(),
                         verify: s.verify,
                         restore_test: false,
+                        consistency: s.consistency.clone(),
                     },
                 ));
             }

@@ -7,7 +7,14 @@ use crate::backups::test_support::{Fixture, at, manual, settled};
 use crate::backups::{BackupSettings, Clock, ConfigSchedule};
 
 fn hourly(volume: &str) -> ConfigSchedule {
-    ConfigSchedule { volumes: vec![volume.into()], cron: "0 * * * *".into(), target: None, keep: None, verify: false }
+    ConfigSchedule {
+        volumes: vec![volume.into()],
+        cron: "0 * * * *".into(),
+        target: None,
+        keep: None,
+        verify: false,
+        consistency: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,9 @@ pub struct ConfigSchedule {
     pub keep: Option<String>,
     #[serde(default)]
     pub verify: bool,
+    /// `backup-consistency` for these runs; `None`: each volume's own.
+    #[serde(default)]
+    pub consistency: Option<String>,
 }
 
 /// A target reference that does not lead to a usable target.
@@ -118,6 +121,8 @@ pub enum ScheduleProblem {
     Target(#[from] ResolveError),
     #[error(transparent)]
     Volume(#[from] OptionError),
+    #[error("consistency = {value:?}: {source}")]
+    Consistency { value: String, source: super::ModeError },
 }
 
 impl BackupSettings {
@@ -155,6 +160,9 @@ impl BackupSettings {
         }
         for v in &s.volumes {
             voltool_plugin::options::validate_name(v)?;
+        }
+        if let Some(c) = &s.consistency {
+            super::Mode::parse(c).map_err(|source| ScheduleProblem::Consistency { value: c.clone(), source })?;
         }
         Ok(())
     }
@@ -203,6 +211,7 @@ mod tests {
             target: None,
             keep: None,
             verify: false,
+            consistency: None,
         };
         let e = bad(&|s| {
             s.schedules.insert("nightly".into(), sched("not cron", "v"));

@@ -26,6 +26,8 @@ pub(super) struct Fixture {
     pub svc: VolumeService,
     pub clock: Arc<ManualClock>,
     pub settings: BackupSettings,
+    /// The Docker engine the consistency steps talk to (driver name `voltool`).
+    pub docker: Arc<voltool_docker::RecordingEngine>,
 }
 
 impl Fixture {
@@ -39,14 +41,16 @@ impl Fixture {
             .expect("volume service")
             .with_backup_grammar(Arc::new(crate::grammar::EngineGrammar));
         settings.default_target = Some(dir.path().join("backups").display().to_string());
-        Self { dir, svc, clock: Arc::new(ManualClock::new(now)), settings }
+        let docker = Arc::new(voltool_docker::RecordingEngine::new());
+        Self { dir, svc, clock: Arc::new(ManualClock::new(now)), settings, docker }
     }
 
     /// An engine on this state, as a daemon (re)start opens it: recovery at start included.
     pub async fn open(&self) -> Backups {
         let catalog = Catalog::new(self.svc.clone(), self.settings.clone());
         let restores = Restores::new(self.svc.clone(), catalog);
-        Backups::open_with_clock(self.svc.clone(), self.settings.clone(), restores, self.clock.clone())
+        let docker = super::DockerLink { engine: self.docker.clone(), driver: "voltool".into() };
+        Backups::open_with_clock(self.svc.clone(), self.settings.clone(), restores, self.clock.clone(), docker)
             .await
             .expect("open the engine")
     }
@@ -101,6 +105,7 @@ pub(super) fn manual(volume: &str) -> RunRequest {
         keep: None,
         trigger: "manual",
         restore_test: false,
+        consistency: None,
     }
 }
 

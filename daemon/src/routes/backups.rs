@@ -55,6 +55,7 @@ async fn run(
         keep: None,
         trigger: "manual",
         restore_test: false,
+        consistency: req.consistency,
     };
     let id = b.start(run).await?;
     Ok((StatusCode::ACCEPTED, Json(BackupStarted { id })))

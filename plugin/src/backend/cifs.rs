@@ -298,6 +298,7 @@ mod tests {
             loops: Arc::new(voltool_runtime::loopdev::RecordingLoopDevices::new()),
             tools: Arc::new(crate::backend::tools::RecordingFsTools::new()),
             projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
+            snapshots: Arc::new(voltool_runtime::snapshot::RecordingSnapshots::new()),
             quota: crate::options::QuotaSupport::default(),
             nfs_userspace: false,
             fuse: Arc::default(),

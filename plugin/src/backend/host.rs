@@ -8,6 +8,7 @@ use std::sync::Arc;
 use voltool_runtime::loopdev::LoopDevices;
 use voltool_runtime::mount::Mounter;
 use voltool_runtime::quota::ProjectQuota;
+use voltool_runtime::snapshot::SnapshotOps;
 
 use super::tools::FsTools;
 use crate::options::QuotaSupport;
@@ -19,6 +20,8 @@ pub struct Host {
     pub loops: Arc<dyn LoopDevices>,
     pub tools: Arc<dyn FsTools>,
     pub projects: Arc<dyn ProjectQuota>,
+    /// Freeze, thaw and reflink, for snapshots.
+    pub snapshots: Arc<dyn SnapshotOps>,
     pub quota: QuotaSupport,
     /// Mount NFS through the userspace client over FUSE (no kernel NFS client here).
     pub nfs_userspace: bool,
@@ -36,6 +39,7 @@ impl Host {
             loops: Arc::new(voltool_runtime::loopdev::RecordingLoopDevices::new()),
             tools: Arc::new(super::tools::RecordingFsTools::new()),
             projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
+            snapshots: Arc::new(voltool_runtime::snapshot::RecordingSnapshots::new()),
             quota: QuotaSupport { project: false, loop_devices: true },
             nfs_userspace: false,
             fuse: Arc::default(),

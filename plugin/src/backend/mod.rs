@@ -22,6 +22,7 @@ mod layout;
 mod local;
 pub mod nfs;
 pub mod remote;
+mod snapshot;
 mod tmpfs;
 pub mod tools;
 
@@ -31,6 +32,7 @@ use std::path::Path;
 pub use any::AnyBackend;
 pub use host::{FuseSessions, Host};
 pub use layout::Layout;
+pub use snapshot::{Snapshot, snapshots_dir};
 
 use crate::error::{Error, Result};
 use crate::options::{Owner, format_size};

@@ -24,6 +24,7 @@ fn fake_host() -> (Host, Arc<RecordingMounter>, Arc<RecordingLoopDevices>, Arc<R
         loops: l.clone(),
         tools: t.clone(),
         projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
+        snapshots: Arc::new(voltool_runtime::snapshot::RecordingSnapshots::new()),
         quota: QuotaSupport { project: false, loop_devices: true },
         nfs_userspace: false,
         fuse: Arc::default(),

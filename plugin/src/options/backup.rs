@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::OptionError;
 
-/// A volume's `backup-schedule`, `backup-target`, `backup-keep` and `backup-verify`, validated
+/// A volume's `backup-schedule`, `backup-target`, `backup-keep`, `backup-verify` and `backup-consistency`, validated
 /// and kept as the user wrote them (the backup engine parses them again when it uses them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupPolicy {
@@ -22,6 +22,10 @@ pub struct BackupPolicy {
     /// `backup-verify=restore`: after verifying, restore into a scratch volume and check it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restore_test: bool,
+    /// `backup-consistency`: `none`, or steps around the snapshot (`stop`, `pause`, `hooks`,
+    /// `freeze`, comma-combined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 impl BackupPolicy {
@@ -39,6 +43,8 @@ pub enum BackupKey {
     Keep,
     /// `backup-target` when it is a URL or path (a name is checked here).
     TargetUrl,
+    /// `backup-consistency`: `none|stop|pause|hooks|freeze`, comma-combined.
+    Consistency,
 }
 
 impl BackupKey {
@@ -48,6 +54,7 @@ impl BackupKey {
             BackupKey::Schedule => "backup-schedule",
             BackupKey::Keep => "backup-keep",
             BackupKey::TargetUrl => "backup-target",
+            BackupKey::Consistency => "backup-consistency",
         }
     }
 }
@@ -79,6 +86,7 @@ pub fn check_backup_policy(policy: &BackupPolicy, grammar: &dyn BackupGrammar) -
         (BackupKey::Schedule, policy.schedule.as_deref()),
         (BackupKey::Keep, policy.keep.as_deref()),
         (BackupKey::TargetUrl, policy.target.as_deref().filter(|t| is_target_url(t))),
+        (BackupKey::Consistency, policy.consistency.as_deref()),
     ];
     for (key, value) in values {
         if let Some(v) = value {
@@ -102,6 +110,7 @@ pub(super) fn parse_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result
     match key {
         "backup-schedule" => policy.schedule = Some(v.trim().to_owned()),
         "backup-keep" => policy.keep = Some(v.trim().to_owned()),
+        "backup-consistency" => policy.consistency = Some(v.trim().to_owned()),
         "backup-target" => {
             if !is_target_url(v)
                 && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))

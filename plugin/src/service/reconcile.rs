@@ -9,10 +9,21 @@ impl Inner {
     /// Brings the persisted Mount IDs in line with the kernel: IDs of a volume whose mount
     /// is gone are dropped (the next Mount remounts it), and a mount nobody holds an ID for
     /// is unmounted.
+    ///
+    /// Also undoes what a daemon killed during a backup's snapshot left: an image volume's
+    /// filesystem still frozen (thawed here; thawing one that is not frozen does nothing) and
+    /// snapshot copies (unmounted and deleted).
     pub(super) fn reconcile(&self) -> Result<()> {
+        AnyBackend::drop_stale_snapshots(&self.host, &self.layout);
         for rec in self.store.list_volumes()? {
             let ids = self.store.mount_ids(&rec.name)?;
             let backend = AnyBackend::for_spec(&rec.spec);
+            if matches!(backend, AnyBackend::Image(_))
+                && self.is_mounted(&rec.name)?
+                && let Err(e) = self.host.snapshots.thaw(&self.layout.mountpoint(&rec.name))
+            {
+                tracing::warn!(volume = rec.name, error = %e, "could not thaw the volume's filesystem");
+            }
             if self.is_mounted(&rec.name)? && !backend.is_alive(&self.host, &self.layout, &rec.name) {
                 backend.unmount(&self.host, &self.layout, &rec.name)?;
                 tracing::warn!(

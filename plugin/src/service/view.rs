@@ -52,6 +52,12 @@ pub struct LastBackup {
     pub verified: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The consistency steps it took (`none`, `stop`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// How long the volume's containers were held for it, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
 }
 
 /// A volume as the outside world sees it.
@@ -108,6 +114,8 @@ impl Inner {
                 time: b.finished_at.unwrap_or(b.started_at),
                 verified: b.verify_status.unwrap_or_else(|| "not verified".into()),
                 reason: b.reason,
+                consistency: b.consistency,
+                downtime_ms: b.downtime_ms,
             }),
         }
     }

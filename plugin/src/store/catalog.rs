@@ -70,6 +70,19 @@ pub struct BackupRow {
     pub verify_status: Option<String>,
     pub verify_at: Option<String>,
     pub verify_reason: Option<String>,
+    /// The consistency steps the run took (`none`, `stop`, `hooks,stop`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// How long containers were stopped, paused or frozen, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// How the point-in-time copy was taken (`reflink`, `none`: read live while held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// What a person should know about the run's consistency (no snapshot possible, so the
+    /// containers were held throughout; containers that were writing during a `none` run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_note: Option<String>,
 }
 
 impl BackupRow {
@@ -102,6 +115,10 @@ impl BackupRow {
             verify_status: None,
             verify_at: None,
             verify_reason: None,
+            consistency: None,
+            downtime_ms: None,
+            snapshot: None,
+            consistency_note: None,
         }
     }
 }
@@ -116,7 +133,7 @@ pub struct ScheduleState {
 }
 
 const COLUMNS: &str = "id, volume, target_ref, target_url, trigger, started_at, finished_at, duration_ms, status, \
-     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason";
+     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason, consistency, downtime_ms, snapshot, consistency_note";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
     let u = |i: usize| -> rusqlite::Result<Option<u64>> { Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64)) };
@@ -140,6 +157,10 @@ fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
         verify_status: r.get(16)?,
         verify_at: r.get(17)?,
         verify_reason: r.get(18)?,
+        consistency: r.get(19)?,
+        downtime_ms: u(20)?,
+        snapshot: r.get(21)?,
+        consistency_note: r.get(22)?,
     })
 }
 
@@ -182,7 +203,8 @@ impl Store {
         self.conn()
             .execute(
                 "UPDATE backups SET finished_at = ?2, duration_ms = ?3, status = ?4, reason = ?5, bytes_in = ?6,
-                    bytes_out = ?7, files = ?8, sha256 = ?9, upload_token = ?10, cleanup_pending = ?11
+                    bytes_out = ?7, files = ?8, sha256 = ?9, upload_token = ?10, cleanup_pending = ?11,
+                    consistency = ?12, downtime_ms = ?13, snapshot = ?14, consistency_note = ?15
                  WHERE id = ?1",
                 params![
                     b.id,
@@ -196,6 +218,10 @@ impl Store {
                     b.sha256,
                     b.upload_token,
                     i64::from(b.cleanup_pending),
+                    b.consistency,
+                    i(b.downtime_ms),
+                    b.snapshot,
+                    b.consistency_note,
                 ],
             )
             .map_err(self.err())?;

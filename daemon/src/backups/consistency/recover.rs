@@ -1,0 +1,68 @@
+//! Holds left by a daemon that was killed during a consistent backup: released at start, in
+//! the background, retried until the engine answers.
+
+use std::time::Duration;
+
+use super::holds::release_one;
+use crate::backups::Backups;
+
+/// How long the retry waits at most between two rounds.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+impl Backups {
+    /// Releases every hold in the store (containers started, unpaused, services scaled back,
+    /// filesystems thawed; see the module docs for when one is left alone), newest backup
+    /// first and each backup's holds in reverse order. Holds that cannot be released now (the
+    /// engine not answering yet) are retried in the background with a growing pause.
+    pub async fn release_leftover_holds(&self) {
+        if self.release_holds_once().await {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                if me.release_holds_once().await {
+                    return;
+                }
+                wait = (wait * 2).min(MAX_WAIT);
+            }
+        });
+    }
+
+    /// One round; true when no hold is left.
+    async fn release_holds_once(&self) -> bool {
+        let svc = self.e.svc.clone();
+        let holds = match tokio::task::spawn_blocking(move || svc.store().holds()).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not read the holds of interrupted backups");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let mut left = 0;
+        for h in holds.iter().rev() {
+            match release_one(&self.e.docker, &self.e.svc, h).await {
+                Ok(note) => {
+                    match note {
+                        Some(n) => tracing::warn!(backup = h.backup, "{n}"),
+                        None => {
+                            tracing::info!(backup = h.backup, hold = h.name, kind = ?h.kind, "released what an interrupted backup held")
+                        }
+                    }
+                    let (svc, b, seq) = (self.e.svc.clone(), h.backup.clone(), h.seq);
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || svc.store().drop_hold(&b, seq)).await {
+                        tracing::warn!(backup = h.backup, error = %e, "could not record a released hold");
+                    }
+                }
+                Err(e) => {
+                    left += 1;
+                    tracing::warn!(backup = h.backup, hold = h.name, error = %e, "could not release what an interrupted backup held yet; trying again");
+                }
+            }
+        }
+        left == 0
+    }
+}
