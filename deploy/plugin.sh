@@ -43,7 +43,7 @@ build() {
   fi
   [ -x "$bin" ] || die "no voltool binary at $bin"
   rm -rf "$out"
-  mkdir -p "$out/rootfs"/{usr/bin,mnt/volumes,var/lib/voltool,run/voltool,run/docker/plugins,etc/voltool,tmp,proc,sys,dev}
+  mkdir -p "$out/rootfs"/{usr/bin,mnt/volumes,var/lib/voltool,var/run,run/voltool,run/docker/plugins,etc/voltool,tmp,proc,sys,dev}
   chmod 1777 "$out/rootfs/tmp"
   cp "$here/plugin/config.json" "$out/config.json"
   # Growing a mounted ext4 volume needs CAP_SYS_RESOURCE. runc cannot grant a capability

@@ -704,6 +704,25 @@ fn s3_missing_credentials_and_unresolvable_host_are_explained() {
     assert!(!msg.contains("notused") && !d.log().contains("notused"), "the secret never shows");
 }
 
+/// With `backup-consistency=stop` and no Docker engine at the configured socket, the backup
+/// fails saying so and writes nothing; a plain backup of the same volume still works.
+#[test]
+fn consistent_backup_without_an_engine_fails_with_the_reason_and_a_plain_one_works() {
+    let d = Daemon::start_with("docker-socket = \"/nonexistent/voltool-test/docker.sock\"\n", &[]);
+    assert!(d.cli(&["volume", "create", "cons", "-o", "backup-consistency=stop"]).status.success());
+    let o = d.cli(&["backup", "run", "cons"]);
+    assert!(!o.status.success(), "no engine: the consistent backup fails");
+    let msg = stderr(&o);
+    assert!(msg.contains("backup-consistency=stop needs the docker engine"), "{msg}");
+    assert!(msg.contains("/nonexistent/voltool-test/docker.sock"), "names the socket: {msg}");
+    let target = d.state().join("backups");
+    assert!(files_in(&target).iter().all(|f| !f.ends_with(".tar.zst")), "no archive: {:?}", files_in(&target));
+    let o = d.cli(&["backup", "run", "cons", "--consistency", "none"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.cli(&["volume", "create", "bad", "-o", "backup-consistency=stop,pause"]);
+    assert!(!o.status.success() && stderr(&o).contains("stop and pause exclude each other"), "{}", stderr(&o));
+}
+
 /// A private s3s-fs (its own port and data dir) the test can stop and start.
 struct PrivateS3 {
     child: Option<std::process::Child>,

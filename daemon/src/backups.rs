@@ -189,7 +189,7 @@ impl Backups {
             docker,
         });
         let b = Self { e };
-        b.release_leftover_holds().await;
+        b.release_leftover_holds();
         b.recover(true).await?;
         Ok(b)
     }

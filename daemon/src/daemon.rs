@@ -74,13 +74,6 @@ pub enum OpenError {
     },
     #[error("open the backup catalog")]
     Catalog(#[source] Box<Error>),
-    /// The Docker engine's socket path cannot be used.
-    #[error("docker engine socket {}", path.display())]
-    Docker {
-        path: PathBuf,
-        #[source]
-        source: voltool_docker::DockerError,
-    },
 }
 
 /// The sockets and the state dir's lock, held from [`Daemon::open`] until serving ends.
@@ -194,8 +187,7 @@ impl Daemon {
             .map_err(|source| OpenError::State { path: state_dir.clone(), source: Box::new(source) })?
             .with_backup_grammar(Arc::new(EngineGrammar));
         let restores = Restores::new(svc.clone(), Catalog::new(svc.clone(), backup.clone())).with_reserve(reserve);
-        let engine = voltool_docker::DockerEngine::new(&docker_socket)
-            .map_err(|source| OpenError::Docker { path: docker_socket.clone(), source })?;
+        let engine = voltool_docker::DockerEngine::new(&docker_socket);
         let docker = DockerLink { engine: Arc::new(engine), driver: driver.clone() };
         let backups = Backups::open(svc.clone(), backup, restores.clone(), docker)
             .await

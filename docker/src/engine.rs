@@ -22,23 +22,30 @@ use crate::{
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The engine behind a unix socket (`/var/run/docker.sock` by default).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DockerEngine {
-    docker: Docker,
+    /// The client, made at the first call that finds the socket (a daemon starts before, or
+    /// without, a Docker engine).
+    client: std::sync::Mutex<Option<Docker>>,
     socket: String,
 }
 
 impl DockerEngine {
-    /// A client of the engine at `socket`. Sends nothing: an engine that is not there shows at
-    /// the first call, as [`DockerError::Unreachable`].
-    ///
-    /// # Errors
-    /// [`DockerError::Unreachable`] when the path cannot be used as a socket address.
-    pub fn new(socket: &std::path::Path) -> Result<Self> {
-        let s = socket.display().to_string();
-        let docker = Docker::connect_with_unix(&s, CALL_DEADLINE.as_secs(), bollard::API_DEFAULT_VERSION)
-            .map_err(|e| DockerError::Unreachable { socket: s.clone(), source: Box::new(e) })?;
-        Ok(Self { docker, socket: s })
+    /// A client of the engine at `socket`. Connects nothing: an engine that is not there shows
+    /// at each call, as [`DockerError::Unreachable`].
+    pub fn new(socket: &std::path::Path) -> Self {
+        Self { client: std::sync::Mutex::default(), socket: socket.display().to_string() }
+    }
+
+    fn docker(&self) -> Result<Docker> {
+        let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Docker::connect_with_unix(&self.socket, CALL_DEADLINE.as_secs(), bollard::API_DEFAULT_VERSION)
+            .map_err(|e| DockerError::Unreachable { socket: self.socket.clone(), source: Box::new(e) })?;
+        *slot = Some(d.clone());
+        Ok(d)
     }
 
     /// Runs one call under `deadline`, its error mapped to a [`DockerError`].
@@ -120,12 +127,14 @@ fn keep_tail(buf: &mut Vec<u8>, more: &[u8]) {
 #[async_trait::async_trait]
 impl Engine for DockerEngine {
     async fn ping(&self) -> Result<()> {
-        self.call("answer", "a ping", CALL_DEADLINE, self.docker.ping()).await.map(drop)
+        let docker = self.docker()?;
+        self.call("answer", "a ping", CALL_DEADLINE, docker.ping()).await.map(drop)
     }
 
     async fn containers(&self) -> Result<Vec<Container>> {
+        let docker = self.docker()?;
         let opts = ListContainersOptions { all: false, ..Default::default() };
-        let list = self.call("list", "the containers", CALL_DEADLINE, self.docker.list_containers(Some(opts))).await?;
+        let list = self.call("list", "the containers", CALL_DEADLINE, docker.list_containers(Some(opts))).await?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -141,9 +150,10 @@ impl Engine for DockerEngine {
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<Container>> {
+        let docker = self.docker()?;
         let what = format!("container {id}");
         let got = self
-            .call("inspect", &what, CALL_DEADLINE, self.docker.inspect_container(id, None::<InspectContainerOptions>))
+            .call("inspect", &what, CALL_DEADLINE, docker.inspect_container(id, None::<InspectContainerOptions>))
             .await;
         let c = match got {
             Err(DockerError::NotFound { .. }) => return Ok(None),
@@ -160,26 +170,31 @@ impl Engine for DockerEngine {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let docker = self.docker()?;
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let opts = StopContainerOptions { t: Some(secs), signal: None };
         let deadline = grace + CALL_DEADLINE;
-        self.unit("stop", &format!("container {id}"), deadline, self.docker.stop_container(id, Some(opts))).await
+        self.unit("stop", &format!("container {id}"), deadline, docker.stop_container(id, Some(opts))).await
     }
 
     async fn start(&self, id: &str) -> Result<()> {
+        let docker = self.docker()?;
         let what = format!("container {id}");
-        self.unit("start", &what, CALL_DEADLINE, self.docker.start_container(id, None)).await
+        self.unit("start", &what, CALL_DEADLINE, docker.start_container(id, None)).await
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
-        self.unit("pause", &format!("container {id}"), CALL_DEADLINE, self.docker.pause_container(id)).await
+        let docker = self.docker()?;
+        self.unit("pause", &format!("container {id}"), CALL_DEADLINE, docker.pause_container(id)).await
     }
 
     async fn unpause(&self, id: &str) -> Result<()> {
-        self.unit("unpause", &format!("container {id}"), CALL_DEADLINE, self.docker.unpause_container(id)).await
+        let docker = self.docker()?;
+        self.unit("unpause", &format!("container {id}"), CALL_DEADLINE, docker.unpause_container(id)).await
     }
 
     async fn exec(&self, id: &str, cmd: &str, deadline: Duration) -> Result<ExecOutcome> {
+        let docker = self.docker()?;
         let what = format!("container {id}");
         let until = tokio::time::Instant::now() + deadline;
         let config = ExecConfig {
@@ -188,8 +203,8 @@ impl Engine for DockerEngine {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let created = self.call("exec in", &what, CALL_DEADLINE, self.docker.create_exec(id, config)).await?;
-        let started = self.call("exec in", &what, CALL_DEADLINE, self.docker.start_exec(&created.id, None)).await?;
+        let created = self.call("exec in", &what, CALL_DEADLINE, docker.create_exec(id, config)).await?;
+        let started = self.call("exec in", &what, CALL_DEADLINE, docker.start_exec(&created.id, None)).await?;
         let mut out = Vec::new();
         let mut finished = true;
         if let StartExecResults::Attached { mut output, .. } = started {
@@ -210,9 +225,8 @@ impl Engine for DockerEngine {
         let mut exit_code = None;
         if finished {
             loop {
-                let info = self
-                    .call("inspect an exec in", &what, CALL_DEADLINE, self.docker.inspect_exec(&created.id))
-                    .await?;
+                let info =
+                    self.call("inspect an exec in", &what, CALL_DEADLINE, docker.inspect_exec(&created.id)).await?;
                 if info.running != Some(true) {
                     exit_code = info.exit_code;
                     break;
@@ -227,8 +241,9 @@ impl Engine for DockerEngine {
     }
 
     async fn service(&self, id: &str) -> Result<ServiceScale> {
+        let docker = self.docker()?;
         let what = format!("service {id}");
-        let s = self.call("inspect", &what, CALL_DEADLINE, self.docker.inspect_service(id, None)).await?;
+        let s = self.call("inspect", &what, CALL_DEADLINE, docker.inspect_service(id, None)).await?;
         let spec = s.spec.unwrap_or_default();
         let replicas =
             spec.mode.and_then(|m| m.replicated).map(|r| u64::try_from(r.replicas.unwrap_or(1)).unwrap_or(0));
@@ -236,8 +251,9 @@ impl Engine for DockerEngine {
     }
 
     async fn scale(&self, id: &str, replicas: u64) -> Result<()> {
+        let docker = self.docker()?;
         let what = format!("service {id}");
-        let s = self.call("inspect", &what, CALL_DEADLINE, self.docker.inspect_service(id, None)).await?;
+        let s = self.call("inspect", &what, CALL_DEADLINE, docker.inspect_service(id, None)).await?;
         let version = s.version.and_then(|v| v.index).unwrap_or(0);
         let mut spec = s.spec.unwrap_or_default();
         let Some(rep) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) else {
@@ -250,14 +266,15 @@ impl Engine for DockerEngine {
         };
         rep.replicas = Some(i64::try_from(replicas).unwrap_or(i64::MAX));
         let opts = UpdateServiceOptions { version: i32::try_from(version).unwrap_or(i32::MAX), ..Default::default() };
-        self.call("scale", &what, CALL_DEADLINE, self.docker.update_service(id, spec, opts, None)).await.map(drop)
+        self.call("scale", &what, CALL_DEADLINE, docker.update_service(id, spec, opts, None)).await.map(drop)
     }
 
     async fn live_tasks(&self, id: &str) -> Result<u64> {
+        let docker = self.docker()?;
         let filters = HashMap::from([("service".to_owned(), vec![id.to_owned()])]);
         let opts = ListTasksOptions { filters: Some(filters) };
         let what = format!("the tasks of service {id}");
-        let tasks = self.call("list", &what, CALL_DEADLINE, self.docker.list_tasks(Some(opts))).await?;
+        let tasks = self.call("list", &what, CALL_DEADLINE, docker.list_tasks(Some(opts))).await?;
         let live = tasks
             .iter()
             .filter(|t| {

@@ -5,9 +5,10 @@
 //! ends (see harness.rs). `bash deploy/test-env/test.sh` starts dockerd and the test servers.
 //!
 //! The scenarios: volumes.rs (local and tmpfs volumes), network.rs (NFS, SMB), backups.rs
-//! (backups and restores); each runs once per mode.
+//! (backups and restores), consistency.rs (consistent backups); each runs once per mode.
 
 mod backups;
+mod consistency;
 mod harness;
 mod network;
 mod volumes;
@@ -16,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backups::*;
+use consistency::*;
 use harness::{Env, Mode, run, text};
 use network::*;
 use volumes::*;
@@ -57,6 +59,9 @@ both_modes! {
     seed_recipe_backup_restores_byte_identical => seed_restore;
     restore_test_of_a_backup_runs_its_check => restore_test;
     backups_stay_in_the_suites_own_state => backups_in_own_state;
+    consistent_backup_stops_and_restarts_the_containers => consistent_stop;
+    killed_daemon_starts_what_it_stopped => killed_while_holding exclusive (x);
+    consistent_backup_runs_the_hooks => consistent_hooks;
 }
 
 pub(crate) fn out(o: &std::process::Output) -> String {

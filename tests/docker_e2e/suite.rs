@@ -153,7 +153,8 @@ impl Suite {
         // Never run against any state but this suite's own.
         let format = "{{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}";
         let mounts = docker_ok(&["plugin", "inspect", "--format", format, &self.driver]);
-        let want = format!("state={} api={}", self.state_dir().display(), run_dir.display());
+        let want =
+            format!("state={} api={} docker=/var/run/docker.sock", self.state_dir().display(), run_dir.display());
         assert_eq!(mounts.trim(), want, "the suite's plugin must bind the suite's own dirs");
         Ok(())
     }

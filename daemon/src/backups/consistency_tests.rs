@@ -33,6 +33,17 @@ fn holds(f: &Fixture) -> Vec<Hold> {
     f.svc.store().holds().expect("holds")
 }
 
+/// Waits (at most 5 s) until the background release at start has released every hold.
+async fn released(f: &Fixture) {
+    for _ in 0..100 {
+        if holds(f).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("holds left after 5 s: {:?}", holds(f));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_holds_the_volumes_containers_and_its_labelled_companions_then_starts_them_in_reverse() {
     let f = Fixture::new(BackupSettings::default(), at(3, 0));
@@ -228,6 +239,7 @@ async fn holds_left_by_a_killed_daemon_are_released_at_start_unless_someone_else
         ])
         .expect("holds");
     let _b = f.open().await;
+    released(&f).await;
     assert_eq!(f.docker.state_of("ours"), Some(RunState::Running));
     assert_eq!(f.docker.state_of("restarted-by-user"), Some(RunState::Other), "the user's to start");
     assert_eq!(f.docker.state_of("paused"), Some(RunState::Running));
@@ -254,14 +266,9 @@ async fn holds_wait_for_the_engine_when_it_is_not_up_yet_at_start() {
     f.svc.store().put_holds(&[h]).expect("hold");
     f.docker.set_unreachable(true);
     let _b = f.open().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(holds(&f).len(), 1, "kept while the engine does not answer");
     f.docker.set_unreachable(false);
-    for _ in 0..100 {
-        if holds(&f).is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(holds(&f).is_empty(), "released once the engine answers");
+    released(&f).await;
     assert_eq!(f.docker.state_of("c"), Some(RunState::Running));
 }

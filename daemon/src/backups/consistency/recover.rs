@@ -12,20 +12,16 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 impl Backups {
     /// Releases every hold in the store (containers started, unpaused, services scaled back,
     /// filesystems thawed; see the module docs for when one is left alone), newest backup
-    /// first and each backup's holds in reverse order. Holds that cannot be released now (the
-    /// engine not answering yet) are retried in the background with a growing pause.
-    pub async fn release_leftover_holds(&self) {
-        if self.release_holds_once().await {
-            return;
-        }
+    /// first and each backup's holds in reverse order, in a background task: starting a
+    /// container makes dockerd call this daemon's plugin socket (Mount), which is served only
+    /// once the daemon is open. Holds that cannot be released yet (the engine not answering)
+    /// are retried with a growing pause.
+    pub fn release_leftover_holds(&self) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_secs(1);
-            loop {
+            while !me.release_holds_once().await {
                 tokio::time::sleep(wait).await;
-                if me.release_holds_once().await {
-                    return;
-                }
                 wait = (wait * 2).min(MAX_WAIT);
             }
         });
