@@ -38,4 +38,8 @@ pub struct KernelReport {
     pub state_dir_fs: Option<String>,
     /// The state dir's mount has project quotas enabled (`prjquota`/`pquota`).
     pub state_dir_project_quota: bool,
+    /// Files in the state dir can share blocks (reflinks): image-backed volumes get
+    /// snapshots for consistent backups.
+    #[serde(default)]
+    pub state_dir_reflink: bool,
 }

@@ -255,9 +255,13 @@ impl Daemon {
             .layer(axum::middleware::from_fn_with_state(self.serving.access.clone(), crate::access::check_peer));
         let api = axum::serve(api_listener, api_routes.into_make_service_with_connect_info::<crate::access::Peer>())
             .with_graceful_shutdown(stop(rx));
+        let backups = self.backups.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down; volumes stay mounted for running containers");
+            // Containers a backup holds stopped are started while the plugin socket still
+            // answers their Mount.
+            backups.release_holds_before_stop().await;
             let _ = tx.send(true);
         });
         let (p, a) = tokio::join!(plugin.into_future(), api.into_future());
@@ -301,6 +305,8 @@ fn host(state_dir: &Path) -> Host {
         tools: Arc::new(SystemFsTools::default()),
         projects: Arc::new(voltool_runtime::quota::LinuxProjectQuota),
         snapshots: Arc::new(voltool_runtime::snapshot::LinuxSnapshots),
+        subvolumes: kernel.state_dir_fs.as_deref() == Some("btrfs"),
+        reflinks: kernel.state_dir_reflink,
         quota: QuotaSupport { project: kernel.state_dir_project_quota, loop_devices: kernel.loop_devices },
         // No kernel NFS client (this host, many containers): the userspace client over FUSE.
         nfs_userspace: !kernel.kernel_nfs && kernel.fuse,

@@ -145,6 +145,7 @@ fn doctor_view(r: voltool_plugin::doctor::DoctorReport) -> DoctorReport {
             fuse: k.fuse,
             state_dir_fs: k.state_dir_fs,
             state_dir_project_quota: k.state_dir_project_quota,
+            state_dir_reflink: k.state_dir_reflink,
         },
         findings: r
             .findings

@@ -104,6 +104,7 @@ fn the_doctor_report_and_secrets_are_shown_unchanged() {
         fuse: false,
         state_dir_fs: Some("ext4".into()),
         state_dir_project_quota: false,
+        state_dir_reflink: true,
     };
     let report = voltool_plugin::doctor::assess(k);
     let old = serde_json::to_string(&report).expect("json");

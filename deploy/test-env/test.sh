@@ -49,6 +49,8 @@ command -v smbd >/dev/null || need+=(samba smbclient)
 [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 command -v zstd >/dev/null || need+=(zstd)
 command -v setfattr >/dev/null || need+=(attr)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v mkfs.btrfs >/dev/null || [ -x /usr/sbin/mkfs.btrfs ] || need+=(btrfs-progs)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq || die "apt-get update"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
@@ -103,7 +105,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy"
 log "architecture"
 # The layout docs/DESIGN.md describes ("Crates"): the plugin crate knows no backups, and no
 # file or function outgrows the limits of issue 13 (600 lines, 100 lines).
-for dep in voltool-backup voltool-restore voltool-migrate voltool-daemon; do
+for dep in voltool-backup voltool-restore voltool-migrate voltool-daemon voltool-docker; do
   if cargo tree -p voltool-plugin -e normal --prefix none --locked | grep -q "^$dep "; then
     die "voltool-plugin depends on $dep (docs/DESIGN.md: the arrows point one way)"
   fi

@@ -86,6 +86,28 @@ pub fn assess(k: KernelReport) -> DoctorReport {
                 "kernel CIFS client: no. cifs volumes can be created (the share is checked at create) but not mounted on this host".into()
             },
         ),
+        finding(
+            "snapshots for consistent backups",
+            (k.state_dir_reflink && k.loop_devices) || state_fs == "btrfs",
+            format!(
+                "reflinks on the state dir ({state_fs}): {}; loop devices: {}. {}",
+                yes(k.state_dir_reflink),
+                yes(k.loop_devices),
+                match (state_fs == "btrfs", k.state_dir_reflink && k.loop_devices) {
+                    (true, _) =>
+                        "directory volumes are btrfs subvolumes with read-only snapshots and image-backed volumes \
+                                  are reflinked: backup-consistency=stop|pause|hooks|freeze holds their containers for \
+                                  milliseconds",
+                    (false, true) =>
+                        "image-backed volumes are snapshotted (freeze, reflink, thaw): backup-consistency=\
+                                      stop|pause|hooks|freeze holds their containers for milliseconds; directory volumes \
+                                      have no snapshot here and hold them for the whole backup",
+                    (false, false) =>
+                        "no snapshots: backup-consistency=stop|pause holds the containers for the whole \
+                                       backup (a state dir on btrfs, or xfs with reflink=1, gives snapshots)",
+                },
+            ),
+        ),
     ];
     DoctorReport { kernel: k, findings }
 }
@@ -104,6 +126,7 @@ mod tests {
             fuse: true,
             state_dir_fs: Some("ext4".into()),
             state_dir_project_quota: false,
+            state_dir_reflink: false,
         }
     }
 
@@ -120,5 +143,22 @@ mod tests {
         let r = assess(k);
         assert!(r.findings.iter().any(|f| f.detail.contains("project quotas on the state dir: yes")));
         assert!(r.findings.iter().any(|f| f.detail.contains("the kernel client")));
+    }
+
+    #[test]
+    fn snapshots_are_said_to_be_there_or_not() {
+        let snapshots = |k: KernelReport| {
+            assess(k).findings.into_iter().find(|f| f.feature == "snapshots for consistent backups").expect("finding")
+        };
+        let none = snapshots(bare());
+        assert!(!none.available && none.detail.contains("no snapshots"), "{}", none.detail);
+        let mut xfs = bare();
+        (xfs.state_dir_fs, xfs.state_dir_reflink) = (Some("xfs".into()), true);
+        let xfs = snapshots(xfs);
+        assert!(xfs.available && xfs.detail.contains("image-backed volumes are snapshotted"), "{}", xfs.detail);
+        let mut btrfs = bare();
+        (btrfs.state_dir_fs, btrfs.state_dir_reflink) = (Some("btrfs".into()), true);
+        let btrfs = snapshots(btrfs);
+        assert!(btrfs.available && btrfs.detail.contains("btrfs subvolumes"), "{}", btrfs.detail);
     }
 }

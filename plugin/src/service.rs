@@ -261,15 +261,7 @@ impl VolumeService {
     pub async fn set_frozen(&self, name: &str, freeze: bool) -> Result<PathBuf> {
         let n = name.to_string();
         self.blocking(move |inner| {
-            let rec = inner.record(&n)?;
-            if !matches!(AnyBackend::for_spec(&rec.spec), AnyBackend::Image(_)) {
-                return Err(Error::Unsupported {
-                    volume: n,
-                    reason: "only image-backed volumes (created with size= where project quotas are missing, or fs=) \
-                             can be frozen: others share their filesystem with the state dir or a server"
-                        .into(),
-                });
-            }
+            freezable(&n, &inner.record(&n)?.spec)?;
             let mp = inner.layout.mountpoint(&n);
             // Never freeze what is under an unmounted mountpoint: that is the host's filesystem.
             if freeze && !inner.is_mounted(&n)? {
@@ -283,6 +275,15 @@ impl VolumeService {
             Ok(mp)
         })
         .await
+    }
+
+    /// Whether the volume's filesystem can be frozen (`backup-consistency=freeze`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] saying why not, [`Error::NotFound`].
+    pub async fn check_freezable(&self, name: &str) -> Result<()> {
+        let n = name.to_string();
+        self.blocking(move |inner| freezable(&n, &inner.record(&n)?.spec)).await
     }
 
     /// Sets how long Mount and Unmount may take before the caller gets an error (a hung
@@ -343,6 +344,19 @@ impl VolumeService {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| Error::Internal(e.to_string()))?
     }
+}
+
+/// Only an image-backed volume has a filesystem of its own to freeze.
+fn freezable(name: &str, spec: &options::VolumeSpec) -> Result<()> {
+    if matches!(AnyBackend::for_spec(spec), AnyBackend::Image(_)) {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        volume: name.into(),
+        reason: "only image-backed volumes (size= where project quotas are missing, or fs=) can be frozen: \
+                 others share their filesystem with the state dir or a server"
+            .into(),
+    })
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub enum Error {
         #[source]
         errno: Errno,
     },
+    /// A tree walk (a snapshot's tree copy) failed or hit its limits.
+    #[error(transparent)]
+    Walk(#[from] crate::walk::WalkError),
     /// A worker thread for namespace work panicked or could not be spawned.
     #[error("namespace worker thread: {0}")]
     Thread(String),
@@ -88,7 +91,7 @@ impl Error {
             | Error::Quota { errno, .. }
             | Error::Snapshot { errno, .. } => Some(*errno),
             Error::MountTable { source, .. } => source.raw_os_error().map(Errno::from_raw),
-            Error::Thread(_) => None,
+            Error::Thread(_) | Error::Walk(_) => None,
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct KernelReport {
     pub state_dir_fs: Option<String>,
     /// The state dir's mount has project quotas enabled (`prjquota`/`pquota`).
     pub state_dir_project_quota: bool,
+    /// Files in the state dir can share blocks (`FICLONE` works there: xfs with reflink,
+    /// btrfs): image-backed volumes get snapshots for consistent backups.
+    #[serde(default)]
+    pub state_dir_reflink: bool,
 }
 
 fn module_installed(release: &str, rel: &str) -> bool {
@@ -54,8 +58,21 @@ pub fn kernel_report(state_dir: &Path) -> KernelReport {
         fuse: Path::new("/dev/fuse").exists(),
         state_dir_fs: mount.map(|m| m.fs_type.clone()),
         state_dir_project_quota: mount.is_some_and(|m| m.has_option("prjquota") || m.has_option("pquota")),
+        state_dir_reflink: reflinks_in(&state_dir),
         filesystems,
     }
+}
+
+/// Whether a reflink works in `dir`: two probe files, cloned and removed again.
+fn reflinks_in(dir: &Path) -> bool {
+    use crate::snapshot::{LinuxSnapshots, SnapshotOps};
+    let a = dir.join(format!(".voltool-reflink-probe-{}", std::process::id()));
+    let b = dir.join(format!(".voltool-reflink-probe-{}.copy", std::process::id()));
+    let _ = std::fs::remove_file(&b);
+    let ok = std::fs::write(&a, b"probe").is_ok() && LinuxSnapshots.reflink(&a, &b).is_ok();
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    ok
 }
 
 #[cfg(test)]

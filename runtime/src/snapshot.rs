@@ -1,9 +1,15 @@
 //! What a point-in-time copy of a volume needs from the kernel: freezing a filesystem
 //! (`FIFREEZE`/`FITHAW`, ioctl_fs(2): writes block, everything dirty is on disk and the journal
-//! is clean) and reflinking a file (`FICLONE`, ioctl_ficlone(2): a copy that shares the
-//! original's blocks, made in constant time on xfs and btrfs).
+//! is clean), reflinking a file (`FICLONE`, ioctl_ficlone(2): a copy that shares the
+//! original's blocks, made in constant time on xfs and btrfs), and btrfs subvolumes with their
+//! read-only snapshots ([`btrfs`]).
 
 #![allow(unsafe_code)]
+
+mod btrfs;
+mod tree;
+
+pub use tree::TreeCopy;
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -41,6 +47,36 @@ pub trait SnapshotOps: Send + Sync {
     /// [`Error::Snapshot`]; `EOPNOTSUPP`/`EXDEV`/`EINVAL` when the filesystem cannot share
     /// blocks between them. `dst` is removed again on failure.
     fn reflink(&self, src: &Path, dst: &Path) -> Result<()>;
+
+    /// Makes `dst` (which must not exist) a copy of the tree at `src` with every regular file
+    /// reflinked (see `tree.rs`): the snapshot of a directory volume on xfs.
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`] (`EOPNOTSUPP`, `EXDEV`, `EINVAL` when files cannot share blocks
+    /// there), [`Error::Walk`].
+    fn reflink_tree(&self, src: &Path, dst: &Path) -> Result<TreeCopy>;
+
+    /// Whether `path` is the root directory of a btrfs subvolume.
+    fn is_subvolume(&self, path: &Path) -> bool;
+
+    /// Creates the directory `parent/name` as a btrfs subvolume (mode 0755, root's).
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`]; `EOPNOTSUPP` when `parent` is not on btrfs.
+    fn create_subvolume(&self, parent: &Path, name: &str) -> Result<()>;
+
+    /// Creates `parent/name` as a read-only snapshot of the subvolume `src`.
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`].
+    fn snapshot_subvolume(&self, src: &Path, parent: &Path, name: &str) -> Result<()>;
+
+    /// Deletes the subvolume or snapshot `parent/name` and everything in it (gone already:
+    /// done).
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`].
+    fn delete_subvolume(&self, parent: &Path, name: &str) -> Result<()>;
 }
 
 fn open_dir(path: &Path, op: &'static str) -> Result<File> {
@@ -111,6 +147,26 @@ impl SnapshotOps for LinuxSnapshots {
             }
         }
     }
+
+    fn reflink_tree(&self, src: &Path, dst: &Path) -> Result<TreeCopy> {
+        tree::reflink_tree(src, dst)
+    }
+
+    fn is_subvolume(&self, path: &Path) -> bool {
+        btrfs::is_subvolume(path)
+    }
+
+    fn create_subvolume(&self, parent: &Path, name: &str) -> Result<()> {
+        btrfs::create(parent, name)
+    }
+
+    fn snapshot_subvolume(&self, src: &Path, parent: &Path, name: &str) -> Result<()> {
+        btrfs::snapshot(src, parent, name)
+    }
+
+    fn delete_subvolume(&self, parent: &Path, name: &str) -> Result<()> {
+        btrfs::delete(parent, name)
+    }
 }
 
 /// One call the fake received.
@@ -119,13 +175,19 @@ pub enum SnapshotCall {
     Freeze(PathBuf),
     Thaw(PathBuf),
     Reflink { src: PathBuf, dst: PathBuf },
+    ReflinkTree { src: PathBuf, dst: PathBuf },
+    CreateSubvolume(PathBuf),
+    SnapshotSubvolume { src: PathBuf, dst: PathBuf },
+    DeleteSubvolume(PathBuf),
 }
 
-/// Records calls; reflinks copy the file (or fail with `fail_reflink`), freezes do nothing.
+/// Records calls; reflinks copy the file (or fail with `fail_reflink`), freezes do nothing;
+/// subvolumes are plain directories it remembers (a snapshot is an empty one).
 #[derive(Debug, Default)]
 pub struct RecordingSnapshots {
     calls: Mutex<Vec<SnapshotCall>>,
     fail_reflink: Mutex<Option<Errno>>,
+    subvolumes: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl RecordingSnapshots {
@@ -168,6 +230,58 @@ impl SnapshotOps for RecordingSnapshots {
             path: dst.into(),
             errno: io_errno(&e),
         })
+    }
+
+    fn reflink_tree(&self, src: &Path, dst: &Path) -> Result<TreeCopy> {
+        self.record(SnapshotCall::ReflinkTree { src: src.into(), dst: dst.into() });
+        if let Some(errno) = *self.fail_reflink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            return Err(Error::Snapshot { op: "reflink", path: dst.into(), errno });
+        }
+        std::fs::create_dir(dst).map_err(|e| Error::Snapshot {
+            op: "create",
+            path: dst.into(),
+            errno: io_errno(&e),
+        })?;
+        Ok(TreeCopy::default())
+    }
+
+    fn is_subvolume(&self, path: &Path) -> bool {
+        self.subvolumes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(path)
+    }
+
+    fn create_subvolume(&self, parent: &Path, name: &str) -> Result<()> {
+        let p = parent.join(name);
+        self.record(SnapshotCall::CreateSubvolume(p.clone()));
+        std::fs::create_dir(&p).map_err(|e| Error::Snapshot {
+            op: "create subvolume",
+            path: p.clone(),
+            errno: io_errno(&e),
+        })?;
+        self.subvolumes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(p);
+        Ok(())
+    }
+
+    fn snapshot_subvolume(&self, src: &Path, parent: &Path, name: &str) -> Result<()> {
+        let p = parent.join(name);
+        self.record(SnapshotCall::SnapshotSubvolume { src: src.into(), dst: p.clone() });
+        std::fs::create_dir(&p).map_err(|e| Error::Snapshot {
+            op: "snapshot",
+            path: p.clone(),
+            errno: io_errno(&e),
+        })?;
+        self.subvolumes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(p);
+        Ok(())
+    }
+
+    fn delete_subvolume(&self, parent: &Path, name: &str) -> Result<()> {
+        let p = parent.join(name);
+        self.record(SnapshotCall::DeleteSubvolume(p.clone()));
+        self.subvolumes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&p);
+        match std::fs::remove_dir_all(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Snapshot { op: "delete subvolume", path: p, errno: io_errno(&e) }),
+        }
     }
 }
 

@@ -358,3 +358,135 @@ fn freeze_reflink_thaw_gives_a_clean_point_in_time_copy() {
     })
     .expect("namespace");
 }
+
+/// btrfs subvolumes on the real kernel: a subvolume made, a read-only snapshot of it holds what
+/// was there at that instant and refuses writes, and both are deleted with their contents.
+#[test]
+fn btrfs_subvolume_snapshots_are_read_only_points_in_time() {
+    use voltool_runtime::loopdev::{LinuxLoopDevices, LoopDevices};
+    use voltool_runtime::snapshot::{LinuxSnapshots, SnapshotOps};
+    if !root_or_skip("btrfs_subvolume_snapshots_are_read_only_points_in_time") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (img, state) = (dir.path().join("btrfs.img"), dir.path().join("state"));
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::File::create(&img).expect("create").set_len(256 << 20).expect("sparse");
+    let mk = std::process::Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img).status();
+    assert!(mk.expect("mkfs.btrfs").success());
+    let loops = LinuxLoopDevices::new();
+    ns::in_new_mount_ns(|| {
+        let att = loops.attach(&img).expect("attach");
+        let req = MountRequest::filesystem(
+            "btrfs",
+            &att.device.display().to_string(),
+            &state,
+            MountFlags::empty(),
+            String::new(),
+        );
+        LinuxMounter.mount(&req).expect("mount btrfs");
+        let snap = LinuxSnapshots;
+        assert!(!snap.is_subvolume(&state.join("nothing")));
+        snap.create_subvolume(&state, "data").expect("create subvolume");
+        let data = state.join("data");
+        assert!(snap.is_subvolume(&data));
+        std::fs::create_dir(data.join("d")).expect("mkdir");
+        std::fs::write(data.join("d/before"), b"in the snapshot").expect("write");
+        std::fs::create_dir(state.join("snaps")).expect("mkdir");
+        snap.snapshot_subvolume(&data, &state.join("snaps"), "root").expect("snapshot");
+        std::fs::write(data.join("d/after"), b"not in it").expect("the live subvolume takes writes");
+        let root = state.join("snaps/root");
+        assert!(snap.is_subvolume(&root));
+        assert_eq!(std::fs::read(root.join("d/before")).expect("read"), b"in the snapshot");
+        assert!(!root.join("d/after").exists());
+        let e = std::fs::write(root.join("x"), b"x").expect_err("read-only");
+        assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::EROFS as i32), "{e}");
+        assert!(snap.snapshot_subvolume(&data, &state.join("snaps"), "../escape").is_err(), "one path component only");
+        snap.delete_subvolume(&state.join("snaps"), "root").expect("delete the snapshot");
+        assert!(!root.exists());
+        snap.delete_subvolume(&state.join("snaps"), "root").expect("deleting what is gone is done");
+        snap.delete_subvolume(&state, "data").expect("delete the subvolume with its contents");
+        assert!(!data.exists());
+        assert!(snap.create_subvolume(&dir.path().join("state"), "a/b").is_err());
+        unmount(&LinuxMounter, &state).expect("unmount");
+    })
+    .expect("namespace");
+}
+
+/// A reflink copy of a tree on xfs keeps what a backup archives: kinds, owners, modes (setuid
+/// too), nanosecond mtimes, xattrs, symlink targets, hard links; a mount inside is left out.
+#[test]
+fn reflink_tree_copies_a_tree_with_its_metadata() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use voltool_runtime::loopdev::{LinuxLoopDevices, LoopDevices};
+    use voltool_runtime::snapshot::{LinuxSnapshots, SnapshotOps};
+    if !root_or_skip("reflink_tree_copies_a_tree_with_its_metadata") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (img, state) = (dir.path().join("xfs.img"), dir.path().join("state"));
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::File::create(&img).expect("create").set_len(320 << 20).expect("sparse");
+    let mk = std::process::Command::new("mkfs.xfs").args(["-q", "-m", "reflink=1"]).arg(&img).status();
+    assert!(mk.expect("mkfs.xfs").success());
+    let loops = LinuxLoopDevices::new();
+    ns::in_new_mount_ns(|| {
+        let att = loops.attach(&img).expect("attach");
+        let req = MountRequest::filesystem(
+            "xfs",
+            &att.device.display().to_string(),
+            &state,
+            MountFlags::empty(),
+            String::new(),
+        );
+        LinuxMounter.mount(&req).expect("mount xfs");
+        let src = state.join("data");
+        std::fs::create_dir_all(src.join("a/b")).expect("mkdir");
+        std::fs::write(src.join("a/b/file"), vec![7u8; 1 << 20]).expect("write");
+        std::fs::set_permissions(src.join("a/b/file"), std::fs::Permissions::from_mode(0o4750)).expect("chmod");
+        std::os::unix::fs::chown(src.join("a/b/file"), Some(1000), Some(1001)).expect("chown");
+        std::fs::set_permissions(src.join("a/b/file"), std::fs::Permissions::from_mode(0o4750)).expect("chmod again");
+        std::fs::hard_link(src.join("a/b/file"), src.join("a/link")).expect("hard link");
+        std::os::unix::fs::symlink("b/file", src.join("a/sym")).expect("symlink");
+        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).expect("fifo");
+        let x = std::process::Command::new("setfattr")
+            .args(["-n", "user.k", "-v", "v1"])
+            .arg(src.join("a/b/file"))
+            .status();
+        let has_xattr = x.is_ok_and(|s| s.success());
+        let mnt = src.join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        LinuxMounter
+            .mount(&MountRequest::filesystem("tmpfs", "tmpfs", &mnt, MountFlags::empty(), String::new()))
+            .expect("tmpfs");
+        std::fs::write(mnt.join("inside"), b"other filesystem").expect("write");
+        let dst = state.join("copy");
+        let copy = LinuxSnapshots.reflink_tree(&src, &dst).expect("reflink tree");
+        assert_eq!(copy.files, 1, "one regular file (its hard link is a link): {copy:?}");
+        let (a, b) = (
+            std::fs::metadata(src.join("a/b/file")).expect("src"),
+            std::fs::metadata(dst.join("a/b/file")).expect("dst"),
+        );
+        assert_eq!((b.uid(), b.gid(), b.mode() & 0o7777, b.len()), (1000, 1001, 0o4750, 1 << 20));
+        assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()));
+        assert_eq!(std::fs::read(dst.join("a/b/file")).expect("read"), vec![7u8; 1 << 20]);
+        assert_eq!(std::fs::metadata(dst.join("a/link")).expect("link").ino(), b.ino(), "a hard link stays one");
+        assert_eq!(std::fs::read_link(dst.join("a/sym")).expect("symlink"), Path::new("b/file"));
+        assert!(std::fs::symlink_metadata(dst.join("fifo")).expect("fifo").file_type().is_fifo());
+        assert!(dst.join("mnt").exists() && !dst.join("mnt/inside").exists(), "the mount's contents are left out");
+        if has_xattr {
+            let g = std::process::Command::new("getfattr")
+                .args(["--only-values", "-n", "user.k"])
+                .arg(dst.join("a/b/file"))
+                .output()
+                .expect("getfattr");
+            assert_eq!(g.stdout, b"v1", "xattrs copied");
+        }
+        std::fs::write(src.join("a/b/file"), b"changed").expect("write the source");
+        assert_eq!(std::fs::read(dst.join("a/b/file")).expect("read").len(), 1 << 20, "the copy is independent");
+        assert!(LinuxSnapshots.reflink_tree(&src, &dst).is_err(), "the destination must not exist");
+        unmount(&LinuxMounter, &mnt).expect("unmount tmpfs");
+        unmount(&LinuxMounter, &state).expect("unmount");
+    })
+    .expect("namespace");
+}

@@ -116,3 +116,106 @@ pub(crate) fn consistent_hooks(env: &Env) {
     assert!(ran.status.success(), "the post-hook ran anyway");
     assert_eq!(state(&bad).0, "running", "nothing stopped after a failed pre-hook");
 }
+
+/// Leaves the single-node swarm this test made (not one the host had before).
+struct SwarmGuard {
+    made: bool,
+    service: Option<String>,
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        if let Some(s) = &self.service {
+            let _ = run(Command::new("docker").args(["service", "rm", s]));
+            // Its task containers go before the volume can.
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(30)
+                && !out(&run(Command::new("docker").args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.swarm.service.name={s}"),
+                ])))
+                .is_empty()
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        if self.made {
+            let _ = run(Command::new("docker").args(["swarm", "leave", "--force"]));
+        }
+    }
+}
+
+/// A Swarm service with 2 replicas on a voltool volume: `stop` scales it to 0 and back instead
+/// of stopping its tasks (which Swarm would replace), never more than 2 tasks run, and the
+/// service's spec is the same afterwards.
+pub(crate) fn swarm_service(env: &Env) {
+    let state = out(&run(Command::new("docker").args(["info", "-f", "{{.Swarm.LocalNodeState}}"])));
+    let mut guard = SwarmGuard { made: false, service: None };
+    if state != "active" {
+        docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        guard.made = true;
+    }
+    let v = env.volume_name("cons-swarm");
+    env.create_ok(&v, &[]);
+    let svc = format!("e2e-cons-swarm-{}", std::process::id());
+    guard.service = Some(svc.clone());
+    let mount = format!("type=volume,source={v},target=/data,volume-driver={}", env.driver);
+    docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--no-resolve-image",
+        "--name",
+        &svc,
+        "--replicas",
+        "2",
+        "--mount",
+        &mount,
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do date >> /data/$(hostname).log; sleep 0.1; done",
+    ]);
+    let running = || {
+        out(&run(Command::new("docker").args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={svc}"),
+        ])))
+        .lines()
+        .count()
+    };
+    wait_within(Duration::from_secs(60), "2 running tasks", || running() == 2);
+    let spec = || docker_ok(&["service", "inspect", "-f", "{{json .Spec}}", &svc]);
+    let before = spec();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (most, stop, svc) = (most.clone(), stop.clone(), svc.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = out(&run(Command::new("docker").args([
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.swarm.service.name={svc}"),
+                ])))
+                .lines()
+                .count();
+                most.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (ok, j, all) = backup_json(env, &["backup", "run", &v, "--consistency", "stop", "--json"]);
+    wait_within(Duration::from_secs(60), "2 running tasks again", || running() == 2);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    assert!(ok, "{all}");
+    assert_eq!(j["status"], "complete", "{j}");
+    assert!(most.load(std::sync::atomic::Ordering::Relaxed) <= 2, "never more than 2 tasks");
+    assert_eq!(spec(), before, "the same service spec afterwards");
+}

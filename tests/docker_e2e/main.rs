@@ -64,6 +64,14 @@ both_modes! {
     consistent_backup_runs_the_hooks => consistent_hooks;
 }
 
+/// Swarm is the engine's, not a plugin mode's: one test, with the host daemon, alone.
+#[test]
+fn swarm_service_is_scaled_to_zero_and_back() {
+    if let Some(env) = harness::env_exclusive("swarm_service_is_scaled_to_zero_and_back", Mode::Legacy) {
+        swarm_service(&env)
+    }
+}
+
 pub(crate) fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }

@@ -37,8 +37,9 @@ pub use mode::{Mode, ModeError};
 
 /// How long a hook may run.
 pub const HOOK_DEADLINE: Duration = Duration::from_secs(300);
-/// How long a container gets between SIGTERM and SIGKILL when stopped for a backup.
-pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a container gets between SIGTERM and SIGKILL when stopped for a backup (as
+/// `docker stop`).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long scaling a service to 0 may take until its last task is gone.
 pub const SCALE_DEADLINE: Duration = Duration::from_secs(120);
 

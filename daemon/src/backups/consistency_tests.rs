@@ -89,7 +89,54 @@ async fn with_a_snapshot_the_containers_run_again_before_the_archive_is_written(
     assert_eq!(f.docker.calls(), [EngineCall::Stop("pg".into()), EngineCall::Start("pg".into())]);
     assert_eq!(f.docker.state_of("pg"), Some(RunState::Running));
     let left: Vec<_> = std::fs::read_dir(f.svc.layout().state_dir.join("snapshots")).expect("dir").collect();
-    assert!(left.is_empty(), "the snapshot is removed after the backup");
+    assert!(left.is_empty(), "the snapshot is removed after the backup: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_volume_on_btrfs_is_a_subvolume_and_gets_a_snapshot() {
+    let f = Fixture::on_host(BackupSettings::default(), at(3, 0), |h| h.subvolumes = true);
+    f.volume("dir", &[]).await;
+    f.docker.add(container("pg", Some("dir"), &[]));
+    let b = f.open().await;
+    let r = run(&b, with("dir", "stop")).await;
+    assert_eq!(r.status, BackupStatus::Complete, "{:?}", r.reason);
+    assert_eq!(r.snapshot.as_deref(), Some("btrfs"));
+    assert_eq!(r.consistency_note, None);
+    assert_eq!(f.docker.calls(), [EngineCall::Stop("pg".into()), EngineCall::Start("pg".into())]);
+    let left: Vec<_> = std::fs::read_dir(f.svc.layout().state_dir.join("snapshots")).expect("dir").collect();
+    assert!(left.is_empty(), "the snapshot subvolume is deleted after the backup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_volume_on_a_state_dir_with_reflinks_gets_a_tree_copy() {
+    let f = Fixture::on_host(BackupSettings::default(), at(3, 0), |h| h.reflinks = true);
+    f.volume("dir", &[]).await;
+    f.docker.add(container("pg", Some("dir"), &[]));
+    let b = f.open().await;
+    let r = run(&b, with("dir", "pause")).await;
+    assert_eq!(r.status, BackupStatus::Complete, "{:?}", r.reason);
+    assert_eq!(r.snapshot.as_deref(), Some("reflink-tree"));
+    assert_eq!(f.docker.calls(), [EngineCall::Pause("pg".into()), EngineCall::Unpause("pg".into())]);
+    let left: Vec<_> = std::fs::read_dir(f.svc.layout().state_dir.join("snapshots")).expect("dir").collect();
+    assert!(left.is_empty(), "the copy is removed after the backup: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_snapshots_an_image_volume_without_touching_containers_and_refuses_a_directory() {
+    let f = Fixture::new(BackupSettings::default(), at(3, 0));
+    f.volume("img", &[("size", "64m")]).await;
+    f.volume("dir", &[]).await;
+    f.docker.add(container("pg", Some("img"), &[]));
+    let b = f.open().await;
+    let r = run(&b, with("img", "freeze")).await;
+    assert_eq!(r.status, BackupStatus::Complete, "{:?}", r.reason);
+    assert_eq!((r.consistency.as_deref(), r.snapshot.as_deref()), (Some("freeze"), Some("reflink")));
+    assert!(f.docker.calls().is_empty(), "freeze alone stops nothing");
+    let r = run(&b, with("dir", "freeze")).await;
+    assert_eq!(r.status, BackupStatus::Failed);
+    let reason = r.reason.unwrap_or_default();
+    assert!(reason.contains("only image-backed volumes"), "{reason}");
+    assert_eq!(f.objects(&r.id), [false; 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,6 +192,9 @@ impl Backups {
         mode: Mode,
     ) -> std::result::Result<Manifest, RunError> {
         let (docker, svc) = (&self.e.docker, &self.e.svc);
+        if mode.freeze {
+            svc.check_freezable(&row.volume).await.map_err(ConsistencyError::Freeze)?;
+        }
         if mode.is_none() {
             row.consistency_note = self.writers_note(&row.volume).await;
         } else {

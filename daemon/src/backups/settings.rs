@@ -221,8 +221,17 @@ mod tests {
             s.schedules.insert("nightly".into(), sched("@daily", "../x"));
         });
         assert!(e.starts_with("[schedules.nightly]: "), "{e}");
+        let e = bad(&|s| {
+            let mut bad_mode = sched("@daily", "v");
+            bad_mode.consistency = Some("stop,pause".into());
+            s.schedules.insert("nightly".into(), bad_mode);
+        });
+        assert_eq!(e, "[schedules.nightly]: consistency = \"stop,pause\": stop and pause exclude each other");
         let mut ok = BackupSettings::default();
         ok.schedules.insert("nightly".into(), sched("@daily", "v"));
+        let mut stop = sched("@daily", "w");
+        stop.consistency = Some("hooks,stop".into());
+        ok.schedules.insert("consistent".into(), stop);
         ok.validate().expect("valid");
     }
 

@@ -33,10 +33,16 @@ pub(super) struct Fixture {
 impl Fixture {
     /// A volume service on a fresh tempdir; `settings` get the tempdir's `backups` directory
     /// as their default target.
-    pub fn new(mut settings: BackupSettings, now: DateTime<Utc>) -> Self {
+    pub fn new(settings: BackupSettings, now: DateTime<Utc>) -> Self {
+        Self::on_host(settings, now, |_| {})
+    }
+
+    /// [`Self::new`] with the recording host changed by `edit` first (e.g. a btrfs state dir).
+    pub fn on_host(mut settings: BackupSettings, now: DateTime<Utc>, edit: impl FnOnce(&mut Host)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout { state_dir: dir.path().join("state"), mount_root: dir.path().join("mnt") };
-        let host = Host::recording(&Arc::new(RecordingMounter::new()));
+        let mut host = Host::recording(&Arc::new(RecordingMounter::new()));
+        edit(&mut host);
         let svc = VolumeService::open(layout, host)
             .expect("volume service")
             .with_backup_grammar(Arc::new(crate::grammar::EngineGrammar));

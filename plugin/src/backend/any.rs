@@ -50,7 +50,7 @@ impl AnyBackend {
         let vdir = layout.volume_dir(name);
         std::fs::create_dir_all(&vdir).map_err(Error::io(name, "create", &vdir))?;
         match self {
-            AnyBackend::Local => local::provision_dir(layout, name, spec)?,
+            AnyBackend::Local => local::provision_dir(host, layout, name, spec)?,
             AnyBackend::Project => local::provision_project(host, layout, name, spec)?,
             AnyBackend::Image(fs) => image::provision(host, layout, name, *fs, spec)?,
             // The remote directory was made by the create-time check.

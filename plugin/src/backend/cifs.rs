@@ -299,6 +299,8 @@ mod tests {
             tools: Arc::new(crate::backend::tools::RecordingFsTools::new()),
             projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
             snapshots: Arc::new(voltool_runtime::snapshot::RecordingSnapshots::new()),
+            subvolumes: false,
+            reflinks: false,
             quota: crate::options::QuotaSupport::default(),
             nfs_userspace: false,
             fuse: Arc::default(),

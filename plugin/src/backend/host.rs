@@ -20,8 +20,14 @@ pub struct Host {
     pub loops: Arc<dyn LoopDevices>,
     pub tools: Arc<dyn FsTools>,
     pub projects: Arc<dyn ProjectQuota>,
-    /// Freeze, thaw and reflink, for snapshots.
+    /// Freeze, thaw, reflink and btrfs subvolumes, for snapshots.
     pub snapshots: Arc<dyn SnapshotOps>,
+    /// The state dir is on btrfs: directory volumes are made subvolumes (snapshots in
+    /// constant time).
+    pub subvolumes: bool,
+    /// Files in the state dir can share blocks (xfs with reflinks, btrfs): directory volumes
+    /// are snapshotted by a reflink copy of their tree.
+    pub reflinks: bool,
     pub quota: QuotaSupport,
     /// Mount NFS through the userspace client over FUSE (no kernel NFS client here).
     pub nfs_userspace: bool,
@@ -40,6 +46,8 @@ impl Host {
             tools: Arc::new(super::tools::RecordingFsTools::new()),
             projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
             snapshots: Arc::new(voltool_runtime::snapshot::RecordingSnapshots::new()),
+            subvolumes: false,
+            reflinks: false,
             quota: QuotaSupport { project: false, loop_devices: true },
             nfs_userspace: false,
             fuse: Arc::default(),

@@ -10,17 +10,22 @@ use super::{Host, Layout, apply_owner, mount_err, refuse_shrink};
 use crate::error::{Error, Result};
 use crate::options::VolumeSpec;
 
-/// Creates the volume's data directory with mode 0755 and the volume's owner.
-pub(super) fn provision_dir(layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
+/// Creates the volume's data directory with mode 0755 and the volume's owner; on a btrfs
+/// state dir as a subvolume, so a backup can snapshot it.
+pub(super) fn provision_dir(host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
     let data = layout.data_dir(name);
-    std::fs::create_dir(&data).map_err(Error::io(name, "create", &data))?;
+    if host.subvolumes {
+        host.snapshots.create_subvolume(&layout.volume_dir(name), "data").map_err(mount_err(name))?;
+    } else {
+        std::fs::create_dir(&data).map_err(Error::io(name, "create", &data))?;
+    }
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).map_err(Error::io(name, "chmod", &data))?;
     apply_owner(name, &data, &spec.owner)
 }
 
 /// Creates the data directory and puts it in the volume's project with its limit.
 pub(super) fn provision_project(host: &Host, layout: &Layout, name: &str, spec: &VolumeSpec) -> Result<()> {
-    provision_dir(layout, name, spec)?;
+    provision_dir(host, layout, name, spec)?;
     let data = layout.data_dir(name);
     let (id, size) = project_of(name, spec)?;
     host.projects.assign(&data, id).map_err(mount_err(name))?;

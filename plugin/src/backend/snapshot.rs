@@ -6,8 +6,13 @@
 //!   is reflinked (`FICLONE`, constant time), thawed — a few milliseconds — and the copy is
 //!   attached to a loop device and mounted read-only (ext4 `noload`, xfs `nouuid,norecovery`:
 //!   the copy is clean, and xfs would refuse a second filesystem with the same UUID).
-//! - Everything else: no snapshot ([`SnapshotError::Unsupported`] says why), and the caller
-//!   keeps its containers held for the whole backup.
+//! - Directory volumes on a btrfs state dir (made subvolumes at create): a read-only snapshot
+//!   of the subvolume, one atomic ioctl.
+//! - Other directory volumes on a state dir with reflinks (xfs): a copy of the tree with every
+//!   file reflinked (`SnapshotOps::reflink_tree`; time grows with the number of entries, not
+//!   with their bytes).
+//! - Everything else: no snapshot ([`Error::Unsupported`] says why), and the caller keeps its
+//!   containers held for the whole backup.
 //!
 //! A copy lives in `<state>/snapshots/TAG/` (the file `image` and the mountpoint `root`) and is
 //! removed by
@@ -27,10 +32,10 @@ use crate::options::FsType;
 pub struct Snapshot {
     /// Where the copy is mounted (read-only).
     pub root: PathBuf,
-    /// How it was made, for the catalog: `reflink`.
+    /// How it was made, for the catalog: `reflink` (an image), `reflink-tree` or `btrfs`.
     pub kind: &'static str,
-    /// The copy's image file.
-    image: PathBuf,
+    /// `<state>/snapshots/TAG`, which holds it.
+    dir: PathBuf,
 }
 
 /// Where snapshots live: `<state>/snapshots`.
@@ -51,8 +56,15 @@ impl AnyBackend {
     pub fn snapshot(&self, host: &Host, layout: &Layout, name: &str, tag: &str) -> Result<Snapshot> {
         let fs = match self {
             AnyBackend::Image(fs) => *fs,
+            AnyBackend::Local if host.snapshots.is_subvolume(&layout.data_dir(name)) => {
+                return subvolume_snapshot(host, layout, name, tag);
+            }
+            AnyBackend::Local | AnyBackend::Project if host.reflinks => return tree_snapshot(host, layout, name, tag),
             AnyBackend::Local | AnyBackend::Project => {
-                return Err(unsupported(name, "directory volumes have no snapshot yet (only image-backed volumes)"));
+                return Err(unsupported(
+                    name,
+                    "directory volumes have snapshots only on a state dir with reflinks (xfs reflink=1, btrfs)",
+                ));
             }
             AnyBackend::Tmpfs | AnyBackend::Nfs | AnyBackend::Cifs => {
                 return Err(unsupported(name, "tmpfs and network volumes cannot be snapshotted"));
@@ -83,10 +95,10 @@ impl AnyBackend {
         }
         let mounted = mount_copy(host, name, fs, &image, &root);
         if let Err(e) = mounted {
-            let _ = release(host, name, &root, &image);
+            let _ = release(host, name, &dir);
             return Err(e);
         }
-        Ok(Snapshot { root, kind: "reflink", image })
+        Ok(Snapshot { root, kind: "reflink", dir })
     }
 
     /// Unmounts and deletes a snapshot.
@@ -94,14 +106,14 @@ impl AnyBackend {
     /// # Errors
     /// [`Error::Unmount`], [`Error::Io`].
     pub fn drop_snapshot(host: &Host, name: &str, snap: &Snapshot) -> Result<()> {
-        release(host, name, &snap.root, &snap.image)
+        release(host, name, &snap.dir)
     }
 
     /// Removes every snapshot left by a daemon that died while a backup read one.
     pub fn drop_stale_snapshots(host: &Host, layout: &Layout) {
         let Ok(entries) = std::fs::read_dir(snapshots_dir(layout)) else { return };
         for dir in entries.flatten().map(|e| e.path()) {
-            if let Err(err) = release(host, "-", &dir.join("root"), &dir.join("image")) {
+            if let Err(err) = release(host, "-", &dir) {
                 tracing::warn!(snapshot = %dir.display(), error = %err, "could not remove a stale snapshot");
             } else {
                 tracing::info!(snapshot = %dir.display(), "removed a snapshot left by a daemon that stopped during a backup");
@@ -128,24 +140,70 @@ fn mount_copy(host: &Host, name: &str, fs: FsType, image: &Path, root: &Path) ->
     host.mounter.mount(&req).map_err(mount_err(name))
 }
 
-fn release(host: &Host, name: &str, root: &Path, image: &Path) -> Result<()> {
-    if host.mounter.is_mounted(root).unwrap_or(false) {
-        mount::unmount(host.mounter.as_ref(), root).map_err(super::unmount_err(name))?;
+/// A read-only btrfs snapshot of the volume's data subvolume at `<state>/snapshots/TAG/root`.
+fn subvolume_snapshot(host: &Host, layout: &Layout, name: &str, tag: &str) -> Result<Snapshot> {
+    let all = snapshots_dir(layout);
+    std::fs::create_dir_all(&all).map_err(Error::io(name, "create", &all))?;
+    let dir = all.join(tag);
+    std::fs::create_dir(&dir).map_err(Error::io(name, "create", &dir))?;
+    if let Err(e) = host.snapshots.snapshot_subvolume(&layout.data_dir(name), &dir, "root") {
+        let _ = std::fs::remove_dir(&dir);
+        return Err(mount_err(name)(e));
     }
-    match std::fs::remove_dir(root) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(name, "remove", root)(e)),
+    Ok(Snapshot { root: dir.join("root"), kind: "btrfs", dir })
+}
+
+/// A reflink copy of the volume's data tree at `<state>/snapshots/TAG/root`.
+fn tree_snapshot(host: &Host, layout: &Layout, name: &str, tag: &str) -> Result<Snapshot> {
+    let all = snapshots_dir(layout);
+    std::fs::create_dir_all(&all).map_err(Error::io(name, "create", &all))?;
+    let dir = all.join(tag);
+    std::fs::create_dir(&dir).map_err(Error::io(name, "create", &dir))?;
+    let root = dir.join("root");
+    match host.snapshots.reflink_tree(&layout.data_dir(name), &root) {
+        Ok(copy) => {
+            for n in copy.notes.iter().take(20) {
+                tracing::warn!(volume = name, "snapshot: {n}");
+            }
+            Ok(Snapshot { root, kind: "reflink-tree", dir })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(match e.errno() {
+                Some(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY) => {
+                    unsupported(name, "the state dir's filesystem cannot share blocks (reflinks need xfs or btrfs)")
+                }
+                _ => mount_err(name)(e),
+            })
+        }
     }
-    match std::fs::remove_file(image) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(name, "remove", image)(e)),
-    }
-    let Some(dir) = root.parent() else { return Ok(()) };
-    match std::fs::remove_dir(dir) {
+}
+
+/// Removes the snapshot in `dir` (a subvolume, a tree copy, or a mounted image copy) and `dir` itself;
+/// what is gone already counts as removed.
+fn release(host: &Host, name: &str, dir: &Path) -> Result<()> {
+    let (root, image) = (dir.join("root"), dir.join("image"));
+    let gone_ok = |what: &Path, r: std::io::Result<()>| match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(name, "remove", dir)(e)),
+        Err(e) => Err(Error::io(name, "remove", what)(e)),
+    };
+    if host.snapshots.is_subvolume(&root) {
+        host.snapshots.delete_subvolume(dir, "root").map_err(mount_err(name))?;
+    } else {
+        // Every mount stacked there (a copy mounted, and what a reader left over it).
+        for _ in 0..8 {
+            if !host.mounter.is_mounted(&root).unwrap_or(false) {
+                break;
+            }
+            mount::unmount(host.mounter.as_ref(), &root).map_err(super::unmount_err(name))?;
+        }
+        // A tree copy is ours (never reachable by a container); remove_dir_all does not follow
+        // symlinks. Never under a mount that is still there.
+        if !host.mounter.is_mounted(&root).unwrap_or(true) {
+            gone_ok(&root, std::fs::remove_dir_all(&root))?;
+        }
     }
+    gone_ok(&image, std::fs::remove_file(&image))?;
+    gone_ok(dir, std::fs::remove_dir(dir))
 }

@@ -25,6 +25,8 @@ fn fake_host() -> (Host, Arc<RecordingMounter>, Arc<RecordingLoopDevices>, Arc<R
         tools: t.clone(),
         projects: Arc::new(voltool_runtime::quota::RecordingProjectQuota::new()),
         snapshots: Arc::new(voltool_runtime::snapshot::RecordingSnapshots::new()),
+        subvolumes: false,
+        reflinks: false,
         quota: QuotaSupport { project: false, loop_devices: true },
         nfs_userspace: false,
         fuse: Arc::default(),

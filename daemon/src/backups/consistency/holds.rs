@@ -245,7 +245,8 @@ async fn plan(link: &DockerLink, backup: &str, order: &[Container], mode: Mode) 
                 });
             };
             out.push(hold(seq, HoldKind::Scaled, sid, &s.name, Some(replicas)));
-        } else if mode.stop {
+        } else if mode.stop && c.state == RunState::Running {
+            // A paused container writes nothing, and started again it would not be paused.
             out.push(hold(seq, HoldKind::Stopped, &c.id, &c.name, None));
         } else if mode.pause && c.state == RunState::Running {
             out.push(hold(seq, HoldKind::Paused, &c.id, &c.name, None));
