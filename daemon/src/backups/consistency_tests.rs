@@ -131,6 +131,7 @@ async fn freeze_snapshots_an_image_volume_without_touching_containers_and_refuse
     let r = run(&b, with("img", "freeze")).await;
     assert_eq!(r.status, BackupStatus::Complete, "{:?}", r.reason);
     assert_eq!((r.consistency.as_deref(), r.snapshot.as_deref()), (Some("freeze"), Some("reflink")));
+    assert!(r.downtime_ms.is_some(), "the freeze's time is the downtime");
     assert!(f.docker.calls().is_empty(), "freeze alone stops nothing");
     let r = run(&b, with("dir", "freeze")).await;
     assert_eq!(r.status, BackupStatus::Failed);

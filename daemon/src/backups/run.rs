@@ -221,9 +221,11 @@ impl Backups {
             }
         }
         row.snapshot = Some(snap.as_ref().map_or("none", |s| s.kind).to_owned());
+        // A freeze alone holds no container: its downtime is the freeze's.
+        let frozen = snap.as_ref().and_then(|s| s.frozen);
         let mut downtime = None;
         if snap.is_some() {
-            downtime = held.release(docker, svc).await;
+            downtime = held.release(docker, svc).await.or(frozen);
         }
         progress.set_phase("archiving");
         let read_root = snap.as_ref().map_or_else(|| root.clone(), |s| s.root.clone());

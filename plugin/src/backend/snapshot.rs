@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub root: PathBuf,
     /// How it was made, for the catalog: `reflink` (an image), `reflink-tree` or `btrfs`.
     pub kind: &'static str,
+    /// How long the volume's filesystem was frozen for it (image copies).
+    pub frozen: Option<std::time::Duration>,
     /// `<state>/snapshots/TAG`, which holds it.
     dir: PathBuf,
 }
@@ -80,10 +82,12 @@ impl AnyBackend {
         let dir = all.join(tag);
         std::fs::create_dir(&dir).map_err(Error::io(name, "create", &dir))?;
         let (image, root) = (dir.join("image"), dir.join("root"));
+        let t0 = std::time::Instant::now();
         host.snapshots.freeze(&live).map_err(mount_err(name))?;
         let cloned = host.snapshots.reflink(&layout.image(name), &image);
         // Thawed whatever the clone did: a frozen volume blocks every writer in it.
         host.snapshots.thaw(&live).map_err(mount_err(name))?;
+        let frozen = Some(t0.elapsed());
         if let Err(e) = cloned {
             let _ = std::fs::remove_dir(&dir);
             return Err(match e.errno() {
@@ -98,7 +102,7 @@ impl AnyBackend {
             let _ = release(host, name, &dir);
             return Err(e);
         }
-        Ok(Snapshot { root, kind: "reflink", dir })
+        Ok(Snapshot { root, kind: "reflink", frozen, dir })
     }
 
     /// Unmounts and deletes a snapshot.
@@ -150,7 +154,7 @@ fn subvolume_snapshot(host: &Host, layout: &Layout, name: &str, tag: &str) -> Re
         let _ = std::fs::remove_dir(&dir);
         return Err(mount_err(name)(e));
     }
-    Ok(Snapshot { root: dir.join("root"), kind: "btrfs", dir })
+    Ok(Snapshot { root: dir.join("root"), kind: "btrfs", frozen: None, dir })
 }
 
 /// A reflink copy of the volume's data tree at `<state>/snapshots/TAG/root`.
@@ -165,7 +169,7 @@ fn tree_snapshot(host: &Host, layout: &Layout, name: &str, tag: &str) -> Result<
             for n in copy.notes.iter().take(20) {
                 tracing::warn!(volume = name, "snapshot: {n}");
             }
-            Ok(Snapshot { root, kind: "reflink-tree", dir })
+            Ok(Snapshot { root, kind: "reflink-tree", frozen: None, dir })
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -173,6 +177,7 @@ fn tree_snapshot(host: &Host, layout: &Layout, name: &str, tag: &str) -> Result<
                 Some(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY) => {
                     unsupported(name, "the state dir's filesystem cannot share blocks (reflinks need xfs or btrfs)")
                 }
+                Some(Errno::E2BIG) => unsupported(name, "too many directories and hard links for a tree copy"),
                 _ => mount_err(name)(e),
             })
         }

@@ -24,6 +24,11 @@ use super::ficlone;
 use crate::error::{Error, Result};
 use crate::walk::{TreeWalk, WalkLimits, open_dir_at, open_file_at, open_root, stat_at};
 
+/// The most directories and hard-linked files a copy keeps track of (their paths are held
+/// until the end): past it the copy stops with `E2BIG`, so memory stays bounded whatever the
+/// tree (about 200 bytes each).
+pub const MAX_TRACKED: usize = 1_000_000;
+
 /// What a tree copy made.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TreeCopy {
@@ -197,6 +202,13 @@ pub fn reflink_tree(src: &Path, dst: &Path) -> Result<TreeCopy> {
         };
         if made && st.st_nlink > 1 {
             links.insert((st.st_dev, st.st_ino), target);
+        }
+        if dirs.len() + links.len() > MAX_TRACKED {
+            return Err(Error::Snapshot {
+                op: "copy (too many directories and hard links)",
+                path: src.into(),
+                errno: Errno::E2BIG,
+            });
         }
     }
     out.notes.append(&mut notes);
