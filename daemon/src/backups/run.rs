@@ -206,7 +206,12 @@ impl Backups {
             match svc.snapshot(&row.volume, &row.id).await {
                 Ok(s) => snap = Some(s),
                 Err(voltool_plugin::Error::Unsupported { reason, .. }) => {
-                    row.consistency_note = Some(format!("no snapshot ({reason}): held for the whole backup"));
+                    let how = if held.holds_anything() || mode.freeze {
+                        "held for the whole backup"
+                    } else {
+                        "read while its containers ran (only hooks were asked for)"
+                    };
+                    row.consistency_note = Some(format!("no snapshot ({reason}): {how}"));
                     if mode.freeze
                         && let Err(e) = held.freeze(svc).await
                     {

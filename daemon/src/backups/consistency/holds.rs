@@ -149,6 +149,11 @@ impl Held {
         }
     }
 
+    /// Whether anything is held (containers, services, the filesystem).
+    pub fn holds_anything(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
     /// Releases every hold in reverse order and runs the post-hooks. Returns the downtime
     /// (first hold to last release), `None` when nothing was held. A hold that cannot be
     /// released stays in the store (released at the next start) and is noted.
