@@ -109,8 +109,10 @@ class Bench:
         ext4 = os.path.join(w, "ext4-state")
         if common.fs_type(w) not in ("ext4",):
             common.log(f"note: the work dir is on {common.fs_type(w)}; the 'held' row needs a state dir without reflinks")
-        self.hosts["xfs"] = Host(a.voltool, xfs, w, f"voltool-bench-xfs-{os.getpid()}")
-        self.hosts["ext4"] = Host(a.voltool, ext4, w, f"voltool-bench-ext4-{os.getpid()}")
+        # Fixed driver names: dockerd keeps asking every legacy plugin it has used until it
+        # restarts, so a name per run would leave it a growing list of dead sockets.
+        self.hosts["xfs"] = Host(a.voltool, xfs, w, "voltool-bench-xfs")
+        self.hosts["ext4"] = Host(a.voltool, ext4, w, "voltool-bench-ext4")
         size_mib = int(a.size_gib * 1024)
         for key, h in self.hosts.items():
             vol = f"bench-cons-{key}-{os.getpid()}"

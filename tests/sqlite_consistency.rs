@@ -8,6 +8,10 @@
 //! opened with the host's `sqlite3`: every one passes `PRAGMA integrity_check` and its counter
 //! equals its row count. Each catalog entry records the steps, the snapshot (`reflink`) and the
 //! downtime, which is printed.
+//!
+//! Named to run after the other Docker suites (cargo runs test files in name order): dockerd
+//! keeps asking a legacy plugin it has used until it restarts, and this test's socket is gone
+//! afterwards, which would slow every later `docker volume` call of another suite.
 
 mod common;
 #[path = "docker_e2e/harness.rs"]
