@@ -19,10 +19,10 @@ mod common;
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, bin, stderr};
+use common::{Daemon, stderr};
 use harness::{run, text};
 
 const DRIVER: &str = "voltool-consistency";
@@ -76,20 +76,7 @@ impl Lab {
         std::fs::create_dir_all("/run/docker/plugins").expect("plugin dir");
         let socket = PathBuf::from(format!("/run/docker/plugins/{DRIVER}.sock"));
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new(bin())
-            .env_remove("VOLTOOL_CONFIG")
-            .args(["serve", "--state-dir"])
-            .arg(&state)
-            .arg("--plugin-socket")
-            .arg(&socket)
-            .arg("--api-socket")
-            .arg(&api)
-            .env("VOLTOOL_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log"))
-            .spawn()
-            .expect("spawn daemon");
+        let child = Daemon::spawn_serve(&state, &socket, &api, &dir.path().join("daemon.log"));
         let d = Daemon { dir, child: Some(child), env: Vec::new(), config: None };
         let t0 = Instant::now();
         while std::os::unix::net::UnixStream::connect(&socket).is_err()

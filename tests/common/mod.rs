@@ -48,6 +48,25 @@ impl Daemon {
             .expect("spawn daemon")
     }
 
+    /// Spawns `voltool serve` on `state` with its plugin socket at `socket` (where dockerd
+    /// finds a driver) and its API at `api`, logging to `log` (suites with their own driver).
+    pub fn spawn_serve(state: &Path, socket: &Path, api: &Path, log: &Path) -> Child {
+        Command::new(bin())
+            .env_remove("VOLTOOL_CONFIG")
+            .args(["serve", "--state-dir"])
+            .arg(state)
+            .arg("--plugin-socket")
+            .arg(socket)
+            .arg("--api-socket")
+            .arg(api)
+            .env("VOLTOOL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn daemon")
+    }
+
     /// Starts a daemon and asserts both sockets accept within one second.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tmp");

@@ -71,20 +71,7 @@ impl Host {
         // A socket left by an earlier run that was killed.
         let _ = std::fs::remove_file(&socket);
         let (state, _, api) = Daemon::paths(dir.path());
-        let child = Command::new(bin())
-            .env_remove("VOLTOOL_CONFIG")
-            .args(["serve", "--state-dir"])
-            .arg(&state)
-            .arg("--plugin-socket")
-            .arg(&socket)
-            .arg("--api-socket")
-            .arg(&api)
-            .env("VOLTOOL_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log"))
-            .spawn()
-            .expect("spawn daemon");
+        let child = Daemon::spawn_serve(&state, &socket, &api, &dir.path().join("daemon.log"));
         let d = Daemon { dir, child: Some(child), env: Vec::new(), config: None };
         let host = Host { d, driver, socket, _turn: turn };
         wait_until(Duration::from_secs(5), "the daemon's sockets", || {
