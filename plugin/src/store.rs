@@ -104,6 +104,12 @@ const MIGRATIONS: &[&str] = &[
         marker TEXT,                 -- stopped: its FinishedAt right after our stop
         PRIMARY KEY (backup, seq)
      );",
+    // 6: incremental chains, encryption, and backups found on a target (`backup sync`).
+    "ALTER TABLE backups ADD COLUMN parent TEXT;          -- the previous link of its chain
+     ALTER TABLE backups ADD COLUMN level INTEGER NOT NULL DEFAULT 0;  -- 0: a full backup
+     ALTER TABLE backups ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE backups ADD COLUMN origin TEXT NOT NULL DEFAULT 'own';  -- own, synced, adopted
+     ALTER TABLE backups ADD COLUMN vanished_at TEXT;     -- sync found its objects gone",
 ];
 
 /// A stored volume.

@@ -83,6 +83,34 @@ pub struct BackupRow {
     /// containers were held throughout; containers that were writing during a `none` run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency_note: Option<String>,
+    /// The previous link of an incremental chain (`None`: a full backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The link's place in its chain: 0 for a full backup, n for the n-th incremental.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
+    /// The objects are age-encrypted (`ID.tar.zst.age`, `ID.manifest.json.age`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Who put it in the catalog: `own` (a run of this daemon), `synced` (found on the target
+    /// by `backup sync`: retention never deletes it) or `adopted` (`backup sync --adopt`).
+    #[serde(default = "own", skip_serializing_if = "is_own")]
+    pub origin: String,
+    /// When `backup sync` found its objects gone from the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vanished_at: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn own() -> String {
+    "own".into()
+}
+
+fn is_own(s: &String) -> bool {
+    s == "own"
 }
 
 impl BackupRow {
@@ -119,6 +147,11 @@ impl BackupRow {
             downtime_ms: None,
             snapshot: None,
             consistency_note: None,
+            parent: None,
+            level: 0,
+            encrypted: false,
+            origin: own(),
+            vanished_at: None,
         }
     }
 }
@@ -133,7 +166,7 @@ pub struct ScheduleState {
 }
 
 const COLUMNS: &str = "id, volume, target_ref, target_url, trigger, started_at, finished_at, duration_ms, status, \
-     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason, consistency, downtime_ms, snapshot, consistency_note";
+     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason, consistency, downtime_ms, snapshot, consistency_note, parent, level, encrypted, origin, vanished_at";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
     let u = |i: usize| -> rusqlite::Result<Option<u64>> { Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64)) };
@@ -161,6 +194,11 @@ fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
         downtime_ms: u(20)?,
         snapshot: r.get(21)?,
         consistency_note: r.get(22)?,
+        parent: r.get(23)?,
+        level: u32::try_from(r.get::<_, i64>(24)?).unwrap_or(0),
+        encrypted: r.get::<_, i64>(25)? != 0,
+        origin: r.get(26)?,
+        vanished_at: r.get(27)?,
     })
 }
 
@@ -204,7 +242,8 @@ impl Store {
             .execute(
                 "UPDATE backups SET finished_at = ?2, duration_ms = ?3, status = ?4, reason = ?5, bytes_in = ?6,
                     bytes_out = ?7, files = ?8, sha256 = ?9, upload_token = ?10, cleanup_pending = ?11,
-                    consistency = ?12, downtime_ms = ?13, snapshot = ?14, consistency_note = ?15
+                    consistency = ?12, downtime_ms = ?13, snapshot = ?14, consistency_note = ?15, parent = ?16,
+                    level = ?17, encrypted = ?18
                  WHERE id = ?1",
                 params![
                     b.id,
@@ -222,6 +261,9 @@ impl Store {
                     i(b.downtime_ms),
                     b.snapshot,
                     b.consistency_note,
+                    b.parent,
+                    i64::from(b.level),
+                    i64::from(b.encrypted),
                 ],
             )
             .map_err(self.err())?;
