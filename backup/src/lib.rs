@@ -68,6 +68,7 @@ pub mod blocks;
 pub mod error;
 pub mod frames;
 mod header;
+pub mod incremental;
 pub mod manifest;
 mod pipeline;
 mod prefetch;
@@ -81,7 +82,10 @@ pub use voltool_runtime::walk;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
 pub use error::BackupError;
-pub use manifest::{Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, backup_id, sha256sum_line};
+pub use incremental::Previous;
+pub use manifest::{
+    Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, ParentRef, backup_id, sha256sum_line,
+};
 pub use target::{ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target};
 pub use verify::{VerifyReport, verify_archive, verify_archive_loading};
 

@@ -231,6 +231,10 @@ impl Compare {
     }
 
     fn check(&mut self, m: &Manifest, e: &Seen) -> Result<(), Problem> {
+        // An incremental begins with the root itself, for its listing.
+        if m.level > 0 && e.path.is_empty() && e.kind == EntryKind::Dir {
+            return Ok(());
+        }
         let i = match m.entries.get(self.next) {
             Some(x) if x.path == e.path => self.next,
             _ => {
@@ -248,6 +252,12 @@ impl Compare {
             return Err(entry_problem(&e.path, "appears twice in the archive"));
         }
         let expected = &m.entries[i];
+        if !m.holds(expected) {
+            return Err(entry_problem(
+                &e.path,
+                format!("in the archive, but the manifest says link {} of the chain holds it", expected.level),
+            ));
+        }
         compare_entry(e, expected)?;
         if expected.kind == EntryKind::File {
             self.files += 1;
@@ -257,7 +267,7 @@ impl Compare {
     }
 
     fn finish(&self, m: &Manifest) -> Result<(u64, u64), Problem> {
-        if let Some(i) = self.seen.iter().position(|s| !s) {
+        if let Some(i) = self.seen.iter().zip(&m.entries).position(|(s, e)| !s && m.holds(e)) {
             return Err(entry_problem(&m.entries[i].path, "in the manifest but missing from the archive"));
         }
         Ok((self.files, self.bytes))
@@ -367,7 +377,7 @@ fn check_all<M: Borrow<Manifest>>(tar: BlockReader, awaited: &mut Awaited<'_, M>
 
 fn normalize(p: &str) -> &str {
     let p = p.strip_prefix("./").unwrap_or(p);
-    p.trim_end_matches('/')
+    if p == "." { "" } else { p.trim_end_matches('/') }
 }
 
 /// Reads one entry's header fields and, for a file, hashes its contents straight out of the

@@ -266,7 +266,11 @@ fn multithreaded_archive_verifies_and_restores() {
     fs::create_dir(&src).expect("mkdir");
     build_tree(&src);
     let archive = work.path().join("mt.tar.zst");
-    let manifest = archive_to(&src, &archive, &ArchiveOptions { level: 5, threads: 4, xattrs: true, hash_files: true });
+    let manifest = archive_to(
+        &src,
+        &archive,
+        &ArchiveOptions { level: 5, threads: 4, xattrs: true, hash_files: true, previous: None },
+    );
     verify_archive(File::open(&archive).expect("open"), &manifest).expect("verify");
     let dest = work.path().join("restored");
     fs::create_dir(&dest).expect("mkdir");
@@ -461,7 +465,11 @@ fn deep_and_wide_trees_archive_in_order_and_restore() {
         }
     }
     let archive = work.path().join("wide.tar.zst");
-    let manifest = archive_to(&src, &archive, &ArchiveOptions { level: 3, threads: 2, xattrs: true, hash_files: true });
+    let manifest = archive_to(
+        &src,
+        &archive,
+        &ArchiveOptions { level: 3, threads: 2, xattrs: true, hash_files: true, previous: None },
+    );
     assert_eq!(manifest.files, 2 + 20 * 60);
     let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
     let mut sorted = paths.clone();

@@ -204,10 +204,22 @@ impl TreeWalk {
     /// # Errors
     /// [`WalkError::Read`] when the root cannot be listed.
     pub fn new(root: &Path, dir: OwnedFd, st: &FileStat, limits: WalkLimits) -> Result<Self, WalkError> {
-        let mut pending = list(dir.as_fd()).map_err(|e| WalkError::Read { path: root.into(), source: e.into() })?;
+        let pending = list(dir.as_fd()).map_err(|e| WalkError::Read { path: root.into(), source: e.into() })?;
+        Ok(Self::new_listed(root, dir, st, limits, pending))
+    }
+
+    /// [`Self::new`] with the root's names already listed (by [`list`], sorted): a caller that
+    /// looked at them before the walk visits the same names.
+    pub fn new_listed(
+        root: &Path,
+        dir: OwnedFd,
+        st: &FileStat,
+        limits: WalkLimits,
+        mut pending: Vec<OsString>,
+    ) -> Self {
         pending.reverse();
         let top = Level { name: OsString::new(), path_len: 0, dev: st.st_dev, ino: st.st_ino, dir: Some(dir), pending };
-        Ok(Self {
+        Self {
             root: root.into(),
             limits,
             levels: vec![top],
@@ -215,7 +227,7 @@ impl TreeWalk {
             path: Vec::new(),
             cur: Vec::new(),
             cur_name: OsString::new(),
-        })
+        }
     }
 
     /// The next entry, or `None` at the end. Adds a note to `notes` for every directory whose
@@ -267,14 +279,19 @@ impl TreeWalk {
     /// # Errors
     /// [`WalkError::Read`] when it cannot be listed (nothing is entered then).
     pub fn enter(&mut self, dir: OwnedFd, dev: u64, ino: u64) -> Result<(), WalkError> {
-        let mut pending = list(dir.as_fd()).map_err(|e| WalkError::Read { path: self.shown(), source: e.into() })?;
+        let pending = list(dir.as_fd()).map_err(|e| WalkError::Read { path: self.shown(), source: e.into() })?;
+        self.enter_listed(dir, dev, ino, pending);
+        Ok(())
+    }
+
+    /// [`Self::enter`] with the directory's names already listed (by [`list`], sorted).
+    pub fn enter_listed(&mut self, dir: OwnedFd, dev: u64, ino: u64, mut pending: Vec<OsString>) {
         pending.reverse();
         self.path.clear();
         self.path.extend_from_slice(&self.cur);
         let name = std::mem::take(&mut self.cur_name);
         self.levels.push(Level { name, path_len: self.path.len(), dev, ino, dir: Some(dir), pending });
         self.trim();
-        Ok(())
     }
 
     /// The current entry's path, for messages.

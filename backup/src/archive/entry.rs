@@ -120,7 +120,7 @@ impl Walk<'_> {
         parent: BorrowedFd<'_>,
         name: &OsStr,
         rel: &[u8],
-    ) -> Result<Option<(OwnedFd, u64, u64)>, BackupError> {
+    ) -> Result<Option<super::Descend>, BackupError> {
         let (kind, st, opened, link_target) = match self.inspect(parent, name, rel)? {
             Found::Skip => return Ok(None),
             Found::Dir { st, dir } => (EntryKind::Dir, st, dir, None),
@@ -153,6 +153,26 @@ impl Walk<'_> {
         {
             self.xattrs(f, &display, &mut pax);
         }
+        // An incremental lists every directory (see `crate::incremental`).
+        let mut names = None;
+        if kind == EntryKind::Dir
+            && let Some(prev) = self.opts.previous.clone()
+        {
+            let listing = match &opened {
+                Some(dir) => Some(
+                    crate::incremental::list_dir(std::os::fd::AsFd::as_fd(dir), rel, &prev)
+                        .map_err(|e| self.read_err(rel, e.into()))?,
+                ),
+                None => None,
+            };
+            let dumpdir = listing.as_ref().map_or_else(|| vec![0], |l| l.dumpdir.clone());
+            pax.push(("GNU.dumpdir".to_owned(), dumpdir));
+            if let Some(l) = listing {
+                let (listed, unchanged) = super::children(l.children, rel);
+                self.unchanged.extend(unchanged);
+                names = Some(listed);
+            }
+        }
         if !pax.is_empty() {
             let records = pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
             self.builder.append_pax_extensions(records).map_err(BackupError::Write)?;
@@ -168,7 +188,7 @@ impl Walk<'_> {
             }
             (_, dir) => {
                 self.builder.append(&header, io::empty()).map_err(BackupError::Write)?;
-                descend = dir.map(|d| (OwnedFd::from(d), st.dev, st.ino));
+                descend = dir.map(|d| super::Descend { dir: OwnedFd::from(d), dev: st.dev, ino: st.ino, names });
             }
         }
         self.summary.entries.push(&Entry {
@@ -182,6 +202,10 @@ impl Walk<'_> {
             mtime_nsec: st.mtime_nsec,
             sha256: sha256.map(hex::encode),
             target: link_target.as_deref().map(|t| String::from_utf8_lossy(t).into_owned()),
+            ino: st.ino,
+            ctime: st.ctime,
+            ctime_nsec: st.ctime_nsec,
+            level: self.summary.level,
         });
         Ok(descend)
     }

@@ -14,7 +14,10 @@
 //! entry (opening it, its header, xattrs and contents).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +28,8 @@ use tar::Builder;
 
 use crate::error::BackupError;
 pub(crate) use crate::header::pax_time;
-use crate::manifest::EntryList;
+use crate::incremental::Previous;
+use crate::manifest::{Entry, EntryList, ParentRef};
 use crate::pipeline::{self, BlockWriter};
 use crate::prefetch;
 use crate::walk::{self, CRASH_CONSISTENT, TreeWalk, WalkLimits};
@@ -51,11 +55,14 @@ pub struct ArchiveOptions {
     /// needs them). Without, files have no digest: for a stream checked as a whole against
     /// its `archive_sha256` (a migration), hashing every file too would be work nobody uses.
     pub hash_files: bool,
+    /// Make an incremental archive against this previous link (see [`crate::incremental`]);
+    /// `None`: a full one.
+    pub previous: Option<Arc<Previous>>,
 }
 
 impl Default for ArchiveOptions {
     fn default() -> Self {
-        Self { level: 3, threads: 0, xattrs: true, hash_files: true }
+        Self { level: 3, threads: 0, xattrs: true, hash_files: true, previous: None }
     }
 }
 
@@ -72,6 +79,11 @@ pub struct ArchiveSummary {
     pub archive_sha256: String,
     /// Things skipped or noticed (devices, sockets, mount points, files changing while read).
     pub notes: Vec<String>,
+    /// 0 for a full archive; the chain level of an incremental, and the link it follows.
+    pub level: u32,
+    pub parent: Option<ParentRef>,
+    /// Entries an incremental found unchanged (listed in the manifest, not in the archive).
+    pub unchanged: u64,
 }
 
 /// The walk's state: where it is, what it wrote, what it noticed.
@@ -90,6 +102,9 @@ struct Walk<'p> {
     progress: Arc<AtomicU64>,
     /// Entries done, for the read-ahead.
     lookahead: &'p prefetch::Progress,
+    /// An incremental's children found unchanged when their directory was listed, by path:
+    /// recorded from the previous manifest when the walk reaches them.
+    unchanged: HashMap<Vec<u8>, Entry>,
 }
 
 /// Archives the directory tree at `root` into `out` as zstd-compressed pax tar.
@@ -140,11 +155,24 @@ pub(crate) fn write_archive_walking<W: Write + Send>(
         return Err(BackupError::Options(format!("zstd level {} is not in 1..=22", opts.level)));
     }
     let (root_dir, root_st) = walk::open_root(root)?;
+    let root_listing = match &opts.previous {
+        Some(prev) => Some(
+            crate::incremental::list_dir(root_dir.as_fd(), b"", prev)
+                .map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?,
+        ),
+        None => None,
+    };
     // The read-ahead's own descriptor of the root: its own directory stream offset.
     let ahead_dir =
         nix::fcntl::openat(&root_dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| BackupError::Read { path: root.into(), source: e.into() })?;
-    let tree = TreeWalk::new(root, root_dir, &root_st, limits)?;
+    let (tree, root_dumpdir, unchanged) = match root_listing {
+        Some(l) => {
+            let (names, unchanged) = children(l.children, b"");
+            (TreeWalk::new_listed(root, root_dir, &root_st, limits, names), Some(l.dumpdir), unchanged)
+        }
+        None => (TreeWalk::new(root, root_dir, &root_st, limits)?, None, HashMap::new()),
+    };
     let (blocks, compressor) = pipeline::pipeline();
     let lookahead = &prefetch::Progress::default();
     let (level, threads) = (opts.level, opts.threads);
@@ -169,6 +197,7 @@ pub(crate) fn write_archive_walking<W: Write + Send>(
             lookahead,
             changed: 0,
             notes_dropped: 0,
+            unchanged,
             summary: ArchiveSummary {
                 entries: EntryList::new(),
                 files: 0,
@@ -176,9 +205,15 @@ pub(crate) fn write_archive_walking<W: Write + Send>(
                 archive_size: 0,
                 archive_sha256: String::new(),
                 notes: Vec::new(),
+                level: opts.previous.as_ref().map_or(0, |p| p.level()),
+                parent: opts.previous.as_ref().map(|p| p.parent().clone()),
+                unchanged: 0,
             },
         };
-        let walked = walk.run(tree, before);
+        let walked = match root_dumpdir {
+            Some(d) => walk.root_entry(&root_st.into(), d).and_then(|()| walk.run(tree, before)),
+            None => walk.run(tree, before),
+        };
         // The walker's end of the pipeline goes away here whatever happened, so that the
         // compressor sees the end of the stream (joining it first would wait forever).
         let builder = walk.builder;
@@ -220,11 +255,20 @@ impl Walk<'_> {
             }
             let Some(item) = item else { break };
             before(item.rel);
-            let descend = self.entry(item.parent, item.name, item.rel)?;
+            let descend = match self.unchanged.remove(item.rel) {
+                Some(e) => {
+                    self.summary.entries.push(&e);
+                    self.summary.unchanged += 1;
+                    None
+                }
+                None => self.entry(item.parent, item.name, item.rel)?,
+            };
             done += 1;
             self.lookahead.done.store(done, Ordering::Relaxed);
-            if let Some((dir, dev, ino)) = descend {
-                tree.enter(dir, dev, ino)?;
+            match descend {
+                Some(Descend { dir, dev, ino, names: Some(names) }) => tree.enter_listed(dir, dev, ino, names),
+                Some(Descend { dir, dev, ino, names: None }) => tree.enter(dir, dev, ino)?,
+                None => {}
             }
         }
         if self.changed > 0 {
@@ -249,4 +293,47 @@ impl Walk<'_> {
     fn read_err(&self, rel: &[u8], source: io::Error) -> BackupError {
         BackupError::Read { path: walk::shown(&self.root, rel), source }
     }
+
+    /// An incremental's first entry: the root itself as `./`, with its listing.
+    fn root_entry(&mut self, st: &crate::header::Stat, dumpdir: Vec<u8>) -> Result<(), BackupError> {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Directory);
+        let mut pax = vec![("GNU.dumpdir".to_owned(), dumpdir)];
+        crate::header::fill_header(&mut header, &mut pax, b".", st, 0, None);
+        header.as_old_mut().name[..3].copy_from_slice(b"./\0");
+        let records = pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        self.builder.append_pax_extensions(records).map_err(BackupError::Write)?;
+        header.set_cksum();
+        self.builder.append(&header, io::empty()).map_err(BackupError::Write)
+    }
+}
+
+/// A directory the walk enters next: its descriptor and identity, and its names when an
+/// incremental listed them already.
+pub(super) struct Descend {
+    pub(super) dir: OwnedFd,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) names: Option<Vec<OsString>>,
+}
+
+/// The names of an incremental's listing of the directory `rel`, and its unchanged children
+/// by path.
+pub(super) fn children(listed: Vec<(OsString, Option<Entry>)>, rel: &[u8]) -> (Vec<OsString>, HashMap<Vec<u8>, Entry>) {
+    let mut unchanged = HashMap::new();
+    let names = listed
+        .into_iter()
+        .map(|(name, e)| {
+            if let Some(e) = e {
+                let mut path = rel.to_vec();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(name.as_bytes());
+                unchanged.insert(path, e);
+            }
+            name
+        })
+        .collect();
+    (names, unchanged)
 }

@@ -1,4 +1,4 @@
-//! [`EntryList`]: the archive's entries in a compact append-only log, about 70 bytes plus the
+//! [`EntryList`]: the archive's entries in a compact append-only log, about 94 bytes plus the
 //! path per entry (a `Vec<Entry>` of owned strings takes ~500), so that archiving a volume of
 //! millions of files keeps its manifest in memory at a fraction of the cost.
 
@@ -47,6 +47,10 @@ impl EntryList {
         d.extend_from_slice(&e.size.to_le_bytes());
         d.extend_from_slice(&e.mtime.to_le_bytes());
         d.extend_from_slice(&e.mtime_nsec.to_le_bytes());
+        d.extend_from_slice(&e.ino.to_le_bytes());
+        d.extend_from_slice(&e.ctime.to_le_bytes());
+        d.extend_from_slice(&e.ctime_nsec.to_le_bytes());
+        d.extend_from_slice(&e.level.to_le_bytes());
         if let Some(sha) = &sha256 {
             d.extend_from_slice(sha);
         }
@@ -153,9 +157,28 @@ impl Iterator for EntryIter<'_> {
         let size = u64::from_le_bytes(self.array());
         let mtime = i64::from_le_bytes(self.array());
         let mtime_nsec = u32::from_le_bytes(self.array());
+        let ino = u64::from_le_bytes(self.array());
+        let ctime = i64::from_le_bytes(self.array());
+        let ctime_nsec = u32::from_le_bytes(self.array());
+        let level = u32::from_le_bytes(self.array());
         let sha256 = (flags & HAS_SHA != 0).then(|| hex::encode(self.take(32)));
         let path = self.string();
         let target = (flags & HAS_TARGET != 0).then(|| self.string());
-        Some(Entry { path, kind, mode, uid, gid, size, mtime, mtime_nsec, sha256, target })
+        Some(Entry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+            mtime_nsec,
+            sha256,
+            target,
+            ino,
+            ctime,
+            ctime_nsec,
+            level,
+        })
     }
 }

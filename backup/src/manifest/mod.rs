@@ -29,8 +29,12 @@ mod tests;
 use bounded::{Bounded, Over};
 pub use entries::{EntryIter, EntryList};
 
-/// The manifest format this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest manifest format this crate writes and reads: 2 for the links of incremental
+/// chains (an older voltool refuses them rather than restore one link as if it were whole);
+/// full backups keep writing [`FULL_FORMAT_VERSION`], which every voltool reads.
+pub const FORMAT_VERSION: u32 = 2;
+/// The format of a full backup's manifest.
+pub const FULL_FORMAT_VERSION: u32 = 1;
 
 /// Option keys never copied into a manifest, whatever the caller passes (compared case-insensitively).
 const SECRET_KEYS: &[&str] = &["password", "pass", "passwd"];
@@ -69,10 +73,39 @@ pub struct Entry {
     /// The link target (symlinks) or the first path of the inode (hard links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// What the next incremental backup compares with (see [`crate::incremental`]): the
+    /// inode number and the status change time. 0 in manifests written before incrementals.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub ino: u64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub ctime: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ctime_nsec: u32,
+    /// Which link of the chain holds the entry in its archive: the manifest's own
+    /// [`Manifest::level`] when this backup's archive does, an earlier one for an entry an
+    /// incremental found unchanged. 0 throughout a full backup.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The link an incremental backup was taken against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub id: String,
+    /// The parent's `archive_sha256`, so a chain is checked link by link.
+    pub archive_sha256: String,
 }
 
 /// Everything `ID.manifest.json` holds.
@@ -96,6 +129,14 @@ pub struct Manifest {
     /// What the archiver skipped or noticed (devices, sockets, mount points, files changing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The link's place in its chain: 0 for a full backup, n for the n-th incremental.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
+    /// The previous link (incrementals only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// Every entry of the tree at the time of the backup, also those an incremental's archive
+    /// does not hold (their [`Entry::level`] says which link does).
     pub entries: Vec<Entry>,
 }
 
@@ -133,7 +174,7 @@ impl Manifest {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(Self {
-            format_version: FORMAT_VERSION,
+            format_version: if summary.level > 0 { FORMAT_VERSION } else { FULL_FORMAT_VERSION },
             id: id.to_owned(),
             volume: volume.to_owned(),
             options,
@@ -144,6 +185,8 @@ impl Manifest {
             files: summary.files,
             bytes: summary.bytes_in,
             notes: summary.notes.clone(),
+            level: summary.level,
+            parent: summary.parent.clone(),
             entries: Vec::new(),
         })
     }
@@ -176,6 +219,11 @@ impl Manifest {
     /// `ID.tar.zst`, the name errors use for the archive.
     pub fn archive_file_name(&self) -> String {
         format!("{}.tar.zst", self.id)
+    }
+
+    /// Whether this backup's own archive holds `e` (an incremental's holds only what changed).
+    pub fn holds(&self, e: &Entry) -> bool {
+        e.level == self.level
     }
 
     pub fn to_json_pretty(&self) -> Result<String, BackupError> {

@@ -13,6 +13,10 @@ fn summary() -> ArchiveSummary {
             mtime_nsec: 5,
             sha256: Some("00".repeat(32)),
             target: None,
+            ino: 42,
+            ctime: 1_700_000_001,
+            ctime_nsec: 6,
+            level: 0,
         }]
         .into_iter()
         .collect(),
@@ -21,6 +25,9 @@ fn summary() -> ArchiveSummary {
         archive_size: 99,
         archive_sha256: "ab".repeat(32),
         notes: vec![],
+        level: 0,
+        parent: None,
+        unchanged: 0,
     }
 }
 
@@ -52,6 +59,10 @@ fn entry_list_round_trips_every_field() {
             mtime_nsec: 999_999_999,
             sha256: Some("0f".repeat(32)),
             target: None,
+            ino: u64::MAX,
+            ctime: i64::MIN,
+            ctime_nsec: 999_999_999,
+            level: u32::MAX,
         },
         Entry {
             path: "é/".repeat(200),
@@ -64,6 +75,10 @@ fn entry_list_round_trips_every_field() {
             mtime_nsec: 0,
             sha256: None,
             target: Some("x".repeat(300)),
+            ino: 1,
+            ctime: -1,
+            ctime_nsec: 0,
+            level: 3,
         },
         Entry {
             path: String::new(),
@@ -76,6 +91,10 @@ fn entry_list_round_trips_every_field() {
             mtime_nsec: 1,
             sha256: None,
             target: Some(String::new()),
+            ino: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            level: 0,
         },
         Entry { kind: EntryKind::Fifo, target: None, ..summary().entries.iter().next().expect("one") },
         Entry { kind: EntryKind::Dir, sha256: None, ..summary().entries.iter().next().expect("one") },

@@ -38,8 +38,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             meta_headers: 64,
-            meta_bytes: 2 << 20,
-            meta_record: 1 << 20,
+            // An incremental's directory listing (`GNU.dumpdir`) is one record: 16 MiB holds a
+            // directory of about a million entries.
+            meta_bytes: 18 << 20,
+            meta_record: 16 << 20,
             pax_records: 10_000,
             xattrs: 1_024,
             xattr_name: 255,

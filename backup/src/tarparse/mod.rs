@@ -26,7 +26,7 @@ pub use fields::{parse_pax_time, pax_record};
 pub use limits::{At, Limit, Limits, TarError};
 
 /// The largest pax or GNU long-name record accepted by default ([`Limits::meta_record`]).
-pub const MAX_META: u64 = 1 << 20;
+pub const MAX_META: u64 = 16 << 20;
 
 const BLOCK: usize = 512;
 
