@@ -215,6 +215,11 @@ pub enum BackupCommand {
         /// (FIFREEZE an image-backed volume), comma-combined, e.g. hooks,stop.
         #[arg(long, value_name = "STEPS")]
         consistency: Option<String>,
+        /// An incremental link: only what changed since the volume's newest backup on the
+        /// target (a full backup when there is none, or the volume's backup-full says a new
+        /// chain starts) [default: the volume's backup-mode].
+        #[arg(long)]
+        incremental: bool,
         /// Print the catalog entry ({"id": ..., "status": ...}) as JSON.
         #[arg(long)]
         json: bool,

@@ -79,6 +79,34 @@ pub struct BackupRecord {
     /// What a person should know about the run's consistency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency_note: Option<String>,
+    /// The previous link of an incremental chain (`None`: a full backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// 0 for a full backup, n for the n-th incremental of its chain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
+    /// Its objects are age-encrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// `own` (a run of this daemon), `synced` (found on the target by `backup sync`; retention
+    /// leaves it alone) or `adopted` (`backup sync --adopt`).
+    #[serde(default = "own", skip_serializing_if = "is_own")]
+    pub origin: String,
+    /// When `backup sync` found its objects gone from the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vanished_at: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn own() -> String {
+    "own".into()
+}
+
+fn is_own(s: &String) -> bool {
+    s == "own"
 }
 
 /// Progress of a run or a verification in flight.
@@ -124,6 +152,10 @@ pub struct RunBackup {
     /// volume's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
+    /// An incremental link of the volume's chain (a full backup when there is none to follow,
+    /// or `backup-full` says a new chain starts); `false`: the volume's `backup-mode`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
 }
 
 /// Answer to `POST /v1/backups`: the ID of the run that started.

@@ -154,6 +154,60 @@ impl Previous {
     }
 }
 
+/// When an incremental chain starts over with a full backup (`backup-full`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FullEvery {
+    /// After this many incrementals.
+    Links(u32),
+    /// When a slot of the schedule passed since the chain's full backup.
+    Schedule(crate::schedule::Schedule),
+}
+
+/// Why a `backup-full` value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FullEveryError {
+    #[error("expected a number of incrementals from 1, or a cron schedule")]
+    Zero,
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+}
+
+impl Default for FullEvery {
+    /// Weekly, at the start of Sunday.
+    fn default() -> Self {
+        #[allow(clippy::expect_used)]
+        Self::Schedule(crate::schedule::Schedule::parse("@weekly").expect("@weekly is a schedule"))
+    }
+}
+
+impl FullEvery {
+    /// `N` (incrementals per chain) or a cron schedule (`@weekly`, `0 3 * * 0`).
+    ///
+    /// # Errors
+    /// [`FullEveryError`] saying what is wrong.
+    pub fn parse(s: &str) -> Result<Self, FullEveryError> {
+        match s.trim().parse::<u32>() {
+            Ok(0) => Err(FullEveryError::Zero),
+            Ok(n) => Ok(Self::Links(n)),
+            Err(_) => Ok(Self::Schedule(crate::schedule::Schedule::parse(s)?)),
+        }
+    }
+
+    /// Whether the next backup must be a full one, given the newest link's level and when its
+    /// chain's full backup was taken.
+    pub fn wants_full(
+        &self,
+        last_level: u32,
+        full_at: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        match self {
+            Self::Links(n) => last_level >= *n,
+            Self::Schedule(s) => s.next_after(full_at).is_none_or(|slot| slot <= now),
+        }
+    }
+}
+
 /// A directory's children as an incremental sees them when it writes the directory: the
 /// `GNU.dumpdir` record, and each child's `lstat` and previous entry when unchanged (used when
 /// the walk reaches it, so each child is looked at once and the listing and the archive agree).
@@ -223,6 +277,21 @@ mod tests {
         assert_eq!(l.dumpdir, b"Dd\0Yedited\0Ynew\0Nsame\0\0");
         let unchanged: Vec<_> = l.children.iter().filter(|(_, u)| u.is_some()).map(|(n, _)| n.clone()).collect();
         assert_eq!(unchanged, vec![OsString::from("same")]);
+    }
+
+    #[test]
+    fn full_every_counts_links_or_waits_for_a_slot() {
+        use chrono::TimeZone;
+        let at = |d: u32, h: u32| chrono::Utc.with_ymd_and_hms(2026, 12, d, h, 0, 0).single().expect("time");
+        let n = FullEvery::parse("3").expect("3");
+        assert!(!n.wants_full(2, at(1, 0), at(1, 1)));
+        assert!(n.wants_full(3, at(1, 0), at(1, 1)));
+        assert!(FullEvery::parse("0").is_err());
+        assert!(FullEvery::parse("weekly").is_err());
+        // 2026-12-06 is a Sunday: @weekly fires at its midnight.
+        let w = FullEvery::default();
+        assert!(!w.wants_full(40, at(1, 0), at(5, 23)), "no Sunday since the full");
+        assert!(w.wants_full(1, at(5, 23), at(6, 1)), "Sunday midnight passed");
     }
 
     #[test]

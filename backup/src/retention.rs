@@ -171,6 +171,8 @@ pub struct Candidate {
     pub created: DateTime<Utc>,
     /// Whether the backup has been verified against its manifest.
     pub verified: bool,
+    /// The previous link of an incremental chain: kept whenever this one is.
+    pub parent: Option<String>,
 }
 
 /// What to do with one backup.
@@ -253,11 +255,36 @@ pub fn plan(policy: &KeepPolicy, backups: &[Candidate], now: DateTime<Utc>) -> V
         reasons[i].push("newest verified".to_owned());
     }
 
+    keep_chains(&sorted, &mut reasons);
     sorted
         .iter()
         .zip(reasons)
         .map(|(c, reasons)| Decision { id: c.id.clone(), keep: !reasons.is_empty(), reasons })
         .collect()
+}
+
+/// Every link a kept incremental needs is kept too (`needed by ID`), however old: a chain is
+/// never cut in the middle. Newest first, so each link is reached from its newest kept child.
+fn keep_chains(sorted: &[&Candidate], reasons: &mut [Vec<String>]) {
+    let at: std::collections::HashMap<&str, usize> =
+        sorted.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+    for i in 0..sorted.len() {
+        if reasons[i].is_empty() {
+            continue;
+        }
+        let mut child = i;
+        while let Some(p) = sorted[child].parent.as_deref().and_then(|p| at.get(p).copied()) {
+            let already = !reasons[p].is_empty();
+            let by = format!("needed by {}", sorted[child].id);
+            if !reasons[p].contains(&by) {
+                reasons[p].push(by);
+            }
+            if already {
+                break;
+            }
+            child = p;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 fn cands(list: &[(&str, &str)]) -> Vec<Candidate> {
-    list.iter().map(|(id, at)| Candidate { id: (*id).to_owned(), created: t(at), verified: false }).collect()
+    list.iter()
+        .map(|(id, at)| Candidate { id: (*id).to_owned(), created: t(at), verified: false, parent: None })
+        .collect()
 }
 
 fn kept(decisions: &[Decision]) -> Vec<&str> {
@@ -236,4 +238,46 @@ fn empty_policy_deletes_nothing() {
 #[test]
 fn no_backups() {
     assert!(plan(&policy("last=1"), &[], t(NOW)).is_empty());
+}
+
+/// Chains: (id, time, parent). A policy that keeps an incremental keeps every link it needs.
+#[test]
+fn kept_incrementals_keep_their_chain() {
+    let now = t("2026-12-07 12:00");
+    let chain = |list: &[(&str, &str, Option<&str>)]| -> Vec<Candidate> {
+        list.iter()
+            .map(|(id, at, p)| Candidate {
+                id: (*id).into(),
+                created: t(at),
+                verified: false,
+                parent: p.map(Into::into),
+            })
+            .collect()
+    };
+    let kept = |policy: &str, c: &[Candidate]| -> Vec<String> {
+        let mut k: Vec<String> =
+            plan(&KeepPolicy::parse(policy).unwrap(), c, now).into_iter().filter(|d| d.keep).map(|d| d.id).collect();
+        k.sort();
+        k
+    };
+    let c = chain(&[
+        ("f1", "2026-11-01 00:00", None),
+        ("i1", "2026-11-02 00:00", Some("f1")),
+        ("i2", "2026-11-03 00:00", Some("i1")),
+        ("f2", "2026-12-01 00:00", None),
+        ("j1", "2026-12-06 00:00", Some("f2")),
+        ("j2", "2026-12-07 00:00", Some("j1")),
+    ]);
+    // last=1 keeps j2, which needs j1 and f2; nothing of the old chain.
+    assert_eq!(kept("last=1", &c), ["f2", "j1", "j2"]);
+    // daily=2 keeps j2 and j1 (two days) and their full, older than the window.
+    assert_eq!(kept("daily=2", &c), ["f2", "j1", "j2"]);
+    // monthly=2 keeps the newest of November (i2): its whole chain stays.
+    assert_eq!(kept("monthly=2", &c), ["f1", "f2", "i1", "i2", "j1", "j2"]);
+    let reasons = plan(&KeepPolicy::parse("last=1").unwrap(), &c, now);
+    let f2 = reasons.iter().find(|d| d.id == "f2").unwrap();
+    assert_eq!(f2.reasons, ["needed by j1"]);
+    // A parent not among the candidates (another target) is simply not there to keep.
+    let lone = chain(&[("k2", "2026-12-07 00:00", Some("elsewhere"))]);
+    assert_eq!(kept("last=1", &lone), ["k2"]);
 }

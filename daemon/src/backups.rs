@@ -83,6 +83,7 @@ pub use catalog::{Catalog, Located};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consistency::{ConsistencyError, DockerLink, Mode, ModeError};
 pub use engine::EngineError;
+pub(crate) use engine::read_manifest_from;
 pub use progress::Progress;
 pub use run::RunRequest;
 pub use settings::{BackupSettings, ConfigSchedule, ResolveError, ScheduleProblem, SettingsError};
@@ -136,7 +137,7 @@ fn names(id: &str) -> [String; 3] {
     [format!("{id}.tar.zst"), format!("{id}.manifest.json"), format!("{id}.tar.zst.sha256")]
 }
 
-fn backup_err(id: &str, reason: impl std::fmt::Display) -> Error {
+pub(crate) fn backup_err(id: &str, reason: impl std::fmt::Display) -> Error {
     Error::Backup { id: id.to_owned(), reason: reason.to_string() }
 }
 

@@ -17,6 +17,7 @@ impl BackupGrammar for EngineGrammar {
             BackupKey::Keep => KeepPolicy::parse(value).map(drop).map_err(Into::into),
             BackupKey::TargetUrl => TargetSpec::parse(value).map(drop).map_err(Into::into),
             BackupKey::Consistency => crate::backups::Mode::parse(value).map(drop).map_err(Into::into),
+            BackupKey::Full => voltool_backup::incremental::FullEvery::parse(value).map(drop).map_err(Into::into),
         }
     }
 }
@@ -45,6 +46,9 @@ mod tests {
             ("backup-target", "gs://b/x", "unsupported scheme"),
             ("backup-consistency", "stop,pause", "stop and pause exclude each other"),
             ("backup-consistency", "snapshot", "valid: none, stop, pause, hooks, freeze"),
+            ("backup-full", "0", "a number of incrementals from 1"),
+            ("backup-full", "weekly", "option backup-full"),
+            ("backup-mode", "differential", "valid values: full, incremental"),
         ] {
             let e = check(k, v).expect_err(v).to_string();
             assert!(e.contains(want), "{k}={v}: {e}");
@@ -58,6 +62,10 @@ mod tests {
             ("backup-consistency", "hooks,stop"),
             ("backup-consistency", "freeze"),
             ("backup-consistency", "none"),
+            ("backup-full", "6"),
+            ("backup-full", "@weekly"),
+            ("backup-full", "0 3 * * 0"),
+            ("backup-mode", "incremental"),
         ] {
             assert!(check(k, v).is_ok(), "{k}={v}");
         }

@@ -32,6 +32,7 @@ use crate::backups::Catalog;
 use crate::error::{Error, Result};
 use voltool_plugin::service::VolumeService;
 
+mod chain;
 mod export;
 mod manifest;
 mod receive;
@@ -71,6 +72,20 @@ pub struct Restores {
 fn nonce() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{:x}{:x}", n, std::process::id())
+}
+
+/// The outcome of a zstd restore checked against its manifest (a chain, a migration).
+fn verified_outcome(volume: &str, report: &voltool_restore::ExtractReport, created: bool) -> RestoreOutcome {
+    RestoreOutcome {
+        volume: volume.to_owned(),
+        compression: "zstd".into(),
+        entries: report.entries,
+        files: report.files,
+        bytes: report.bytes,
+        verified_against_manifest: true,
+        verification: "manifest".into(),
+        created,
+    }
 }
 
 fn restore_err(volume: &str, reason: impl std::fmt::Display) -> Error {

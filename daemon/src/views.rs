@@ -104,6 +104,11 @@ pub fn backup_record(r: BackupRow) -> BackupRecord {
         downtime_ms: r.downtime_ms,
         snapshot: r.snapshot,
         consistency_note: r.consistency_note,
+        parent: r.parent,
+        level: r.level,
+        encrypted: r.encrypted,
+        origin: r.origin,
+        vanished_at: r.vanished_at,
     }
 }
 

@@ -40,8 +40,8 @@ pub mod staged;
 
 pub use error::RestoreError;
 pub use extract::{
-    ArchiveDigest, Compression, ExtractOptions, ExtractReport, Space, Written, extract, extract_archive,
-    extract_archive_into, open_archive,
+    ArchiveDigest, ChainLink, Compression, ExtractOptions, ExtractReport, Keep, Space, Written, extract,
+    extract_archive, extract_archive_into, extract_chain_into, open_archive,
 };
 
 use voltool_backup::{EntryKind, Manifest};
@@ -58,8 +58,22 @@ use voltool_backup::{EntryKind, Manifest};
 /// # Errors
 /// [`RestoreError::Manifest`] naming the first difference.
 pub fn check_manifest(report: &ExtractReport, manifest: &Manifest) -> Result<(), RestoreError> {
+    check_entries(report, manifest, false)
+}
+
+/// [`check_manifest`] for the tree an incremental chain made ([`extract_chain_into`], which
+/// checked every link's archive digest): the final link's manifest lists the whole tree.
+///
+/// # Errors
+/// [`RestoreError::Manifest`] naming the first difference.
+pub fn check_chain_manifest(report: &ExtractReport, manifest: &Manifest) -> Result<(), RestoreError> {
+    check_entries(report, manifest, true)
+}
+
+fn check_entries(report: &ExtractReport, manifest: &Manifest, links_checked: bool) -> Result<(), RestoreError> {
     let bad = |m: String| Err(RestoreError::Manifest(m));
     let whole_archive = match &report.archive {
+        _ if links_checked => true,
         Some(a) if a.size == manifest.archive_size && a.sha256 == manifest.archive_sha256 => true,
         Some(a) => {
             return bad(format!(

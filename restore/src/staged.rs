@@ -101,6 +101,27 @@ fn journal_err(e: JournalError) -> RestoreError {
     RestoreError::Staging { action: "recording the restore's phase", source: io::Error::other(e) }
 }
 
+/// What a staged restore extracts: one archive stream, or the links of an incremental chain.
+pub enum Source {
+    Archive(Box<dyn Read + Send>),
+    Chain(Vec<crate::ChainLink>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Archive(_) => f.write_str("Source::Archive"),
+            Source::Chain(links) => f.debug_tuple("Source::Chain").field(links).finish(),
+        }
+    }
+}
+
+impl<R: Read + Send + 'static> From<R> for Source {
+    fn from(r: R) -> Self {
+        Source::Archive(Box::new(r))
+    }
+}
+
 /// Extracts `input` into a new staging directory in `root`, runs `check` on what was written,
 /// and swaps it in (see the module docs). On any error before the swap the staging directory
 /// is removed and the volume is as it was; a failed swap is rolled back.
@@ -111,7 +132,7 @@ pub fn restore_staged(
     root: &Dir,
     nonce: &str,
     journal: &dyn Journal,
-    input: impl Read + Send + 'static,
+    input: impl Into<Source>,
     check: &mut dyn FnMut(&ExtractReport) -> Result<(), RestoreError>,
     opts: &ExtractOptions,
 ) -> Result<ExtractReport, RestoreError> {
@@ -122,7 +143,10 @@ pub fn restore_staged(
     let result = staging
         .try_clone()
         .map_err(werr("reading the staging directory"))
-        .and_then(|d| extract_archive_into(input, d, opts))
+        .and_then(|d| match input.into() {
+            Source::Archive(r) => extract_archive_into(r, d, opts),
+            Source::Chain(links) => crate::extract_chain_into(d, links, opts),
+        })
         .and_then(|report| check(&report).map(|()| report));
     let report = match result {
         Ok(r) => r,
@@ -147,7 +171,7 @@ pub fn restore_into(
     root: &Path,
     nonce: &str,
     journal: &dyn Journal,
-    input: impl Read + Send + 'static,
+    input: impl Into<Source>,
     check: &mut dyn FnMut(&ExtractReport) -> Result<(), RestoreError>,
     opts: &ExtractOptions,
     reserve: Reserve,

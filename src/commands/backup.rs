@@ -22,8 +22,8 @@ use crate::output;
 pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     match cmd {
-        BackupCommand::Run { volume, target, verify, consistency, json, detach } => {
-            run_backup(api, RunBackup { volume, target, verify, consistency }, json, detach, tty).await
+        BackupCommand::Run { volume, target, verify, consistency, incremental, json, detach } => {
+            run_backup(api, RunBackup { volume, target, verify, consistency, incremental }, json, detach, tty).await
         }
         BackupCommand::Ls { volume, json } => ls(api, volume.as_deref(), json).await,
         BackupCommand::Show { id, json } => show(api, &id, json).await,
@@ -129,6 +129,9 @@ async fn run_backup(api: &Api, req: RunBackup, json: bool, detach: bool, tty: bo
 fn consistency_line(r: &voltool_api::BackupRecord) -> Option<String> {
     let mode = r.consistency.as_deref().unwrap_or("none");
     let mut parts = Vec::new();
+    if let Some(parent) = &r.parent {
+        parts.push(format!("incremental level {} after {parent}", r.level));
+    }
     if mode != "none" {
         let downtime =
             r.downtime_ms.map_or_else(|| "nothing held".into(), |ms| format!("downtime {:.1} s", ms as f64 / 1000.0));

@@ -168,6 +168,19 @@ impl Drop for Daemon {
     }
 }
 
+/// The JSON a successful command printed.
+pub fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "command failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not json ({e}): {}", stdout(o)))
+}
+
+/// Mounts a volume through the CLI (Mount ID `test`) and returns its path.
+pub fn mount(d: &Daemon, vol: &str) -> PathBuf {
+    let o = d.cli(&["volume", "mount", vol, "--id", "test"]);
+    assert!(o.status.success(), "mount: {}", stderr(&o));
+    PathBuf::from(stdout(&o))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }

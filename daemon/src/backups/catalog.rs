@@ -68,6 +68,37 @@ impl Catalog {
         Ok(Some(Located { spec, archive, manifest: Some(manifest), catalog_sha256: row.sha256 }))
     }
 
+    /// The links of the chain `id` ends, full backup first, when `id` is an incremental in the
+    /// catalog (`None` for a full backup or an ID the catalog does not have).
+    ///
+    /// # Errors
+    /// [`Error::Backup`] naming the first link that is missing or not complete: a broken
+    /// chain is never restored in part.
+    pub async fn chain(&self, id: &str) -> Result<Option<Vec<BackupRow>>> {
+        let i = id.to_owned();
+        let Some(last) = self.blocking(move |svc| Ok(svc.store().get_backup(&i)?)).await? else { return Ok(None) };
+        if last.level == 0 {
+            return Ok(None);
+        }
+        let mut links = vec![last];
+        while let Some(parent) = links.last().and_then(|r| r.parent.clone()) {
+            let p = parent.clone();
+            let row = self.blocking(move |svc| Ok(svc.store().get_backup(&p)?)).await?;
+            let broken = |why: &str| backup_err(id, format!("its chain is broken: link {parent} {why}"));
+            match row {
+                None => return Err(broken("is not in the catalog (deleted?)")),
+                Some(r) if r.status != BackupStatus::Complete => return Err(broken("is not complete")),
+                Some(r) if r.vanished_at.is_some() => return Err(broken("is gone from its target")),
+                Some(r) => links.push(r),
+            }
+            if links.len() > 100_000 {
+                return Err(backup_err(id, "its chain loops"));
+            }
+        }
+        links.reverse();
+        Ok(Some(links))
+    }
+
     /// The target a row was written to, as the config names it now; an error when the name
     /// now points elsewhere (the backup would be looked for in the wrong place).
     ///

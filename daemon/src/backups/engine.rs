@@ -55,6 +55,16 @@ pub enum EngineError {
     /// The checksum object does not match the manifest's archive sha256.
     #[error("{sum} does not match the archive sha256 in {manifest}")]
     ChecksumMismatch { sum: String, manifest: String },
+    /// A link of an incremental chain failed its verification.
+    #[error("link {link} of its chain: {source}")]
+    Link {
+        link: String,
+        #[source]
+        source: Box<EngineError>,
+    },
+    /// The chain cannot be followed (a link missing from the catalog or the target).
+    #[error("{0}")]
+    Chain(String),
     /// The manifest's archive sha256 is not the one the catalog recorded.
     #[error("the manifest's archive sha256 {manifest} differs from the catalog's {catalog}")]
     CatalogMismatch { manifest: String, catalog: String },
@@ -120,6 +130,7 @@ impl Engine {
             xattrs: true,
             // A backup's manifest lists every file's sha256.
             hash_files: true,
+            previous: None,
         }
     }
 
@@ -139,7 +150,27 @@ impl Engine {
         if let Some(token) = writer.token() {
             self.svc.store().set_backup_token(&row.id, Some(&token))?;
         }
-        let summary = self.archive_read_only(&root, &mut *writer, &self.archive_options(), progress)?;
+        let mut opts = self.archive_options();
+        let mut fallback = None;
+        if let Some(parent) = &row.parent {
+            match self.read_manifest(&*target, parent).map(|m| voltool_backup::Previous::from_manifest(&m)) {
+                Ok(Some(prev)) => opts.previous = Some(std::sync::Arc::new(prev)),
+                Ok(None) => {
+                    fallback = Some(format!("{parent}'s manifest has no inode numbers (an older voltool wrote it)"))
+                }
+                Err(err) => fallback = Some(format!("{parent} could not be read: {err}")),
+            }
+        }
+        let mut summary = self.archive_read_only(&root, &mut *writer, &opts, progress)?;
+        if let Some(why) = fallback {
+            tracing::warn!(
+                backup = row.id,
+                volume = row.volume,
+                reason = why,
+                "incremental asked for: made a full backup"
+            );
+            summary.notes.insert(0, format!("a full backup, not an incremental: {why}"));
+        }
         writer.commit()?;
         let m = Manifest::without_entries(&row.id, &row.volume, options, &summary, created)?;
         // Streamed from the archiver's compact entry list: the manifest of a volume with many
@@ -194,20 +225,7 @@ impl Engine {
 
     /// Reads a backup's manifest and holds it to the checksum object beside it.
     pub fn read_manifest(&self, target: &dyn Target, id: &str) -> Result<Manifest, EngineError> {
-        let [_, manifest_name, sum_name] = names(id);
-        let bytes = target.read_small(&manifest_name, MANIFEST_LIMIT)?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| EngineError::ManifestNotUtf8 { name: manifest_name.clone() })?;
-        let m = Manifest::from_json(&text)
-            .map_err(|source| EngineError::Manifest { name: manifest_name.clone(), source })?;
-        if m.id != id {
-            return Err(EngineError::ManifestOfOther { name: manifest_name, found: m.id });
-        }
-        let sum = target.read_small(&sum_name, 4096)?;
-        if sum != voltool_backup::sha256sum_line(id, &m.archive_sha256).as_bytes() {
-            return Err(EngineError::ChecksumMismatch { sum: sum_name, manifest: manifest_name });
-        }
-        Ok(m)
+        read_manifest_from(target, id)
     }
 
     /// Reads a stored archive back and checks it against its manifest (and the catalog's
@@ -249,4 +267,24 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Reads a backup's manifest from `target` and holds it to the checksum object beside it.
+///
+/// # Errors
+/// The target's, [`EngineError::Manifest`] and the mismatches of [`EngineError`], naming the object.
+pub(crate) fn read_manifest_from(target: &dyn Target, id: &str) -> Result<Manifest, EngineError> {
+    let [_, manifest_name, sum_name] = names(id);
+    let bytes = target.read_small(&manifest_name, MANIFEST_LIMIT)?;
+    let text = String::from_utf8(bytes).map_err(|_| EngineError::ManifestNotUtf8 { name: manifest_name.clone() })?;
+    let m =
+        Manifest::from_json(&text).map_err(|source| EngineError::Manifest { name: manifest_name.clone(), source })?;
+    if m.id != id {
+        return Err(EngineError::ManifestOfOther { name: manifest_name, found: m.id });
+    }
+    let sum = target.read_small(&sum_name, 4096)?;
+    if sum != voltool_backup::sha256sum_line(id, &m.archive_sha256).as_bytes() {
+        return Err(EngineError::ChecksumMismatch { sum: sum_name, manifest: manifest_name });
+    }
+    Ok(m)
 }

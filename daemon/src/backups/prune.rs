@@ -101,13 +101,16 @@ pub(super) fn plan_group(
     if policy.is_empty() {
         return out;
     }
-    let complete: Vec<&BackupRow> = backups.iter().filter(|b| b.status == BackupStatus::Complete).collect();
+    // Rows `backup sync` found on the target without `--adopt` are not this daemon's to delete.
+    let complete: Vec<&BackupRow> =
+        backups.iter().filter(|b| b.status == BackupStatus::Complete && b.origin != "synced").collect();
     let candidates: Vec<Candidate> = complete
         .iter()
         .map(|b| Candidate {
             id: b.id.clone(),
             created: parse_time(&b.started_at).unwrap_or(now),
             verified: b.verify_status.as_deref() == Some("ok"),
+            parent: b.parent.clone(),
         })
         .collect();
     let by_id: HashMap<&str, &BackupRow> = complete.iter().map(|b| (b.id.as_str(), *b)).collect();

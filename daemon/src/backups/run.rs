@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use voltool_backup::incremental::FullEvery;
 use voltool_backup::retention::KeepPolicy;
 use voltool_backup::{Manifest, TargetSpec};
 use voltool_plugin::store::{BackupRow, BackupStatus};
@@ -33,6 +34,8 @@ pub struct RunRequest {
     pub restore_test: bool,
     /// `backup-consistency` for this run; `None`: the volume's, else `none`.
     pub consistency: Option<String>,
+    /// An incremental link (`Some(true)`) or a full backup; `None`: the volume's `backup-mode`.
+    pub incremental: Option<bool>,
 }
 
 /// Why the archiving part of a run failed; its message is the failed row's `reason`.
@@ -90,6 +93,15 @@ impl Backups {
         let created = time::OffsetDateTime::from_unix_timestamp(now.timestamp())
             .map_err(|err| Error::Internal(err.to_string()))?;
         let id = voltool_backup::backup_id(&req.volume, created, random_suffix());
+        let parent = if req.incremental.unwrap_or(vol.spec.backup.incremental) {
+            let full = match vol.spec.backup.full.as_deref() {
+                Some(f) => FullEvery::parse(f).map_err(|err| Error::BadRequest(format!("backup-full={f}: {err}")))?,
+                None => FullEvery::default(),
+            };
+            self.chain_parent(&req.volume, &spec.describe(), &full, now).await?
+        } else {
+            None
+        };
         {
             let mut running = self.e.running.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(other) = running.get(&req.volume) {
@@ -108,6 +120,9 @@ impl Backups {
             &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
         row.consistency = Some(mode.to_string());
+        // The intended parent; the manifest's says what the run made (a full when the parent's
+        // manifest cannot be compared with).
+        row.parent = parent;
         let r = row.clone();
         if let Err(err) = self.blocking(move |e| Ok(e.svc.store().insert_backup(&r)?)).await {
             self.e.forget(&req.volume, &id);
@@ -254,6 +269,32 @@ impl Backups {
         out
     }
 
+    /// The link a new incremental of `volume` to `target_url` follows: its newest complete
+    /// backup there, unless `full` says the chain starts over (or there is none).
+    async fn chain_parent(
+        &self,
+        volume: &str,
+        target_url: &str,
+        full: &FullEvery,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>> {
+        let (v, t) = (volume.to_owned(), target_url.to_owned());
+        let rows = self.blocking(move |e| Ok(e.svc.store().list_backups(Some(&v))?)).await?;
+        let usable = |r: &BackupRow| r.status == BackupStatus::Complete && r.target_url == t && r.vanished_at.is_none();
+        let Some(last) = rows.iter().find(|r| usable(r)) else { return Ok(None) };
+        // The chain's full backup: parents, followed through the catalog.
+        let mut full_row = last;
+        while let Some(p) = &full_row.parent {
+            match rows.iter().find(|r| &r.id == p && usable(r)) {
+                Some(r) => full_row = r,
+                None => return Ok(None),
+            }
+        }
+        let full_at = chrono::DateTime::parse_from_rfc3339(&full_row.started_at)
+            .map_or(chrono::DateTime::UNIX_EPOCH, |t| t.with_timezone(&chrono::Utc));
+        Ok((!full.wants_full(last.level, full_at, now)).then(|| last.id.clone()))
+    }
+
     /// With `backup-consistency=none`: which containers had the volume in use (best effort,
     /// a short deadline; nothing when the engine does not answer).
     async fn writers_note(&self, volume: &str) -> Option<String> {
@@ -338,6 +379,7 @@ impl Backups {
             trigger: "archive",
             restore_test: false,
             consistency: None,
+            incremental: None,
         };
         let id = self.start(req).await?;
         loop {
@@ -366,6 +408,8 @@ fn record_complete(row: &mut BackupRow, m: Manifest) {
     row.files = Some(m.files);
     row.sha256 = Some(m.archive_sha256);
     row.upload_token = None;
+    row.parent = m.parent.map(|p| p.id);
+    row.level = m.level;
     tracing::info!(
         backup = row.id,
         volume = row.volume,

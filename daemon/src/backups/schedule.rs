@@ -43,6 +43,7 @@ impl Entry {
             trigger: "schedule",
             restore_test: self.restore_test,
             consistency: self.consistency.clone(),
+            incremental: None,
         }
     }
 }

@@ -112,6 +112,7 @@ pub(super) fn manual(volume: &str) -> RunRequest {
         trigger: "manual",
         restore_test: false,
         consistency: None,
+        incremental: None,
     }
 }
 

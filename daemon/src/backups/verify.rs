@@ -39,14 +39,39 @@ impl Backups {
             )));
         }
         let spec = self.e.resolve_row(&row)?;
-        progress.set_total(row.bytes_out.unwrap_or(0));
+        // An incremental is verified with every link before it, full first.
+        let chain = match self.e.catalog.chain(id).await {
+            Ok(rows) => rows.unwrap_or_else(|| vec![row.clone()]),
+            Err(err) => {
+                let outcome = outcome(id, Ok(Err(EngineError::Chain(err.to_string()))));
+                let (i, reason) = (id.to_owned(), outcome.error.clone());
+                let at = self.e.clock.now_rfc3339();
+                self.blocking(move |e| Ok(e.svc.store().set_backup_verified(&i, false, &at, reason.as_deref())?))
+                    .await?;
+                return Ok(outcome);
+            }
+        };
+        progress.set_total(chain.iter().map(|r| r.bytes_out.unwrap_or(0)).sum());
         let registered = {
             let mut map = self.e.progress.lock().unwrap_or_else(|p| p.into_inner());
             map.insert(id.to_owned(), progress.clone()).is_none()
         };
         let permit = if take_slot { Some(self.e.slots.clone().acquire_owned().await) } else { None };
-        let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
-        let result = tokio::task::spawn_blocking(move || e.verify_backup(&r, &spec, &p)).await;
+        let (e, p) = (self.e.clone(), progress.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut last = None;
+            for r in &chain {
+                let link = |source| EngineError::Link { link: r.id.clone(), source: Box::new(source) };
+                let report = if chain.len() > 1 {
+                    e.verify_backup(r, &spec, &p).map_err(link)?
+                } else {
+                    e.verify_backup(r, &spec, &p)?
+                };
+                last = Some(report);
+            }
+            last.ok_or_else(|| EngineError::Chain("an empty chain".into()))
+        })
+        .await;
         drop(permit);
         if registered {
             self.e.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(id);

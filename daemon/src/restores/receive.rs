@@ -11,7 +11,7 @@ use voltool_migrate::{FrameReader, Offer};
 use voltool_restore::{ExtractOptions, ExtractReport, RestoreError};
 
 use super::staging::Landing;
-use super::{RestoreOptions, RestoreOutcome, Restores, dir_has_entries, restore_err};
+use super::{RestoreOptions, RestoreOutcome, Restores, dir_has_entries, restore_err, verified_outcome};
 use crate::error::Result;
 
 impl Restores {
@@ -73,16 +73,7 @@ impl Restores {
         let created = self.prepare(name, Some(&offer.options), &RestoreOptions::default()).await?;
         let report = self.land(name, created, "migration", move |at| extract(at, frames)).await?;
         tracing::info!(volume = name, files = report.files, bytes = report.bytes, "received a migrated volume");
-        Ok(RestoreOutcome {
-            volume: name.to_owned(),
-            compression: "zstd".into(),
-            entries: report.entries,
-            files: report.files,
-            bytes: report.bytes,
-            verified_against_manifest: true,
-            verification: "manifest".into(),
-            created,
-        })
+        Ok(verified_outcome(name, &report, created))
     }
 
     /// The volume's stored options and the secrets they name (for a migration offer).

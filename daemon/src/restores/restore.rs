@@ -73,6 +73,9 @@ impl Restores {
     /// (refused entry, mismatch, volume in use); the volume is unchanged on error.
     pub async fn restore_from(&self, volume: &str, from: &str, opts: RestoreOptions) -> Result<RestoreOutcome> {
         voltool_plugin::options::validate_name(volume)?;
+        if let Some(rows) = self.catalog.chain(from).await? {
+            return self.restore_chain(volume, rows, opts).await;
+        }
         let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256 } =
             match self.catalog.locate(from).await? {
                 Some(found) => found,

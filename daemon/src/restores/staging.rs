@@ -5,7 +5,6 @@
 //! the recovery of one volume are [`voltool_restore::staged`]; what is here is the glue to the
 //! volume service and its store.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use voltool_restore::staged::{Journal, JournalError, Phase, Reserve};
@@ -64,7 +63,7 @@ impl Landing {
     /// unchanged then.
     pub(super) fn restore(
         &self,
-        input: Box<dyn Read + Send>,
+        input: impl Into<voltool_restore::staged::Source>,
         check: &mut dyn FnMut(&ExtractReport) -> std::result::Result<(), RestoreError>,
         opts: &ExtractOptions,
     ) -> Result<ExtractReport> {

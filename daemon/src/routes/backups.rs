@@ -56,6 +56,7 @@ async fn run(
         trigger: "manual",
         restore_test: false,
         consistency: req.consistency,
+        incremental: req.incremental.then_some(true),
     };
     let id = b.start(run).await?;
     Ok((StatusCode::ACCEPTED, Json(BackupStarted { id })))

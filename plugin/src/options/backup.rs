@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::OptionError;
 
-/// A volume's `backup-schedule`, `backup-target`, `backup-keep`, `backup-verify` and `backup-consistency`, validated
+/// A volume's `backup-schedule`, `backup-target`, `backup-keep`, `backup-verify`, `backup-consistency`,
+/// `backup-mode` and `backup-full`, validated
 /// and kept as the user wrote them (the backup engine parses them again when it uses them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupPolicy {
@@ -26,6 +27,13 @@ pub struct BackupPolicy {
     /// `freeze`, comma-combined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
+    /// `backup-mode=incremental`: scheduled backups are links of incremental chains.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
+    /// `backup-full`: when an incremental chain starts over with a full backup (a cron
+    /// schedule, or every N incrementals); `None`: weekly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
 }
 
 impl BackupPolicy {
@@ -45,6 +53,8 @@ pub enum BackupKey {
     TargetUrl,
     /// `backup-consistency`: `none|stop|pause|hooks|freeze`, comma-combined.
     Consistency,
+    /// `backup-full`: a cron schedule or a number of incrementals.
+    Full,
 }
 
 impl BackupKey {
@@ -55,6 +65,7 @@ impl BackupKey {
             BackupKey::Keep => "backup-keep",
             BackupKey::TargetUrl => "backup-target",
             BackupKey::Consistency => "backup-consistency",
+            BackupKey::Full => "backup-full",
         }
     }
 }
@@ -87,6 +98,7 @@ pub fn check_backup_policy(policy: &BackupPolicy, grammar: &dyn BackupGrammar) -
         (BackupKey::Keep, policy.keep.as_deref()),
         (BackupKey::TargetUrl, policy.target.as_deref().filter(|t| is_target_url(t))),
         (BackupKey::Consistency, policy.consistency.as_deref()),
+        (BackupKey::Full, policy.full.as_deref()),
     ];
     for (key, value) in values {
         if let Some(v) = value {
@@ -111,6 +123,14 @@ pub(super) fn parse_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result
         "backup-schedule" => policy.schedule = Some(v.trim().to_owned()),
         "backup-keep" => policy.keep = Some(v.trim().to_owned()),
         "backup-consistency" => policy.consistency = Some(v.trim().to_owned()),
+        "backup-full" => policy.full = Some(v.trim().to_owned()),
+        "backup-mode" => {
+            policy.incremental = match v.trim() {
+                "full" => false,
+                "incremental" => true,
+                _ => return Err(bad("valid values: full, incremental".into())),
+            }
+        }
         "backup-target" => {
             if !is_target_url(v)
                 && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))

@@ -103,8 +103,15 @@ const CIFS_KEYS: &[&str] = &["share", "username", "domain", "secret", "subdir", 
 /// Keys from the product contract whose features this version does not have yet: refused
 /// with a message saying so rather than accepted and silently ignored.
 const PLANNED_KEYS: &[&str] = &["share", "username", "domain", "secret"];
-const BACKUP_KEYS: &[&str] =
-    &["backup-schedule", "backup-target", "backup-keep", "backup-verify", "backup-consistency"];
+const BACKUP_KEYS: &[&str] = &[
+    "backup-schedule",
+    "backup-target",
+    "backup-keep",
+    "backup-verify",
+    "backup-consistency",
+    "backup-mode",
+    "backup-full",
+];
 
 fn valid_keys(kind: VolumeType) -> String {
     let mut keys: Vec<&str> = COMMON_KEYS.to_vec();

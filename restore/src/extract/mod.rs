@@ -43,6 +43,28 @@ use crate::error::RestoreError;
 /// Seconds and nanoseconds since the epoch.
 type Mtime = (i64, u32);
 
+/// Which entries a pass of a chain extraction makes: by relative path, and whether the entry
+/// is a directory.
+pub type Keep<'a> = dyn Fn(&str, bool) -> bool + Send + 'a;
+
+/// One link of an incremental chain for [`extract_chain_into`].
+pub struct ChainLink {
+    /// Names the link in messages (`ID.tar.zst`).
+    pub name: String,
+    /// Opens the link's archive (called when its pass begins).
+    pub open: Box<dyn FnOnce() -> Result<Box<dyn Read + Send>, RestoreError> + Send>,
+    /// The entries of this link the final tree takes.
+    pub keep: Box<Keep<'static>>,
+    /// The archive's size and sha256 its manifest records: checked once the pass read it.
+    pub expect: ArchiveDigest,
+}
+
+impl std::fmt::Debug for ChainLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainLink").field("name", &self.name).field("expect", &self.expect).finish()
+    }
+}
+
 /// The compression an archive stream uses, told by its first bytes (never by a file name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -222,6 +244,41 @@ pub fn extract_archive_into(
         report.archive = Some(ArchiveDigest { size, sha256: hex::encode(sha) });
     }
     Ok(report)
+}
+
+/// Extracts an incremental chain into the empty directory `dest`: one pass per link, oldest
+/// first, each making only what its `keep` takes (what the final tree takes from that link),
+/// each archive's digest checked against its manifest's once read; directory modes and times
+/// are set at the end (the last link's win), as for one archive. The report's `archive` is
+/// `None`: every link's digest was checked here.
+///
+/// # Errors
+/// As [`extract_archive_into`]; [`RestoreError::Manifest`] naming the link whose archive is not
+/// the one its manifest describes.
+pub fn extract_chain_into(
+    dest: Dir,
+    links: Vec<ChainLink>,
+    opts: &ExtractOptions,
+) -> Result<ExtractReport, RestoreError> {
+    let opts = ExtractOptions { hash_archive: true, ..opts.clone() };
+    let mut x = run::Extraction::start(dest, &opts)?;
+    for link in links {
+        let input = (link.open)()?;
+        let (reading, raw) = crate::pipeline::spawn_reader(input, true)?;
+        let (kind, tar) = crate::pipeline::spawn_decoder(raw)?;
+        x.report.compression = Some(kind);
+        x = x.pass(tar, &*link.keep)?;
+        let got = reading.digest()?.map(|(size, sha)| ArchiveDigest { size, sha256: hex::encode(sha) });
+        if got.as_ref() != Some(&link.expect) {
+            return Err(RestoreError::Manifest(format!(
+                "link {} of the chain is not the archive its manifest describes (sha256 {}, expected {}): it was changed or damaged after the backup",
+                link.name,
+                got.map_or_else(|| "not computed".into(), |d| d.sha256),
+                link.expect.sha256
+            )));
+        }
+    }
+    x.finish()
 }
 
 /// Extracts the tar stream `input` (already decompressed) into the empty directory `dest`.

@@ -72,13 +72,26 @@ impl<'o> Extraction<'o> {
     ///
     /// # Errors
     /// See [`super::extract`].
-    pub(crate) fn run(mut self, input: impl BufRead) -> Result<ExtractReport, RestoreError> {
+    pub(crate) fn run(self, input: impl BufRead) -> Result<ExtractReport, RestoreError> {
+        self.pass(input, &|_, _| true)?.finish()
+    }
+
+    /// Reads every entry of `input` and makes those `keep` takes (by path and whether it is a
+    /// directory); the others are skipped. Several passes make one tree (an incremental chain,
+    /// link by link); [`Self::finish`] ends it.
+    ///
+    /// # Errors
+    /// See [`super::extract`].
+    pub(crate) fn pass(mut self, input: impl BufRead, keep: &super::Keep<'_>) -> Result<Self, RestoreError> {
         let mut tar = TarReader::new(input);
         loop {
             let header =
                 tar.next_entry().map_err(|e| RestoreError::Read(format!("after {} entries: {e}", tar.count())))?;
             let Some(header) = header else { break };
             let Some(rel) = safe_path(&header.path, self.opts.strip_components)? else { continue };
+            if !keep(&rel.to_string_lossy(), header.kind == Some(Kind::Directory)) {
+                continue;
+            }
             if let Err(e) = self.entry(&mut tar, header, rel) {
                 // A failed file thread's own error names the file it could not write.
                 if self.writer.failed() {
@@ -99,7 +112,7 @@ impl<'o> Extraction<'o> {
             }
             rest.consume(n);
         }
-        self.finish()
+        Ok(self)
     }
 
     /// One entry: the space it takes is checked, then it goes to its kind's handler.
@@ -155,7 +168,7 @@ impl<'o> Extraction<'o> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<ExtractReport, RestoreError> {
+    pub(crate) fn finish(mut self) -> Result<ExtractReport, RestoreError> {
         // Every file's sha256, from the hashing thread. A name written twice (tar semantics:
         // the later entry wins) gets the later file's digest last; a name whose later entry is
         // no longer a file keeps what that entry wrote.
