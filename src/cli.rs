@@ -227,6 +227,15 @@ pub enum BackupCommand {
         #[arg(long, short = 'd')]
         detach: bool,
     },
+    /// Write one file of a backup to stdout, reading only the part of the archive that holds
+    /// it (a ranged read on S3, a seek on a directory target), checked against its sha256.
+    /// For an incremental backup, the file as of that backup, from the link that holds it.
+    Cat {
+        /// The backup ID.
+        id: String,
+        /// The file's path relative to the volume root (e.g. `conf/app.ini`).
+        path: String,
+    },
     /// List backups, newest first.
     #[command(alias = "list")]
     Ls {

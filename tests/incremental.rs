@@ -168,3 +168,89 @@ fn a_chain_with_a_missing_link_fails_restore_and_verify_naming_it_and_writes_not
     let o = d.cli(&["restore", "chain-first", "--from", &ids[0]]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn backup_cat_reads_one_file_alone_from_a_full_and_from_an_older_link() {
+    if !root_or_skip("backup_cat_reads_one_file_alone_from_a_full_and_from_an_older_link", "mounts") {
+        return;
+    }
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "cat"]).status.success());
+    let root = mount(&d, "cat");
+    // 40 MiB of incompressible data around a small file, so its frames are a small part.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(root.join("a-noise"), &noise[..20 << 20]).expect("write");
+    fs::create_dir(root.join("conf")).expect("mkdir");
+    fs::write(root.join("conf/app.ini"), body(7, 1024)).expect("write");
+    fs::write(root.join("z-noise"), &noise[20 << 20..]).expect("write");
+    let target = d.dir.path().join("backups");
+    let full = backup(&d, "cat", &target, false)["id"].as_str().expect("id").to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(root.join("changed.txt"), b"new in the incremental\n").expect("write");
+    let inc = backup(&d, "cat", &target, true)["id"].as_str().expect("id").to_owned();
+    for (id, path, want) in [
+        (&full, "conf/app.ini", body(7, 1024)),
+        (&inc, "conf/app.ini", body(7, 1024)),
+        (&inc, "changed.txt", b"new in the incremental\n".to_vec()),
+    ] {
+        let o = d.cli(&["backup", "cat", id, path]);
+        assert!(o.status.success(), "cat {id} {path}: {}", stderr(&o));
+        assert_eq!(o.stdout, want, "cat {id} {path}");
+    }
+    // What was fetched: the frames of one small file, not the 40 MiB archive.
+    let log = d.log();
+    let fetched: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("read one file of a backup"))
+        .filter_map(|l| l.split("fetched=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(fetched.len(), 3, "{log}");
+    assert!(fetched.iter().all(|&n| n > 0 && n <= 4 << 20), "fetched {fetched:?}");
+    // The incremental's copy of conf/app.ini is read from the full, the link that holds it.
+    assert!(
+        log.lines().any(|l| l.contains("read one file")
+            && l.contains(&format!("link=\"{full}\""))
+            && l.contains(&format!("backup=\"{inc}\""))),
+        "{log}"
+    );
+    // Paths it does not hold, directories, hostile paths: refused clearly.
+    for bad in ["nope.txt", "conf", "../../etc/passwd", ""] {
+        let o = d.cli(&["backup", "cat", &inc, bad]);
+        assert!(!o.status.success(), "cat {bad:?} must fail");
+        assert!(stderr(&o).contains("backup"), "{bad:?}: {}", stderr(&o));
+    }
+    // A damaged archive: the stream fails, it does not pass on other bytes as the file.
+    let archive = target.join(format!("{full}.tar.zst"));
+    let mut bytes = fs::read(&archive).expect("read");
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(target.join(format!("{full}.manifest.json"))).expect("m")).expect("json");
+    let e = manifest["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["path"] == "conf/app.ini")
+        .expect("entry")
+        .clone();
+    let at = usize::try_from(e["frame_at"].as_u64().expect("at")).expect("at");
+    let len = usize::try_from(e["frame_len"].as_u64().expect("len")).expect("len");
+    // (A byte flipped elsewhere in the frames may be no concern of this file's: its sha256
+    // checks its own bytes.) The frames that hold it, overwritten past their header.
+    bytes[at + 16..at + len].iter_mut().for_each(|b| *b = 0x55);
+    fs::write(&archive, &bytes).expect("write");
+    let o = d.cli(&["backup", "cat", &full, "conf/app.ini"]);
+    assert!(
+        !o.status.success(),
+        "a damaged frame must fail the cat: got {} bytes, same: {}; {}",
+        o.stdout.len(),
+        o.stdout == body(7, 1024),
+        stderr(&o)
+    );
+}

@@ -47,6 +47,7 @@ struct Was {
     level: u32,
     sha256: Option<Box<str>>,
     target: Option<Box<str>>,
+    frame: (u64, u64, u32),
 }
 
 /// The previous link of a chain, indexed by path: what an incremental compares with.
@@ -96,6 +97,7 @@ impl Previous {
                     level: e.level,
                     sha256: e.sha256.as_deref().map(Into::into),
                     target: e.target.as_deref().map(Into::into),
+                    frame: (e.frame_at, e.frame_len, e.frame_skip),
                 };
                 (Box::from(e.path.as_str()), was)
             })
@@ -150,6 +152,9 @@ impl Previous {
             ctime: was.ctime,
             ctime_nsec: was.ctime_nsec,
             level: was.level,
+            frame_at: was.frame.0,
+            frame_len: was.frame.1,
+            frame_skip: was.frame.2,
         })
     }
 }

@@ -74,6 +74,7 @@ mod pipeline;
 mod prefetch;
 pub mod retention;
 pub mod schedule;
+pub mod single;
 pub mod target;
 pub mod tarparse;
 pub mod verify;

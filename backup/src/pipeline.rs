@@ -58,6 +58,8 @@ enum Msg {
 pub(crate) struct BlockWriter {
     buf: Vec<u8>,
     len: usize,
+    /// Bytes in the blocks sent so far.
+    sent: u64,
     tx: SyncSender<Msg>,
     recycled: Receiver<Vec<u8>>,
 }
@@ -72,7 +74,7 @@ pub(crate) struct Compressor {
 pub(crate) fn pipeline() -> (BlockWriter, Compressor) {
     let (tx, rx) = std::sync::mpsc::sync_channel(BLOCKS_IN_FLIGHT);
     let (recycle, recycled) = std::sync::mpsc::channel();
-    (BlockWriter { buf: vec![0; BLOCK], len: 0, tx, recycled }, Compressor { rx, recycle })
+    (BlockWriter { buf: vec![0; BLOCK], len: 0, sent: 0, tx, recycled }, Compressor { rx, recycle })
 }
 
 impl BlockWriter {
@@ -82,6 +84,11 @@ impl BlockWriter {
             self.send()?;
         }
         Ok(&mut self.buf[self.len..])
+    }
+
+    /// Tar bytes written so far: where the next entry begins in the stream.
+    pub(crate) fn position(&self) -> u64 {
+        self.sent + self.len as u64
     }
 
     /// Marks `n` bytes of [`BlockWriter::spare`] as filled.
@@ -100,6 +107,7 @@ impl BlockWriter {
         };
         let full = std::mem::replace(&mut self.buf, next);
         let len = std::mem::take(&mut self.len);
+        self.sent += len as u64;
         self.tx.send(Msg::Block(full, len)).map_err(|_| stopped())
     }
 
@@ -136,8 +144,9 @@ impl Compressor {
     /// Compresses every block into `out` until [`BlockWriter::finish`], on `threads` workers
     /// (0 or 1: on this thread). If the walker's end is dropped without it, the stream is left
     /// unfinished (see [`crate::frames::compress`]: it cannot pass for a complete archive).
-    /// Returns `out`, the compressed size and its lowercase hex sha256.
-    pub(crate) fn run<W: Write>(self, out: W, level: i32, threads: u32) -> io::Result<(W, u64, String)> {
+    /// Returns `out`, the compressed size, its lowercase hex sha256 and the frames' offsets
+    /// ([`crate::frames::compress`]).
+    pub(crate) fn run<W: Write>(self, out: W, level: i32, threads: u32) -> io::Result<(W, u64, String, Vec<u64>)> {
         let mut out = HashingWriter::new(out);
         let next = || match self.rx.recv() {
             Ok(Msg::Block(buf, len)) => Ok(Some((buf, len))),
@@ -148,10 +157,10 @@ impl Compressor {
         let recycle = |buf| {
             let _ = self.recycle.send(buf);
         };
-        crate::frames::compress(&mut out, level, threads as usize, next, recycle)?;
+        let (_, offsets) = crate::frames::compress(&mut out, level, threads as usize, next, recycle)?;
         let (mut out, size, sha) = out.finish();
         out.flush()?;
-        Ok((out, size, sha))
+        Ok((out, size, sha, offsets))
     }
 }
 
@@ -159,7 +168,7 @@ impl Compressor {
 mod tests {
     use super::*;
 
-    fn round_trip(data: &[u8], threads: u32, finish: bool) -> io::Result<(Vec<u8>, u64, String)> {
+    fn round_trip(data: &[u8], threads: u32, finish: bool) -> io::Result<(Vec<u8>, u64, String, Vec<u64>)> {
         let (mut blocks, compressor) = pipeline();
         std::thread::scope(|s| {
             let t = s.spawn(|| compressor.run(Vec::new(), 3, threads));
@@ -180,7 +189,13 @@ mod tests {
     fn a_finished_stream_always_completes() {
         for i in 0..500 {
             let data = vec![i as u8; i * 37];
-            let (out, size, sha) = round_trip(&data, if i % 2 == 0 { 2 } else { 0 }, true).expect("stream");
+            let (out, size, sha, offsets) = round_trip(&data, if i % 2 == 0 { 2 } else { 0 }, true).expect("stream");
+            // One frame per block, each where the table says.
+            assert_eq!(offsets.len(), data.len().div_ceil(BLOCK) + 1, "run {i}");
+            for w in offsets.windows(2) {
+                let frame = &out[usize::try_from(w[0]).expect("offset")..usize::try_from(w[1]).expect("offset")];
+                assert!(zstd::decode_all(frame).is_ok(), "run {i}: a frame at {w:?}");
+            }
             assert_eq!(zstd::decode_all(&out[..]).expect("decode"), data, "run {i}");
             assert_eq!((size, sha), (out.len() as u64, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out))));
         }

@@ -63,6 +63,7 @@ use voltool_plugin::store::BackupRow;
 use crate::error::{Error, Result};
 use crate::restores::Restores;
 
+mod cat;
 mod catalog;
 mod clock;
 mod consistency;

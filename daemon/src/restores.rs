@@ -41,6 +41,7 @@ mod staging;
 mod test;
 
 pub use export::ExportStream;
+pub(crate) use export::blocking_stream;
 pub use manifest::{ManifestError, ParsingManifest, PendingManifest};
 pub use staging::parse_reserve;
 /// What restores answer is the wire type itself.

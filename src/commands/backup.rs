@@ -26,6 +26,12 @@ pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
             run_backup(api, RunBackup { volume, target, verify, consistency, incremental }, json, detach, tty).await
         }
         BackupCommand::Ls { volume, json } => ls(api, volume.as_deref(), json).await,
+        BackupCommand::Cat { id, path } => {
+            let mut out = tokio::io::stdout();
+            let q = format!("/v1/backups/{}/cat?path={}", segment(&id), segment(&path));
+            api.get_stream(&q, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         BackupCommand::Show { id, json } => show(api, &id, json).await,
         BackupCommand::Verify { id, restore_test, check_cmd, json } => {
             verify(api, &id, restore_test.then_some(RestoreTestRequest { check_cmd }), json, tty).await

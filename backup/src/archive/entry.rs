@@ -137,6 +137,7 @@ impl Walk<'_> {
             },
         };
         let display = String::from_utf8_lossy(rel);
+        let start = self.builder.get_ref().position();
         let mut header = Header::new_ustar();
         header.set_entry_type(match kind {
             EntryKind::File => EntryType::Regular,
@@ -206,6 +207,10 @@ impl Walk<'_> {
             ctime: st.ctime,
             ctime_nsec: st.ctime_nsec,
             level: self.summary.level,
+            // Tar offsets for now: frame ranges once the archive is written (EntryList::locate).
+            frame_at: start,
+            frame_len: self.builder.get_ref().position(),
+            frame_skip: 0,
         });
         Ok(descend)
     }

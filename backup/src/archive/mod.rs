@@ -86,6 +86,23 @@ pub struct ArchiveSummary {
     pub unchanged: u64,
 }
 
+impl ArchiveSummary {
+    /// Nothing archived yet, for a full archive or an incremental against `previous`.
+    fn empty(previous: Option<&Previous>) -> Self {
+        Self {
+            entries: EntryList::new(),
+            files: 0,
+            bytes_in: 0,
+            archive_size: 0,
+            archive_sha256: String::new(),
+            notes: Vec::new(),
+            level: previous.map_or(0, Previous::level),
+            parent: previous.map(|p| p.parent().clone()),
+            unchanged: 0,
+        }
+    }
+}
+
 /// The walk's state: where it is, what it wrote, what it noticed.
 struct Walk<'p> {
     root: PathBuf,
@@ -198,17 +215,7 @@ pub(crate) fn write_archive_walking<W: Write + Send>(
             changed: 0,
             notes_dropped: 0,
             unchanged,
-            summary: ArchiveSummary {
-                entries: EntryList::new(),
-                files: 0,
-                bytes_in: 0,
-                archive_size: 0,
-                archive_sha256: String::new(),
-                notes: Vec::new(),
-                level: opts.previous.as_ref().map_or(0, |p| p.level()),
-                parent: opts.previous.as_ref().map(|p| p.parent().clone()),
-                unchanged: 0,
-            },
+            summary: ArchiveSummary::empty(opts.previous.as_deref()),
         };
         let walked = match root_dumpdir {
             Some(d) => walk.root_entry(&root_st.into(), d).and_then(|()| walk.run(tree, before)),
@@ -231,10 +238,12 @@ pub(crate) fn write_archive_walking<W: Write + Send>(
         let compressed =
             compressing.join().map_err(|_| BackupError::Write(io::Error::other("the compressor panicked")));
         match (walked, compressed) {
-            (Ok(()), Ok(Ok((_out, size, sha)))) => {
+            (Ok(()), Ok(Ok((_out, size, sha, frames)))) => {
                 let mut summary = walk.summary;
                 summary.archive_size = size;
                 summary.archive_sha256 = sha;
+                let level = summary.level;
+                summary.entries.locate(frames, crate::frames::FRAME as u64, level);
                 Ok(summary)
             }
             // The compressor's error is the cause when the walker only saw it stop.

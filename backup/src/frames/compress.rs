@@ -22,7 +22,8 @@ pub(crate) type Block = (Vec<u8>, usize);
 /// Compresses the blocks `next` returns (each at most [`FRAME`] bytes; `Ok(None)` once the
 /// stream is complete, an error when it failed) into `out`, one frame per block, on `workers`
 /// threads (1: on this one), in order; every block is given back to `recycle` once
-/// compressed. Returns the tar bytes compressed.
+/// compressed. Returns the tar bytes compressed and where each frame starts in the stream
+/// (with one more offset: where the last one ends), for reading single entries later.
 ///
 /// On an error the stream is left unfinished: no end marker, and the 4 bytes that begin a
 /// zstd frame, so that no decoder takes the frames written so far for a whole stream.
@@ -35,17 +36,19 @@ pub(crate) fn compress<W: Write>(
     workers: usize,
     next: impl FnMut() -> io::Result<Option<Block>>,
     recycle: impl FnMut(Vec<u8>),
-) -> io::Result<u64> {
-    out.write_all(&marker(START))?;
+) -> io::Result<(u64, Vec<u64>)> {
+    let start = marker(START);
+    out.write_all(&start)?;
+    let mut offsets = vec![start.len() as u64];
     let done = if workers <= 1 {
-        compress_here(out, level, next, recycle)
+        compress_here(out, level, next, recycle, &mut offsets)
     } else {
-        compress_pool(out, level, workers, next, recycle)
+        compress_pool(out, level, workers, next, recycle, &mut offsets)
     };
     match done {
         Ok((bytes, frames)) => {
             out.write_all(&end_marker(bytes, frames))?;
-            Ok(bytes)
+            Ok((bytes, offsets))
         }
         Err(e) => {
             let _ = out.write_all(&ZSTD_MAGIC);
@@ -59,6 +62,7 @@ fn compress_here<W: Write>(
     level: i32,
     mut next: impl FnMut() -> io::Result<Option<Block>>,
     mut recycle: impl FnMut(Vec<u8>),
+    offsets: &mut Vec<u64>,
 ) -> io::Result<(u64, u64)> {
     let mut c = compressor(level)?;
     let mut dst = Vec::new();
@@ -69,6 +73,7 @@ fn compress_here<W: Write>(
         c.compress_to_buffer(&buf[..len], &mut dst)?;
         recycle(buf);
         out.write_all(&dst)?;
+        offsets.push(offsets.last().copied().unwrap_or(0) + dst.len() as u64);
         bytes += len as u64;
         frames += 1;
     }
@@ -86,6 +91,7 @@ fn compress_pool<W: Write>(
     workers: usize,
     mut next: impl FnMut() -> io::Result<Option<Block>>,
     mut recycle: impl FnMut(Vec<u8>),
+    offsets: &mut Vec<u64>,
 ) -> io::Result<(u64, u64)> {
     std::thread::scope(|s| {
         // Block i goes to worker i % workers and comes back from it, so the frames are
@@ -119,6 +125,7 @@ fn compress_pool<W: Write>(
             recycle(buf);
             let frame = frame?;
             out.write_all(&frame)?;
+            offsets.push(offsets.last().copied().unwrap_or(0) + frame.len() as u64);
             spare.push(frame);
             io::Result::Ok(())
         };

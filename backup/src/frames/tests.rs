@@ -23,7 +23,7 @@ fn data(n: usize, seed: u64) -> Vec<u8> {
 fn compress_all(input: &[u8], block: usize, workers: usize) -> Vec<u8> {
     let mut chunks = input.chunks(block).map(|c| (c.to_vec(), c.len()));
     let mut out = Vec::new();
-    let n = compress(&mut out, 3, workers, || Ok(chunks.next()), drop).unwrap();
+    let (n, _) = compress(&mut out, 3, workers, || Ok(chunks.next()), drop).unwrap();
     assert_eq!(n, input.len() as u64);
     out
 }

@@ -11,6 +11,10 @@ use super::{Entry, EntryKind};
 pub struct EntryList {
     data: Vec<u8>,
     len: usize,
+    /// Set once the archive is written ([`EntryList::locate`]): its frames' offsets, their
+    /// decoded size and the archive's level. Entries of that level were pushed with their tar
+    /// offsets in `frame_at`/`frame_len` (start, end), turned into frame ranges when read.
+    frames: Option<(Vec<u64>, u64, u32)>,
 }
 
 const HAS_SHA: u8 = 1;
@@ -51,6 +55,9 @@ impl EntryList {
         d.extend_from_slice(&e.ctime.to_le_bytes());
         d.extend_from_slice(&e.ctime_nsec.to_le_bytes());
         d.extend_from_slice(&e.level.to_le_bytes());
+        d.extend_from_slice(&e.frame_at.to_le_bytes());
+        d.extend_from_slice(&e.frame_len.to_le_bytes());
+        d.extend_from_slice(&e.frame_skip.to_le_bytes());
         if let Some(sha) = &sha256 {
             d.extend_from_slice(sha);
         }
@@ -63,7 +70,28 @@ impl EntryList {
 
     /// The entries in the order they were pushed.
     pub fn iter(&self) -> EntryIter<'_> {
-        EntryIter { data: &self.data }
+        EntryIter { data: &self.data, frames: self.frames.as_ref() }
+    }
+
+    /// Records where the archive's frames are (`offsets`: each frame's start in the compressed
+    /// stream and the end of the last; every frame but the last holds `frame` tar bytes), so
+    /// that the entries of `level` pushed with tar offsets (start, end) in
+    /// `frame_at`/`frame_len` are read back with the frame range that holds them.
+    pub fn locate(&mut self, offsets: Vec<u64>, frame: u64, level: u32) {
+        self.frames = Some((offsets, frame.max(1), level));
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    #[test]
+    fn tar_offsets_become_frame_ranges() {
+        // Frames of 10 tar bytes; compressed at 24, 30, 37, 45 (end).
+        let offsets = [24, 30, 37, 45];
+        assert_eq!(super::frame_range(&offsets, 10, 0, 10), (24, 6, 0));
+        assert_eq!(super::frame_range(&offsets, 10, 12, 25), (30, 15, 2));
+        assert_eq!(super::frame_range(&offsets, 10, 25, 25), (37, 8, 5), "an empty entry: its frame");
+        assert_eq!(super::frame_range(&offsets, 10, 25, 40), (0, 0, 0), "past the table");
     }
 }
 
@@ -116,6 +144,18 @@ fn put_str(d: &mut Vec<u8>, s: &str) {
 #[derive(Debug, Clone)]
 pub struct EntryIter<'a> {
     data: &'a [u8],
+    frames: Option<&'a (Vec<u64>, u64, u32)>,
+}
+
+/// The frame range (compressed start, length, decoded bytes to skip) holding tar bytes
+/// `start..end`, from the frames' offsets; zeros when the offsets do not cover it.
+fn frame_range(offsets: &[u64], frame: u64, start: u64, end: u64) -> (u64, u64, u32) {
+    let first = usize::try_from(start / frame).unwrap_or(usize::MAX);
+    let last = usize::try_from(end.saturating_sub(1).max(start) / frame).unwrap_or(usize::MAX);
+    match (offsets.get(first), last.checked_add(1).and_then(|l| offsets.get(l))) {
+        (Some(&at), Some(&to)) => (at, to - at, u32::try_from(start % frame).unwrap_or(0)),
+        _ => (0, 0, 0),
+    }
 }
 
 impl EntryIter<'_> {
@@ -161,6 +201,14 @@ impl Iterator for EntryIter<'_> {
         let ctime = i64::from_le_bytes(self.array());
         let ctime_nsec = u32::from_le_bytes(self.array());
         let level = u32::from_le_bytes(self.array());
+        let mut frame_at = u64::from_le_bytes(self.array());
+        let mut frame_len = u64::from_le_bytes(self.array());
+        let mut frame_skip = u32::from_le_bytes(self.array());
+        if let Some((offsets, frame, l)) = self.frames
+            && *l == level
+        {
+            (frame_at, frame_len, frame_skip) = frame_range(offsets, *frame, frame_at, frame_len);
+        }
         let sha256 = (flags & HAS_SHA != 0).then(|| hex::encode(self.take(32)));
         let path = self.string();
         let target = (flags & HAS_TARGET != 0).then(|| self.string());
@@ -179,6 +227,9 @@ impl Iterator for EntryIter<'_> {
             ctime,
             ctime_nsec,
             level,
+            frame_at,
+            frame_len,
+            frame_skip,
         })
     }
 }

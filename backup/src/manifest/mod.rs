@@ -86,6 +86,15 @@ pub struct Entry {
     /// incremental found unchanged. 0 throughout a full backup.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub level: u32,
+    /// Where the entry is in its link's archive, to read it alone: the compressed offset and
+    /// length of the zstd frames that hold its header and content (each frame decodes on its
+    /// own), and the decoded bytes to skip in the first one. 0 in manifests written before.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub frame_at: u64,
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub frame_len: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frame_skip: u32,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -17,6 +17,9 @@ fn summary() -> ArchiveSummary {
             ctime: 1_700_000_001,
             ctime_nsec: 6,
             level: 0,
+            frame_at: 24,
+            frame_len: 100,
+            frame_skip: 0,
         }]
         .into_iter()
         .collect(),
@@ -63,6 +66,9 @@ fn entry_list_round_trips_every_field() {
             ctime: i64::MIN,
             ctime_nsec: 999_999_999,
             level: u32::MAX,
+            frame_at: u64::MAX,
+            frame_len: u64::MAX,
+            frame_skip: u32::MAX,
         },
         Entry {
             path: "é/".repeat(200),
@@ -79,6 +85,9 @@ fn entry_list_round_trips_every_field() {
             ctime: -1,
             ctime_nsec: 0,
             level: 3,
+            frame_at: 1,
+            frame_len: 2,
+            frame_skip: 3,
         },
         Entry {
             path: String::new(),
@@ -95,6 +104,9 @@ fn entry_list_round_trips_every_field() {
             ctime: 0,
             ctime_nsec: 0,
             level: 0,
+            frame_at: 0,
+            frame_len: 0,
+            frame_skip: 0,
         },
         Entry { kind: EntryKind::Fifo, target: None, ..summary().entries.iter().next().expect("one") },
         Entry { kind: EntryKind::Dir, sha256: None, ..summary().entries.iter().next().expect("one") },

@@ -111,6 +111,21 @@ impl Target for FileTarget {
         }
     }
 
+    fn open_range(&self, name: &str, start: u64, len: u64) -> Result<Box<dyn Read + Send>, TargetError> {
+        use std::io::{Seek, SeekFrom};
+        self.check_name(name)?;
+        let path = self.dir.join(name);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(TargetError::NotFound { target: self.describe(), name: name.to_owned() });
+            }
+            Err(e) => return Err(self.io("opening", &path, e)),
+        };
+        f.seek(SeekFrom::Start(start)).map_err(|e| self.io("seeking in", &path, e))?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 16, f.take(len))))
+    }
+
     fn open_stored(&self, name: &str) -> Result<Box<dyn Read + Send>, TargetError> {
         self.check_name(name)?;
         let path = self.dir.join(name);

@@ -73,6 +73,20 @@ pub trait Target: Send + Sync + fmt::Debug {
         self.open(name)
     }
 
+    /// Opens bytes `start .. start + len` of an object (fewer when it is shorter): a ranged read,
+    /// so that one file of an archive costs only the frames that hold it. A directory target
+    /// seeks (`pread`), S3 sends a `Range` GET; this default reads up to `start` and drops it.
+    fn open_range(&self, name: &str, start: u64, len: u64) -> Result<Box<dyn Read + Send>, TargetError> {
+        let mut r = self.open(name)?;
+        std::io::copy(&mut (&mut r).take(start), &mut std::io::sink()).map_err(|e| TargetError::S3 {
+            target: self.describe(),
+            op: "reading",
+            key: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Box::new(r.take(len)))
+    }
+
     /// Reads a small object whole, refusing one larger than `limit` bytes.
     fn read_small(&self, name: &str, limit: u64) -> Result<Vec<u8>, TargetError> {
         let mut r = self.open(name)?.take(limit + 1);

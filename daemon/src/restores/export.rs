@@ -167,3 +167,23 @@ impl AsyncRead for ExportStream {
         }
     }
 }
+
+/// A stream that `work` writes on a blocking thread while it is read; an error `work` returns
+/// ends the stream with that error (so an HTTP body is cut off, not short).
+pub(crate) fn blocking_stream(
+    work: impl FnOnce(&mut dyn Write) -> std::result::Result<(), String> + Send + 'static,
+) -> ExportStream {
+    let (theirs, ours) = tokio::io::duplex(PIPE_BYTES);
+    let failed = Failed::default();
+    let f2 = failed.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = SyncIoBridge::new(theirs);
+        let out = work(&mut w).and_then(|()| w.flush().map_err(|e| e.to_string()));
+        if let Err(e) = out {
+            // Before the writer goes: the reader sees the error where the stream ends.
+            *f2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+        let _ = w.shutdown();
+    });
+    ExportStream { inner: ours, failed }
+}

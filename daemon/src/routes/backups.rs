@@ -4,6 +4,7 @@
 //! - `POST /v1/backups` `{"volume", "target"?, "verify"?}` — starts a run, answers `202 {"id"}`
 //! - `GET  /v1/backups/{id}` — one backup (poll it to follow a run)
 //! - `GET  /v1/backups/{id}/manifest` — its manifest, read from the target
+//! - `GET  /v1/backups/{id}/cat?path=P` — one file's bytes, read alone from the frames that hold it
 //! - `POST /v1/backups/{id}/verify` — re-reads and checks it; answers when done
 //! - `POST /v1/backups/prune` `{"volume"?, "keep"?, "dry_run"?}` — retention
 //! - `GET  /v1/schedules` — every schedule with its next run
@@ -30,6 +31,7 @@ pub fn router(backups: Backups) -> Router {
         .route("/v1/backups/prune", post(prune))
         .route("/v1/backups/{id}", get(show))
         .route("/v1/backups/{id}/manifest", get(manifest))
+        .route("/v1/backups/{id}/cat", get(cat))
         .route("/v1/backups/{id}/verify", post(verify))
         .route("/v1/schedules", get(schedules))
         .with_state(backups)
@@ -64,6 +66,22 @@ async fn run(
 
 async fn show(State(b): State<Backups>, Path(id): Path<String>) -> Reply<BackupView> {
     Ok(Json(b.show(&id).await?.into()))
+}
+
+/// `?path=P`: the file to read.
+#[derive(Debug, Deserialize)]
+struct CatQuery {
+    path: String,
+}
+
+async fn cat(
+    State(b): State<Backups>,
+    Path(id): Path<String>,
+    Query(q): Query<CatQuery>,
+) -> Result<([(axum::http::header::HeaderName, &'static str); 1], axum::body::Body), ApiError> {
+    let stream = b.cat(&id, &q.path).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(stream, 1 << 16);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], axum::body::Body::from_stream(stream)))
 }
 
 async fn manifest(State(b): State<Backups>, Path(id): Path<String>) -> Reply<Manifest> {

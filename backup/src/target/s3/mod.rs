@@ -250,6 +250,11 @@ impl Target for S3Target {
         Ok(Box::new(reader::open(&self.shared, name, key)?))
     }
 
+    fn open_range(&self, name: &str, start: u64, len: u64) -> Result<Box<dyn Read + Send>, TargetError> {
+        let key = self.shared.key_of(name)?;
+        Ok(Box::new(reader::open_range(&self.shared, name, key, Some((start, len)))?))
+    }
+
     fn exists(&self, name: &str) -> Result<bool, TargetError> {
         let sh = &self.shared;
         let key = sh.key_of(name)?;

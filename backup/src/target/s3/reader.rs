@@ -22,7 +22,35 @@ const READ_RESUMES: u32 = 3;
 /// # Errors
 /// [`TargetError::NotFound`] for a missing object, [`TargetError::S3`] for others.
 pub(super) fn open(sh: &Arc<Shared>, name: &str, key: String) -> Result<S3Reader, TargetError> {
-    let out = block(&sh.rt, with_retries(|| sh.client.get_object().bucket(&sh.spec.bucket).key(&key).send()));
+    open_range(sh, name, key, None)
+}
+
+/// Opens bytes `start .. start + len` of object `key` (a `Range` GET), or all of it.
+///
+/// # Errors
+/// As [`open`].
+pub(super) fn open_range(
+    sh: &Arc<Shared>,
+    name: &str,
+    key: String,
+    range: Option<(u64, u64)>,
+) -> Result<S3Reader, TargetError> {
+    if range.is_some_and(|(_, len)| len == 0) {
+        return Ok(S3Reader {
+            shared: Arc::clone(sh),
+            key,
+            etag: None,
+            size: Some(0),
+            pos: 0,
+            body: None,
+            resumes_left: 0,
+        });
+    }
+    let header = range.map(|(start, len)| format!("bytes={start}-{}", start + len - 1));
+    let out = block(
+        &sh.rt,
+        with_retries(|| sh.client.get_object().bucket(&sh.spec.bucket).key(&key).set_range(header.clone()).send()),
+    );
     let out = match out {
         Ok(out) => out,
         Err(f)
@@ -33,14 +61,16 @@ pub(super) fn open(sh: &Arc<Shared>, name: &str, key: String) -> Result<S3Reader
         }
         Err(f) => return Err(sh.error("reading", &key, &f)),
     };
-    let size = out.content_length().and_then(|l| u64::try_from(l).ok());
+    let start = range.map_or(0, |(s, _)| s);
+    // `size` is where the read ends: the object's end, or the range's.
+    let size = out.content_length().and_then(|l| u64::try_from(l).ok()).map(|l| start + l);
     let etag = out.e_tag().map(str::to_owned);
     Ok(S3Reader {
         shared: Arc::clone(sh),
         key,
         etag,
         size,
-        pos: 0,
+        pos: start,
         body: Some(Box::pin(out.body.into_async_read())),
         resumes_left: READ_RESUMES,
     })
@@ -66,7 +96,10 @@ impl S3Reader {
     /// Opens the object again at the current offset.
     fn reopen(&mut self) -> io::Result<()> {
         let sh = Arc::clone(&self.shared);
-        let range = format!("bytes={}-", self.pos);
+        let range = match self.size {
+            Some(end) => format!("bytes={}-{}", self.pos, end.saturating_sub(1)),
+            None => format!("bytes={}-", self.pos),
+        };
         let out = block(
             &sh.rt,
             with_retries(|| {
