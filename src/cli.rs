@@ -92,8 +92,16 @@ paths through symlinks, hard links to outside and device nodes are refused, and 
 fit the volume's size limit. A missing volume is created (with the options recorded in the
 backup); a volume that has data or is used by containers is refused unless --force.
 
+An incremental backup restores with every link of its chain before it (checked link by link
+before anything is written). With --path, only those paths of a backup come back, into the
+volume as it is (containers may keep using it): only the parts of the archive that hold them
+are read, every file is checked against its sha256, and each path is replaced atomically, or
+put under --to DIR.
+
 Examples:
   voltool restore db --from db-20261201T023000Z-3f9a1c
+  voltool restore web --from web-20261201T023000Z-1a2b3c --path conf/nginx.conf
+  voltool restore web --from web-20261201T023000Z-1a2b3c --path html --to recovered
   voltool restore db --from ./pgdata-backup.tar.gz --force
   voltool restore web --from backup.tgz --strip-components 1    # archive made of /data/...";
 
@@ -141,6 +149,16 @@ pub struct RestoreArgs {
     /// A backup ID, a local archive file (- for stdin), or an archive URL.
     #[arg(long)]
     pub from: String,
+    /// Restore only this path of the backup (relative to the volume root; a directory with
+    /// everything below it), into the volume as it is: repeatable. Only the parts of the
+    /// archive that hold it are read. Replaces what is at that path (atomically, path by
+    /// path) unless --to is given. Needs a backup ID.
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<String>,
+    /// With --path: restore under this directory of the volume instead (DIR/PATH), leaving
+    /// the originals as they are.
+    #[arg(long, value_name = "DIR", requires = "path")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub opts: RestoreFlags,
     /// Print the result as JSON.

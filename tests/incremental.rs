@@ -150,7 +150,10 @@ fn a_chain_with_a_missing_link_fails_restore_and_verify_naming_it_and_writes_not
     let mut ids = Vec::new();
     for i in 0..3 {
         fs::write(root.join(format!("f{i}")), body(i, 5000)).expect("write");
-        ids.push(backup(&d, "chain", &target, true)["id"].as_str().expect("id").to_owned());
+        let b = backup(&d, "chain", &target, true);
+        // Each follows the one before, also within one second.
+        assert_eq!(b["parent"].as_str(), ids.last().map(String::as_str), "{b}");
+        ids.push(b["id"].as_str().expect("id").to_owned());
     }
     let middle = &ids[1];
     fs::remove_file(target.join(format!("{middle}.tar.zst"))).expect("rm archive");
@@ -253,4 +256,56 @@ fn backup_cat_reads_one_file_alone_from_a_full_and_from_an_older_link() {
         o.stdout == body(7, 1024),
         stderr(&o)
     );
+}
+
+#[test]
+fn restore_path_brings_back_files_and_directories_in_place_and_under_to() {
+    if !root_or_skip("restore_path_brings_back_files_and_directories_in_place_and_under_to", "mounts") {
+        return;
+    }
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "paths"]).status.success());
+    let root = mount(&d, "paths");
+    fs::create_dir_all(root.join("conf/sub")).expect("mkdir");
+    fs::create_dir(root.join("data")).expect("mkdir");
+    fs::write(root.join("conf/app.ini"), b"[app]\nkey = 1\n").expect("write");
+    fs::write(root.join("conf/sub/deep.txt"), body(3, 9000)).expect("write");
+    fs::write(root.join("data/big"), body(4, 3 << 20)).expect("write");
+    fs::set_permissions(root.join("conf/sub"), fs::Permissions::from_mode(0o750)).expect("chmod");
+    let target = d.dir.path().join("backups");
+    backup(&d, "paths", &target, true);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(root.join("data/new.txt"), b"in the incremental\n").expect("write");
+    let inc = backup(&d, "paths", &target, true)["id"].as_str().expect("id").to_owned();
+    let reference = d.dir.path().join("reference");
+    Command::new("cp").arg("-a").arg(&root).arg(&reference).status().expect("cp");
+    // Damage: a directory gone, a file changed, an unrelated file that must stay.
+    fs::remove_dir_all(root.join("conf")).expect("rm");
+    fs::write(root.join("data/new.txt"), b"overwritten").expect("write");
+    fs::write(root.join("data/after.txt"), b"written after the backup").expect("write");
+    let o = d.cli(&["restore", "paths", "--from", &inc, "--path", "conf", "--path", "data/new.txt"]);
+    assert!(o.status.success(), "restore --path: {}", stderr(&o));
+    assert_same_tree(&reference.join("conf"), &root.join("conf"));
+    assert_eq!(fs::read(root.join("data/new.txt")).expect("read"), b"in the incremental\n");
+    assert_eq!(fs::read(root.join("data/after.txt")).expect("read"), b"written after the backup", "others untouched");
+    let sub = fs::metadata(root.join("conf/sub")).expect("stat");
+    assert_eq!(sub.permissions().mode() & 0o7777, 0o750);
+    // Under --to: the original stays, the copy is beside it.
+    fs::write(root.join("conf/app.ini"), b"edited since").expect("write");
+    let o = d.cli(&["restore", "paths", "--from", &inc, "--path", "conf/app.ini", "--to", "recovered/today"]);
+    assert!(o.status.success(), "restore --to: {}", stderr(&o));
+    assert_eq!(fs::read(root.join("conf/app.ini")).expect("read"), b"edited since");
+    assert_eq!(fs::read(root.join("recovered/today/conf/app.ini")).expect("read"), b"[app]\nkey = 1\n");
+    // Refused clearly: paths it does not hold, '..', --to alone, a symlink on the way.
+    for args in [vec!["--path", "nope"], vec!["--path", "../etc"], vec!["--to", "x"]] {
+        let mut a = vec!["restore", "paths", "--from", inc.as_str()];
+        a.extend(args.iter().copied());
+        let o = d.cli(&a);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(!stderr(&o).is_empty(), "{args:?}: says why");
+    }
+    std::os::unix::fs::symlink("/etc", root.join("evil")).expect("symlink");
+    let o = d.cli(&["restore", "paths", "--from", &inc, "--path", "conf/app.ini", "--to", "evil"]);
+    assert!(!o.status.success(), "a destination through a symlink is refused");
+    assert!(!Path::new("/etc/conf").exists(), "nothing written through the symlink");
 }

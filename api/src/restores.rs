@@ -33,6 +33,13 @@ pub struct RestoreRequest {
     pub from: String,
     #[serde(flatten)]
     pub flags: RestoreFlags,
+    /// Restore only these paths (relative to the volume root; a directory with everything
+    /// below it) of a backup ID, into the volume as it is; empty: the whole volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// With `paths`: a directory in the volume to restore them under; `None`: in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// What a restore, an import or a migration's receive did.

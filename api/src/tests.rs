@@ -78,7 +78,12 @@ fn a_backup_view_is_the_record_flat_with_progress_beside_it() {
 
 #[test]
 fn requests_keep_their_shapes() {
-    let r = RestoreRequest { from: "x".into(), flags: RestoreFlags { force: true, ..RestoreFlags::default() } };
+    let r = RestoreRequest {
+        from: "x".into(),
+        flags: RestoreFlags { force: true, ..RestoreFlags::default() },
+        paths: vec![],
+        to: None,
+    };
     assert_eq!(
         serde_json::to_value(&r).expect("json"),
         json!({"from": "x", "force": true, "allow_devices": false, "strip_components": 0, "preserve_privileges": false})

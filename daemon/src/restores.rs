@@ -35,6 +35,7 @@ use voltool_plugin::service::VolumeService;
 mod chain;
 mod export;
 mod manifest;
+mod paths;
 mod receive;
 mod restore;
 mod staging;

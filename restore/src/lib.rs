@@ -70,8 +70,30 @@ pub fn check_chain_manifest(report: &ExtractReport, manifest: &Manifest) -> Resu
     check_entries(report, manifest, true)
 }
 
+/// Checks a restore of some entries of a backup (`restore --path`): exactly `entries` were
+/// made, each file with the manifest's size and sha256 ([`ExtractOptions::hash_files`]).
+///
+/// # Errors
+/// [`RestoreError::Manifest`] naming the first difference.
+pub fn check_selection(report: &ExtractReport, entries: &[voltool_backup::Entry]) -> Result<(), RestoreError> {
+    check_list(report, entries, None)
+}
+
 fn check_entries(report: &ExtractReport, manifest: &Manifest, links_checked: bool) -> Result<(), RestoreError> {
+    check_list(report, &manifest.entries, Some((manifest, links_checked)))
+}
+
+/// `whole`: the manifest whose archive digest may vouch for the content, and whether the
+/// links of a chain were checked already.
+fn check_list(
+    report: &ExtractReport,
+    entries: &[voltool_backup::Entry],
+    whole: Option<(&Manifest, bool)>,
+) -> Result<(), RestoreError> {
     let bad = |m: String| Err(RestoreError::Manifest(m));
+    let Some((manifest, links_checked)) = whole else {
+        return check_each(report, entries, false);
+    };
     let whole_archive = match &report.archive {
         _ if links_checked => true,
         Some(a) if a.size == manifest.archive_size && a.sha256 == manifest.archive_sha256 => true,
@@ -83,14 +105,19 @@ fn check_entries(report: &ExtractReport, manifest: &Manifest, links_checked: boo
         }
         None => false,
     };
-    if report.written.len() != manifest.entries.len() {
-        return bad(format!(
-            "{} entries restored, the manifest lists {}",
-            report.written.len(),
-            manifest.entries.len()
-        ));
+    check_each(report, entries, whole_archive)
+}
+
+fn check_each(
+    report: &ExtractReport,
+    entries: &[voltool_backup::Entry],
+    whole_archive: bool,
+) -> Result<(), RestoreError> {
+    let bad = |m: String| Err(RestoreError::Manifest(m));
+    if report.written.len() != entries.len() {
+        return bad(format!("{} entries restored, the manifest lists {}", report.written.len(), entries.len()));
     }
-    for e in &manifest.entries {
+    for e in entries {
         let Some(w) = report.written.get(&e.path) else {
             return bad(format!("{:?} is in the manifest but not in the archive", e.path));
         };

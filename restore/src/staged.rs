@@ -36,8 +36,10 @@ use voltool_runtime::fsat::{Dir, Kind};
 use crate::error::RestoreError;
 use crate::extract::{ExtractOptions, ExtractReport, extract_archive_into};
 
+mod paths;
 mod reserve;
 
+pub use paths::{DirMeta, Selection, restore_paths};
 pub use reserve::Reserve;
 
 /// Where a restore is; recorded durably before each step.
@@ -137,17 +139,10 @@ pub fn restore_staged(
     opts: &ExtractOptions,
 ) -> Result<ExtractReport, RestoreError> {
     journal.record(Phase::Extracting).map_err(journal_err)?;
-    let sname = staging_name(nonce);
-    root.mkdir(&sname, 0o700).map_err(werr("creating the staging directory"))?;
-    let staging = root.open_dir(&sname).map_err(werr("opening the staging directory"))?;
-    let result = staging
-        .try_clone()
-        .map_err(werr("reading the staging directory"))
-        .and_then(|d| match input.into() {
-            Source::Archive(r) => extract_archive_into(r, d, opts),
-            Source::Chain(links) => crate::extract_chain_into(d, links, opts),
-        })
-        .and_then(|report| check(&report).map(|()| report));
+    let (sname, staging, result) = stage(root, nonce, check, |d| match input.into() {
+        Source::Archive(r) => extract_archive_into(r, d, opts),
+        Source::Chain(links) => crate::extract_chain_into(d, links, opts),
+    })?;
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -157,6 +152,30 @@ pub fn restore_staged(
     };
     swap_in(root, nonce, &staging, journal)?;
     Ok(report)
+}
+
+/// Makes the staging directory of `nonce` in `root`, fills it with `extract` (given its
+/// descriptor) and runs `check` on the report: the directory's name and descriptor, and the
+/// outcome (the caller discards the directory when it failed).
+///
+/// # Errors
+/// [`RestoreError::Staging`] when the directory cannot be made.
+#[allow(clippy::type_complexity)]
+pub(crate) fn stage(
+    root: &Dir,
+    nonce: &str,
+    check: &mut dyn FnMut(&ExtractReport) -> Result<(), RestoreError>,
+    extract: impl FnOnce(Dir) -> Result<ExtractReport, RestoreError>,
+) -> Result<(OsString, Dir, Result<ExtractReport, RestoreError>), RestoreError> {
+    let sname = staging_name(nonce);
+    root.mkdir(&sname, 0o700).map_err(werr("creating the staging directory"))?;
+    let staging = root.open_dir(&sname).map_err(werr("opening the staging directory"))?;
+    let result = staging
+        .try_clone()
+        .map_err(werr("reading the staging directory"))
+        .and_then(extract)
+        .and_then(|report| check(&report).map(|()| report));
+    Ok((sname, staging, result))
 }
 
 /// [`restore_staged`] into the volume whose root is at `root` (the caller's own mount point,
@@ -176,12 +195,38 @@ pub fn restore_into(
     opts: &ExtractOptions,
     reserve: Reserve,
 ) -> Result<ExtractReport, RestoreError> {
+    let (dir, opts) = open_with_space(root, opts, reserve)?;
+    restore_staged(&dir, nonce, journal, input, check, &opts)
+}
+
+/// [`restore_paths`] into the volume whose root is at `root`, bounded as [`restore_into`] is.
+///
+/// # Errors
+/// As [`restore_into`] and [`restore_paths`].
+pub fn restore_paths_into(
+    root: &Path,
+    nonce: &str,
+    links: Vec<crate::ChainLink>,
+    sel: &Selection<'_>,
+    check: &mut dyn FnMut(&ExtractReport) -> Result<(), RestoreError>,
+    opts: &ExtractOptions,
+    reserve: Reserve,
+) -> Result<ExtractReport, RestoreError> {
+    let (dir, opts) = open_with_space(root, opts, reserve)?;
+    restore_paths(&dir, nonce, links, sel, check, &opts)
+}
+
+/// The volume's root, and `opts` bounded by what `reserve` leaves of its filesystem.
+fn open_with_space(
+    root: &Path,
+    opts: &ExtractOptions,
+    reserve: Reserve,
+) -> Result<(Dir, ExtractOptions), RestoreError> {
     let dir = open_root(root)?;
     let space = reserve
         .space(&dir, opts.max_bytes.is_some())
         .map_err(|e| RestoreError::Write(format!("the free space of the volume's filesystem: {e}")))?;
-    let opts = ExtractOptions { space: Some(space), ..opts.clone() };
-    restore_staged(&dir, nonce, journal, input, check, &opts)
+    Ok((dir, ExtractOptions { space: Some(space), ..opts.clone() }))
 }
 
 fn open_root(root: &Path) -> Result<Dir, RestoreError> {

@@ -54,6 +54,9 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
     // A local file (or stdin) is streamed to the daemon, so it works when the daemon runs as
     // a managed plugin that cannot see this host's files.
     let local = from == "-" || (!from.contains("://") && Path::new(from).exists());
+    if local && (!args.path.is_empty() || args.to.is_some()) {
+        bail!("--path and --to restore paths of a backup ID from the catalog, not of a file");
+    }
     let v: RestoreOutcome = if local {
         let input = (from != "-").then(|| Path::new(from.as_str()));
         send(api, &args.volume, input, &args.opts, args.json).await?
@@ -64,7 +67,12 @@ pub async fn restore(api: &Api, args: RestoreArgs) -> Result<ExitCode> {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        let body = RestoreRequest { from: from.clone(), flags: (&args.opts).into() };
+        let body = RestoreRequest {
+            from: from.clone(),
+            flags: (&args.opts).into(),
+            paths: args.path.clone(),
+            to: args.to.clone(),
+        };
         let r = api.post_long(&format!("/v1/volumes/{}/restore", segment(&args.volume)), body).await;
         if let Some(b) = spinner {
             b.finish_and_clear();

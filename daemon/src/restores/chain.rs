@@ -69,7 +69,9 @@ fn links(spec: &TargetSpec, manifests: &[Manifest], last: &Manifest) -> Vec<Chai
                     Some(&(l, false)) => !is_dir && l == level,
                     None => false,
                 }),
-                expect: ArchiveDigest { size: m.archive_size, sha256: m.archive_sha256.clone() },
+                expect: Some(ArchiveDigest { size: m.archive_size, sha256: m.archive_sha256.clone() }),
+                skip: 0,
+                take: None,
             }
         })
         .collect()

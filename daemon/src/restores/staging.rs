@@ -53,6 +53,21 @@ impl Landing {
         refuse_if_held(&self.svc, &self.volume)
     }
 
+    /// Restores some paths of a backup into the volume ([`voltool_restore::staged::restore_paths_into`]).
+    ///
+    /// # Errors
+    /// [`Error::Restore`] with the extraction's, the check's or the moves' error.
+    pub(super) fn restore_paths(
+        &self,
+        links: Vec<voltool_restore::ChainLink>,
+        sel: &voltool_restore::staged::Selection<'_>,
+        check: &mut dyn FnMut(&ExtractReport) -> std::result::Result<(), RestoreError>,
+        opts: &ExtractOptions,
+    ) -> Result<ExtractReport> {
+        voltool_restore::staged::restore_paths_into(&self.root, &nonce(), links, sel, check, opts, self.reserve)
+            .map_err(|e| restore_err(&self.volume, e))
+    }
+
     /// Extracts `input` into a staging directory in the volume's root, runs `check`, and swaps
     /// it in, by descriptors ([`voltool_restore::staged::restore_into`]). The volume's
     /// `restores` row keeps the phase. The extraction may take what the reserve leaves of the

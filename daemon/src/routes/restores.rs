@@ -59,6 +59,12 @@ async fn restore(
     Path(name): Path<String>,
     JsonBody(req): JsonBody<RestoreRequest>,
 ) -> Reply<RestoreOutcome> {
+    if !req.paths.is_empty() {
+        return Ok(Json(r.restore_paths(&name, &req.from, &req.paths, req.to.as_deref(), req.flags.into()).await?));
+    }
+    if req.to.is_some() {
+        return Err(ApiError::bad_request("--to needs --path: it says where the restored paths go"));
+    }
     Ok(Json(r.restore_from(&name, &req.from, req.flags.into()).await?))
 }
 

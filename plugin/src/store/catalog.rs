@@ -302,7 +302,7 @@ impl Store {
     pub fn list_backups(&self, volume: Option<&str>) -> Result<Vec<BackupRow>, StoreError> {
         let conn = self.conn();
         let sql = format!(
-            "SELECT {COLUMNS} FROM backups WHERE (?1 IS NULL OR volume = ?1) ORDER BY started_at DESC, id DESC"
+            "SELECT {COLUMNS} FROM backups WHERE (?1 IS NULL OR volume = ?1) ORDER BY started_at DESC, rowid DESC"
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(self.err())?;
         let rows = stmt.query_map([volume], row).map_err(self.err())?;
@@ -355,7 +355,7 @@ impl Store {
             .query_row(
                 &format!(
                     "SELECT {COLUMNS} FROM backups WHERE volume = ?1 AND status != 'running'
-                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                     ORDER BY started_at DESC, rowid DESC LIMIT 1"
                 ),
                 [volume],
                 row,

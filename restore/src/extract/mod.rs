@@ -56,7 +56,12 @@ pub struct ChainLink {
     /// The entries of this link the final tree takes.
     pub keep: Box<Keep<'static>>,
     /// The archive's size and sha256 its manifest records: checked once the pass read it.
-    pub expect: ArchiveDigest,
+    /// `None` for a part of an archive (a range of its frames): files are checked one by one.
+    pub expect: Option<ArchiveDigest>,
+    /// Decoded bytes before the first entry (a range that starts inside a frame).
+    pub skip: u64,
+    /// Stop once this many entries were made (a range ends wherever its last frame does).
+    pub take: Option<u64>,
 }
 
 impl std::fmt::Debug for ChainLink {
@@ -264,17 +269,23 @@ pub fn extract_chain_into(
     let mut x = run::Extraction::start(dest, &opts)?;
     for link in links {
         let input = (link.open)()?;
-        let (reading, raw) = crate::pipeline::spawn_reader(input, true)?;
-        let (kind, tar) = crate::pipeline::spawn_decoder(raw)?;
+        let (reading, raw) = crate::pipeline::spawn_reader(input, link.expect.is_some())?;
+        let (kind, mut tar) = crate::pipeline::spawn_decoder(raw)?;
         x.report.compression = Some(kind);
-        x = x.pass(tar, &*link.keep)?;
+        let skipped = std::io::copy(&mut (&mut tar).take(link.skip), &mut std::io::sink())
+            .map_err(|e| RestoreError::Read(format!("{}: {e}", link.name)))?;
+        if skipped != link.skip {
+            return Err(RestoreError::Read(format!("{}: the range ends before its first entry", link.name)));
+        }
+        x = x.pass(tar, &*link.keep, link.take)?;
+        let Some(expect) = link.expect else { continue };
         let got = reading.digest()?.map(|(size, sha)| ArchiveDigest { size, sha256: hex::encode(sha) });
-        if got.as_ref() != Some(&link.expect) {
+        if got.as_ref() != Some(&expect) {
             return Err(RestoreError::Manifest(format!(
                 "link {} of the chain is not the archive its manifest describes (sha256 {}, expected {}): it was changed or damaged after the backup",
                 link.name,
                 got.map_or_else(|| "not computed".into(), |d| d.sha256),
-                link.expect.sha256
+                expect.sha256
             )));
         }
     }

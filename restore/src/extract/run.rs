@@ -73,7 +73,7 @@ impl<'o> Extraction<'o> {
     /// # Errors
     /// See [`super::extract`].
     pub(crate) fn run(self, input: impl BufRead) -> Result<ExtractReport, RestoreError> {
-        self.pass(input, &|_, _| true)?.finish()
+        self.pass(input, &|_, _| true, None)?.finish()
     }
 
     /// Reads every entry of `input` and makes those `keep` takes (by path and whether it is a
@@ -82,9 +82,19 @@ impl<'o> Extraction<'o> {
     ///
     /// # Errors
     /// See [`super::extract`].
-    pub(crate) fn pass(mut self, input: impl BufRead, keep: &super::Keep<'_>) -> Result<Self, RestoreError> {
+    pub(crate) fn pass(
+        mut self,
+        input: impl BufRead,
+        keep: &super::Keep<'_>,
+        take: Option<u64>,
+    ) -> Result<Self, RestoreError> {
         let mut tar = TarReader::new(input);
+        let mut made = 0u64;
         loop {
+            if take.is_some_and(|t| made >= t) {
+                // A range of an archive: what follows its last entry is cut; nothing to drain.
+                return Ok(self);
+            }
             let header =
                 tar.next_entry().map_err(|e| RestoreError::Read(format!("after {} entries: {e}", tar.count())))?;
             let Some(header) = header else { break };
@@ -92,6 +102,7 @@ impl<'o> Extraction<'o> {
             if !keep(&rel.to_string_lossy(), header.kind == Some(Kind::Directory)) {
                 continue;
             }
+            made += 1;
             if let Err(e) = self.entry(&mut tar, header, rel) {
                 // A failed file thread's own error names the file it could not write.
                 if self.writer.failed() {

@@ -286,6 +286,17 @@ impl Dir {
         nix::fcntl::renameat2(&self.fd, name, &to.fd, to_name, flags).map_err(io_err)
     }
 
+    /// Swaps the entries `name` here and `to_name` in `to` atomically (`RENAME_EXCHANGE`): both
+    /// must exist; either may be a directory.
+    ///
+    /// # Errors
+    /// The `renameat2(2)` error.
+    pub fn exchange(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+        check_name(name)?;
+        check_name(to_name)?;
+        nix::fcntl::renameat2(&self.fd, name, &to.fd, to_name, RenameFlags::RENAME_EXCHANGE).map_err(io_err)
+    }
+
     /// Sets the owner of the entry `name` without following a symlink there.
     ///
     /// # Errors
