@@ -69,6 +69,7 @@ fn spec(env: &Env, prefix: &str, max_parts: u32) -> S3Spec {
         region: None,
         path_style: true,
         max_parts,
+        checksums: None,
     }
 }
 
