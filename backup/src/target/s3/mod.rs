@@ -49,7 +49,8 @@
 //! GetObject (checking the checksum an object comes back with, where the server gives one for
 //! the whole object); `when-required` sends none of them (no request voltool makes requires
 //! one), for stores that reject them. Unset, the AWS chain's `AWS_REQUEST_CHECKSUM_CALCULATION`
-//! / `AWS_RESPONSE_CHECKSUM_VALIDATION` (or the profile's) decide.
+//! / `AWS_RESPONSE_CHECKSUM_VALIDATION` (or the profile's) decide. `backup/tests/s3/matrix.rs`
+//! checks both against s3s-fs and moto through a relay that records the headers sent.
 //! Credentials come from the standard AWS chain (environment, profile, SSO, web identity, ECS,
 //! instance metadata).
 //! Errors are [`TargetError::S3`] with a reason in plain words ("bucket x does not exist",
