@@ -1,14 +1,17 @@
 //! Backups end to end without Docker: the daemon on temporary state, the CLI against it,
-//! backups to a directory (and, in `s3` tests below, to a real S3 server), restored with stock
-//! `zstd -d | tar -x` and compared file by file.
+//! backups to a directory (and, in `s3` tests below, to real S3 servers: s3s-fs and moto),
+//! restored with stock `zstd -d | tar -x` and compared file by file.
 
 mod common;
+#[path = "../backup/tests/s3_servers/mod.rs"]
+mod s3_servers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use s3_servers::{Variant, s3_matrix};
 use serde_json::Value;
 
 fn json(o: &std::process::Output) -> Value {
@@ -464,10 +467,14 @@ fn full_target_fails_cleanly_and_the_next_scheduled_run_works() {
 }
 
 // ---------------------------------------------------------------------------------------
-// S3: against the s3s-fs server test.sh starts (deploy/test-env/s3/start-s3.sh), which checks
-// request signatures and stores objects as plain files under VOLTOOL_TEST_S3_DATA/BUCKET/KEY
-// and open multipart uploads as DATA/.upload-ID.json + DATA/.upload_id-ID.part-N.
+// S3: the backup, verify and cleanup tests run against every test server (s3s-fs and moto, see
+// backup/tests/s3_servers), each with and without `checksums=when-required`, each in a bucket
+// of its own that is removed afterwards; what they check on the server they ask through a
+// client of their own (s3s-fs: also its files). The tests after them need s3s-fs itself: its
+// signature checks (credentials) or a private s3s-fs that can be stopped and started.
 
+/// The s3s-fs server test.sh starts (deploy/test-env/s3/start-s3.sh), which checks request
+/// signatures and stores objects as plain files under VOLTOOL_TEST_S3_DATA/BUCKET/KEY.
 struct S3 {
     endpoint: String,
     bucket: String,
@@ -496,26 +503,17 @@ impl S3 {
         format!("t{}-{test}", std::process::id())
     }
 
-    fn object(&self, prefix: &str, name: &str) -> PathBuf {
-        self.data.join(&self.bucket).join(prefix).join(name)
-    }
-
     fn objects(&self, prefix: &str) -> Vec<String> {
         files_in(&self.data.join(&self.bucket).join(prefix)).into_iter().filter(|f| !f.starts_with(".")).collect()
     }
-
-    /// Files of the multipart upload `token` still on the server (none once it is aborted).
-    fn upload_files(&self, token: &str) -> Vec<String> {
-        files_in(&self.data).into_iter().filter(|f| f.contains(token)).collect()
-    }
 }
 
-#[test]
-fn s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar() {
-    let Some(s3) = s3("s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar") else { return };
+s3_matrix!(s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar);
+fn s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar(v: &Variant) {
+    let bucket = v.bucket();
     let d = Daemon::start();
-    let prefix = S3::prefix("sched");
-    let target = format!("backup-target={}", s3.url(&prefix));
+    let prefix = "sched";
+    let target = format!("backup-target={}", bucket.url(prefix));
     let o = d.cli(&[
         "volume",
         "create",
@@ -548,48 +546,46 @@ fn s3_scheduled_backup_is_complete_verified_and_restores_with_stock_tar() {
         })
     });
     let id = b["id"].as_str().expect("id");
-    assert_eq!(b["target_url"], format!("s3://{}/{prefix}", s3.bucket));
+    assert_eq!(b["target_url"], format!("s3://{}/{prefix}", bucket.name));
+    let stored = bucket.objects(prefix);
     for suffix in [".tar.zst", ".manifest.json", ".tar.zst.sha256"] {
-        assert!(s3.object(&prefix, &format!("{id}{suffix}")).is_file(), "{id}{suffix} stored");
+        assert!(stored.contains(&format!("{id}{suffix}")), "{id}{suffix} stored: {stored:?}");
     }
     let restored = d.dir.path().join("restored");
-    gnu_extract(&s3.object(&prefix, &format!("{id}.tar.zst")), &restored);
+    gnu_extract(&bucket.download(&format!("{prefix}/{id}.tar.zst"), d.dir.path()), &restored);
     assert_same_tree(&root, &restored);
     unmount(&d, "s3sched");
     assert!(b["upload_token"].is_null(), "a complete backup has no open upload: {b}");
 }
 
-#[test]
-fn s3_flipped_byte_fails_verify_naming_the_file() {
-    let Some(s3) = s3("s3_flipped_byte_fails_verify_naming_the_file") else { return };
+s3_matrix!(s3_flipped_byte_fails_verify_naming_the_file);
+fn s3_flipped_byte_fails_verify_naming_the_file(v: &Variant) {
+    let bucket = v.bucket();
     let d = Daemon::start();
     assert!(d.cli(&["volume", "create", "s3flip"]).status.success());
     let root = mount(&d, "s3flip");
     std::fs::write(root.join("aaa.txt"), "first\n").expect("write");
     sh(&format!("head -c 4194304 /dev/urandom > '{}'", root.join("middle.bin").display()));
     unmount(&d, "s3flip");
-    let prefix = S3::prefix("flip");
-    let b = run_backup(&d, "s3flip", &["--target", &s3.url(&prefix), "--verify"]);
+    let prefix = "flip";
+    let b = run_backup(&d, "s3flip", &["--target", &bucket.url(prefix), "--verify"]);
     assert_eq!(b["verify_status"], "ok");
     let id = b["id"].as_str().expect("id");
-    let obj = s3.object(&prefix, &format!("{id}.tar.zst"));
-    let mut bytes = std::fs::read(&obj).expect("object");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x80;
-    std::fs::write(&obj, &bytes).expect("flip");
+    bucket.corrupt(&format!("{prefix}/{id}.tar.zst"));
     let bad = d.cli(&["backup", "verify", id]);
     assert!(!bad.status.success());
     let msg = stderr(&bad);
     assert!(msg.contains(id) && msg.contains("middle.bin"), "{msg}");
 }
 
-#[test]
-fn s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload() {
-    let Some(s3) = s3("s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload") else { return };
+s3_matrix!(s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload);
+fn s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload(v: &Variant) {
+    let bucket = v.bucket();
     let mut d = Daemon::start();
     big_volume(&d, "s3big");
-    let prefix = S3::prefix("kill");
-    let url = s3.url(&prefix);
+    let prefix = "kill";
+    let url = bucket.url(prefix);
+    let key = |id: &str| format!("{prefix}/{id}.tar.zst");
     let mut seed = u64::from(std::process::id()) | 3;
     let mut killed = Vec::new();
     for _ in 0..10 {
@@ -599,7 +595,8 @@ fn s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload() {
             json(&d.cli(&["backup", "show", &id, "--json"]))["upload_token"].as_str().map(str::to_owned)
         });
         assert!(kill_at(&mut d, &id, f), "backup {id} finished before the kill at {f:.2}");
-        assert!(!s3.upload_files(&token).is_empty(), "the upload {token} was open when the daemon died");
+        let open = bucket.open_uploads(&key(&id), Some(&token));
+        assert!(!open.is_empty(), "the upload {token} was open when the daemon died");
         println!("killed {id} at {:.0}% (upload {token})", f * 100.0);
         killed.push((id, token));
         d.restart();
@@ -614,30 +611,31 @@ fn s3_kill_9_mid_backup_leaves_no_complete_backup_and_no_open_upload() {
             .then_some(())
     });
     for (id, token) in &killed {
-        assert!(s3.upload_files(token).is_empty(), "upload {token} of {id} aborted: {:?}", s3.upload_files(token));
+        let open = bucket.open_uploads(&key(id), Some(token));
+        assert!(open.is_empty(), "upload {token} of {id} aborted: {open:?}");
     }
-    let objects = s3.objects(&prefix);
+    let objects = bucket.objects(prefix);
     assert!(objects.is_empty(), "nothing of the killed runs is stored: {objects:?}");
     let b = run_backup(&d, "s3big", &["--target", &url, "--verify"]);
     assert_eq!(b["verify_status"], "ok", "the next backup works: {b}");
 }
 
-#[test]
-fn s3_with_max_parts_10_uploads_300_mib_and_verifies() {
-    let Some(s3) = s3("s3_with_max_parts_10_uploads_300_mib_and_verifies") else { return };
+s3_matrix!(s3_with_max_parts_10_uploads_300_mib_and_verifies);
+fn s3_with_max_parts_10_uploads_300_mib_and_verifies(v: &Variant) {
+    let bucket = v.bucket();
     let d = Daemon::start();
     assert!(d.cli(&["volume", "create", "s3parts"]).status.success());
     let root = mount(&d, "s3parts");
     sh(&format!("head -c 314572800 /dev/urandom > '{}/random.bin'", root.display()));
     unmount(&d, "s3parts");
-    let prefix = S3::prefix("parts");
-    let url = format!("{}&max_parts=10", s3.url(&prefix));
+    let prefix = "parts";
+    let url = format!("{}&max_parts=10", bucket.url(prefix));
     let b = run_backup(&d, "s3parts", &["--target", &url, "--verify"]);
     assert_eq!(b["status"], "complete", "{b}");
     assert_eq!(b["verify_status"], "ok", "{b}");
     assert!(b["bytes_out"].as_u64() > Some(314_572_800), "{b}");
     let id = b["id"].as_str().expect("id");
-    let size = std::fs::metadata(s3.object(&prefix, &format!("{id}.tar.zst"))).expect("object").len();
+    let size = bucket.size(&format!("{prefix}/{id}.tar.zst"));
     assert_eq!(Some(size), b["bytes_out"].as_u64());
 }
 

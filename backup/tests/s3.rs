@@ -1,23 +1,36 @@
-//! `s3://` targets against a real S3 server: s3s-fs, started by
+//! `s3://` targets against real S3 servers.
+//!
+//! `matrix` (backup/tests/s3/matrix.rs): round trips, small objects, multipart limits, aborted
+//! and abandoned uploads and what goes over the wire, against every test server (s3s-fs and
+//! moto, see `s3_servers`), each with and without `checksums=when-required`.
+//!
+//! The tests here run against s3s-fs only, started by
 //! `eval "$(deploy/test-env/s3/start-s3.sh DIR)"`, which exports VOLTOOL_TEST_S3_ENDPOINT,
 //! VOLTOOL_TEST_S3_BUCKET, VOLTOOL_TEST_S3_DATA (the server's data dir, where these tests look
 //! for leftover multipart uploads) and the AWS credentials. Without VOLTOOL_TEST_S3_ENDPOINT
-//! the tests print `SKIP:` and pass, except under CI=true where they fail.
+//! the tests print `SKIP:` and pass, except under CI=true where they fail. They need what
+//! only s3s-fs gives: signature checks (credentials), or a private server that keeps its data
+//! across a kill, a SIGSTOP or a restart (moto keeps its data in memory).
 //!
 //! The server-killed test starts its own s3s-fs on a port from 18016-18019 (the binary from
 //! VOLTOOL_TEST_S3S_BIN, PATH or ~/.cargo/bin). Tests that need other credentials or a
 //! process of their own re-run this test binary as a child (`child_process_helper`).
 
+#[path = "s3/matrix.rs"]
+mod matrix;
+mod s3_servers;
+
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use s3_servers::s3s_fs_upload_traces;
 use sha2::{Digest, Sha256};
+use voltool_backup::Target;
 use voltool_backup::target::S3Spec;
-use voltool_backup::target::s3::{S3Target, part_size};
-use voltool_backup::{Target, TargetError};
+use voltool_backup::target::s3::S3Target;
 
 const MIB: u64 = 1 << 20;
 
@@ -69,6 +82,7 @@ fn spec(env: &Env, prefix: &str, max_parts: u32) -> S3Spec {
         region: None,
         path_style: true,
         max_parts,
+        checksums: None,
     }
 }
 
@@ -132,39 +146,10 @@ fn read_hash(mut r: Box<dyn Read + Send>) -> (u64, String) {
     (len, hex::encode(h.finalize()))
 }
 
-fn b64url(s: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for c in s.as_bytes().chunks(3) {
-        let v =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..=c.len() {
-            out.push(char::from(A[((v >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
-
-/// What s3s-fs keeps of open multipart uploads of `key` (and of upload `token`): the upload
-/// record `.upload-ID.json`, its parts `.upload_id-ID.part-N` and the per-key metadata
-/// `.bucket-B.object-K.upload-ID.metadata.json`. Empty when nothing is left open.
-fn upload_traces(data: &Path, bucket: &str, key: &str, token: Option<&str>) -> Vec<String> {
-    let per_key = format!(".bucket-{}.object-{}.upload-", b64url(bucket), b64url(key));
-    let mut found = Vec::new();
-    for e in std::fs::read_dir(data).expect("read s3s-fs data dir") {
-        let name = e.expect("dir entry").file_name().to_string_lossy().into_owned();
-        let of_token =
-            token.is_some_and(|t| name == format!(".upload-{t}.json") || name.starts_with(&format!(".upload_id-{t}.")));
-        if of_token || name.starts_with(&per_key) {
-            found.push(name);
-        }
-    }
-    found
-}
-
+/// Nothing of an upload of `key` (or of upload `token`) is left in s3s-fs's data dir.
 fn assert_no_upload_left(env: &Env, key: &str, token: Option<&str>) {
     if let Some(data) = &env.data {
-        let left = upload_traces(data, &env.bucket, key, token);
+        let left = s3s_fs_upload_traces(data, &env.bucket, key, token);
         assert!(left.is_empty(), "open multipart upload left for {key}: {left:?}");
     }
 }
@@ -174,174 +159,6 @@ fn assert_no_object(env: &Env, t: &S3Target, name: &str, key: &str) {
     if let Some(data) = &env.data {
         assert!(!data.join(&env.bucket).join(key).exists(), "{key} exists in the data dir");
     }
-}
-
-#[test]
-fn round_trip_of_a_40_mib_stream_in_odd_chunks() {
-    let Some(env) = s3_env("round_trip_of_a_40_mib_stream_in_odd_chunks") else { return };
-    let rt = runtime();
-    let prefix = unique_prefix("round-trip");
-    let sp = spec(&env, &prefix, 10_000);
-    let t = S3Target::new(sp.clone(), rt.handle().clone()).expect("target");
-    assert_eq!(t.describe(), format!("s3://{}/{prefix}", env.bucket));
-
-    let len = 40 * MIB + 12_345;
-    let mut w = t.create("a.tar.zst").expect("create");
-    let token = w.token().expect("an upload id");
-    assert!(!token.is_empty());
-    let want = write_stream(&mut w, 1, len).expect("write");
-    assert!(!t.exists("a.tar.zst").expect("exists"), "visible before commit");
-    assert_eq!(w.commit().expect("commit"), len);
-    assert!(t.exists("a.tar.zst").expect("exists"));
-    assert_eq!(read_hash(t.open("a.tar.zst").expect("open")), (len, want));
-    assert_no_upload_left(&env, &sp.key("a.tar.zst"), Some(&token));
-    t.delete("a.tar.zst").expect("delete");
-    assert!(!t.exists("a.tar.zst").expect("exists"));
-}
-
-#[test]
-fn small_objects_empty_streams_exists_delete_and_not_found() {
-    let Some(env) = s3_env("small_objects_empty_streams_exists_delete_and_not_found") else { return };
-    let rt = runtime();
-    let prefix = unique_prefix("small");
-    let sp = spec(&env, &prefix, 10_000);
-    let t = S3Target::new(sp.clone(), rt.handle().clone()).expect("target");
-
-    t.put_small("m.json", b"{\"v\":1}").expect("put");
-    assert!(t.exists("m.json").expect("exists"));
-    assert_eq!(t.read_small("m.json", 100).expect("read"), b"{\"v\":1}");
-    assert!(matches!(t.read_small("m.json", 3), Err(TargetError::TooLarge { .. })));
-    t.put_small("m.json", b"{}").expect("overwrite");
-    assert_eq!(t.read_small("m.json", 100).expect("read"), b"{}");
-    t.put_small("empty", b"").expect("put empty");
-    assert_eq!(t.read_small("empty", 100).expect("read empty"), b"");
-
-    assert!(!t.exists("nope").expect("exists"));
-    assert!(matches!(t.open("nope"), Err(TargetError::NotFound { .. })), "missing object is NotFound");
-    assert!(matches!(t.read_small("nope", 10), Err(TargetError::NotFound { .. })));
-    t.delete("m.json").expect("delete");
-    t.delete("m.json").expect("delete again");
-    assert!(!t.exists("m.json").expect("exists"));
-    assert!(matches!(t.create("../evil"), Err(TargetError::Config { .. })));
-
-    // An empty stream and a stream ending exactly at a part boundary.
-    let w = t.create("zero.tar.zst").expect("create");
-    let token = w.token();
-    assert_eq!(w.commit().expect("commit empty"), 0);
-    assert_eq!(read_hash(t.open("zero.tar.zst").expect("open")).0, 0);
-    assert_no_upload_left(&env, &sp.key("zero.tar.zst"), token.as_deref());
-    let mut w = t.create("eight.tar.zst").expect("create");
-    let want = write_stream(&mut w, 8, 8 * MIB).expect("write");
-    assert_eq!(w.commit().expect("commit"), 8 * MIB);
-    assert_eq!(read_hash(t.open("eight.tar.zst").expect("open")), (8 * MIB, want));
-    let mut w = t.create("tiny.tar.zst").expect("create");
-    w.write_all(b"hello").expect("write");
-    w.flush().expect("flush");
-    assert_eq!(w.commit().expect("commit"), 5);
-    assert_eq!(t.read_small("tiny.tar.zst", 10).expect("read"), b"hello");
-    for n in ["empty", "zero.tar.zst", "eight.tar.zst", "tiny.tar.zst"] {
-        t.delete(n).expect("delete");
-    }
-    t.cleanup("tiny.tar.zst", None).expect("cleanup with nothing to do");
-}
-
-#[test]
-fn max_parts_10_holds_a_300_mib_stream() {
-    let Some(env) = s3_env("max_parts_10_holds_a_300_mib_stream") else { return };
-    let rt = runtime();
-    let sp = spec(&env, &unique_prefix("max-parts-10"), 10);
-    let t = S3Target::new(sp.clone(), rt.handle().clone()).expect("target");
-    let len = 300 * MIB;
-    let sizes: Vec<u64> = (0..10).map_while(|i| part_size(i, 10)).collect();
-    let mut used = Vec::new();
-    let mut left = len;
-    for s in &sizes {
-        if left == 0 {
-            break;
-        }
-        used.push((*s).min(left) / MIB);
-        left = left.saturating_sub(*s);
-    }
-    println!("max_parts=10: part sizes (MiB) {used:?}");
-    let start = Instant::now();
-    let mut w = t.create("big.tar.zst").expect("create");
-    let want = write_stream(&mut w, 10, len).expect("write");
-    assert_eq!(w.commit().expect("commit"), len);
-    let up = start.elapsed();
-    let got = read_hash(t.open("big.tar.zst").expect("open"));
-    println!(
-        "max_parts=10: 300 MiB uploaded in {:.1} s, read back in {:.1} s",
-        up.as_secs_f64(),
-        (start.elapsed() - up).as_secs_f64()
-    );
-    assert_eq!(got, (len, want));
-    if let Some(data) = &env.data {
-        // s3s-fs records the multipart ETag ("md5-PARTS") next to the object.
-        let info = data.join(format!(
-            ".bucket-{}.object-{}.internal.json",
-            b64url(&env.bucket),
-            b64url(&sp.key("big.tar.zst"))
-        ));
-        let text = std::fs::read_to_string(&info).unwrap_or_default();
-        assert!(text.contains(&format!("-{}", used.len())), "etag of {} parts expected in {text}", used.len());
-    }
-    t.delete("big.tar.zst").expect("delete");
-}
-
-#[test]
-fn dropped_and_aborted_writers_leave_nothing() {
-    let Some(env) = s3_env("dropped_and_aborted_writers_leave_nothing") else { return };
-    let rt = runtime();
-    let sp = spec(&env, &unique_prefix("abandon"), 10_000);
-    let t = S3Target::new(sp.clone(), rt.handle().clone()).expect("target");
-
-    let mut w = t.create("dropped.tar.zst").expect("create");
-    let dropped = w.token();
-    write_stream(&mut w, 2, 21 * MIB).expect("write");
-    drop(w);
-    let mut w = t.create("aborted.tar.zst").expect("create");
-    let aborted = w.token();
-    write_stream(&mut w, 3, 13 * MIB).expect("write");
-    w.abort();
-
-    for (name, token) in [("dropped.tar.zst", dropped), ("aborted.tar.zst", aborted)] {
-        assert_no_object(&env, &t, name, &sp.key(name));
-        assert_no_upload_left(&env, &sp.key(name), token.as_deref());
-        // Cleaning up after a writer that aborted cleanly is harmless.
-        t.cleanup(name, token.as_deref()).expect("cleanup with the token");
-        t.cleanup(name, None).expect("cleanup");
-    }
-}
-
-#[test]
-fn cleanup_aborts_an_upload_a_dead_process_left() {
-    let Some(env) = s3_env("cleanup_aborts_an_upload_a_dead_process_left") else { return };
-    let rt = runtime();
-    let sp = spec(&env, &unique_prefix("cleanup"), 10_000);
-    let t = S3Target::new(sp.clone(), rt.handle().clone()).expect("target");
-    let key = sp.key("x.tar.zst");
-
-    // A killed process never aborts: the writer is forgotten, not dropped.
-    let mut w = t.create("x.tar.zst").expect("create");
-    let token = w.token().expect("token");
-    write_stream(&mut w, 4, 9 * MIB).expect("write");
-    std::mem::forget(w);
-    if let Some(data) = &env.data {
-        let part = data.join(format!(".upload_id-{token}.part-1"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !part.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            !upload_traces(data, &env.bucket, &key, Some(&token)).is_empty(),
-            "the abandoned upload should be open"
-        );
-    }
-    t.cleanup("x.tar.zst", Some(&token)).expect("cleanup");
-    assert_no_upload_left(&env, &key, Some(&token));
-    assert_no_object(&env, &t, "x.tar.zst", &key);
-    t.cleanup("x.tar.zst", Some(&token)).expect("cleanup again");
 }
 
 #[test]
@@ -726,7 +543,7 @@ fn upload_through_an_outage(test: &str, outage: Outage) {
     // its token.
     private.restart();
     assert_no_object(&env, &t, "k.tar.zst", &sp.key("k.tar.zst"));
-    let left = upload_traces(&private.data, "private", &sp.key("k.tar.zst"), Some(&token));
+    let left = s3s_fs_upload_traces(&private.data, "private", &sp.key("k.tar.zst"), Some(&token));
     println!("{test}: files of the upload left open after the outage: {}", left.len());
     t.cleanup("k.tar.zst", Some(&token)).expect("cleanup");
     assert_no_upload_left(&env, &sp.key("k.tar.zst"), Some(&token));

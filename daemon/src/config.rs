@@ -185,6 +185,20 @@ verify = true
         assert_eq!(c.api.group.as_deref(), Some("voltool"));
         assert_eq!(c.backup_settings().expect("valid").allowed_dirs, Some(vec![PathBuf::from("/srv/b")]));
         assert!(toml::from_str::<ConfigFile>("[api]\nowner = \"x\"\n").is_err());
+        let checksums = |value: &str| {
+            let text = format!("[targets.old-minio]\nurl = \"s3://bkt/p\"\nchecksums = \"{value}\"\n");
+            toml::from_str::<ConfigFile>(&text).expect("parse").backup_settings()
+        };
+        let s = checksums("when-required").expect("valid");
+        assert_eq!(
+            s.resolve("old-minio").expect("resolves"),
+            voltool_backup::TargetSpec::parse("s3://bkt/p?checksums=when-required").expect("url")
+        );
+        let e = checksums("crc32").expect_err("a bad checksums value").to_string();
+        assert!(
+            e.contains("[targets.old-minio]: backup target \"s3://bkt/p\": checksums \"crc32\" must be when-required"),
+            "{e}"
+        );
         let c: ConfigFile = toml::from_str("[restore]\nreserve = \"10%\"\n").expect("restore");
         assert!(c.restore.reserve().is_ok());
         let c: ConfigFile = toml::from_str("[restore]\nreserve = \"lots\"\n").expect("parse");

@@ -32,6 +32,7 @@ cleanup() {
   local p
   for p in /tmp/voltool-test-smb/pid/*.pid; do stop_pidfile "$p" "$(basename "$p" .pid)"; done
   stop_pidfile "${VOLTOOL_TEST_S3_PIDFILE:-/nonexistent}" s3s-fs
+  stop_pidfile "${VOLTOOL_TEST_MOTO_PIDFILE:-/nonexistent}" moto_server
   [ -x /tmp/voltool-test-ssh/stop.sh ] && /tmp/voltool-test-ssh/stop.sh >/dev/null 2>&1 || true
   echo "test.sh: servers stopped, exit status $rc"
 }
@@ -51,6 +52,8 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v setfattr >/dev/null || need+=(attr)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v mkfs.btrfs >/dev/null || [ -x /usr/sbin/mkfs.btrfs ] || need+=(btrfs-progs)
+# start-moto.sh installs moto into a virtualenv of its own.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq || die "apt-get update"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
@@ -82,6 +85,13 @@ log "s3 server (s3s-fs on 127.0.0.1:18014, checks signatures)"
 s3env=$(deploy/test-env/s3/start-s3.sh /tmp/voltool-test-s3) || die "s3s-fs did not start"
 eval "$s3env"
 [ -n "${VOLTOOL_TEST_S3_ENDPOINT:-}" ] || die "start-s3.sh gave no endpoint"
+
+log "second s3 server (moto on 127.0.0.1:18015, in memory)"
+# Installs moto[server] with pip into a virtualenv under ~/.cache the first time (~1 min); the
+# S3 suites run their backup, verify, multipart and cleanup tests against both servers.
+motoenv=$(deploy/test-env/s3/start-moto.sh /tmp/voltool-test-moto) || die "moto did not start"
+eval "$motoenv"
+[ -n "${VOLTOOL_TEST_MOTO_ENDPOINT:-}" ] || die "start-moto.sh gave no endpoint"
 
 log "ssh lab (host B: sshd + its own voltool daemon in netns vtsshB, 10.250.88.2)"
 # Prints export lines; tests/migrate.rs restarts B's daemon with the binary cargo builds.

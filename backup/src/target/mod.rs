@@ -21,7 +21,7 @@ mod spec;
 
 pub use file::FileTarget;
 
-pub use spec::{S3Spec, TargetConfig, TargetSpec};
+pub use spec::{Checksums, S3Spec, TargetConfig, TargetSpec};
 
 /// Errors of a backup target. Messages name the target and the object, never credentials.
 #[derive(Debug, thiserror::Error)]

@@ -18,9 +18,17 @@ pub const DEFAULT_MAX_PARTS: u32 = 10_000;
 /// region = "us-east-1"                 # optional
 /// path_style = true                    # optional
 /// max_parts = 1000                     # optional, the provider's part-count limit
+/// checksums = "when-required"          # optional, for stores that reject the SDK's checksums
 /// ```
 ///
 /// Table values win over the same keys in the URL's query string.
+///
+/// `checksums` ([`Checksums`]): `when-supported` (the AWS SDK's default) sends a CRC32 checksum
+/// with every upload and has reads ask for the stored checksum and check it; `when-required`
+/// sends and checks checksums only where S3 requires them, for stores that reject the
+/// checksum headers (older MinIO, older Ceph RGW). Unset, the AWS chain decides
+/// (`AWS_REQUEST_CHECKSUM_CALCULATION` / `AWS_RESPONSE_CHECKSUM_VALIDATION`, the profile's
+/// settings), which is `when-supported` unless set there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TargetConfig {
@@ -33,6 +41,41 @@ pub struct TargetConfig {
     pub path_style: Option<bool>,
     #[serde(default, alias = "max_parts")]
     pub max_parts: Option<u32>,
+    /// `when-required` or `when-supported`, checked by [`TargetSpec::from_config`].
+    #[serde(default)]
+    pub checksums: Option<String>,
+}
+
+/// When the S3 client sends request checksums and checks response checksums (`checksums=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksums {
+    /// Whenever the operation supports them: a CRC32 checksum on every upload, and reads ask
+    /// for the stored checksum and check it (the AWS SDK's default).
+    WhenSupported,
+    /// Only where S3 requires them (none of the requests voltool makes): for stores that
+    /// reject the checksum headers. Uploads are still protected by the SHA-256 of the body in
+    /// the request signature, and every backup by its own SHA-256 on verify.
+    WhenRequired,
+}
+
+impl Checksums {
+    /// The value as written in a URL or table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checksums::WhenSupported => "when-supported",
+            Checksums::WhenRequired => "when-required",
+        }
+    }
+
+    /// Parses `when-required` / `when-supported` (any case, `_` for `-` as in the AWS
+    /// environment's `WHEN_REQUIRED`).
+    fn parse(v: &str) -> Option<Self> {
+        match v.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "when-supported" => Some(Checksums::WhenSupported),
+            "when-required" => Some(Checksums::WhenRequired),
+            _ => None,
+        }
+    }
 }
 
 /// Where one backup goes.
@@ -54,6 +97,8 @@ pub struct S3Spec {
     pub path_style: bool,
     /// The provider's limit on parts per multipart upload.
     pub max_parts: u32,
+    /// `checksums=`; `None`: as the AWS chain says (by default when-supported).
+    pub checksums: Option<Checksums>,
 }
 
 impl S3Spec {
@@ -65,7 +110,7 @@ impl S3Spec {
 
 impl TargetSpec {
     /// Parses a target URL: `file:///abs/path`, a plain absolute path, or
-    /// `s3://bucket[/prefix][?endpoint=URL&region=R&path_style=true&max_parts=N]`.
+    /// `s3://bucket[/prefix][?endpoint=URL&region=R&path_style=true&max_parts=N&checksums=when-required]`.
     pub fn parse(url: &str) -> Result<Self, TargetError> {
         Self::from_config(&TargetConfig { url: url.to_owned(), ..TargetConfig::default() })
     }
@@ -152,8 +197,15 @@ fn s3_spec(url: &str, parsed: &url::Url, cfg: &TargetConfig) -> Result<S3Spec, T
     if prefix.split('/').any(|c| c == "." || c == "..") {
         return Err(bad("the prefix must not contain '.' or '..' components"));
     }
-    let mut spec =
-        S3Spec { bucket, prefix, endpoint: None, region: None, path_style: false, max_parts: DEFAULT_MAX_PARTS };
+    let mut spec = S3Spec {
+        bucket,
+        prefix,
+        endpoint: None,
+        region: None,
+        path_style: false,
+        max_parts: DEFAULT_MAX_PARTS,
+        checksums: None,
+    };
     for (k, v) in parsed.query_pairs() {
         match k.as_ref() {
             "endpoint" => spec.endpoint = Some(v.into_owned()),
@@ -162,9 +214,10 @@ fn s3_spec(url: &str, parsed: &url::Url, cfg: &TargetConfig) -> Result<S3Spec, T
                 spec.path_style = parse_bool(&v).ok_or_else(|| bad("path_style must be true or false"))?;
             }
             "max_parts" | "max-parts" => spec.max_parts = parse_parts(url, &v)?,
+            "checksums" => spec.checksums = Some(parse_checksums(url, &v)?),
             other => {
                 return Err(bad(&format!(
-                    "unknown query key {other:?} (valid: endpoint, region, path_style, max_parts)"
+                    "unknown query key {other:?} (valid: endpoint, region, path_style, max_parts, checksums)"
                 )));
             }
         }
@@ -180,6 +233,9 @@ fn s3_spec(url: &str, parsed: &url::Url, cfg: &TargetConfig) -> Result<S3Spec, T
     }
     if let Some(m) = cfg.max_parts {
         spec.max_parts = parse_parts(url, &m.to_string())?;
+    }
+    if let Some(c) = &cfg.checksums {
+        spec.checksums = Some(parse_checksums(url, c)?);
     }
     if let Some(e) = &spec.endpoint {
         let u = url::Url::parse(e).map_err(|err| bad(&format!("endpoint {e:?}: {err}")))?;
@@ -204,6 +260,18 @@ fn parse_parts(url: &str, v: &str) -> Result<u32, TargetError> {
         Ok(n) if (2..=10_000).contains(&n) => Ok(n),
         _ => Err(config_error(url, format!("max_parts {v:?} must be a number from 2 to 10000"))),
     }
+}
+
+/// A `checksums` value.
+fn parse_checksums(url: &str, v: &str) -> Result<Checksums, TargetError> {
+    Checksums::parse(v).ok_or_else(|| {
+        config_error(
+            url,
+            format!(
+                "checksums {v:?} must be when-required (for stores that reject the AWS SDK's checksum headers) or when-supported"
+            ),
+        )
+    })
 }
 
 fn valid_bucket(b: &str) -> bool {
@@ -283,6 +351,55 @@ mod tests {
         let TargetSpec::S3(s) = TargetSpec::from_config(&cfg).unwrap() else { panic!("not s3") };
         assert_eq!(s.region.as_deref(), Some("b"));
         assert_eq!(s.max_parts, 1000);
+    }
+
+    fn s3(cfg: &TargetConfig) -> S3Spec {
+        match TargetSpec::from_config(cfg) {
+            Ok(TargetSpec::S3(s)) => s,
+            other => panic!("{}: not an s3 spec: {other:?}", cfg.url),
+        }
+    }
+
+    #[test]
+    fn checksums_from_the_query_and_the_table() {
+        let url = |u: &str| TargetConfig { url: u.into(), ..TargetConfig::default() };
+        assert_eq!(s3(&url("s3://bkt/p")).checksums, None, "unset: the AWS chain decides");
+        for (q, want) in [
+            ("when-required", Checksums::WhenRequired),
+            ("when-supported", Checksums::WhenSupported),
+            ("WHEN_REQUIRED", Checksums::WhenRequired),
+            ("when_supported", Checksums::WhenSupported),
+        ] {
+            let spec = s3(&url(&format!("s3://bkt/p?endpoint=http://127.0.0.1:9000&checksums={q}")));
+            assert_eq!(spec.checksums, Some(want), "{q}");
+        }
+        let table =
+            |u: &str, c: &str| TargetConfig { url: u.into(), checksums: Some(c.into()), ..TargetConfig::default() };
+        assert_eq!(s3(&table("s3://bkt/p", "when-required")).checksums, Some(Checksums::WhenRequired));
+        // The table wins over the query.
+        let spec = s3(&table("s3://bkt/p?checksums=when-required", "when-supported"));
+        assert_eq!(spec.checksums, Some(Checksums::WhenSupported));
+        assert_eq!(Checksums::WhenRequired.as_str(), "when-required");
+        assert_eq!(Checksums::WhenSupported.as_str(), "when-supported");
+    }
+
+    #[test]
+    fn bad_checksums_values_name_the_target_and_the_choices() {
+        let want = "checksums \"crc32\" must be when-required (for stores that reject the AWS SDK's checksum headers) or when-supported";
+        let e = TargetSpec::parse("s3://bkt/p?checksums=crc32").unwrap_err().to_string();
+        assert_eq!(e, format!("backup target \"s3://bkt/p?checksums=crc32\": {want}"));
+        let cfg = TargetConfig { url: "s3://bkt/q".into(), checksums: Some("crc32".into()), ..TargetConfig::default() };
+        let e = TargetSpec::from_config(&cfg).unwrap_err().to_string();
+        assert_eq!(e, format!("backup target \"s3://bkt/q\": {want}"));
+        for bad in ["", "required", "when-never", "true"] {
+            let cfg = TargetConfig { url: "s3://bkt/q".into(), checksums: Some(bad.into()), ..TargetConfig::default() };
+            let e = TargetSpec::from_config(&cfg).unwrap_err().to_string();
+            assert!(e.contains("must be when-required") && e.contains("s3://bkt/q"), "{bad:?}: {e}");
+        }
+        // The table's key as a config file gives it.
+        let t: TargetConfig =
+            serde_json::from_str(r#"{"url": "s3://bkt/q", "checksums": "when-required"}"#).expect("table");
+        assert_eq!(t.checksums.as_deref(), Some("when-required"));
     }
 
     #[test]

@@ -12,13 +12,15 @@
 //! - `explain`: errors in plain words.
 //!
 //! ## Writing
-//! Bodies are in memory, so the SDK sends a CRC32 checksum header the server verifies and
-//! can resend a body on its own retries. Each request makes up to 3 attempts inside the SDK
-//! (exponential backoff); a part, a completion or a small object that still fails is tried
-//! again up to 3 times in all (1 s, then 3 s apart) while less than 30 s have passed since its
-//! first try. Errors that retrying cannot fix (access denied, missing bucket...) are not
-//! retried. If the process dies mid-upload, [`Target::cleanup`] with the recorded token (the
-//! upload id) aborts the upload later.
+//! Bodies are in memory, so the SDK signs each one with its SHA-256 (`x-amz-content-sha256`,
+//! which a server checking signatures verifies), adds a CRC32 checksum header the server
+//! verifies too (not with `checksums=when-required`, see below), and can resend a body on its
+//! own retries. Each request makes up to 3 attempts inside the SDK (exponential backoff); a
+//! part, a completion or a small object that still fails is tried again up to 3 times in all
+//! (1 s, then 3 s apart) while less than 30 s have passed since its first try. Errors that
+//! retrying cannot fix (access denied, missing bucket...) are not retried. If the process dies
+//! mid-upload, [`Target::cleanup`] with the recorded token (the upload id) aborts the upload
+//! later.
 //!
 //! ## Timeouts: a dead or hung server fails the backup in under a minute
 //! Connecting times out after 10 s. Requests that are quick on a live server (create, head,
@@ -40,8 +42,17 @@
 //!
 //! ## Configuration and errors
 //! Endpoint, region and path-style addressing come from the [`S3Spec`]; the region falls back
-//! to the AWS chain (`AWS_REGION`, profile...) and then `us-east-1`. Credentials come from the
-//! standard AWS chain (environment, profile, SSO, web identity, ECS, instance metadata).
+//! to the AWS chain (`AWS_REGION`, profile...) and then `us-east-1`. `checksums` (the spec's
+//! [`Checksums`]) sets both the SDK's request checksum calculation and its response checksum
+//! validation: `when-supported` (the SDK's default) sends `x-amz-checksum-crc32` and
+//! `x-amz-sdk-checksum-algorithm` with PutObject and UploadPart and `x-amz-checksum-mode` with
+//! GetObject (checking the checksum an object comes back with, where the server gives one for
+//! the whole object); `when-required` sends none of them (no request voltool makes requires
+//! one), for stores that reject them. Unset, the AWS chain's `AWS_REQUEST_CHECKSUM_CALCULATION`
+//! / `AWS_RESPONSE_CHECKSUM_VALIDATION` (or the profile's) decide. `backup/tests/s3/matrix.rs`
+//! checks both against s3s-fs and moto through a relay that records the headers sent.
+//! Credentials come from the standard AWS chain (environment, profile, SSO, web identity, ECS,
+//! instance metadata).
 //! Errors are [`TargetError::S3`] with a reason in plain words ("bucket x does not exist",
 //! "cannot connect to endpoint ...: connection refused", "access denied by the server: ...");
 //! they are built from the error code and message only, never from request headers, so no
@@ -66,14 +77,14 @@ use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use super::{ObjectWriter, S3Spec, Target, TargetError};
+use super::{Checksums, ObjectWriter, S3Spec, Target, TargetError};
 
 mod cleanup;
 mod explain;
@@ -128,6 +139,7 @@ impl fmt::Debug for S3Target {
             .field("region", &self.shared.region)
             .field("path_style", &self.shared.spec.path_style)
             .field("max_parts", &self.shared.spec.max_parts)
+            .field("checksums", &self.shared.spec.checksums.map(Checksums::as_str))
             .finish()
     }
 }
@@ -155,6 +167,10 @@ impl S3Target {
         if let Some(e) = &spec.endpoint {
             builder = builder.endpoint_url(e.trim_end_matches('/'));
         }
+        if let Some(c) = spec.checksums {
+            let (request, response) = checksum_config(c);
+            builder = builder.request_checksum_calculation(request).response_checksum_validation(response);
+        }
         let client = Client::from_conf(builder.build());
         let endpoint = match endpoint_url {
             Some(mut u) => {
@@ -170,6 +186,17 @@ impl S3Target {
     /// The largest stream one archive can be with this target's `max_parts`.
     pub fn capacity(&self) -> u64 {
         upload_capacity(self.shared.spec.max_parts)
+    }
+}
+
+/// What the SDK is told for `checksums=`: the same mode for request checksums and for the
+/// validation of response checksums.
+fn checksum_config(c: Checksums) -> (RequestChecksumCalculation, ResponseChecksumValidation) {
+    match c {
+        Checksums::WhenSupported => {
+            (RequestChecksumCalculation::WhenSupported, ResponseChecksumValidation::WhenSupported)
+        }
+        Checksums::WhenRequired => (RequestChecksumCalculation::WhenRequired, ResponseChecksumValidation::WhenRequired),
     }
 }
 

@@ -140,6 +140,7 @@ fn shared(rt: &tokio::runtime::Runtime, endpoint: Option<&str>, path_style: bool
         region: None,
         path_style,
         max_parts: 10_000,
+        checksums: None,
     };
     Shared {
         client: Client::from_conf(conf),
@@ -185,4 +186,39 @@ fn errors_are_explained_in_plain_words_with_what_to_do() {
     )));
     let got = super::explain::explain(&lookup, &minio);
     assert!(got.contains("set path_style=true"), "{got}");
+}
+
+/// `checksums=` reaches the client's config, for requests and for responses alike; unset,
+/// the client keeps what the AWS chain gave it.
+#[test]
+fn checksums_option_configures_the_client() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let target = |checksums: Option<Checksums>| {
+        let spec = S3Spec {
+            bucket: "bkt".into(),
+            prefix: String::new(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            max_parts: 10_000,
+            checksums,
+        };
+        S3Target::new(spec, rt.handle().clone()).unwrap()
+    };
+    let t = target(Some(Checksums::WhenRequired));
+    let conf = t.shared.client.config();
+    assert_eq!(conf.request_checksum_calculation(), Some(&RequestChecksumCalculation::WhenRequired));
+    assert_eq!(conf.response_checksum_validation(), Some(&ResponseChecksumValidation::WhenRequired));
+    assert!(format!("{t:?}").contains("checksums: Some(\"when-required\")"), "{t:?}");
+    let t = target(Some(Checksums::WhenSupported));
+    let conf = t.shared.client.config();
+    assert_eq!(conf.request_checksum_calculation(), Some(&RequestChecksumCalculation::WhenSupported));
+    assert_eq!(conf.response_checksum_validation(), Some(&ResponseChecksumValidation::WhenSupported));
+    let unset = target(None);
+    let loaded = block(&rt.handle().clone(), aws_config::defaults(BehaviorVersion::latest()).load());
+    assert_eq!(
+        unset.shared.client.config().request_checksum_calculation(),
+        loaded.request_checksum_calculation().as_ref(),
+        "unset: as the AWS chain says"
+    );
 }
