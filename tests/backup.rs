@@ -873,3 +873,52 @@ fn a_run_verifies_its_backup_within_its_own_slot() {
     }
     run_all(&d, &["x", "y"]);
 }
+
+/// SPEC §8: one small file of a large backup on S3 costs only the frames that hold it. Against
+/// s3s-fs through a relay that counts what the server sends back; the times of the read and of
+/// a full restore are printed (the benchmark's to hold, not a test's).
+#[test]
+fn s3_backup_cat_of_a_1_kib_file_of_a_1_gib_backup_fetches_at_most_4_mib() {
+    s3_servers::run(
+        s3_servers::Kind::S3sFs,
+        false,
+        "s3_backup_cat_of_a_1_kib_file_of_a_1_gib_backup_fetches_at_most_4_mib",
+        cat_from_s3,
+    );
+}
+
+fn cat_from_s3(v: &Variant) {
+    if !needs_root("s3_backup_cat_of_a_1_kib_file_of_a_1_gib_backup_fetches_at_most_4_mib") {
+        return;
+    }
+    let bucket = v.bucket();
+    let relay = s3_servers::Recorder::start(&v.server.endpoint);
+    let url = bucket.url("cat").replace(&v.server.endpoint, &relay.endpoint);
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "catvol"]).status.success());
+    let root = mount(&d, "catvol");
+    sh(&format!(
+        "set -e; cd '{r}'; head -c 536870912 /dev/urandom > a.bin; mkdir m; head -c 1024 /dev/urandom > m/small.bin; head -c 536870912 /dev/urandom > z.bin",
+        r = root.display()
+    ));
+    let b = run_backup(&d, "catvol", &["--target", &url]);
+    let id = b["id"].as_str().expect("id").to_owned();
+    assert!(b["bytes_out"].as_u64().expect("bytes") >= 1 << 30, "a 1 GiB backup: {b}");
+    let t0 = Instant::now();
+    let o = d.cli(&["restore", "catback", "--from", &id]);
+    let full = t0.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = relay.received.load(std::sync::atomic::Ordering::SeqCst);
+    let t0 = Instant::now();
+    let o = d.cli(&["backup", "cat", &id, "m/small.bin"]);
+    let one = t0.elapsed();
+    let fetched = relay.received.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, std::fs::read(root.join("m/small.bin")).expect("source"));
+    println!(
+        "backup cat of 1 KiB: {fetched} bytes from the server in {one:?}; full restore of the 1 GiB backup: {full:?} ({:.2}%)",
+        100.0 * one.as_secs_f64() / full.as_secs_f64()
+    );
+    assert!(fetched <= 4 << 20, "backup cat fetched {fetched} bytes from the server");
+    unmount(&d, "catvol");
+}

@@ -436,11 +436,14 @@ pub fn s3s_fs_upload_traces(data: &Path, bucket: &str, key: &str, token: Option<
 }
 
 /// A TCP relay in front of a server that keeps every byte clients send through it, to see
-/// which headers reach the server. Stops (and closes its listener) when dropped.
+/// which headers reach the server, and counts the bytes the server sends back. Stops (and
+/// closes its listener) when dropped.
 pub struct Recorder {
     /// `http://127.0.0.1:PORT`, to use as the endpoint.
     pub endpoint: String,
     sent: Arc<Mutex<Vec<u8>>>,
+    /// Bytes the server sent to clients (headers and bodies).
+    pub received: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
     port: u16,
 }
@@ -453,7 +456,8 @@ impl Recorder {
         let port = listener.local_addr().expect("addr").port();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (sent2, stop2) = (sent.clone(), stop.clone());
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (sent2, stop2, received2) = (sent.clone(), stop.clone(), received.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -461,10 +465,10 @@ impl Recorder {
                 }
                 let Ok(client) = conn else { continue };
                 let Ok(server) = TcpStream::connect(&to) else { continue };
-                relay(client, server, sent2.clone());
+                relay(client, server, sent2.clone(), received2.clone());
             }
         });
-        Recorder { endpoint: format!("http://127.0.0.1:{port}"), sent, stop, port }
+        Recorder { endpoint: format!("http://127.0.0.1:{port}"), sent, received, stop, port }
     }
 
     /// Everything clients sent so far, as text (bodies included, lossily).
@@ -492,7 +496,7 @@ impl Drop for Recorder {
 
 /// Copies both ways between `client` and `server` on two threads, recording what the client
 /// sends.
-fn relay(client: TcpStream, server: TcpStream, sent: Arc<Mutex<Vec<u8>>>) {
+fn relay(client: TcpStream, server: TcpStream, sent: Arc<Mutex<Vec<u8>>>, received: Arc<std::sync::atomic::AtomicU64>) {
     let (mut c_read, mut s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
     let (mut s_read, mut c_write) = (server, client);
     std::thread::spawn(move || {
@@ -506,7 +510,13 @@ fn relay(client: TcpStream, server: TcpStream, sent: Arc<Mutex<Vec<u8>>>) {
         let _ = s_write.shutdown(std::net::Shutdown::Write);
     });
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut s_read, &mut c_write);
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n @ 1..) = s_read.read(&mut buf) {
+            received.fetch_add(n as u64, Ordering::SeqCst);
+            if c_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = c_write.shutdown(std::net::Shutdown::Write);
     });
 }
