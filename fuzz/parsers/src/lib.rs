@@ -29,6 +29,9 @@ pub mod archive {
         pub archive_size: u64,
         pub archive_sha256: String,
         pub notes: Vec<String>,
+        pub level: u32,
+        pub parent: Option<crate::manifest::ParentRef>,
+        pub unchanged: u64,
     }
 }
 
