@@ -1,5 +1,6 @@
 //! `voltool backup run|ls|show|verify|prune|schedule ls`: one function per subcommand, each
-//! reading the daemon's answer as its `voltool-api` type.
+//! reading the daemon's answer as its `voltool-api` type (`ls --target` and `sync`, the
+//! target's side, in `backup_target.rs`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use voltool_api::{
     BackupStarted, BackupView, PruneBackups, PruneItem, RestoreTestOutcome, RestoreTestRequest, RunBackup,
-    ScheduleView, VerifyBackup, VerifyOutcome,
+    ScheduleView, SyncBackups, VerifyBackup, VerifyOutcome,
 };
 use voltool_daemon::views::format_size;
 
@@ -25,7 +26,13 @@ pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
         BackupCommand::Run { volume, target, verify, consistency, incremental, json, detach } => {
             run_backup(api, RunBackup { volume, target, verify, consistency, incremental }, json, detach, tty).await
         }
-        BackupCommand::Ls { volume, json } => ls(api, volume.as_deref(), json).await,
+        BackupCommand::Ls { volume, target: Some(target), json } => {
+            super::backup_target::ls(api, volume.as_deref(), &target, json).await
+        }
+        BackupCommand::Ls { volume, target: None, json } => ls(api, volume.as_deref(), json).await,
+        BackupCommand::Sync { target, adopt, json } => {
+            super::backup_target::sync(api, SyncBackups { target, adopt }, json).await
+        }
         BackupCommand::Show { id, json } => show(api, &id, json).await,
         BackupCommand::Verify { id, restore_test, check_cmd, json } => {
             verify(api, &id, restore_test.then_some(RestoreTestRequest { check_cmd }), json, tty).await
