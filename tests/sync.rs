@@ -213,6 +213,8 @@ fn scenario(test: &str, places: Vec<(&'static str, String)>, objects: Vec<Place>
             .map(|id| listing.backups.iter().find(|f| &f.id == id).map(|f| (f.level, f.parent.clone())).expect(id))
             .collect();
         assert_eq!(chain, [(0, None), (1, Some(ids[0].clone())), (2, Some(ids[1].clone()))], "{name}");
+        let by_url: TargetListing = parse(&b.cli(&["backup", "ls", "--target", url, "--json"]));
+        assert_eq!(by_url, listing, "the same target by its URL");
         let table = ok(b.cli(&["backup", "ls", "--target", name]));
         let text = stdout(&table);
         println!("{text}\n{}", stderr(&table));
@@ -223,6 +225,8 @@ fn scenario(test: &str, places: Vec<(&'static str, String)>, objects: Vec<Place>
                 && stderr(&table).contains("5 complete (5 in this host's catalog)")
         );
 
+        let catalog = stdout(&ok(b.cli(&["backup", "show", &ids[2]])));
+        assert!(catalog.contains("origin:        synced") && catalog.contains(&format!("parent:        {}", ids[1])));
         // Every backup restores by its ID on the new host, chains included.
         for (i, (id, snap)) in backups.iter().enumerate() {
             restore_and_compare(&b, id, &format!("{name}-r{i}"), snap);

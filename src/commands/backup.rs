@@ -168,7 +168,11 @@ async fn ls(api: &Api, volume: Option<&str>, json: bool) -> Result<ExitCode> {
             vec![
                 r.id.clone(),
                 r.volume.clone(),
-                r.status.to_string(),
+                match &r.vanished_at {
+                    // `backup sync` found its objects gone from the target.
+                    Some(_) => format!("{} (vanished)", r.status),
+                    None => r.status.to_string(),
+                },
                 or_dash(r.verify_status.as_deref()),
                 r.bytes_out.map_or_else(|| "-".into(), format_size),
                 r.started_at.clone(),
@@ -196,7 +200,7 @@ async fn show(api: &Api, id: &str, json: bool) -> Result<ExitCode> {
 }
 
 /// The fields `backup show` prints, in its order; `None` for a field the entry lacks.
-fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 16] {
+fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 20] {
     let r = &b.record;
     let num = |v: Option<u64>| v.map(|v| v.to_string());
     [
@@ -216,6 +220,11 @@ fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 16] {
         ("verify_status", r.verify_status.clone()),
         ("verify_at", r.verify_at.clone()),
         ("verify_reason", r.verify_reason.clone()),
+        ("level", (r.level > 0).then(|| r.level.to_string())),
+        ("parent", r.parent.clone()),
+        // Backups found on the target by `backup sync`; `own` is every other one.
+        ("origin", (r.origin != "own").then(|| r.origin.clone())),
+        ("vanished_at", r.vanished_at.clone()),
     ]
 }
 

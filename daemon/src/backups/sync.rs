@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use voltool_api::{CatalogMark, FoundState, Skipped, SyncBackups, SyncReport, TargetBackup, TargetListing, TargetSync};
-use voltool_backup::{LIST_LIMIT, Target, TargetSpec, open_target};
+use voltool_backup::{LIST_LIMIT, Target, TargetError, TargetSpec, open_target};
 use voltool_plugin::store::{BackupRow, BackupStatus};
 
 use super::Backups;
@@ -119,7 +119,7 @@ impl Engine {
     fn read_target(
         &self,
         target: &dyn Target,
-    ) -> std::result::Result<(BTreeMap<String, u64>, Vec<Found>), EngineError> {
+    ) -> std::result::Result<(BTreeMap<String, u64>, Vec<Found>), TargetError> {
         let listed: BTreeMap<String, u64> = target.list(LIST_LIMIT)?.into_iter().map(|l| (l.name, l.size)).collect();
         let found = scan(target, &listed);
         Ok((listed, found))
@@ -248,10 +248,7 @@ impl Backups {
                 EngineError::Target(t) => Error::Target(t),
                 other => Error::BadRequest(other.to_string()),
             })?;
-            let (_, found) = e.read_target(&*target).map_err(|err| match err {
-                EngineError::Target(t) => Error::Target(t),
-                other => Error::Internal(other.to_string()),
-            })?;
+            let (_, found) = e.read_target(&*target)?;
             let rows: HashMap<String, BackupRow> =
                 e.svc.store().list_backups(None)?.into_iter().map(|r| (r.id.clone(), r)).collect();
             let backups = found.into_iter().map(|f| listing_entry(f, &rows)).collect();
