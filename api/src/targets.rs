@@ -147,3 +147,37 @@ impl SyncReport {
         self.targets.iter().all(|t| t.error.is_none())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_shapes_of_a_listing_and_a_sync() {
+        let found = TargetBackup {
+            id: "junk".into(),
+            state: FoundState::Unreadable,
+            problem: Some("junk.manifest.json: manifest: expected value".into()),
+            volume: None,
+            created: None,
+            level: 0,
+            parent: None,
+            archive_size: None,
+            files: None,
+            catalog: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&found).expect("json"),
+            r#"{"id":"junk","state":"unreadable","problem":"junk.manifest.json: manifest: expected value","volume":null,"created":null,"level":0,"archive_size":null,"files":null,"catalog":null}"#
+        );
+        let back: TargetBackup = serde_json::from_str(&serde_json::to_string(&found).expect("json")).expect("parse");
+        assert_eq!(back, found);
+        assert_eq!(serde_json::from_str::<SyncBackups>("{}").expect("empty body"), SyncBackups::default());
+        let req: SyncBackups = serde_json::from_str(r#"{"target":"offsite","adopt":true}"#).expect("parse");
+        assert_eq!(req, SyncBackups { target: Some("offsite".into()), adopt: true });
+        assert!(serde_json::from_str::<SyncBackups>(r#"{"adpot":true}"#).is_err(), "a typo is refused");
+        let report = SyncReport { targets: vec![TargetSync { error: Some("x".into()), ..TargetSync::default() }] };
+        assert!(!report.ok());
+        assert!(SyncReport::default().ok());
+    }
+}

@@ -185,6 +185,34 @@ async fn retention_leaves_synced_rows_alone_until_they_are_adopted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_never_follows_a_backup_another_host_may_prune() {
+    let (a, _ea, ids) = host_a().await;
+    let dir = a.target_dir();
+    let (fb, b) = host_b().await;
+    fb.volume("db", &[]).await;
+    sync_one(&b, &dir, false).await;
+    let there = RunRequest { target: Some(dir.display().to_string()), incremental: Some(true), ..manual("db") };
+    let id = b.start(there.clone()).await.expect("start");
+    settled(&b).await;
+    let row = fb.row(&id).expect("row");
+    assert_eq!((row.status, row.level, row.parent), (BackupStatus::Complete, 0, None), "A's chain is A's");
+    // Adopted, A's backups are B's to keep: B's next incremental follows its own full one,
+    // the newest; and after that one is gone from the catalog, A's last link.
+    sync_one(&b, &dir, true).await;
+    fb.clock.advance(chrono::Duration::minutes(5));
+    let next = b.start(there.clone()).await.expect("start");
+    settled(&b).await;
+    assert_eq!(fb.row(&next).and_then(|r| r.parent), Some(id.clone()));
+    for own in [&next, &id] {
+        assert!(fb.svc.store().delete_backup(own).expect("forget"));
+    }
+    fb.clock.advance(chrono::Duration::minutes(5));
+    let after = b.start(there).await.expect("start");
+    settled(&b).await;
+    assert_eq!(fb.row(&after).map(|r| (r.level, r.parent)), Some((3, Some(ids[2].clone()))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_without_a_target_goes_through_every_configured_one() {
     let (a, _ea, ids) = host_a().await;
     let mut settings = BackupSettings::default();
