@@ -208,12 +208,57 @@ Default: <state dir>/backups.
 
 Scheduled backups: docker volume create -d voltool -o backup-schedule='0 3 * * *' \\
   -o backup-keep=last=3,daily=7,weekly=4 -o backup-verify=true NAME
+
+The target is the source of truth: `backup ls --target T` shows what is on a target (not in
+this host's catalog), and `backup sync` adds to the catalog what a target holds, so a new
+host pointed at the same bucket can restore every backup by its ID.
+
 Examples:
   voltool backup run db --verify          # prints the backup ID last
+  voltool backup run db --incremental     # only what changed since db's newest backup
   voltool backup ls db
+  voltool backup ls --target 's3://bkt/voltool?endpoint=https://s3.example.net'
+  voltool backup sync --target offsite    # then: voltool restore db --from ID
   voltool backup verify db-20261201T030000Z-1a2b3c
   voltool backup prune db --keep last=3,daily=7 --dry-run
   voltool backup schedule ls";
+
+const LS_ABOUT: &str = "\
+List backups, newest first: this host's catalog, or with --target what is on a target.
+
+With --target (a config-file name or a URL; alone: the default target) the target itself is
+read: every backup found by its manifest object (ID.manifest.json), oldest first per volume,
+with its volume, time, chain (LEVEL full or +N after PARENT), archive size, whether this
+host's catalog has it (own, synced, adopted; vanished when sync found it gone) and its state:
+complete (manifest, archive and checksum agree), incomplete (being written or deleted, or left
+half), unreadable (the reason), or encrypted (needs the identity). Nothing is changed; an
+unreadable manifest is one line of the listing, never the end of it. --target takes the word
+after it when there is one: give VOLUME before it.
+
+Examples:
+  voltool backup ls db
+  voltool backup ls --target offsite
+  voltool backup ls db --target /srv/backups --json
+  voltool backup ls db --target                # the default target";
+
+const SYNC_ABOUT: &str = "\
+Make this host's catalog match what its targets hold (the target is the source of truth).
+
+Adds every complete backup on the target that the catalog lacks (manifest, archive and
+checksum there and agreeing; volume, time, sizes, chain from the manifest), with origin
+`synced`; marks catalog entries whose objects are gone from the target as vanished (they can
+no longer be restored from there; cleared when the objects come back). Without --target: every
+[targets.NAME] of the config file and the default target.
+
+Retention never deletes synced backups: the host that wrote them prunes them. --adopt makes
+them this host's (origin `adopted`), to prune with its backup-keep policies, e.g. when the
+old host is gone for good.
+
+Disaster recovery on a new host (same config file, or the target's URL):
+  voltool backup sync --target 's3://bkt/voltool?endpoint=https://s3.example.net'
+  voltool backup ls --target 's3://bkt/voltool?endpoint=https://s3.example.net'
+  voltool restore db --from db-20261201T030000Z-1a2b3c   # incremental chains too
+  voltool backup sync --adopt                             # take over retention";
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -254,11 +299,28 @@ pub enum BackupCommand {
         /// The file's path relative to the volume root (e.g. `conf/app.ini`).
         path: String,
     },
-    /// List backups, newest first.
-    #[command(alias = "list")]
+    /// List backups, newest first (--target: what is on a target, not the catalog).
+    #[command(alias = "list", long_about = LS_ABOUT)]
     Ls {
         /// Only this volume's backups.
         volume: Option<String>,
+        /// Read the target instead of the catalog: a config-file name or URL (alone: the
+        /// default target).
+        #[arg(long, value_name = "TARGET", num_args = 0..=1, default_missing_value = "")]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add what a target holds to this host's catalog, mark what is gone from it.
+    #[command(long_about = SYNC_ABOUT)]
+    Sync {
+        /// A config-file name or URL [default: every configured target and the default one].
+        #[arg(long)]
+        target: Option<String>,
+        /// Make the found backups this host's to prune (origin adopted); without it, this
+        /// host's retention never deletes them.
+        #[arg(long)]
+        adopt: bool,
         #[arg(long)]
         json: bool,
     },

@@ -98,6 +98,12 @@ impl Api {
         self.call_json(Method::GET, path, None::<()>, API_TIMEOUT).await
     }
 
+    /// A GET whose work may take long (reading every manifest on a target): as
+    /// [`Self::post_long`].
+    pub async fn get_long<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call_json(Method::GET, path, None::<()>, Duration::from_secs(86_400)).await
+    }
+
     /// `POST path` with `body` as JSON, the answer parsed as `T`.
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: B) -> Result<T> {
         self.call_json(Method::POST, path, Some(body), API_TIMEOUT).await

@@ -5,9 +5,9 @@
 //! `/run/voltool/voltool.sock` by default), as the daemon serialises them and the `voltool`
 //! CLI deserialises them. One definition per body, so the two cannot drift apart:
 //! [`volumes`] (Docker's `volume inspect` shape, create/resize/mount), [`secrets`],
-//! [`doctor`], [`backups`] (catalog entries with live progress, verify, prune, schedules) and
-//! [`restores`] (restore, import, restore test; a migration's receive answers a
-//! [`RestoreOutcome`] too).
+//! [`doctor`], [`backups`] (catalog entries with live progress, verify, prune, schedules),
+//! [`targets`] (what a target holds, `backup sync`) and [`restores`] (restore, import,
+//! restore test; a migration's receive answers a [`RestoreOutcome`] too).
 //!
 //! ## Design
 //! Plain data: `Serialize + Deserialize`, no I/O and no dependency on the daemon's crates
@@ -29,6 +29,7 @@ pub mod backups;
 pub mod doctor;
 pub mod restores;
 pub mod secrets;
+pub mod targets;
 pub mod volumes;
 
 pub use backups::{
@@ -38,6 +39,7 @@ pub use backups::{
 pub use doctor::{DoctorReport, Finding, KernelReport};
 pub use restores::{RestoreFlags, RestoreOutcome, RestoreRequest, RestoreTestOutcome, RestoreTestRequest};
 pub use secrets::{AddSecret, SecretAdded, SecretInfo};
+pub use targets::{CatalogMark, FoundState, Skipped, SyncBackups, SyncReport, TargetBackup, TargetListing, TargetSync};
 pub use volumes::{
     CreateVolume, LastBackup, MountId, Mounted, Removed, ResizeVolume, Status, StatusDetail, StatusSummary, Unmounted,
     VersionInfo, VolumeInspect,

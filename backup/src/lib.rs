@@ -85,9 +85,12 @@ pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_w
 pub use error::BackupError;
 pub use incremental::Previous;
 pub use manifest::{
-    Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, ParentRef, backup_id, sha256sum_line,
+    Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestHead, ManifestLimits, ParentRef, backup_id,
+    sha256sum_line,
 };
-pub use target::{ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target};
+pub use target::{
+    LIST_LIMIT, Listed, ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target,
+};
 pub use verify::{VerifyReport, verify_archive, verify_archive_loading};
 
 // Here rather than in error.rs: the fuzz workspace compiles error.rs on its own, without the

@@ -40,6 +40,8 @@
 //! | `prune.rs` | retention: the pure plan, then its execution |
 //! | `schedule.rs` | schedules, the scheduler's `tick(now)`, the cleanup retry |
 //! | `recover.rs` | what a stop interrupted: runs and prunes |
+//! | `on_target.rs` | what a target holds: backups found by their manifest objects, checked |
+//! | `sync.rs` | `backup ls --target`, `backup sync`: the catalog from the target |
 //! | `engine.rs` | the blocking `Engine`: archive, manifest, verify, remove objects |
 //! | `consistency/` | `backup-consistency`: hooks, holds on containers, freeze, snapshot, release |
 //! | `clock.rs` | the wall-clock seam ([`Clock`]; a [`ManualClock`] in tests) |
@@ -68,12 +70,14 @@ mod catalog;
 mod clock;
 mod consistency;
 mod engine;
+mod on_target;
 mod progress;
 mod prune;
 mod recover;
 mod run;
 mod schedule;
 mod settings;
+mod sync;
 mod verify;
 mod views;
 

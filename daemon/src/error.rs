@@ -31,6 +31,9 @@ pub enum Error {
     BackupNotFound { id: String },
     #[error("a backup of volume {volume} is already running ({id})")]
     BackupBusy { volume: String, id: String },
+    /// A backup target failed or refused (a listing of what it holds), naming it.
+    #[error(transparent)]
+    Target(#[from] voltool_backup::TargetError),
     /// A restore or import was refused or failed; the volume is unchanged.
     #[error("restore into volume {volume}: {reason}")]
     Restore { volume: String, reason: String },
@@ -96,6 +99,17 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::BackupNotFound { .. } => StatusCode::NOT_FOUND,
         Error::BackupBusy { .. } => StatusCode::CONFLICT,
         Error::Backup { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Target(t) => target_status(t),
+    }
+}
+
+/// HTTP status of a target's error: the request's fault, or the storage's (a bad gateway).
+pub fn target_status(e: &voltool_backup::TargetError) -> StatusCode {
+    use voltool_backup::TargetError as T;
+    match e {
+        T::Config { .. } | T::TooManyObjects { .. } | T::TooLarge { .. } => StatusCode::BAD_REQUEST,
+        T::NotFound { .. } => StatusCode::NOT_FOUND,
+        T::Io { .. } | T::S3 { .. } => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -69,7 +69,7 @@ fn status_detail(s: VolumeStatus) -> StatusDetail {
     }
 }
 
-fn backup_status(s: BackupStatus) -> voltool_api::BackupStatus {
+pub(crate) fn backup_status(s: BackupStatus) -> voltool_api::BackupStatus {
     match s {
         BackupStatus::Running => voltool_api::BackupStatus::Running,
         BackupStatus::Complete => voltool_api::BackupStatus::Complete,

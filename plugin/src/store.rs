@@ -15,6 +15,7 @@ use crate::options::VolumeSpec;
 mod catalog;
 mod holds;
 mod journal;
+mod synced;
 pub use catalog::{BackupRow, BackupStatus, ScheduleState};
 pub use holds::{Hold, HoldKind};
 pub use journal::RestoreInFlight;

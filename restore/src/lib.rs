@@ -282,6 +282,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_and_a_symlink_keep_their_mtimes() {
+        use std::os::unix::fs::MetadataExt;
+        let src = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&src.path().join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+        std::os::unix::fs::symlink("pipe", src.path().join("link")).unwrap();
+        let old = nix::sys::time::TimeSpec::new(1_000_000_000, 123_456_789);
+        for name in ["pipe", "link"] {
+            let flag = nix::sys::stat::UtimensatFlags::NoFollowSymlink;
+            nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &src.path().join(name), &old, &old, flag).unwrap();
+        }
+        let (archive, _) = archive_of(src.path(), &voltool_backup::ArchiveOptions::default());
+        let dest = tempfile::tempdir().unwrap();
+        extract_archive(std::io::Cursor::new(archive), dest.path(), &ExtractOptions::default()).unwrap();
+        for name in ["pipe", "link"] {
+            let m = std::fs::symlink_metadata(dest.path().join(name)).unwrap();
+            assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000_000, 123_456_789), "{name}");
+        }
+    }
+
+    #[test]
     fn a_manifest_without_file_digests_is_checked_through_the_archive_digest_only() {
         // As a migration's sender writes it (ArchiveOptions::hash_files off).
         let src = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! `voltool backup run|ls|show|verify|prune|schedule ls`: one function per subcommand, each
-//! reading the daemon's answer as its `voltool-api` type.
+//! reading the daemon's answer as its `voltool-api` type (`ls --target` and `sync`, the
+//! target's side, in `backup_target.rs`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use voltool_api::{
     BackupStarted, BackupView, PruneBackups, PruneItem, RestoreTestOutcome, RestoreTestRequest, RunBackup,
-    ScheduleView, VerifyBackup, VerifyOutcome,
+    ScheduleView, SyncBackups, VerifyBackup, VerifyOutcome,
 };
 use voltool_daemon::views::format_size;
 
@@ -25,7 +26,13 @@ pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
         BackupCommand::Run { volume, target, verify, consistency, incremental, json, detach } => {
             run_backup(api, RunBackup { volume, target, verify, consistency, incremental }, json, detach, tty).await
         }
-        BackupCommand::Ls { volume, json } => ls(api, volume.as_deref(), json).await,
+        BackupCommand::Ls { volume, target: Some(target), json } => {
+            super::backup_target::ls(api, volume.as_deref(), &target, json).await
+        }
+        BackupCommand::Ls { volume, target: None, json } => ls(api, volume.as_deref(), json).await,
+        BackupCommand::Sync { target, adopt, json } => {
+            super::backup_target::sync(api, SyncBackups { target, adopt }, json).await
+        }
         BackupCommand::Cat { id, path } => {
             let mut out = tokio::io::stdout();
             let q = format!("/v1/backups/{}/cat?path={}", segment(&id), segment(&path));
@@ -167,7 +174,11 @@ async fn ls(api: &Api, volume: Option<&str>, json: bool) -> Result<ExitCode> {
             vec![
                 r.id.clone(),
                 r.volume.clone(),
-                r.status.to_string(),
+                match &r.vanished_at {
+                    // `backup sync` found its objects gone from the target.
+                    Some(_) => format!("{} (vanished)", r.status),
+                    None => r.status.to_string(),
+                },
                 or_dash(r.verify_status.as_deref()),
                 r.bytes_out.map_or_else(|| "-".into(), format_size),
                 r.started_at.clone(),
@@ -195,7 +206,7 @@ async fn show(api: &Api, id: &str, json: bool) -> Result<ExitCode> {
 }
 
 /// The fields `backup show` prints, in its order; `None` for a field the entry lacks.
-fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 16] {
+fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 20] {
     let r = &b.record;
     let num = |v: Option<u64>| v.map(|v| v.to_string());
     [
@@ -215,6 +226,11 @@ fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 16] {
         ("verify_status", r.verify_status.clone()),
         ("verify_at", r.verify_at.clone()),
         ("verify_reason", r.verify_reason.clone()),
+        ("level", (r.level > 0).then(|| r.level.to_string())),
+        ("parent", r.parent.clone()),
+        // Backups found on the target by `backup sync`; `own` is every other one.
+        ("origin", (r.origin != "own").then(|| r.origin.clone())),
+        ("vanished_at", r.vanished_at.clone()),
     ]
 }
 

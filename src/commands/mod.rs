@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Api;
 
 mod backup;
+mod backup_target;
 mod doctor;
 mod migrate;
 mod restore;

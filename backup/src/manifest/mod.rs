@@ -8,7 +8,8 @@
 //!
 //! Layout: this file holds the manifest's shape and its JSON; `entries` the compact
 //! [`EntryList`]; `bounded` the limits a reader of an untrusted manifest enforces while
-//! parsing ([`ManifestLimits`], [`MAX_MANIFEST_STRING`]).
+//! parsing ([`ManifestLimits`], [`MAX_MANIFEST_STRING`]); `head` a manifest without its
+//! entries ([`ManifestHead`], for listing a target).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,12 +23,14 @@ use crate::error::BackupError;
 
 mod bounded;
 mod entries;
+mod head;
 
 #[cfg(test)]
 mod tests;
 
 use bounded::{Bounded, Over};
 pub use entries::{EntryIter, EntryList};
+pub use head::ManifestHead;
 
 /// The newest manifest format this crate writes and reads: 2 for the links of incremental
 /// chains (an older voltool refuses them rather than restore one link as if it were whole);
@@ -291,11 +294,17 @@ impl Manifest {
 
     /// The manifest, unless its format version is one this crate does not read.
     fn supported(self) -> Result<Self, BackupError> {
-        if self.format_version == 0 || self.format_version > FORMAT_VERSION {
-            return Err(BackupError::ManifestVersion { found: self.format_version, supported: FORMAT_VERSION });
-        }
+        check_version(self.format_version)?;
         Ok(self)
     }
+}
+
+/// Refuses a format version this crate does not read ([`BackupError::ManifestVersion`]).
+fn check_version(found: u32) -> Result<(), BackupError> {
+    if found == 0 || found > FORMAT_VERSION {
+        return Err(BackupError::ManifestVersion { found, supported: FORMAT_VERSION });
+    }
+    Ok(())
 }
 
 /// One line of `ID.tar.zst.sha256`, as `sha256sum -c` reads it.

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use super::{ObjectWriter, Target, TargetError};
+use super::{Listed, ObjectWriter, Target, TargetError, is_object_name};
 
 /// A directory of backups.
 #[derive(Debug, Clone)]
@@ -138,6 +138,39 @@ impl Target for FileTarget {
             }
             Err(e) => Err(self.io("opening", &path, e)),
         }
+    }
+
+    /// Regular files only: a symlink in the directory is not listed (a restore must not be led
+    /// to read a file elsewhere on this host), nor a subdirectory or a non-UTF-8 name.
+    fn list(&self, limit: usize) -> Result<Vec<Listed>, TargetError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io("listing", &self.dir, e)),
+        };
+        let mut out = Vec::new();
+        for (seen, entry) in entries.enumerate() {
+            if seen >= limit {
+                return Err(TargetError::TooManyObjects { target: self.describe(), limit });
+            }
+            let entry = entry.map_err(|e| self.io("listing", &self.dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if !is_object_name(&name) {
+                continue;
+            }
+            // lstat(2): the entry itself, a symlink as a symlink.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Deleted since the directory was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("checking", &entry.path(), e)),
+            };
+            if meta.is_file() {
+                out.push(Listed { name, size: meta.len() });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     fn exists(&self, name: &str) -> Result<bool, TargetError> {
@@ -472,5 +505,29 @@ mod tests {
         t.delete("m.json").unwrap();
         t.delete("m.json").unwrap();
         assert!(t.create("../evil").is_err());
+    }
+
+    #[test]
+    fn a_listing_has_the_plain_files_sorted_and_stops_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = FileTarget::new(dir.path().join("b"));
+        assert_eq!(t.list(10).unwrap(), [], "a target never written to is empty");
+        t.put_small("b.manifest.json", b"{}").unwrap();
+        t.put_small("a.tar.zst", b"12345").unwrap();
+        fs::write(t.partial_path("c.tar.zst"), b"partial").unwrap();
+        fs::create_dir(dir.path().join("b/sub")).unwrap();
+        fs::write(dir.path().join("b/sub/d.manifest.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("b/e.manifest.json")).unwrap();
+        fs::write(dir.path().join("b/f\u{1b}[2J.manifest.json"), b"{}").unwrap();
+        let got = t.list(10).unwrap();
+        assert_eq!(
+            got,
+            [Listed { name: "a.tar.zst".into(), size: 5 }, Listed { name: "b.manifest.json".into(), size: 2 }]
+        );
+        // Six entries: five are too many, whatever is skipped.
+        assert!(matches!(t.list(5), Err(TargetError::TooManyObjects { limit: 5, .. })));
+        assert_eq!(t.list(6).unwrap().len(), 2);
+        let e = t.list(1).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("backup target {}: more than 1 entries", t.describe())), "{e}");
     }
 }

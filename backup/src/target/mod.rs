@@ -7,7 +7,10 @@
 //! the two small objects are written whole by [`Target::put_small`]. The backup engine commits
 //! them in the order archive → manifest → checksum and records in its catalog that the run is
 //! in progress, with the writer's [`ObjectWriter::token`], before it writes a byte, so that
-//! [`Target::cleanup`] can remove whatever an interrupted run left.
+//! [`Target::cleanup`] can remove whatever an interrupted run left. [`Target::list`] says
+//! what a target holds (the names of its objects, at most [`LIST_LIMIT`]), so the target,
+//! not a host's catalog, can be the source of truth (`voltool backup ls --target`, `backup
+//! sync`).
 //!
 //! All methods block: the engine calls them from a blocking thread, next to the archiver.
 
@@ -47,6 +50,30 @@ pub enum TargetError {
     /// The object is larger than the caller allows (small objects only).
     #[error("backup target {target}: object {name} is larger than {limit} bytes")]
     TooLarge { target: String, name: String, limit: u64 },
+    /// A listing found more entries than the caller allows ([`Target::list`]).
+    #[error(
+        "backup target {target}: more than {limit} entries, more than voltool lists; prune old backups or give each host a prefix (directory) of its own"
+    )]
+    TooManyObjects { target: String, limit: usize },
+}
+
+/// The most entries [`Target::list`] goes through by default: ~100,000 backups of three
+/// objects each, ~30 MB of names in memory.
+pub const LIST_LIMIT: usize = 300_000;
+
+/// One object as [`Target::list`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The object's name, as [`Target::open`] takes it.
+    pub name: String,
+    /// Its size in bytes, as stored.
+    pub size: u64,
+}
+
+/// Whether `name` is an object name targets accept: one plain file name, not hidden (the
+/// temporary names of writes in progress start with `.`), without control characters.
+pub fn is_object_name(name: &str) -> bool {
+    !(name.is_empty() || name.starts_with('.') || name.contains('/') || name.chars().any(char::is_control))
 }
 
 /// A place backups are stored.
@@ -102,6 +129,16 @@ pub trait Target: Send + Sync + fmt::Debug {
         }
         Ok(buf)
     }
+
+    /// The objects directly under the target, sorted by name: not those of a subdirectory (a
+    /// deeper prefix), nor the temporary names of writes in progress, nor names
+    /// [`is_object_name`] refuses. Objects on a target are anybody's input: the listing goes
+    /// through at most `limit` entries, then fails.
+    ///
+    /// # Errors
+    /// [`TargetError::TooManyObjects`] past `limit` entries; the target's errors (a target
+    /// never written to is empty, not an error).
+    fn list(&self, limit: usize) -> Result<Vec<Listed>, TargetError>;
 
     /// Whether the object exists.
     fn exists(&self, name: &str) -> Result<bool, TargetError>;

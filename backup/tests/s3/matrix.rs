@@ -50,6 +50,33 @@ fn round_trip_of_a_40_mib_stream_in_odd_chunks(v: &Variant) {
     assert!(!t.exists("a.tar.zst").expect("exists"));
 }
 
+s3_matrix!(a_listing_follows_pages_and_leaves_deeper_prefixes_out);
+fn a_listing_follows_pages_and_leaves_deeper_prefixes_out(v: &Variant) {
+    let bucket = v.bucket();
+    let rt = runtime();
+    let prefix = "list";
+    let t = S3Target::new(bucket.spec(prefix, 10_000), rt.handle().clone()).expect("target");
+    assert_eq!(t.list(10).expect("empty"), [], "nothing under a new prefix");
+    let names: Vec<String> = (0..25).map(|i| format!("b-{i:02}.manifest.json")).collect();
+    for (i, n) in names.iter().enumerate() {
+        t.put_small(n, &vec![b'x'; i]).expect("put");
+    }
+    // Another target under this one's prefix, and one next to it sharing its name's start.
+    let deeper = S3Target::new(bucket.spec(&format!("{prefix}/sub"), 10_000), rt.handle().clone()).expect("target");
+    deeper.put_small("c.manifest.json", b"{}").expect("put");
+    let beside = S3Target::new(bucket.spec(&format!("{prefix}x"), 10_000), rt.handle().clone()).expect("target");
+    beside.put_small("d.manifest.json", b"{}").expect("put");
+    let got = t.list_paged(1000, 10).expect("three pages");
+    assert_eq!(got.iter().map(|l| l.name.clone()).collect::<Vec<_>>(), names);
+    assert!(got.iter().enumerate().all(|(i, l)| l.size == i as u64), "{got:?}");
+    assert_eq!(t.list(1000).expect("one page"), got);
+    // 25 objects and the common prefix `sub/`: 26 entries.
+    assert_eq!(t.list_paged(26, 10).expect("at the limit").len(), 25);
+    let e = t.list_paged(25, 10).expect_err("over the limit");
+    assert!(matches!(e, TargetError::TooManyObjects { limit: 25, .. }), "{e:?}");
+    assert_eq!(deeper.list(10).expect("deeper").len(), 1);
+}
+
 s3_matrix!(small_objects_empty_streams_exists_delete_and_not_found);
 fn small_objects_empty_streams_exists_delete_and_not_found(v: &Variant) {
     let bucket = v.bucket();

@@ -23,6 +23,21 @@ pub struct Located {
     pub catalog_sha256: Option<String>,
 }
 
+/// A backup whose objects `backup sync` found gone from its target cannot be restored: said
+/// so before anything is read.
+fn refuse_vanished(row: &BackupRow) -> Result<()> {
+    match &row.vanished_at {
+        Some(at) => Err(backup_err(
+            &row.id,
+            format!(
+                "its objects are gone from {} (found missing by backup sync at {at}); it cannot be restored from there",
+                row.target_url
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The backup catalog (rows in the state database) with the config's targets; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -63,6 +78,7 @@ impl Catalog {
         if row.status != BackupStatus::Complete {
             return Err(Error::BadRequest(format!("backup {id} is not complete; it cannot be restored")));
         }
+        refuse_vanished(&row)?;
         let spec = self.resolve_row(&row)?;
         let [archive, manifest, _] = names(id);
         Ok(Some(Located { spec, archive, manifest: Some(manifest), catalog_sha256: row.sha256 }))
@@ -80,6 +96,7 @@ impl Catalog {
         if last.level == 0 {
             return Ok(None);
         }
+        refuse_vanished(&last)?;
         let mut links = vec![last];
         while let Some(parent) = links.last().and_then(|r| r.parent.clone()) {
             let p = parent.clone();

@@ -101,9 +101,12 @@ pub(super) fn plan_group(
     if policy.is_empty() {
         return out;
     }
-    // Rows `backup sync` found on the target without `--adopt` are not this daemon's to delete.
-    let complete: Vec<&BackupRow> =
-        backups.iter().filter(|b| b.status == BackupStatus::Complete && b.origin != "synced").collect();
+    // Rows `backup sync` found on the target without `--adopt` are not this daemon's to
+    // delete; rows whose objects it found gone are not restorable, so they keep nothing.
+    let complete: Vec<&BackupRow> = backups
+        .iter()
+        .filter(|b| b.status == BackupStatus::Complete && b.origin != "synced" && b.vanished_at.is_none())
+        .collect();
     let candidates: Vec<Candidate> = complete
         .iter()
         .map(|b| Candidate {

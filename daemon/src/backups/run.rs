@@ -270,7 +270,8 @@ impl Backups {
     }
 
     /// The link a new incremental of `volume` to `target_url` follows: its newest complete
-    /// backup there, unless `full` says the chain starts over (or there is none).
+    /// backup there that this host may prune (not one `backup sync` found without `--adopt`),
+    /// unless `full` says the chain starts over (or there is none).
     async fn chain_parent(
         &self,
         volume: &str,
@@ -280,7 +281,11 @@ impl Backups {
     ) -> Result<Option<String>> {
         let (v, t) = (volume.to_owned(), target_url.to_owned());
         let rows = self.blocking(move |e| Ok(e.svc.store().list_backups(Some(&v))?)).await?;
-        let usable = |r: &BackupRow| r.status == BackupStatus::Complete && r.target_url == t && r.vanished_at.is_none();
+        // Not a backup another host wrote (`synced`): that host's retention may delete it, and
+        // this chain with it.
+        let usable = |r: &BackupRow| {
+            r.status == BackupStatus::Complete && r.target_url == t && r.vanished_at.is_none() && r.origin != "synced"
+        };
         let Some(last) = rows.iter().find(|r| usable(r)) else { return Ok(None) };
         // The chain's full backup: parents, followed through the catalog.
         let mut full_row = last;

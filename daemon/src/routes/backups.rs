@@ -7,6 +7,8 @@
 //! - `GET  /v1/backups/{id}/cat?path=P` — one file's bytes, read alone from the frames that hold it
 //! - `POST /v1/backups/{id}/verify` — re-reads and checks it; answers when done
 //! - `POST /v1/backups/prune` `{"volume"?, "keep"?, "dry_run"?}` — retention
+//! - `POST /v1/backups/sync` `{"target"?, "adopt"?}` — the catalog from the target(s)
+//! - `GET  /v1/targets/backups[?target=T]` — what a target holds (not the catalog)
 //! - `GET  /v1/schedules` — every schedule with its next run
 //!
 //! Bodies are the `voltool-api` crate's types.
@@ -16,7 +18,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use voltool_api::{BackupStarted, BackupView, PruneBackups, PruneItem, RunBackup, ScheduleView, VerifyOutcome};
+use voltool_api::{
+    BackupStarted, BackupView, PruneBackups, PruneItem, RunBackup, ScheduleView, SyncBackups, SyncReport,
+    TargetListing, VerifyOutcome,
+};
 use voltool_backup::Manifest;
 
 use crate::backups::{Backups, RunRequest};
@@ -29,6 +34,8 @@ pub fn router(backups: Backups) -> Router {
     Router::new()
         .route("/v1/backups", get(list).post(run))
         .route("/v1/backups/prune", post(prune))
+        .route("/v1/backups/sync", post(sync))
+        .route("/v1/targets/backups", get(target_listing))
         .route("/v1/backups/{id}", get(show))
         .route("/v1/backups/{id}/manifest", get(manifest))
         .route("/v1/backups/{id}/cat", get(cat))
@@ -94,6 +101,19 @@ async fn verify(State(b): State<Backups>, Path(id): Path<String>) -> Reply<Verif
 
 async fn prune(State(b): State<Backups>, JsonBody(req): JsonBody<PruneBackups>) -> Reply<Vec<PruneItem>> {
     Ok(Json(b.prune(req.volume.as_deref(), req.keep.as_deref(), req.dry_run, None).await?))
+}
+
+async fn sync(State(b): State<Backups>, JsonBody(req): JsonBody<SyncBackups>) -> Reply<SyncReport> {
+    Ok(Json(b.sync(req).await?))
+}
+
+#[derive(Deserialize)]
+struct TargetQuery {
+    target: Option<String>,
+}
+
+async fn target_listing(State(b): State<Backups>, Query(q): Query<TargetQuery>) -> Reply<TargetListing> {
+    Ok(Json(b.target_listing(q.target.as_deref()).await?))
 }
 
 async fn schedules(State(b): State<Backups>) -> Reply<Vec<ScheduleView>> {

@@ -162,6 +162,10 @@ impl Extraction<'_> {
         if let Some((uid, gid)) = owner(header, self.opts) {
             parent.lchown(leaf, uid, gid).map_err(|e| write_err(rel, e))?;
         }
+        // As GNU tar does: a fifo keeps its time as a file does.
+        if let Some((s, ns)) = header.mtime {
+            parent.set_entry_times(leaf, s, ns).map_err(|e| write_err(rel, e))?;
+        }
         self.report.written.insert(name, Written::Fifo);
         Ok(())
     }

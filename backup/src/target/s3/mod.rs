@@ -7,6 +7,7 @@
 //!   pure schedule [`part_size`], at most 2 parts / 16 MiB in flight;
 //! - `reader`: streaming reads that resume a broken download;
 //! - `cleanup`: what an interrupted upload left;
+//! - `list`: [`Target::list`], ListObjectsV2 page by page, bounded;
 //! - `retry`: the retry policy (retry only errors marked temporary);
 //! - `watch`: requests that may rightly take long, watched by probing the server;
 //! - `explain`: errors in plain words.
@@ -84,10 +85,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use super::{Checksums, ObjectWriter, S3Spec, Target, TargetError};
+use super::{Checksums, Listed, ObjectWriter, S3Spec, Target, TargetError};
 
 mod cleanup;
 mod explain;
+mod list;
 mod reader;
 mod retry;
 mod watch;
@@ -187,6 +189,15 @@ impl S3Target {
     pub fn capacity(&self) -> u64 {
         upload_capacity(self.shared.spec.max_parts)
     }
+
+    /// [`Target::list`] asking for `page` keys a request (1-1000; `list` asks for 1000), so a
+    /// test follows continuation tokens without writing thousands of objects.
+    ///
+    /// # Errors
+    /// As [`Target::list`].
+    pub fn list_paged(&self, limit: usize, page: i32) -> Result<Vec<Listed>, TargetError> {
+        self.shared.list(limit, page.clamp(1, list::PAGE))
+    }
 }
 
 /// What the SDK is told for `checksums=`: the same mode for request checksums and for the
@@ -282,6 +293,10 @@ impl Target for S3Target {
         Ok(Box::new(reader::open_range(&self.shared, name, key, Some((start, len)))?))
     }
 
+    fn list(&self, limit: usize) -> Result<Vec<Listed>, TargetError> {
+        self.shared.list(limit, list::PAGE)
+    }
+
     fn exists(&self, name: &str) -> Result<bool, TargetError> {
         let sh = &self.shared;
         let key = sh.key_of(name)?;
@@ -311,7 +326,7 @@ impl Target for S3Target {
 impl Shared {
     /// The key of object `name`, refusing names that are not one plain file name.
     fn key_of(&self, name: &str) -> Result<String, TargetError> {
-        if name.is_empty() || name.starts_with('.') || name.contains('/') || name.chars().any(char::is_control) {
+        if !super::is_object_name(name) {
             return Err(TargetError::Config {
                 target: self.describe.clone(),
                 reason: format!("bad object name {name:?}"),
