@@ -65,6 +65,7 @@
 
 pub mod archive;
 pub mod blocks;
+pub mod crypt;
 pub mod error;
 pub mod frames;
 mod header;
@@ -80,8 +81,12 @@ pub mod verify;
 pub use voltool_runtime::walk;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
+pub use crypt::{CryptError, Identities, Recipients, SealedWriter, StoredObject};
 pub use error::BackupError;
-pub use manifest::{Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, backup_id, sha256sum_line};
+pub use manifest::{
+    Encryption, Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestLimits, ObjectNames, backup_id,
+    sha256sum_line,
+};
 pub use target::{ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target};
 pub use verify::{VerifyReport, verify_archive, verify_archive_loading};
 

@@ -47,6 +47,15 @@ pub enum TargetError {
     /// The object is larger than the caller allows (small objects only).
     #[error("backup target {target}: object {name} is larger than {limit} bytes")]
     TooLarge { target: String, name: String, limit: u64 },
+    /// Writing the object through a layer over the target's writer (encryption,
+    /// [`crate::crypt::SealedWriter`]) failed; the source is the target writer's error when
+    /// that is what failed.
+    #[error("{name}: {source}")]
+    Stream {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A place backups are stored.

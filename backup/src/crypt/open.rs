@@ -1,0 +1,104 @@
+//! Decrypting: [`open`] turns a stored age object back into its plaintext stream;
+//! [`StoredHash`] hashes the stored bytes on their way in.
+
+use std::io::{self, BufReader, Read};
+use std::sync::{Arc, Mutex};
+
+use age::DecryptError;
+use sha2::{Digest, Sha256};
+
+use super::{CryptError, Identities, StoredObject};
+
+/// Reads through the age header of `input` (the object `object`) with `ids` and returns the
+/// plaintext stream. Reading it fails, naming the object, where a chunk does not
+/// authenticate ([`io::ErrorKind::InvalidData`]: a changed byte) or the stream ends before
+/// its last chunk ([`io::ErrorKind::UnexpectedEof`]: a truncated object).
+///
+/// # Errors
+/// [`CryptError::NoIdentities`] / [`CryptError::NoMatchingIdentity`] (listing the identities
+/// tried by name), [`CryptError::NotAge`], [`CryptError::Header`], [`CryptError::Read`].
+pub fn open<R: Read + Send + 'static>(
+    input: R,
+    ids: &Identities,
+    object: &str,
+) -> Result<Box<dyn Read + Send>, CryptError> {
+    let o = || object.to_owned();
+    let d = age::Decryptor::new_buffered(BufReader::with_capacity(1 << 16, input)).map_err(|e| match e {
+        DecryptError::Io(source) => CryptError::Read { object: o(), source },
+        DecryptError::UnknownFormat => CryptError::NotAge { object: o(), reason: "an unknown age version" },
+        _ => CryptError::NotAge { object: o(), reason: "no valid age header" },
+    })?;
+    if ids.is_empty() {
+        return Err(ids.none_match(object));
+    }
+    let stream = d.decrypt(ids.iter()).map_err(|e| match e {
+        DecryptError::NoMatchingKeys => ids.none_match(object),
+        DecryptError::Io(source) => CryptError::Read { object: o(), source },
+        _ => CryptError::Header { object: o() },
+    })?;
+    Ok(Box::new(Plaintext { stream, object: o() }))
+}
+
+/// The plaintext of an age stream, its errors naming the object.
+struct Plaintext<R: Read> {
+    stream: age::stream::StreamReader<R>,
+    object: String,
+}
+
+impl<R: Read> Read for Plaintext<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf).map_err(|e| {
+            let what = match e.kind() {
+                io::ErrorKind::InvalidData => "the encrypted object is damaged: a chunk does not authenticate",
+                io::ErrorKind::UnexpectedEof => "the encrypted object is truncated: it ends before its last chunk",
+                _ => return io::Error::new(e.kind(), format!("reading {}: {e}", self.object)),
+            };
+            io::Error::new(e.kind(), format!("{}: {what}", self.object))
+        })
+    }
+}
+
+/// The size and sha256 of the bytes read through [`StoredHash::reader`] (an object as
+/// stored, under the decryption). Clones share the count.
+#[derive(Clone, Default)]
+pub struct StoredHash(Arc<Mutex<(Sha256, u64)>>);
+
+impl std::fmt::Debug for StoredHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredHash").finish_non_exhaustive()
+    }
+}
+
+impl StoredHash {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `inner`, hashing and counting every byte read from it into this.
+    pub fn reader<R: Read>(&self, inner: R) -> impl Read + use<R> {
+        HashReader { inner, into: self.clone() }
+    }
+
+    /// What has been read so far.
+    #[must_use]
+    pub fn result(&self) -> StoredObject {
+        let g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        StoredObject { size: g.1, sha256: hex::encode(g.0.clone().finalize()) }
+    }
+}
+
+struct HashReader<R> {
+    inner: R,
+    into: StoredHash,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut g = self.into.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.0.update(&buf[..n]);
+        g.1 += n as u64;
+        Ok(n)
+    }
+}
