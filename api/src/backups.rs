@@ -79,6 +79,9 @@ pub struct BackupRecord {
     /// What a person should know about the run's consistency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency_note: Option<String>,
+    /// The objects are age-encrypted (`ID.tar.zst.age`, `ID.manifest.json.age`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// Progress of a run or a verification in flight.

@@ -1,12 +1,13 @@
 //! The backup engine's grammar for the `backup-*` volume options, given to the volume
 //! service so a volume with a bad schedule, policy or target URL is refused at create.
 
-use voltool_backup::TargetSpec;
 use voltool_backup::retention::KeepPolicy;
 use voltool_backup::schedule::Schedule;
+use voltool_backup::{Recipients, TargetSpec};
 use voltool_plugin::options::{BackupGrammar, BackupKey};
 
-/// Parses values with the engine's own parsers ([`Schedule`], [`KeepPolicy`], [`TargetSpec`]).
+/// Parses values with the engine's own parsers ([`Schedule`], [`KeepPolicy`], [`TargetSpec`],
+/// [`Recipients`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineGrammar;
 
@@ -17,6 +18,7 @@ impl BackupGrammar for EngineGrammar {
             BackupKey::Keep => KeepPolicy::parse(value).map(drop).map_err(Into::into),
             BackupKey::TargetUrl => TargetSpec::parse(value).map(drop).map_err(Into::into),
             BackupKey::Consistency => crate::backups::Mode::parse(value).map(drop).map_err(Into::into),
+            BackupKey::Encrypt => Recipients::parse_list(value).map(drop).map_err(Into::into),
         }
     }
 }
@@ -45,6 +47,8 @@ mod tests {
             ("backup-target", "gs://b/x", "unsupported scheme"),
             ("backup-consistency", "stop,pause", "stop and pause exclude each other"),
             ("backup-consistency", "snapshot", "valid: none, stop, pause, hooks, freeze"),
+            ("backup-encrypt", "age1notakey", "option backup-encrypt: recipient \"age1notakey\": not a valid age1"),
+            ("backup-encrypt", "ssh-rsa AAAA x", "only ssh-ed25519"),
         ] {
             let e = check(k, v).expect_err(v).to_string();
             assert!(e.contains(want), "{k}={v}: {e}");
@@ -58,6 +62,11 @@ mod tests {
             ("backup-consistency", "hooks,stop"),
             ("backup-consistency", "freeze"),
             ("backup-consistency", "none"),
+            ("backup-encrypt", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
+            (
+                "backup-encrypt",
+                "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p, ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhPcKjnBnC/SGCOEbjB+T91i9gGOtEE7utxjUuup4qy x",
+            ),
         ] {
             assert!(check(k, v).is_ok(), "{k}={v}");
         }

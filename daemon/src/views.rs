@@ -104,6 +104,7 @@ pub fn backup_record(r: BackupRow) -> BackupRecord {
         downtime_ms: r.downtime_ms,
         snapshot: r.snapshot,
         consistency_note: r.consistency_note,
+        encrypted: r.encrypted,
     }
 }
 

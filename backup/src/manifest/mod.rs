@@ -124,6 +124,10 @@ pub enum Encryption {
 /// for an encrypted backup `ID.tar.zst.age`, `ID.manifest.json.age`, `ID.tar.zst.age.sha256`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectNames {
+    /// The backup ID.
+    pub id: String,
+    /// The `.age` names.
+    pub encrypted: bool,
     pub archive: String,
     pub manifest: String,
     pub checksum: String,
@@ -134,6 +138,8 @@ impl ObjectNames {
     pub fn new(id: &str, encrypted: bool) -> Self {
         let age = if encrypted { ".age" } else { "" };
         Self {
+            id: id.to_owned(),
+            encrypted,
             archive: format!("{id}.tar.zst{age}"),
             manifest: format!("{id}.manifest.json{age}"),
             checksum: format!("{id}.tar.zst{age}.sha256"),

@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_PARTS: u32 = 10_000;
 /// region = "us-east-1"                 # optional
 /// path_style = true                    # optional
 /// max_parts = 1000                     # optional, the provider's part-count limit
+/// encrypt-to = ["age1..."]             # optional, encrypt every backup here (age)
 /// ```
 ///
 /// Table values win over the same keys in the URL's query string.
@@ -33,6 +34,10 @@ pub struct TargetConfig {
     pub path_style: Option<bool>,
     #[serde(default, alias = "max_parts")]
     pub max_parts: Option<u32>,
+    /// Public keys (`age1...`, `ssh-ed25519 ...`) every backup to this target is encrypted
+    /// to, unless the volume names its own (`backup-encrypt`). Checked by the daemon.
+    #[serde(default, alias = "encrypt_to")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// Where one backup goes.

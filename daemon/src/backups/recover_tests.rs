@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use voltool_plugin::store::BackupStatus;
 
 use crate::backups::test_support::{Fixture, at, manual, settled};
-use crate::backups::{BackupSettings, names};
+use crate::backups::{BackupSettings, plain_names as names};
 
 const INTERRUPTED: &str = "interrupted: the daemon stopped during the backup";
 

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::OptionError;
 
-/// A volume's `backup-schedule`, `backup-target`, `backup-keep`, `backup-verify` and `backup-consistency`, validated
+/// A volume's `backup-schedule`, `backup-target`, `backup-keep`, `backup-verify`, `backup-consistency`
+/// and `backup-encrypt`, validated
 /// and kept as the user wrote them (the backup engine parses them again when it uses them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupPolicy {
@@ -26,6 +27,10 @@ pub struct BackupPolicy {
     /// `freeze`, comma-combined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
+    /// `backup-encrypt`: the public keys (`age1...`, `ssh-ed25519 ...`, comma-separated) the
+    /// volume's backups are encrypted to; they win over the target's `encrypt-to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<String>,
 }
 
 impl BackupPolicy {
@@ -45,6 +50,8 @@ pub enum BackupKey {
     TargetUrl,
     /// `backup-consistency`: `none|stop|pause|hooks|freeze`, comma-combined.
     Consistency,
+    /// `backup-encrypt`: age recipients, comma-separated.
+    Encrypt,
 }
 
 impl BackupKey {
@@ -55,6 +62,7 @@ impl BackupKey {
             BackupKey::Keep => "backup-keep",
             BackupKey::TargetUrl => "backup-target",
             BackupKey::Consistency => "backup-consistency",
+            BackupKey::Encrypt => "backup-encrypt",
         }
     }
 }
@@ -87,6 +95,7 @@ pub fn check_backup_policy(policy: &BackupPolicy, grammar: &dyn BackupGrammar) -
         (BackupKey::Keep, policy.keep.as_deref()),
         (BackupKey::TargetUrl, policy.target.as_deref().filter(|t| is_target_url(t))),
         (BackupKey::Consistency, policy.consistency.as_deref()),
+        (BackupKey::Encrypt, policy.encrypt.as_deref()),
     ];
     for (key, value) in values {
         if let Some(v) = value {
@@ -111,6 +120,7 @@ pub(super) fn parse_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result
         "backup-schedule" => policy.schedule = Some(v.trim().to_owned()),
         "backup-keep" => policy.keep = Some(v.trim().to_owned()),
         "backup-consistency" => policy.consistency = Some(v.trim().to_owned()),
+        "backup-encrypt" => policy.encrypt = Some(v.trim().to_owned()),
         "backup-target" => {
             if !is_target_url(v)
                 && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))

@@ -104,7 +104,7 @@ const CIFS_KEYS: &[&str] = &["share", "username", "domain", "secret", "subdir", 
 /// with a message saying so rather than accepted and silently ignored.
 const PLANNED_KEYS: &[&str] = &["share", "username", "domain", "secret"];
 const BACKUP_KEYS: &[&str] =
-    &["backup-schedule", "backup-target", "backup-keep", "backup-verify", "backup-consistency"];
+    &["backup-schedule", "backup-target", "backup-keep", "backup-verify", "backup-consistency", "backup-encrypt"];
 
 fn valid_keys(kind: VolumeType) -> String {
     let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
