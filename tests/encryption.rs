@@ -173,6 +173,13 @@ fn encrypted_backup_to_a_directory_holds_no_plaintext_and_restores_only_with_the
     let url = format!("file://{t}/{id}.tar.zst.age");
     let r = json(&d.cli(&["restore", "back2", "--from", &url, "--json"]));
     assert_eq!(r["verification"], "manifest", "{r}");
+    // And from the local file, which the CLI streams with the .age manifest beside it.
+    let local = format!("{t}/{id}.tar.zst.age");
+    let r = json(&d.cli(&["restore", "back3", "--from", &local, "--json"]));
+    assert_eq!(r["verification"], "manifest", "{r}");
+    let back3 = mount(&d, "back3");
+    assert_same_tree(&root, &back3);
+    unmount(&d, "back3");
 
     let scratch = tempfile::tempdir().expect("tmp");
     assert_stock_tools_restore(&target.join(format!("{id}.tar.zst.age")), &key, &root, scratch.path());

@@ -45,7 +45,7 @@ mod seal;
 #[cfg(test)]
 mod tests;
 
-pub use open::{StoredHash, open};
+pub use open::{StoredHash, open, open_if_sealed};
 pub use seal::{BLOCK, BLOCKS, SealedWriter, Sealer, StoredObject};
 
 /// The first bytes of every age file (the version line of its header).

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use age::DecryptError;
 use sha2::{Digest, Sha256};
 
-use super::{CryptError, Identities, StoredObject};
+use super::{AGE_MAGIC, CryptError, Identities, StoredObject};
 
 /// Reads through the age header of `input` (the object `object`) with `ids` and returns the
 /// plaintext stream. Reading it fails, naming the object, where a chunk does not
@@ -17,11 +17,11 @@ use super::{CryptError, Identities, StoredObject};
 /// # Errors
 /// [`CryptError::NoIdentities`] / [`CryptError::NoMatchingIdentity`] (listing the identities
 /// tried by name), [`CryptError::NotAge`], [`CryptError::Header`], [`CryptError::Read`].
-pub fn open<R: Read + Send + 'static>(
+pub fn open<'a, R: Read + Send + 'a>(
     input: R,
     ids: &Identities,
     object: &str,
-) -> Result<Box<dyn Read + Send>, CryptError> {
+) -> Result<Box<dyn Read + Send + 'a>, CryptError> {
     let o = || object.to_owned();
     let d = age::Decryptor::new_buffered(BufReader::with_capacity(1 << 16, input)).map_err(|e| match e {
         DecryptError::Io(source) => CryptError::Read { object: o(), source },
@@ -37,6 +37,27 @@ pub fn open<R: Read + Send + 'static>(
         _ => CryptError::Header { object: o() },
     })?;
     Ok(Box::new(Plaintext { stream, object: o() }))
+}
+
+/// `input` as it was, or decrypted with `ids` when it starts with an age header (a stream
+/// whose kind is not known beforehand: an import, a manifest the CLI sends). `object` names
+/// it in errors.
+///
+/// # Errors
+/// As [`open`]; [`CryptError::Read`] when its first bytes cannot be read.
+pub fn open_if_sealed<'a, R: Read + Send + 'a>(
+    mut input: R,
+    ids: impl FnOnce() -> Identities,
+    object: &str,
+) -> Result<Box<dyn Read + Send + 'a>, CryptError> {
+    let mut head = Vec::with_capacity(AGE_MAGIC.len());
+    (&mut input)
+        .take(AGE_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(|source| CryptError::Read { object: object.to_owned(), source })?;
+    let sealed = head == AGE_MAGIC;
+    let whole = io::Cursor::new(head).chain(input);
+    if sealed { open(whole, &ids(), object) } else { Ok(Box::new(whole)) }
 }
 
 /// The plaintext of an age stream, its errors naming the object.

@@ -55,8 +55,9 @@ enum Source {
     /// An object on a target, read once start to end: no page cache (O_DIRECT from a
     /// directory target); decrypted with `keys` when it is an encrypted backup's.
     Stored { spec: TargetSpec, name: String, rt: tokio::runtime::Handle, keys: Option<Arc<Identities>> },
-    /// A stream the CLI sends (import, a local file).
-    Stream(Box<dyn Read + Send>),
+    /// A stream the CLI sends (import, a local file); decrypted with the catalog's
+    /// identities when it is an age file (a local `ID.tar.zst.age`).
+    Stream(Box<dyn Read + Send>, crate::backups::Catalog),
 }
 
 /// Why a restore's archive could not be opened.
@@ -78,7 +79,7 @@ impl Source {
                     None => Ok(stored),
                 }
             }
-            Source::Stream(input) => Ok(input),
+            Source::Stream(input, catalog) => Ok(crypt::open_if_sealed(input, || catalog.identities(), "the archive")?),
         }
     }
 }
@@ -155,7 +156,7 @@ impl Restores {
         voltool_plugin::options::validate_name(volume)?;
         let created = self.prepare(volume, manifest.as_ref().map(|m| &m.options), &opts).await?;
         let verify = manifest.map(|m| Verify::Parsed(Box::new(m)));
-        self.run(volume, Source::Stream(input), verify, opts, created).await
+        self.run(volume, Source::Stream(input, self.catalog.clone()), verify, opts, created).await
     }
 
     /// Creates a missing volume, or checks an existing one may be restored into.
