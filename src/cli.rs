@@ -200,6 +200,10 @@ Back volumes up, list, verify and prune backups.
 Each backup is three objects in its target: ID.tar.zst (zstd-compressed POSIX tar of the
 volume; `zstd -d < ID.tar.zst | tar -x -C DIR` restores it without voltool), ID.manifest.json
 (every file's path, mode, owner, size and sha256) and ID.tar.zst.sha256 (`sha256sum -c`).
+Encrypted (volume option backup-encrypt=age1...,ssh-ed25519 ... or a target's encrypt-to):
+ID.tar.zst.age, ID.manifest.json.age, ID.tar.zst.age.sha256; `age -d -i key.txt
+ID.tar.zst.age | zstd -d | tar -x` restores it; voltool restores with the private key added by
+`voltool secret add NAME` and named in the config file ([backup] identities = [\"NAME\"]).
 
 Targets: a directory (/srv/backups or file:///srv/backups), an S3 bucket
 (s3://bucket/prefix?endpoint=http://host:9000&region=us-east-1&path_style=true, credentials

@@ -65,6 +65,7 @@
 
 pub mod archive;
 pub mod blocks;
+pub mod crypt;
 pub mod error;
 pub mod frames;
 mod header;
@@ -82,11 +83,12 @@ pub mod verify;
 pub use voltool_runtime::walk;
 
 pub use archive::{ArchiveOptions, ArchiveSummary, write_archive, write_archive_with_progress};
+pub use crypt::{CryptError, Identities, Recipients, SealedWriter, StoredObject};
 pub use error::BackupError;
 pub use incremental::Previous;
 pub use manifest::{
-    Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestHead, ManifestLimits, ParentRef, backup_id,
-    sha256sum_line,
+    Encryption, Entry, EntryKind, EntryList, FORMAT_VERSION, Manifest, ManifestHead, ManifestLimits, ObjectNames,
+    ParentRef, backup_id, sha256sum_line,
 };
 pub use target::{
     LIST_LIMIT, Listed, ObjectWriter, StreamedPut, Target, TargetConfig, TargetError, TargetSpec, open_target,

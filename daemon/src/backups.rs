@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore};
-use voltool_backup::{Manifest, open_target};
+use voltool_backup::{Manifest, ObjectNames, open_target};
 use voltool_plugin::VolumeService;
 use voltool_plugin::store::BackupRow;
 
@@ -84,6 +84,7 @@ mod views;
 #[cfg(test)]
 mod test_support;
 
+pub(crate) use cat::open_frames;
 pub use catalog::{Catalog, Located};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consistency::{ConsistencyError, DockerLink, Mode, ModeError};
@@ -137,9 +138,18 @@ fn random_suffix() -> [u8; 3] {
     b
 }
 
-/// A backup's three objects: archive, manifest, checksum.
-fn names(id: &str) -> [String; 3] {
-    [format!("{id}.tar.zst"), format!("{id}.manifest.json"), format!("{id}.tar.zst.sha256")]
+/// A backup's three objects (archive, manifest, checksum), by its catalog row: the
+/// `.age` names when it is encrypted. Every place that names objects (write, read, verify,
+/// restore, prune, cleanup, recovery) goes through this.
+fn names(row: &BackupRow) -> ObjectNames {
+    ObjectNames::new(&row.id, row.encrypted)
+}
+
+/// An unencrypted backup's three object names, in commit order (the tests' shorthand).
+#[cfg(test)]
+fn plain_names(id: &str) -> [String; 3] {
+    let n = ObjectNames::new(id, false);
+    [n.archive, n.manifest, n.checksum]
 }
 
 pub(crate) fn backup_err(id: &str, reason: impl std::fmt::Display) -> Error {
@@ -256,7 +266,7 @@ impl Backups {
         let i = id.to_owned();
         self.blocking(move |e| {
             let target = open_target(&spec, &e.rt).map_err(|m| backup_err(&i, m))?;
-            e.read_manifest(&*target, &i).map_err(|m| backup_err(&i, m))
+            e.read_manifest(&*target, &ObjectNames::new(&i, row.encrypted)).map_err(|m| backup_err(&i, m))
         })
         .await
     }

@@ -158,11 +158,13 @@ mod tests {
 [backup]
 default-target = "offsite"
 level = 5
+identities = ["backup-key"]
 [targets.offsite]
 url = "s3://bkt/pfx"
 endpoint = "http://127.0.0.1:18014"
 path-style = true
 max-parts = 1000
+encrypt-to = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
 [schedules.nightly]
 volumes = ["db", "web"]
 cron = "0 3 * * *"
@@ -174,6 +176,8 @@ verify = true
         let s = c.backup_settings().expect("valid");
         assert_eq!(s.level, 5);
         assert_eq!(s.targets["offsite"].max_parts, Some(1000));
+        assert_eq!(s.targets["offsite"].encrypt_to.len(), 1);
+        assert_eq!(s.identities, ["backup-key"]);
         assert_eq!(s.schedules["nightly"].volumes, ["db", "web"]);
         let bad: ConfigFile = toml::from_str("[backup]\ndefault-target = \"nowhere\"\n").expect("parse");
         let e = bad.backup_settings().expect_err("unknown target").to_string();

@@ -109,7 +109,7 @@ pub fn target_status(e: &voltool_backup::TargetError) -> StatusCode {
     match e {
         T::Config { .. } | T::TooManyObjects { .. } | T::TooLarge { .. } => StatusCode::BAD_REQUEST,
         T::NotFound { .. } => StatusCode::NOT_FOUND,
-        T::Io { .. } | T::S3 { .. } => StatusCode::BAD_GATEWAY,
+        T::Io { .. } | T::S3 { .. } | T::Stream { .. } => StatusCode::BAD_GATEWAY,
     }
 }
 

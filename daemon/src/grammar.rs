@@ -1,12 +1,13 @@
 //! The backup engine's grammar for the `backup-*` volume options, given to the volume
 //! service so a volume with a bad schedule, policy or target URL is refused at create.
 
-use voltool_backup::TargetSpec;
 use voltool_backup::retention::KeepPolicy;
 use voltool_backup::schedule::Schedule;
+use voltool_backup::{Recipients, TargetSpec};
 use voltool_plugin::options::{BackupGrammar, BackupKey};
 
-/// Parses values with the engine's own parsers ([`Schedule`], [`KeepPolicy`], [`TargetSpec`]).
+/// Parses values with the engine's own parsers ([`Schedule`], [`KeepPolicy`], [`TargetSpec`],
+/// [`Recipients`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineGrammar;
 
@@ -18,6 +19,7 @@ impl BackupGrammar for EngineGrammar {
             BackupKey::TargetUrl => TargetSpec::parse(value).map(drop).map_err(Into::into),
             BackupKey::Consistency => crate::backups::Mode::parse(value).map(drop).map_err(Into::into),
             BackupKey::Full => voltool_backup::incremental::FullEvery::parse(value).map(drop).map_err(Into::into),
+            BackupKey::Encrypt => Recipients::parse_list(value).map(drop).map_err(Into::into),
         }
     }
 }
@@ -49,6 +51,8 @@ mod tests {
             ("backup-full", "0", "a number of incrementals from 1"),
             ("backup-full", "weekly", "option backup-full"),
             ("backup-mode", "differential", "valid values: full, incremental"),
+            ("backup-encrypt", "age1notakey", "option backup-encrypt: recipient \"age1notakey\": not a valid age1"),
+            ("backup-encrypt", "ssh-rsa AAAA x", "only ssh-ed25519"),
         ] {
             let e = check(k, v).expect_err(v).to_string();
             assert!(e.contains(want), "{k}={v}: {e}");
@@ -66,6 +70,11 @@ mod tests {
             ("backup-full", "@weekly"),
             ("backup-full", "0 3 * * 0"),
             ("backup-mode", "incremental"),
+            ("backup-encrypt", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
+            (
+                "backup-encrypt",
+                "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p, ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhPcKjnBnC/SGCOEbjB+T91i9gGOtEE7utxjUuup4qy x",
+            ),
         ] {
             assert!(check(k, v).is_ok(), "{k}={v}");
         }

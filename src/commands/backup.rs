@@ -206,7 +206,7 @@ async fn show(api: &Api, id: &str, json: bool) -> Result<ExitCode> {
 }
 
 /// The fields `backup show` prints, in its order; `None` for a field the entry lacks.
-fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 20] {
+fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 21] {
     let r = &b.record;
     let num = |v: Option<u64>| v.map(|v| v.to_string());
     [
@@ -223,6 +223,7 @@ fn show_lines(b: &BackupView) -> [(&'static str, Option<String>); 20] {
         ("bytes_in", num(r.bytes_in)),
         ("bytes_out", num(r.bytes_out)),
         ("sha256", r.sha256.clone()),
+        ("encrypted", r.encrypted.then(|| "age".to_string())),
         ("verify_status", r.verify_status.clone()),
         ("verify_at", r.verify_at.clone()),
         ("verify_reason", r.verify_reason.clone()),

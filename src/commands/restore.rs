@@ -41,11 +41,14 @@ fn flags_query(f: &voltool_api::RestoreFlags) -> String {
     )
 }
 
-/// The manifest voltool writes beside `DIR/ID.tar.zst`: `DIR/ID.manifest.json`, if present.
+/// The manifest voltool writes beside `DIR/ID.tar.zst`: `DIR/ID.manifest.json`, if present
+/// (beside an encrypted `ID.tar.zst.age`: `ID.manifest.json.age`, which the daemon decrypts).
 fn manifest_beside(archive: &Path) -> Option<std::path::PathBuf> {
     let name = archive.file_name()?.to_str()?;
-    let id = name.strip_suffix(".tar.zst")?;
-    let m = archive.with_file_name(format!("{id}.manifest.json"));
+    let m = match name.strip_suffix(".tar.zst.age") {
+        Some(id) => archive.with_file_name(format!("{id}.manifest.json.age")),
+        None => archive.with_file_name(format!("{}.manifest.json", name.strip_suffix(".tar.zst")?)),
+    };
     m.is_file().then_some(m)
 }
 

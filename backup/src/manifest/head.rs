@@ -15,7 +15,7 @@ use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::bounded::{Bounded, Over};
-use super::{MAX_MANIFEST_STRING, Manifest, ManifestLimits, ParentRef};
+use super::{Encryption, MAX_MANIFEST_STRING, Manifest, ManifestLimits, ParentRef};
 use crate::error::BackupError;
 
 /// A manifest's fields but its entries, options and notes: what a listing of a target shows
@@ -35,6 +35,11 @@ pub struct ManifestHead {
     /// 0 for a full backup, n for the n-th incremental of its chain.
     pub level: u32,
     pub parent: Option<ParentRef>,
+    /// How the archive is stored (encrypted), and the stored object's size and sha256 when that
+    /// is not the archive itself.
+    pub encryption: Option<Encryption>,
+    pub stored_size: Option<u64>,
+    pub stored_sha256: Option<String>,
 }
 
 impl ManifestHead {
@@ -52,6 +57,9 @@ impl ManifestHead {
             bytes: m.bytes,
             level: m.level,
             parent: m.parent.clone(),
+            encryption: m.encryption,
+            stored_size: m.stored_size,
+            stored_sha256: m.stored_sha256.clone(),
         }
     }
 
@@ -108,6 +116,9 @@ enum Key {
     Bytes,
     Level,
     Parent,
+    Encryption,
+    StoredSize,
+    StoredSha256,
     Entries,
     #[serde(other)]
     Other,
@@ -127,6 +138,9 @@ struct Fields {
     bytes: Option<u64>,
     level: u32,
     parent: Option<ParentRef>,
+    encryption: Option<Encryption>,
+    stored_size: Option<u64>,
+    stored_sha256: Option<String>,
 }
 
 impl Fields {
@@ -144,6 +158,9 @@ impl Fields {
             bytes: self.bytes.ok_or("bytes")?,
             level: self.level,
             parent: self.parent,
+            encryption: self.encryption,
+            stored_size: self.stored_size,
+            stored_sha256: self.stored_sha256,
         })
     }
 
@@ -187,6 +204,9 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
                 Key::Bytes => f.bytes = Some(map.next_value()?),
                 Key::Level => f.level = map.next_value()?,
                 Key::Parent => f.parent = map.next_value()?,
+                Key::Encryption => f.encryption = map.next_value()?,
+                Key::StoredSize => f.stored_size = map.next_value()?,
+                Key::StoredSha256 => f.stored_sha256 = map.next_value()?,
                 Key::Entries if f.has_required() => {
                     // Stop here: the entries are not read (an error is serde's only way out
                     // of a map; `from_reader` knows it by `out` being set).

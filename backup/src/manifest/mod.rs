@@ -147,9 +147,81 @@ pub struct Manifest {
     /// The previous link (incrementals only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// How the archive object is stored: absent for a plain `ID.tar.zst`; `age` for an
+    /// encrypted `ID.tar.zst.age` (whose plaintext is what `archive_size`/`archive_sha256`
+    /// describe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// Size in bytes and lowercase hex sha256 of the archive object as stored, when that is
+    /// not the archive itself (encrypted: what `ID.tar.zst.age.sha256` holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<String>,
     /// Every entry of the tree at the time of the backup, also those an incremental's archive
     /// does not hold (their [`Entry::level`] says which link does).
+    /// Always the last field: [`Manifest::write_json`] appends to it (and [`ManifestHead`] stops
+    /// there).
     pub entries: Vec<Entry>,
+}
+
+/// How a backup's objects are encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// age (age-encryption.org/v1): `ID.tar.zst.age`, `ID.manifest.json.age`.
+    Age,
+}
+
+/// The names of a backup's three objects on its target, in the order they are committed
+/// (archive, manifest, checksum): `ID.tar.zst`, `ID.manifest.json`, `ID.tar.zst.sha256`, or
+/// for an encrypted backup `ID.tar.zst.age`, `ID.manifest.json.age`, `ID.tar.zst.age.sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectNames {
+    /// The backup ID.
+    pub id: String,
+    /// The `.age` names.
+    pub encrypted: bool,
+    pub archive: String,
+    pub manifest: String,
+    pub checksum: String,
+}
+
+impl ObjectNames {
+    #[must_use]
+    pub fn new(id: &str, encrypted: bool) -> Self {
+        let age = if encrypted { ".age" } else { "" };
+        Self {
+            id: id.to_owned(),
+            encrypted,
+            archive: format!("{id}.tar.zst{age}"),
+            manifest: format!("{id}.manifest.json{age}"),
+            checksum: format!("{id}.tar.zst{age}.sha256"),
+        }
+    }
+
+    /// The backup ID and whether it is encrypted, for an archive object's name
+    /// (`ID.tar.zst` or `ID.tar.zst.age`); `None` for any other name.
+    #[must_use]
+    pub fn parse_archive(name: &str) -> Option<(&str, bool)> {
+        if let Some(id) = name.strip_suffix(".tar.zst.age") {
+            return Some((id, true));
+        }
+        name.strip_suffix(".tar.zst").map(|id| (id, false))
+    }
+
+    /// The three names, archive first.
+    #[must_use]
+    pub fn all(&self) -> [&str; 3] {
+        [&self.archive, &self.manifest, &self.checksum]
+    }
+
+    /// The checksum object's one line, as `sha256sum -c` reads it: the sha256 of the archive
+    /// object as stored, and its name.
+    #[must_use]
+    pub fn checksum_line(&self, stored_sha256: &str) -> String {
+        format!("{stored_sha256}  {}\n", self.archive)
+    }
 }
 
 impl Manifest {
@@ -199,6 +271,9 @@ impl Manifest {
             notes: summary.notes.clone(),
             level: summary.level,
             parent: summary.parent.clone(),
+            encryption: None,
+            stored_size: None,
+            stored_sha256: None,
             entries: Vec::new(),
         })
     }
@@ -228,9 +303,19 @@ impl Manifest {
         Ok(())
     }
 
-    /// `ID.tar.zst`, the name errors use for the archive.
+    /// `ID.tar.zst` (`ID.tar.zst.age` when encrypted), the name errors use for the archive.
     pub fn archive_file_name(&self) -> String {
-        format!("{}.tar.zst", self.id)
+        self.names().archive
+    }
+
+    /// The names of the backup's objects.
+    pub fn names(&self) -> ObjectNames {
+        ObjectNames::new(&self.id, self.encryption.is_some())
+    }
+
+    /// The sha256 the checksum object holds: of the archive object as stored.
+    pub fn stored_sha256(&self) -> &str {
+        self.stored_sha256.as_deref().unwrap_or(&self.archive_sha256)
     }
 
     /// Whether this backup's own archive holds `e` (an incremental's holds only what changed).
@@ -307,9 +392,10 @@ fn check_version(found: u32) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// One line of `ID.tar.zst.sha256`, as `sha256sum -c` reads it.
+/// One line of `ID.tar.zst.sha256`, as `sha256sum -c` reads it (an unencrypted backup's;
+/// [`ObjectNames::checksum_line`] for either kind).
 pub fn sha256sum_line(id: &str, sha256: &str) -> String {
-    format!("{sha256}  {id}.tar.zst\n")
+    ObjectNames::new(id, false).checksum_line(sha256)
 }
 
 /// A backup ID: `<volume>-<YYYYmmddTHHMMSSZ>-<6 hex>` (the time is converted to UTC).

@@ -155,6 +155,34 @@ fn newer_format_refused() {
 }
 
 #[test]
+fn encrypted_names_and_the_stored_object_fields_and_old_manifests_still_parse() {
+    let plain = ObjectNames::new("v-1", false);
+    assert_eq!(plain.all(), ["v-1.tar.zst", "v-1.manifest.json", "v-1.tar.zst.sha256"]);
+    let sealed = ObjectNames::new("v-1", true);
+    assert_eq!(sealed.all(), ["v-1.tar.zst.age", "v-1.manifest.json.age", "v-1.tar.zst.age.sha256"]);
+    assert_eq!(sealed.checksum_line("ff"), "ff  v-1.tar.zst.age\n");
+    assert_eq!(ObjectNames::parse_archive("v-1.tar.zst.age"), Some(("v-1", true)));
+    assert_eq!(ObjectNames::parse_archive("v-1.tar.zst"), Some(("v-1", false)));
+    assert_eq!(ObjectNames::parse_archive("v-1.tgz"), None);
+    let at = time::macros::datetime!(2024-05-06 07:08:09 UTC);
+    let mut m = Manifest::new("v-1", "v", &BTreeMap::new(), summary(), at).expect("manifest");
+    let old = serde_json::to_string(&m).expect("json");
+    assert!(!old.contains("encryption") && !old.contains("stored_"), "absent when plain: {old}");
+    assert_eq!(m.stored_sha256(), m.archive_sha256);
+    m.encryption = Some(Encryption::Age);
+    m.stored_size = Some(120);
+    m.stored_sha256 = Some("cd".repeat(32));
+    let json = serde_json::to_string(&m).expect("json");
+    assert!(json.contains("\"encryption\":\"age\"") && json.ends_with("]}"), "{json}");
+    assert_eq!(Manifest::from_json(&json).expect("parse"), m);
+    assert_eq!(m.archive_file_name(), "v-1.tar.zst.age");
+    assert_eq!(m.stored_sha256(), "cd".repeat(32));
+    // A manifest written before these fields existed.
+    let before: Manifest = Manifest::from_json(&old).expect("old manifest");
+    assert_eq!((before.encryption, before.stored_size, before.stored_sha256), (None, None, None));
+}
+
+#[test]
 fn sha256sum_format_and_id() {
     assert_eq!(sha256sum_line("v-1", "abc"), "abc  v-1.tar.zst\n");
     let at = time::macros::datetime!(2024-05-06 07:08:09 +2);

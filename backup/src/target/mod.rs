@@ -55,6 +55,15 @@ pub enum TargetError {
         "backup target {target}: more than {limit} entries, more than voltool lists; prune old backups or give each host a prefix (directory) of its own"
     )]
     TooManyObjects { target: String, limit: usize },
+    /// Writing the object through a layer over the target's writer (encryption,
+    /// [`crate::crypt::SealedWriter`]) failed; the source is the target writer's error when
+    /// that is what failed.
+    #[error("{name}: {source}")]
+    Stream {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The most entries [`Target::list`] goes through by default: ~100,000 backups of three

@@ -19,6 +19,7 @@ pub const DEFAULT_MAX_PARTS: u32 = 10_000;
 /// path_style = true                    # optional
 /// max_parts = 1000                     # optional, the provider's part-count limit
 /// checksums = "when-required"          # optional, for stores that reject the SDK's checksums
+/// encrypt-to = ["age1..."]             # optional, encrypt every backup here (age)
 /// ```
 ///
 /// Table values win over the same keys in the URL's query string.
@@ -44,6 +45,10 @@ pub struct TargetConfig {
     /// `when-required` or `when-supported`, checked by [`TargetSpec::from_config`].
     #[serde(default)]
     pub checksums: Option<String>,
+    /// Public keys (`age1...`, `ssh-ed25519 ...`) every backup to this target is encrypted
+    /// to, unless the volume names its own (`backup-encrypt`). Checked by the daemon.
+    #[serde(default, alias = "encrypt_to")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// When the S3 client sends request checksums and checks response checksums (`checksums=`).

@@ -4,10 +4,13 @@
 //! checked against the manifest's sha256 as they stream out (see
 //! [`voltool_backup::single`]).
 
-use voltool_backup::{EntryKind, open_target};
-use voltool_plugin::store::BackupStatus;
+use std::io::Read;
 
-use super::{Backups, backup_err, names, read_manifest_from};
+use voltool_backup::crypt::{self, RangedObject};
+use voltool_backup::{EntryKind, Identities, ObjectNames, TargetSpec, open_target};
+use voltool_plugin::store::{BackupRow, BackupStatus};
+
+use super::{Backups, backup_err, read_manifest_from};
 use crate::error::{Error, Result};
 use crate::restores::{ExportStream, blocking_stream};
 
@@ -27,15 +30,17 @@ impl Backups {
         let spec = self.e.resolve_row(&row)?;
         let chain = self.e.catalog.chain(id).await?;
         let want = path.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_owned();
-        let (i, s) = (id.to_owned(), spec.clone());
-        let entry = self
+        let (i, s, encrypted) = (id.to_owned(), spec.clone(), row.encrypted);
+        let (entry, ids) = self
             .blocking(move |e| {
                 let target = open_target(&s, &e.rt).map_err(|m| backup_err(&i, m))?;
-                let m = read_manifest_from(&*target, &i).map_err(|m| backup_err(&i, m))?;
-                Ok(m.entries.into_iter().find(|x| x.path == want))
+                let ids = e.catalog.identities();
+                let m = read_manifest_from(&*target, &ObjectNames::new(&i, encrypted), &ids)
+                    .map_err(|m| backup_err(&i, m))?;
+                Ok((m.entries.into_iter().find(|x| x.path == want), ids))
             })
-            .await?
-            .ok_or_else(|| Error::BadRequest(format!("backup {id} holds no {path:?}")))?;
+            .await?;
+        let entry = entry.ok_or_else(|| Error::BadRequest(format!("backup {id} holds no {path:?}")))?;
         if entry.kind != EntryKind::File {
             return Err(Error::BadRequest(format!("{path:?} in backup {id} is not a regular file")));
         }
@@ -44,26 +49,51 @@ impl Backups {
                 "backup {id} was written before single-file reads: restore it whole (voltool restore VOL --from {id})"
             )));
         }
-        let link = match &chain {
+        let link = match chain {
             Some(rows) => rows
-                .get(entry.level as usize)
+                .into_iter()
+                .nth(entry.level as usize)
                 .filter(|r| r.level == entry.level)
-                .map(|r| r.id.clone())
                 .ok_or_else(|| backup_err(id, format!("its chain has no link of level {}", entry.level)))?,
-            None => id.to_owned(),
+            None => row,
         };
         let rt = self.e.rt.clone();
         let id = id.to_owned();
         Ok(blocking_stream(move |out| {
-            let [archive, ..] = names(&link);
-            let target = open_target(&spec, &rt).map_err(|e| e.to_string())?;
-            let frames = target.open_range(&archive, entry.frame_at, entry.frame_len).map_err(|e| e.to_string())?;
+            let archive = ObjectNames::new(&link.id, link.encrypted).archive;
+            let frames = open_frames(&spec, &rt, &link, &ids, entry.frame_at, entry.frame_len)?;
             let mut counted = Counted { inner: frames, n: 0 };
             let read = voltool_backup::single::read_file(&mut counted, &entry, out);
+            let link = link.id;
             tracing::info!(backup = id, link, path = entry.path, fetched = counted.n, "read one file of a backup");
             read.map(drop).map_err(|e| format!("{archive}: {e}"))
         }))
     }
+}
+
+/// The bytes `start .. start + len` of the archive of backup `link` (a link of a chain, or a
+/// backup on its own): one ranged read of a plain archive; of an encrypted one, its age header
+/// and the chunks that hold them, decrypted with `ids` (its stored size is the row's
+/// `bytes_out`).
+///
+/// # Errors
+/// The target's or the decryption's, as text naming the object.
+pub(crate) fn open_frames(
+    spec: &TargetSpec,
+    rt: &tokio::runtime::Handle,
+    link: &BackupRow,
+    ids: &Identities,
+    start: u64,
+    len: u64,
+) -> std::result::Result<Box<dyn Read + Send>, String> {
+    let n = ObjectNames::new(&link.id, link.encrypted);
+    let target = open_target(spec, rt).map_err(|e| e.to_string())?;
+    if !link.encrypted {
+        return target.open_range(&n.archive, start, len).map_err(|e| e.to_string());
+    }
+    let size = link.bytes_out.ok_or_else(|| format!("{}: the catalog records no stored size", n.archive))?;
+    let object = RangedObject::new(target, &n.archive, size, crypt::window_for(len));
+    crypt::open_range(object, ids, start, len).map_err(|e| e.to_string())
 }
 
 /// Counts what was read from the target.

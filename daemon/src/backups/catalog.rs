@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use voltool_backup::TargetSpec;
+use voltool_backup::{Identities, TargetSpec};
 use voltool_plugin::VolumeService;
+use voltool_plugin::secrets::SecretError;
 use voltool_plugin::store::{BackupRow, BackupStatus};
+use zeroize::Zeroize;
 
 use super::{BackupSettings, backup_err, names, now_rfc3339};
 use crate::error::{Error, Result};
@@ -18,6 +20,8 @@ pub struct Located {
     /// The archive's and the manifest's object names.
     pub archive: String,
     pub manifest: Option<String>,
+    /// The objects are age-encrypted: reading them takes one of [`Catalog::identities`].
+    pub encrypted: bool,
     /// The archive's sha256 as the catalog recorded it when the backup was made (restores
     /// from a catalog ID hold the manifest to it).
     pub catalog_sha256: Option<String>,
@@ -80,8 +84,44 @@ impl Catalog {
         }
         refuse_vanished(&row)?;
         let spec = self.resolve_row(&row)?;
-        let [archive, manifest, _] = names(id);
-        Ok(Some(Located { spec, archive, manifest: Some(manifest), catalog_sha256: row.sha256 }))
+        let n = names(&row);
+        Ok(Some(Located {
+            spec,
+            archive: n.archive,
+            manifest: Some(n.manifest),
+            encrypted: row.encrypted,
+            catalog_sha256: row.sha256,
+        }))
+    }
+
+    /// The private keys `[backup] identities` names, read from the secrets store now (a
+    /// blocking call). A named secret that is missing or holds no usable key is noted for the
+    /// message that says nothing could decrypt (by name only) and logged, not an error here:
+    /// the others may still do.
+    pub fn identities(&self) -> Identities {
+        let mut ids = Identities::new();
+        for name in &self.settings.identities {
+            let why = match self.svc.secrets().read(name) {
+                Ok(mut value) => {
+                    let added = ids.add(name, &value);
+                    value.zeroize();
+                    match added {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            tracing::warn!(identity = name, error = %e, "an identity secret holds no usable key");
+                            "not an age identity"
+                        }
+                    }
+                }
+                Err(SecretError::NotFound { .. }) => "no such secret",
+                Err(e) => {
+                    tracing::warn!(identity = name, error = %e, "an identity secret cannot be read");
+                    "unreadable"
+                }
+            };
+            ids.unusable(name, why);
+        }
+        ids
     }
 
     /// The links of the chain `id` ends, full backup first, when `id` is an incremental in the

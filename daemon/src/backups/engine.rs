@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{Notify, Semaphore};
+use voltool_backup::crypt::{self, Identities, StoredHash};
 use voltool_backup::{
-    ArchiveOptions, ArchiveSummary, BackupError, Manifest, ObjectWriter, StreamedPut, Target, TargetError, TargetSpec,
-    VerifyReport, open_target,
+    ArchiveOptions, ArchiveSummary, BackupError, CryptError, Encryption, Manifest, ManifestLimits, ObjectNames,
+    ObjectWriter, Recipients, SealedWriter, StreamedPut, Target, TargetError, TargetSpec, VerifyReport, open_target,
 };
 use voltool_plugin::VolumeService;
 use voltool_plugin::store::{BackupRow, StoreError};
@@ -65,6 +66,16 @@ pub enum EngineError {
     /// The chain cannot be followed (a link missing from the catalog or the target).
     #[error("{0}")]
     Chain(String),
+    /// The manifest does not say the encryption its object's name does (an encrypted
+    /// manifest that records no stored sha256, or a plain one that claims encryption).
+    #[error("{name} does not match how the backup is stored (encrypted or not)")]
+    ManifestEncryption { name: String },
+    /// The encrypted archive as stored is not the object its manifest describes.
+    #[error("{name}: the stored object's size or sha256 differs from what {manifest} records")]
+    StoredMismatch { name: String, manifest: String },
+    /// Encrypting, or decrypting with the configured identities, failed.
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
     /// The manifest's archive sha256 is not the one the catalog recorded.
     #[error("the manifest's archive sha256 {manifest} differs from the catalog's {catalog}")]
     CatalogMismatch { manifest: String, catalog: String },
@@ -134,7 +145,11 @@ impl Engine {
         }
     }
 
-    /// The blocking part of a run: archive → manifest → checksum.
+    /// The blocking part of a run: archive → manifest → checksum. With `seal`, the archive
+    /// and the manifest are age-encrypted to those recipients (`ID.tar.zst.age`,
+    /// `ID.manifest.json.age`; the row says `encrypted`), the manifest records the stored
+    /// object's size and sha256, and the checksum object holds that sha256.
+    #[allow(clippy::too_many_arguments)]
     pub fn write_backup(
         &self,
         row: &BackupRow,
@@ -143,17 +158,25 @@ impl Engine {
         options: &BTreeMap<String, String>,
         created: time::OffsetDateTime,
         progress: &Progress,
+        seal: Option<&Recipients>,
     ) -> Result<Manifest, EngineError> {
         let target = open_target(spec, &self.rt)?;
-        let [archive, manifest_name, sum_name] = names(&row.id);
-        let mut writer: Box<dyn ObjectWriter> = target.create(&archive)?;
+        let n = names(row);
+        let writer = target.create(&n.archive)?;
         if let Some(token) = writer.token() {
             self.svc.store().set_backup_token(&row.id, Some(&token))?;
         }
         let mut opts = self.archive_options();
         let mut fallback = None;
         if let Some(parent) = &row.parent {
-            match self.read_manifest(&*target, parent).map(|m| voltool_backup::Previous::from_manifest(&m)) {
+            let read = self
+                .svc
+                .store()
+                .get_backup(parent)
+                .map_err(EngineError::from)
+                .and_then(|p| self.read_manifest(&*target, &ObjectNames::new(parent, p.is_some_and(|p| p.encrypted))))
+                .map(|m| voltool_backup::Previous::from_manifest(&m));
+            match read {
                 Ok(Some(prev)) => opts.previous = Some(std::sync::Arc::new(prev)),
                 Ok(None) => {
                     fallback = Some(format!("{parent}'s manifest has no inode numbers (an older voltool wrote it)"))
@@ -161,7 +184,19 @@ impl Engine {
                 Err(err) => fallback = Some(format!("{parent} could not be read: {err}")),
             }
         }
-        let mut summary = self.archive_read_only(&root, &mut *writer, &opts, progress)?;
+        let (mut summary, stored) = match seal {
+            None => {
+                let mut writer = writer;
+                let summary = self.archive_read_only(&root, &mut *writer, &opts, progress)?;
+                writer.commit()?;
+                (summary, None)
+            }
+            Some(recipients) => {
+                let mut writer = SealedWriter::new(writer, recipients, &n.archive)?;
+                let summary = self.archive_read_only(&root, &mut writer, &opts, progress)?;
+                (summary, Some(writer.finish()?))
+            }
+        };
         if let Some(why) = fallback {
             tracing::warn!(
                 backup = row.id,
@@ -171,16 +206,30 @@ impl Engine {
             );
             summary.notes.insert(0, format!("a full backup, not an incremental: {why}"));
         }
-        writer.commit()?;
-        let m = Manifest::without_entries(&row.id, &row.volume, options, &summary, created)?;
+        let mut m = Manifest::without_entries(&row.id, &row.volume, options, &summary, created)?;
+        if let Some(s) = stored {
+            m.encryption = Some(Encryption::Age);
+            m.stored_size = Some(s.size);
+            m.stored_sha256 = Some(s.sha256);
+        }
         // Streamed from the archiver's compact entry list: the manifest of a volume with many
         // files is never whole in memory (see `voltool_backup::manifest`).
-        let mut out = StreamedPut::new(&*target, &manifest_name);
-        m.write_json(&summary.entries, std::io::BufWriter::with_capacity(64 << 10, &mut out))
-            .map_err(|source| EngineError::Manifest { name: manifest_name.clone(), source })?;
+        let manifest_err = |source| EngineError::Manifest { name: n.manifest.clone(), source };
+        let mut out = StreamedPut::new(&*target, &n.manifest);
+        match seal {
+            None => m
+                .write_json(&summary.entries, std::io::BufWriter::with_capacity(64 << 10, &mut out))
+                .map_err(manifest_err)?,
+            Some(recipients) => {
+                let mut sealed = recipients.seal(&mut out, &n.manifest)?;
+                m.write_json(&summary.entries, std::io::BufWriter::with_capacity(64 << 10, &mut sealed))
+                    .map_err(manifest_err)?;
+                sealed.finish().map_err(|e| manifest_err(BackupError::Write(e)))?;
+            }
+        }
         drop(summary);
         out.finish()?;
-        target.put_small(&sum_name, voltool_backup::sha256sum_line(&row.id, &m.archive_sha256).as_bytes())?;
+        target.put_small(&n.checksum, n.checksum_line(m.stored_sha256()).as_bytes())?;
         Ok(m)
     }
 
@@ -223,29 +272,38 @@ impl Engine {
         }
     }
 
-    /// Reads a backup's manifest and holds it to the checksum object beside it.
-    pub fn read_manifest(&self, target: &dyn Target, id: &str) -> Result<Manifest, EngineError> {
-        read_manifest_from(target, id)
+    /// Reads a backup's manifest (decrypting it with the configured identities when the
+    /// names are `.age` ones) and holds it to the checksum object beside it.
+    pub fn read_manifest(&self, target: &dyn Target, n: &ObjectNames) -> Result<Manifest, EngineError> {
+        read_manifest_from(target, n, &self.catalog.identities())
     }
 
     /// Reads a stored archive back and checks it against its manifest (and the catalog's
-    /// sha256, when it has one).
+    /// sha256, when it has one); an encrypted one is decrypted on the way and its stored
+    /// bytes held to the size and sha256 its manifest records. Returns the report and the
+    /// stored object's size.
     pub fn verify_backup(
         &self,
         row: &BackupRow,
         spec: &TargetSpec,
         progress: &Progress,
-    ) -> Result<VerifyReport, EngineError> {
+    ) -> Result<(VerifyReport, u64), EngineError> {
         let target = open_target(spec, &self.rt)?;
-        let [archive, ..] = names(&row.id);
+        let n = names(row);
         // As stored, not as cached: a backup verified right after it was written is still
         // whole in the page cache.
-        let reader = target.open_stored(&archive)?;
+        let reader = target.open_stored(&n.archive)?;
         let reader = CountingReader { inner: reader, count: progress.done.clone() };
+        let stored = StoredHash::new();
+        let reader: Box<dyn std::io::Read + Send> = if row.encrypted {
+            crypt::open(stored.reader(reader), &self.catalog.identities(), &n.archive)?
+        } else {
+            Box::new(reader)
+        };
         // The manifest (~20 MB of JSON for 100,000 files) is read and parsed while the archive
         // is already being read and decoded.
         let load = || {
-            let m = self.read_manifest(&*target, &row.id)?;
+            let m = self.read_manifest(&*target, &n)?;
             if let Some(sha) = &row.sha256
                 && *sha != m.archive_sha256
             {
@@ -253,38 +311,61 @@ impl Engine {
             }
             Ok(m)
         };
-        Ok(voltool_backup::verify_archive_loading(reader, &archive, load).map(|(_, report)| report)?)
+        let (m, report) = voltool_backup::verify_archive_loading(reader, &n.archive, load)?;
+        if !row.encrypted {
+            let size = report.archive_size;
+            return Ok((report, size));
+        }
+        let got = stored.result();
+        if m.stored_sha256.as_deref() != Some(got.sha256.as_str()) || m.stored_size != Some(got.size) {
+            return Err(EngineError::StoredMismatch { name: n.archive, manifest: n.manifest });
+        }
+        Ok((report, got.size))
     }
 
     /// Removes every object of a failed or interrupted run (and its open upload).
     pub fn remove_objects(&self, row: &BackupRow) -> Result<(), EngineError> {
         let (_, target) = self.open_row_target(row)?;
-        let [archive, manifest, sum] = names(&row.id);
-        target.cleanup(&archive, row.upload_token.as_deref())?;
-        for n in [&sum, &manifest, &archive] {
-            target.cleanup(n, None)?;
-            target.delete(n)?;
+        let n = names(row);
+        target.cleanup(&n.archive, row.upload_token.as_deref())?;
+        for name in [&n.checksum, &n.manifest, &n.archive] {
+            target.cleanup(name, None)?;
+            target.delete(name)?;
         }
         Ok(())
     }
 }
 
-/// Reads a backup's manifest from `target` and holds it to the checksum object beside it.
+/// Reads a backup's manifest from `target` (decrypting it with `identities` when the names
+/// are `.age` ones) and holds it to the checksum object beside it.
 ///
 /// # Errors
-/// The target's, [`EngineError::Manifest`] and the mismatches of [`EngineError`], naming the object.
-pub(crate) fn read_manifest_from(target: &dyn Target, id: &str) -> Result<Manifest, EngineError> {
-    let [_, manifest_name, sum_name] = names(id);
-    let bytes = target.read_small(&manifest_name, MANIFEST_LIMIT)?;
-    let text = String::from_utf8(bytes).map_err(|_| EngineError::ManifestNotUtf8 { name: manifest_name.clone() })?;
-    let m =
-        Manifest::from_json(&text).map_err(|source| EngineError::Manifest { name: manifest_name.clone(), source })?;
+/// The target's, [`EngineError::Manifest`], [`EngineError::Crypt`] and the mismatches of
+/// [`EngineError`], naming the object.
+pub(crate) fn read_manifest_from(
+    target: &dyn Target,
+    n: &ObjectNames,
+    identities: &Identities,
+) -> Result<Manifest, EngineError> {
+    let (id, encrypted) = (n.id.as_str(), n.encrypted);
+    let manifest_err = |source| EngineError::Manifest { name: n.manifest.clone(), source };
+    let m = if encrypted {
+        let plain = crypt::open(target.open(&n.manifest)?, identities, &n.manifest)?;
+        Manifest::from_reader(&n.manifest, plain, ManifestLimits { bytes: MANIFEST_LIMIT }).map_err(manifest_err)?
+    } else {
+        let bytes = target.read_small(&n.manifest, MANIFEST_LIMIT)?;
+        let text = String::from_utf8(bytes).map_err(|_| EngineError::ManifestNotUtf8 { name: n.manifest.clone() })?;
+        Manifest::from_json(&text).map_err(manifest_err)?
+    };
     if m.id != id {
-        return Err(EngineError::ManifestOfOther { name: manifest_name, found: m.id });
+        return Err(EngineError::ManifestOfOther { name: n.manifest.clone(), found: m.id });
     }
-    let sum = target.read_small(&sum_name, 4096)?;
-    if sum != voltool_backup::sha256sum_line(id, &m.archive_sha256).as_bytes() {
-        return Err(EngineError::ChecksumMismatch { sum: sum_name, manifest: manifest_name });
+    if m.encryption.is_some() != encrypted || (encrypted && m.stored_sha256.is_none()) {
+        return Err(EngineError::ManifestEncryption { name: n.manifest.clone() });
+    }
+    let sum = target.read_small(&n.checksum, 4096)?;
+    if sum != n.checksum_line(m.stored_sha256()).as_bytes() {
+        return Err(EngineError::ChecksumMismatch { sum: n.checksum.clone(), manifest: n.manifest.clone() });
     }
     Ok(m)
 }

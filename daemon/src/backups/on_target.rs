@@ -22,10 +22,13 @@
 use std::collections::BTreeMap;
 
 use voltool_api::FoundState;
-use voltool_backup::{BackupError, ManifestHead, ManifestLimits, Target, TargetError, sha256sum_line};
+use voltool_backup::crypt;
+use voltool_backup::{
+    BackupError, CryptError, Identities, ManifestHead, ManifestLimits, ObjectNames, Target, TargetError,
+};
 use voltool_plugin::store::BackupRow;
 
-use super::{MANIFEST_LIMIT, names};
+use super::MANIFEST_LIMIT;
 
 /// The most bytes of a checksum object read (one `sha256sum` line is ~100).
 pub(crate) const CHECKSUM_LIMIT: u64 = 4096;
@@ -56,19 +59,10 @@ impl BackupObjects {
         Self { id: row.id.clone(), encrypted: row.encrypted }
     }
 
-    /// Archive, manifest, checksum (the order of [`names`]).
+    /// Archive, manifest, checksum.
     pub fn names(&self) -> [String; 3] {
-        let plain = names(&self.id);
-        if self.encrypted {
-            let [archive, manifest, _] = plain;
-            [
-                format!("{archive}{AGE_SUFFIX}"),
-                format!("{manifest}{AGE_SUFFIX}"),
-                format!("{archive}{AGE_SUFFIX}.sha256"),
-            ]
-        } else {
-            plain
-        }
+        let n = ObjectNames::new(&self.id, self.encrypted);
+        [n.archive, n.manifest, n.checksum]
     }
 }
 
@@ -86,6 +80,8 @@ pub(crate) enum Problem {
     Manifest { name: String, source: BackupError },
     #[error("{name} describes backup {found:?}, not {id}")]
     OtherBackup { name: String, id: String, found: String },
+    #[error(transparent)]
+    Crypt(CryptError),
     #[error("{name}: {field} {value:?} {why}")]
     Field { name: String, field: &'static str, value: String, why: &'static str },
     #[error("archive object {name} is missing")]
@@ -106,6 +102,7 @@ impl Problem {
             Problem::NotAnId { .. }
             | Problem::Target(_)
             | Problem::Manifest { .. }
+            | Problem::Crypt(_)
             | Problem::OtherBackup { .. }
             | Problem::Field { .. }
             | Problem::Size { .. }
@@ -130,15 +127,24 @@ pub(crate) struct Found {
 
 /// Every backup on `target` by its manifest object, in ID order, each checked
 /// ([`inspect`]). `listed` is the target's listing, name → size.
-pub(crate) fn scan(target: &dyn Target, listed: &BTreeMap<String, u64>) -> Vec<Found> {
-    listed.keys().filter_map(|n| BackupObjects::from_manifest_name(n)).map(|o| inspect(target, listed, o)).collect()
+pub(crate) fn scan(target: &dyn Target, listed: &BTreeMap<String, u64>, identities: &Identities) -> Vec<Found> {
+    listed
+        .keys()
+        .filter_map(|n| BackupObjects::from_manifest_name(n))
+        .map(|o| inspect(target, listed, o, identities))
+        .collect()
 }
 
 /// Checks one backup: its manifest's head, its objects in `listed`, its checksum object.
-pub(crate) fn inspect(target: &dyn Target, listed: &BTreeMap<String, u64>, objects: BackupObjects) -> Found {
+pub(crate) fn inspect(
+    target: &dyn Target,
+    listed: &BTreeMap<String, u64>,
+    objects: BackupObjects,
+    identities: &Identities,
+) -> Found {
     let archive_size = listed.get(&objects.names()[0]).copied();
     let mut head = None;
-    let checked = check(target, listed, &objects, &mut head);
+    let checked = check(target, listed, &objects, identities, &mut head);
     let (state, problem) = match checked {
         Ok(()) => (FoundState::Complete, None),
         Err(p) => (p.state(), Some(p.to_string())),
@@ -150,20 +156,26 @@ fn check(
     target: &dyn Target,
     listed: &BTreeMap<String, u64>,
     objects: &BackupObjects,
+    identities: &Identities,
     head_out: &mut Option<ManifestHead>,
 ) -> Result<(), Problem> {
     let [archive, manifest, sum] = objects.names();
     let Some(volume) = volume_of_id(&objects.id) else { return Err(Problem::NotAnId { name: manifest }) };
-    let mut head = read_head(target, objects)?;
-    check_head(&manifest, &objects.id, volume, &mut head)?;
-    let want_sum = sha256sum_line(&objects.id, &head.archive_sha256);
-    let archive_bytes = head.archive_size;
+    let mut head = read_head(target, objects, identities)?;
+    check_head(&manifest, &objects.id, objects.encrypted, volume, &mut head)?;
+    // What the archive object holds as stored: for an encrypted backup, the age stream whose
+    // size and sha256 the (authenticated) manifest records.
+    let (stored_sha256, archive_bytes) = match (&head.stored_sha256, head.stored_size) {
+        (Some(sha), Some(size)) if objects.encrypted => (sha.clone(), size),
+        _ => (head.archive_sha256.clone(), head.archive_size),
+    };
+    let want_sum = ObjectNames::new(&objects.id, objects.encrypted).checksum_line(&stored_sha256);
     *head_out = Some(head);
     let Some(&stored) = listed.get(&archive) else { return Err(Problem::NoArchive { name: archive }) };
     if !listed.contains_key(&sum) {
         return Err(Problem::NoChecksum { name: sum });
     }
-    if stored != archive_bytes && !objects.encrypted {
+    if stored != archive_bytes {
         return Err(Problem::Size { name: archive, stored, manifest: archive_bytes });
     }
     let got = match target.read_small(&sum, CHECKSUM_LIMIT) {
@@ -177,28 +189,49 @@ fn check(
 }
 
 /// Reads the head of a backup's manifest object: the one place a listing or a sync reads a
-/// manifest. Plain manifests are read up to their entries ([`ManifestHead::from_reader`],
-/// within [`MANIFEST_LIMIT`]).
+/// manifest. It is read up to its entries ([`ManifestHead::from_reader`], within
+/// [`MANIFEST_LIMIT`]); an encrypted one (`ID.manifest.json.age`) is decrypted on the way
+/// with `identities` (age authenticates every 64 KiB chunk before it is parsed).
 ///
 /// # Errors
-/// [`Problem::NeedsIdentity`] for an encrypted manifest (decrypting one with the daemon's
-/// identities goes here), [`Problem::Target`], [`Problem::Manifest`].
-pub(crate) fn read_head(target: &dyn Target, objects: &BackupObjects) -> Result<ManifestHead, Problem> {
-    if objects.encrypted {
+/// [`Problem::NeedsIdentity`] for an encrypted manifest none of `identities` opens (not read
+/// at all without identities),
+/// [`Problem::Target`], [`Problem::Manifest`], [`Problem::Crypt`].
+pub(crate) fn read_head(
+    target: &dyn Target,
+    objects: &BackupObjects,
+    identities: &Identities,
+) -> Result<ManifestHead, Problem> {
+    if objects.encrypted && identities.is_empty() {
         return Err(Problem::NeedsIdentity);
     }
     let [_, name, _] = objects.names();
     let input = target.open(&name)?;
-    ManifestHead::from_reader(&name, input, ManifestLimits { bytes: MANIFEST_LIMIT })
-        .map_err(|source| Problem::Manifest { name, source })
+    let lim = ManifestLimits { bytes: MANIFEST_LIMIT };
+    let head = if objects.encrypted {
+        let plain = crypt::open(input, identities, &name).map_err(|e| match e {
+            e if e.is_missing_identity() => Problem::NeedsIdentity,
+            e => Problem::Crypt(e),
+        })?;
+        ManifestHead::from_reader(&name, plain, lim)
+    } else {
+        ManifestHead::from_reader(&name, input, lim)
+    };
+    head.map_err(|source| Problem::Manifest { name, source })
 }
 
 /// Holds a head to what a catalog needs: it names the backup whose object it is, the volume
 /// the ID names, a time, a chain that holds together.
-fn check_head(name: &str, id: &str, volume: &str, head: &mut ManifestHead) -> Result<(), Problem> {
+fn check_head(name: &str, id: &str, encrypted: bool, volume: &str, head: &mut ManifestHead) -> Result<(), Problem> {
     let field = |field, value: &str, why| Problem::Field { name: name.to_owned(), field, value: short(value), why };
     if head.id != id {
         return Err(Problem::OtherBackup { name: name.to_owned(), id: id.to_owned(), found: short(&head.id) });
+    }
+    if head.encryption.is_some() != encrypted
+        || (encrypted && !(head.stored_size.is_some() && head.stored_sha256.as_deref().is_some_and(is_sha256)))
+    {
+        let says = if head.encryption.is_some() { "encrypted" } else { "plain" };
+        return Err(field("encryption", says, "is not how its objects are named"));
     }
     if head.volume != volume {
         return Err(field("volume", &head.volume, "is not the volume its ID names"));

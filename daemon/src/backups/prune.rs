@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use voltool_backup::Target;
 use voltool_backup::retention::{Candidate, KeepPolicy};
+use voltool_backup::{ObjectNames, Target};
 use voltool_plugin::store::{BackupRow, BackupStatus};
 
 use super::engine::{Engine, EngineError};
@@ -148,21 +148,23 @@ pub(super) trait DeleteSteps {
 
 /// Deletes one backup chosen by a plan. `Ok(false)`: it was not `complete` any more, and
 /// nothing was touched.
-pub(super) fn delete_one<S: DeleteSteps + ?Sized>(steps: &S, id: &str) -> std::result::Result<bool, S::Error> {
-    if !steps.mark_deleting(id)? {
+pub(super) fn delete_one<S: DeleteSteps + ?Sized>(steps: &S, n: &ObjectNames) -> std::result::Result<bool, S::Error> {
+    if !steps.mark_deleting(&n.id)? {
         return Ok(false);
     }
-    finish_deleting(steps, id)?;
+    finish_deleting(steps, n)?;
     Ok(true)
 }
 
 /// The part after the mark; also what recovery runs for a `deleting` row.
-pub(super) fn finish_deleting<S: DeleteSteps + ?Sized>(steps: &S, id: &str) -> std::result::Result<(), S::Error> {
-    let [archive, manifest, sum] = names(id);
-    for n in [&sum, &manifest, &archive] {
-        steps.delete_object(n)?;
+pub(super) fn finish_deleting<S: DeleteSteps + ?Sized>(
+    steps: &S,
+    n: &ObjectNames,
+) -> std::result::Result<(), S::Error> {
+    for name in [&n.checksum, &n.manifest, &n.archive] {
+        steps.delete_object(name)?;
     }
-    steps.forget(id)
+    steps.forget(&n.id)
 }
 
 /// [`DeleteSteps`] on the real catalog and target.
@@ -196,12 +198,12 @@ impl Engine {
 
     /// Deletes a complete backup chosen by retention (see the module docs for the order).
     fn prune_backup(&self, row: &BackupRow) -> std::result::Result<bool, EngineError> {
-        delete_one(&self.real_steps(row)?, &row.id)
+        delete_one(&self.real_steps(row)?, &names(row))
     }
 
     /// Finishes the deletion of a `deleting` row left by an interrupted prune.
     pub(super) fn finish_prune(&self, row: &BackupRow) -> std::result::Result<(), EngineError> {
-        finish_deleting(&self.real_steps(row)?, &row.id)
+        finish_deleting(&self.real_steps(row)?, &names(row))
     }
 }
 

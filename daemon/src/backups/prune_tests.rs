@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use voltool_backup::retention::KeepPolicy;
 
 use super::*;
-use crate::backups::names;
+use crate::backups::plain_names as names;
 
 /// The power cut: the error every step fails with once the budget is spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl World {
                     }
                     self.rows.borrow_mut().insert(id, BackupStatus::Failed);
                 }
-                BackupStatus::Deleting => finish_deleting(self, &id).expect("recovery"),
+                BackupStatus::Deleting => finish_deleting(self, &ObjectNames::new(&id, false)).expect("recovery"),
                 _ => {}
             }
         }
@@ -172,7 +172,7 @@ fn run_until_cut(existing: usize, keep: u32, k: usize) -> Option<World> {
     let result = w.write_backup(&new).and_then(|()| {
         let plan = plan_group("v", "file:///b", &policy, &catalog(&w), now());
         for r in &plan.delete {
-            delete_one(&w, &r.id)?;
+            delete_one(&w, &ObjectNames::new(&r.id, false))?;
         }
         Ok(())
     });
@@ -234,7 +234,7 @@ fn a_power_cut_at_any_step_of_backup_and_prune_keeps_what_the_policy_keeps() {
 fn a_row_that_changed_after_the_plan_is_not_deleted() {
     let w = World::with_complete(2);
     w.rows.borrow_mut().insert(id(0), BackupStatus::Failed);
-    assert_eq!(delete_one(&w, &id(0)), Ok(false));
+    assert_eq!(delete_one(&w, &ObjectNames::new(&id(0), false)), Ok(false));
     assert!(w.whole(&id(0)), "objects untouched");
 }
 
@@ -328,7 +328,7 @@ fn a_prune_cut_between_delete_steps_is_left_to_recovery_which_finishes_it() {
         let when = format!("cut after {k} delete steps");
         let w = World::with_complete(3);
         w.budget.set(Some(k));
-        assert_eq!(delete_one(&w, &id(0)), Err(CRASH), "{when}");
+        assert_eq!(delete_one(&w, &ObjectNames::new(&id(0), false)), Err(CRASH), "{when}");
         w.budget.set(None);
         assert_eq!(w.rows.borrow().get(&id(0)), Some(&status), "{when}");
         assert_eq!(names(&id(0)).map(|n| w.objects.borrow().contains(&n)), left, "{when}");
@@ -349,7 +349,7 @@ fn a_prune_cut_between_delete_steps_is_left_to_recovery_which_finishes_it() {
             assert!(plan.delete.is_empty(), "{when}: nothing more to delete");
         }
         for r in &plan.delete {
-            assert_eq!(delete_one(&w, &r.id), Ok(true), "{when}");
+            assert_eq!(delete_one(&w, &ObjectNames::new(&r.id, false)), Ok(true), "{when}");
         }
 
         // Recovery finishes the half-deleted backup: its objects and its row go.

@@ -85,12 +85,14 @@ impl Engine {
     /// whole, or it does not verify (then it is removed as a failed run).
     fn rescue(&self, row: &BackupRow) -> std::result::Result<bool, EngineError> {
         let (spec, target) = self.open_row_target(row)?;
-        for n in names(&row.id) {
-            if !target.exists(&n)? {
+        for n in names(row).all() {
+            if !target.exists(n)? {
                 return Ok(false);
             }
         }
-        let report = match self.verify_backup(row, &spec, &Progress::default()) {
+        // An encrypted run is read back with the configured identities: without one it cannot
+        // be checked, and is removed like any failed run.
+        let (report, stored_size) = match self.verify_backup(row, &spec, &Progress::default()) {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(backup = row.id, reason = %reason, "an interrupted backup's objects are there but do not verify");
@@ -103,7 +105,7 @@ impl Engine {
         done.cleanup_pending = false;
         done.upload_token = None;
         done.bytes_in = Some(report.bytes);
-        done.bytes_out = Some(report.archive_size);
+        done.bytes_out = Some(stored_size);
         done.files = Some(report.files);
         done.sha256 = Some(report.archive_sha256);
         let store = self.svc.store();

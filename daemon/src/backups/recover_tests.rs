@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use voltool_plugin::store::BackupStatus;
 
 use crate::backups::test_support::{Fixture, at, manual, settled};
-use crate::backups::{BackupSettings, names};
+use crate::backups::{BackupSettings, plain_names as names};
 
 const INTERRUPTED: &str = "interrupted: the daemon stopped during the backup";
 
@@ -111,4 +111,67 @@ async fn a_half_deleted_backup_is_left_alone_by_the_next_prune_and_finished_by_t
     assert_eq!(on_target, names(&ids[2]).into_iter().collect(), "only the kept backup is left");
     let rows = settled(&b).await;
     assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [ids[2].as_str()]);
+}
+
+/// A test-only age key pair (made with `age-keygen` for this test; it protects nothing).
+const TEST_KEY: &str = "AGE-SECRET-KEY-10LC4FHNYG36FWC35C7V4YKM7S0V2Y5P262DCP20N603E39AU2DHSAAMNK2";
+const TEST_PUB: &str = "age1g8z4vlmdzcwf5qm2njnka6v6jcdyqcs8tgqqpkwud4s92erke9aqfycqrl";
+
+/// Whether each of an encrypted backup's objects (`.age` names) is in the target directory.
+fn sealed_objects(f: &Fixture, id: &str) -> [bool; 3] {
+    let n = voltool_backup::ObjectNames::new(id, true);
+    [n.archive, n.manifest, n.checksum].map(|n| f.target_dir().join(n).exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_encrypted_runs_are_found_by_their_age_names_and_kept_only_with_an_identity() {
+    let settings = BackupSettings { identities: vec!["k".into()], ..BackupSettings::default() };
+    let f = Fixture::new(settings, at(3, 0));
+    f.svc.secrets().add("k", TEST_KEY.as_bytes()).expect("identity secret");
+    f.volume("v", &[("backup-encrypt", TEST_PUB)]).await;
+    let b = f.open().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(b.start(manual("v")).await.expect("run"));
+        let done = settled(&b).await;
+        assert!(done.iter().all(|r| r.status == BackupStatus::Complete && r.encrypted), "{done:?}");
+    }
+    for id in &ids {
+        assert_eq!(sealed_objects(&f, id), [true; 3], "{id}");
+        assert_eq!(f.objects(id), [false; 3], "{id}: no plain names");
+        // Cut after its checksum object, before the catalog said so.
+        let mut row = f.running_row(id, "v");
+        row.encrypted = true;
+        f.svc.store().finish_backup(&row).expect("back to running");
+    }
+    // A run cut while it wrote its encrypted archive: the row says encrypted from the start.
+    let partial = "v-20260101T030000Z-00000c";
+    let mut row = f.running_row(partial, "v");
+    row.encrypted = true;
+    f.svc.store().insert_backup(&row).expect("row");
+    assert!(f.row(partial).expect("row").encrypted, "recorded at insert");
+    std::fs::write(f.target_dir().join(format!("{partial}.tar.zst.age")), b"age-encryption.org/v1\n...")
+        .expect("archive");
+    drop(b);
+
+    let b = f.open().await;
+    // With the identity both are read back and kept; the partial run's object is removed.
+    b.recover(false).await.expect("cleanup pass");
+    for id in &ids {
+        let kept = f.row(id).expect("row");
+        assert_eq!((kept.status, kept.verify_status.as_deref()), (BackupStatus::Complete, Some("ok")), "{id}");
+    }
+    assert_eq!(sealed_objects(&f, partial), [false; 3]);
+    // Without it, an interrupted encrypted run cannot be checked: removed like any failed run.
+    drop(b);
+    f.svc.secrets().remove("k").expect("remove the identity");
+    let mut row = f.running_row(&ids[1], "v");
+    row.encrypted = true;
+    f.svc.store().finish_backup(&row).expect("back to running");
+    let b = f.open().await;
+    b.recover(false).await.expect("cleanup pass");
+    let gone = f.row(&ids[1]).expect("row");
+    assert_eq!((gone.status, gone.cleanup_pending), (BackupStatus::Failed, false), "{gone:?}");
+    assert_eq!(sealed_objects(&f, &ids[1]), [false; 3]);
+    assert_eq!(sealed_objects(&f, &ids[0]), [true; 3]);
 }

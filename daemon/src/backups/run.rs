@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use voltool_backup::incremental::FullEvery;
 use voltool_backup::retention::KeepPolicy;
-use voltool_backup::{Manifest, TargetSpec};
+use voltool_backup::{Manifest, Recipients, TargetSpec};
 use voltool_plugin::store::{BackupRow, BackupStatus};
 
 use super::consistency::{ConsistencyError, Held, Mode};
@@ -64,6 +64,8 @@ struct Started {
     created: time::OffsetDateTime,
     progress: Arc<Progress>,
     mode: Mode,
+    /// The keys the backup is encrypted to (`backup-encrypt`, else the target's `encrypt-to`).
+    seal: Option<Arc<Recipients>>,
 }
 
 impl Backups {
@@ -89,6 +91,7 @@ impl Backups {
         if let Some(k) = &keep {
             KeepPolicy::parse(k).map_err(|err| Error::BadRequest(err.to_string()))?;
         }
+        let seal = self.recipients(vol.spec.backup.encrypt.as_deref(), &target_ref)?;
         let now = self.e.clock.now();
         let created = time::OffsetDateTime::from_unix_timestamp(now.timestamp())
             .map_err(|err| Error::Internal(err.to_string()))?;
@@ -123,6 +126,7 @@ impl Backups {
         // The intended parent; the manifest's says what the run made (a full when the parent's
         // manifest cannot be compared with).
         row.parent = parent;
+        row.encrypted = seal.is_some();
         let r = row.clone();
         if let Err(err) = self.blocking(move |e| Ok(e.svc.store().insert_backup(&r)?)).await {
             self.e.forget(&req.volume, &id);
@@ -133,21 +137,38 @@ impl Backups {
             volume = req.volume,
             target = row.target_url,
             trigger = req.trigger,
+            encrypted = row.encrypted,
             "backup started"
         );
         let me = self.clone();
         tokio::spawn(async move {
-            me.run(Started { row, spec, req, keep, created, progress, mode }).await;
+            me.run(Started { row, spec, req, keep, created, progress, mode, seal }).await;
         });
         Ok(id)
     }
 
+    /// The recipients of a run: the volume's `backup-encrypt` wins over the target's
+    /// `encrypt-to`; `None`: not encrypted.
+    fn recipients(&self, volume: Option<&str>, target_ref: &str) -> Result<Option<Arc<Recipients>>> {
+        let parsed = match volume {
+            Some(list) => Recipients::parse_list(list)
+                .map(Some)
+                .map_err(|err| Error::BadRequest(format!("backup-encrypt: {err}")))?,
+            None => self
+                .e
+                .settings
+                .target_recipients(target_ref)
+                .map_err(|err| Error::BadRequest(format!("[targets.{target_ref}] encrypt-to: {err}")))?,
+        };
+        Ok(parsed.map(Arc::new))
+    }
+
     async fn run(&self, s: Started) {
-        let Started { mut row, spec, req, keep, created, progress, mode } = s;
+        let Started { mut row, spec, req, keep, created, progress, mode, seal } = s;
         let started = Instant::now();
         let permit = self.e.slots.clone().acquire_owned().await;
         progress.set_phase("archiving");
-        let result = self.archive_volume(&mut row, spec, created, &progress, mode).await;
+        let result = self.archive_volume(&mut row, spec, created, &progress, mode, seal).await;
         row.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         row.finished_at = Some(self.e.clock.now_rfc3339());
         match result {
@@ -175,6 +196,7 @@ impl Backups {
         created: time::OffsetDateTime,
         progress: &Arc<Progress>,
         mode: Mode,
+        seal: Option<Arc<Recipients>>,
     ) -> std::result::Result<Manifest, RunError> {
         let volume = row.volume.clone();
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", row.id);
@@ -185,7 +207,10 @@ impl Backups {
             progress.set_total(used);
         }
         let out = match self.e.svc.record(&volume).await {
-            Ok(vol) => self.consistent_write(row, spec, root, vol.options, created, progress, mode).await,
+            Ok(vol) => {
+                let write = Write { spec, root, options: vol.options, created, seal };
+                self.consistent_write(row, write, progress, mode).await
+            }
             Err(err) => Err(RunError::Volume(err)),
         };
         if let Err(err) = self.e.svc.unmount(&volume, &mount_id).await {
@@ -194,18 +219,15 @@ impl Backups {
         out
     }
 
-    /// The consistency steps around the write (the volume is mounted at `root`).
-    #[allow(clippy::too_many_arguments)]
+    /// The consistency steps around the write (the volume is mounted at `w.root`).
     async fn consistent_write(
         &self,
         row: &mut BackupRow,
-        spec: TargetSpec,
-        root: std::path::PathBuf,
-        options: std::collections::BTreeMap<String, String>,
-        created: time::OffsetDateTime,
+        w: Write,
         progress: &Arc<Progress>,
         mode: Mode,
     ) -> std::result::Result<Manifest, RunError> {
+        let Write { spec, root, options, created, seal } = w;
         let (docker, svc) = (&self.e.docker, &self.e.svc);
         if mode.freeze {
             svc.check_freezable(&row.volume).await.map_err(ConsistencyError::Freeze)?;
@@ -250,10 +272,12 @@ impl Backups {
         progress.set_phase("archiving");
         let read_root = snap.as_ref().map_or_else(|| root.clone(), |s| s.root.clone());
         let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
-        let out = tokio::task::spawn_blocking(move || e.write_backup(&r, &spec, read_root, &options, created, &p))
-            .await
-            .map_err(RunError::Internal)
-            .and_then(|written| Ok(written?));
+        let out = tokio::task::spawn_blocking(move || {
+            e.write_backup(&r, &spec, read_root, &options, created, &p, seal.as_deref())
+        })
+        .await
+        .map_err(RunError::Internal)
+        .and_then(|written| Ok(written?));
         if snap.is_none() {
             downtime = held.release(docker, svc).await;
         }
@@ -405,11 +429,21 @@ impl Backups {
     }
 }
 
-/// A run that wrote its three objects: the row takes the manifest's numbers.
+/// What a run writes, once the volume is mounted at `root`.
+struct Write {
+    spec: TargetSpec,
+    root: std::path::PathBuf,
+    options: std::collections::BTreeMap<String, String>,
+    created: time::OffsetDateTime,
+    seal: Option<Arc<Recipients>>,
+}
+
+/// A run that wrote its three objects: the row takes the manifest's numbers (`bytes_out`:
+/// the archive object as stored, encrypted or not).
 fn record_complete(row: &mut BackupRow, m: Manifest) {
     row.status = BackupStatus::Complete;
     row.bytes_in = Some(m.bytes);
-    row.bytes_out = Some(m.archive_size);
+    row.bytes_out = Some(m.stored_size.unwrap_or(m.archive_size));
     row.files = Some(m.files);
     row.sha256 = Some(m.archive_sha256);
     row.upload_token = None;

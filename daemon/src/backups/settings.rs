@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use voltool_backup::retention::{KeepPolicy, RetentionError};
 use voltool_backup::schedule::{Schedule, ScheduleError};
-use voltool_backup::{TargetConfig, TargetError, TargetSpec};
+use voltool_backup::{CryptError, Recipients, TargetConfig, TargetError, TargetSpec};
 use voltool_plugin::options::{OptionError, is_target_url};
 
 /// The `[backup]`, `[targets.*]` and `[schedules.*]` parts of the config file.
@@ -32,6 +32,10 @@ pub struct BackupSettings {
     /// subdirectories); default: the default target's directory (see `crate::access`).
     #[serde(default)]
     pub allowed_dirs: Option<Vec<std::path::PathBuf>>,
+    /// Secrets (`voltool secret add NAME`) that hold age identities: the private keys that
+    /// decrypt encrypted backups for restores, verifications and manifests.
+    #[serde(default)]
+    pub identities: Vec<String>,
     #[serde(default, skip)]
     pub targets: BTreeMap<String, TargetConfig>,
     #[serde(default, skip)]
@@ -54,6 +58,7 @@ impl Default for BackupSettings {
             threads: 0,
             concurrency: default_concurrency(),
             allowed_dirs: None,
+            identities: Vec::new(),
             targets: BTreeMap::new(),
             schedules: BTreeMap::new(),
         }
@@ -104,6 +109,10 @@ pub enum SettingsError {
     Concurrency,
     #[error("[targets.{name}]: {source}")]
     Target { name: String, source: TargetError },
+    #[error("[targets.{name}] encrypt-to: {source}")]
+    EncryptTo { name: String, source: CryptError },
+    #[error("[backup] identities: {source}")]
+    Identity { source: OptionError },
     #[error("[backup] default-target: {source}")]
     DefaultTarget { source: ResolveError },
     #[error("[schedules.{name}]: {source}")]
@@ -140,6 +149,10 @@ impl BackupSettings {
         }
         for (name, t) in &self.targets {
             TargetSpec::from_config(t).map_err(|source| SettingsError::Target { name: name.clone(), source })?;
+            self.target_recipients(name).map_err(|source| SettingsError::EncryptTo { name: name.clone(), source })?;
+        }
+        for name in &self.identities {
+            voltool_plugin::options::validate_name(name).map_err(|source| SettingsError::Identity { source })?;
         }
         if let Some(t) = &self.default_target {
             self.resolve(t).map_err(|source| SettingsError::DefaultTarget { source })?;
@@ -165,6 +178,18 @@ impl BackupSettings {
             super::Mode::parse(c).map_err(|source| ScheduleProblem::Consistency { value: c.clone(), source })?;
         }
         Ok(())
+    }
+
+    /// The recipients a `[targets.NAME]` table encrypts to (`encrypt-to`); `None` for a URL,
+    /// an unknown name or a table without them.
+    ///
+    /// # Errors
+    /// [`CryptError::Recipient`] naming the key that is not one.
+    pub fn target_recipients(&self, reference: &str) -> Result<Option<Recipients>, CryptError> {
+        match self.targets.get(reference) {
+            Some(t) if !t.encrypt_to.is_empty() => Recipients::parse(t.encrypt_to.iter().map(String::as_str)).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Resolves a target reference (config name or URL) to its spec.
@@ -244,5 +269,25 @@ mod tests {
         assert!(matches!(&e, ResolveError::Undefined { known, .. } if known == &["a", "b"]), "{e:?}");
         assert!(e.to_string().contains("(defined: a, b)"), "{e}");
         assert!(s.resolve("/srv/backups").is_ok(), "a path is a URL");
+    }
+
+    #[test]
+    fn encrypt_to_and_identities_are_checked_at_start() {
+        let mut s = BackupSettings::default();
+        let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        s.targets.insert(
+            "vault".into(),
+            TargetConfig { url: "/srv/b".into(), encrypt_to: vec![key.into()], ..TargetConfig::default() },
+        );
+        s.validate().expect("valid");
+        assert_eq!(s.target_recipients("vault").expect("parses").map(|r| r.len()), Some(1));
+        assert!(s.target_recipients("/srv/b").expect("a URL").is_none());
+        s.targets.get_mut("vault").expect("vault").encrypt_to.push("age1oops".into());
+        let e = s.validate().expect_err("bad key").to_string();
+        assert!(e.starts_with("[targets.vault] encrypt-to: recipient \"age1oops\""), "{e}");
+        let mut s = BackupSettings { identities: vec!["../key".into()], ..BackupSettings::default() };
+        assert!(s.validate().expect_err("bad name").to_string().starts_with("[backup] identities: "));
+        s.identities = vec!["backup-key".into()];
+        s.validate().expect("valid");
     }
 }

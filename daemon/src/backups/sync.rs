@@ -97,7 +97,7 @@ fn found_row(f: &Found, head: &voltool_backup::ManifestHead, place: &Place, adop
     r.status = BackupStatus::Complete;
     r.finished_at = Some(head.created.clone());
     r.bytes_in = Some(head.bytes);
-    r.bytes_out = Some(head.archive_size);
+    r.bytes_out = Some(head.stored_size.unwrap_or(head.archive_size));
     r.files = Some(head.files);
     r.sha256 = Some(head.archive_sha256.clone());
     r.parent = head.parent.as_ref().map(|p| p.id.clone());
@@ -121,7 +121,7 @@ impl Engine {
         target: &dyn Target,
     ) -> std::result::Result<(BTreeMap<String, u64>, Vec<Found>), TargetError> {
         let listed: BTreeMap<String, u64> = target.list(LIST_LIMIT)?.into_iter().map(|l| (l.name, l.size)).collect();
-        let found = scan(target, &listed);
+        let found = scan(target, &listed, &self.catalog.identities());
         Ok((listed, found))
     }
 

@@ -96,9 +96,9 @@ impl Fixture {
         self.svc.store().get_backup(id).expect("store")
     }
 
-    /// The backup's objects in the target directory, in [`super::names`] order.
+    /// The backup's objects in the target directory, in commit order.
     pub fn objects(&self, id: &str) -> [bool; 3] {
-        super::names(id).map(|n| self.target_dir().join(n).exists())
+        super::plain_names(id).map(|n| self.target_dir().join(n).exists())
     }
 }
 

@@ -93,7 +93,7 @@ impl Backups {
 /// check (`internal error: ...`).
 fn outcome(
     id: &str,
-    result: std::result::Result<std::result::Result<VerifyReport, EngineError>, tokio::task::JoinError>,
+    result: std::result::Result<std::result::Result<(VerifyReport, u64), EngineError>, tokio::task::JoinError>,
 ) -> VerifyOutcome {
     let failed = |reason: String| VerifyOutcome {
         id: id.to_owned(),
@@ -105,7 +105,7 @@ fn outcome(
         archive_bytes: None,
     };
     match result {
-        Ok(Ok(rep)) => VerifyOutcome {
+        Ok(Ok((rep, _))) => VerifyOutcome {
             id: id.to_owned(),
             ok: true,
             error: None,

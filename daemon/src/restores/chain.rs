@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use voltool_backup::{EntryKind, Manifest, TargetSpec, open_target};
+use voltool_backup::{EntryKind, Identities, Manifest, ObjectNames, TargetSpec, crypt, open_target};
 use voltool_plugin::store::BackupRow;
 use voltool_restore::{ArchiveDigest, ChainLink, ExtractOptions, RestoreError};
 
@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 ///
 /// # Errors
 /// [`Error::Backup`] naming the first bad link.
-pub(crate) fn load_chain(spec: &TargetSpec, rows: &[BackupRow]) -> Result<Vec<Manifest>> {
+pub(crate) fn load_chain(spec: &TargetSpec, rows: &[BackupRow], ids: &Identities) -> Result<Vec<Manifest>> {
     let target = open_target(spec, &tokio::runtime::Handle::current()).map_err(|e| Error::BadRequest(e.to_string()))?;
     let last = rows.last().map_or("", |r| r.id.as_str());
     let broken = |link: &str, why: String| {
@@ -28,7 +28,8 @@ pub(crate) fn load_chain(spec: &TargetSpec, rows: &[BackupRow]) -> Result<Vec<Ma
     };
     let mut out: Vec<Manifest> = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        let m = read_manifest_from(&*target, &row.id).map_err(|e| broken(&row.id, e.to_string()))?;
+        let m = read_manifest_from(&*target, &ObjectNames::new(&row.id, row.encrypted), ids)
+            .map_err(|e| broken(&row.id, e.to_string()))?;
         if row.sha256.as_deref().is_some_and(|s| s != m.archive_sha256) {
             return Err(broken(&row.id, "its archive sha256 is not the one the catalog recorded".into()));
         }
@@ -46,8 +47,8 @@ pub(crate) fn load_chain(spec: &TargetSpec, rows: &[BackupRow]) -> Result<Vec<Ma
 }
 
 /// One [`ChainLink`] per manifest: each takes the directories the final tree has, and the other
-/// entries the final tree takes from it.
-fn links(spec: &TargetSpec, manifests: &[Manifest], last: &Manifest) -> Vec<ChainLink> {
+/// entries the final tree takes from it; an encrypted link is decrypted with `ids`.
+fn links(spec: &TargetSpec, manifests: &[Manifest], last: &Manifest, ids: &Arc<Identities>) -> Vec<ChainLink> {
     let index: Arc<HashMap<String, (u32, bool)>> =
         Arc::new(last.entries.iter().map(|e| (e.path.clone(), (e.level, e.kind == EntryKind::Dir))).collect());
     manifests
@@ -55,14 +56,18 @@ fn links(spec: &TargetSpec, manifests: &[Manifest], last: &Manifest) -> Vec<Chai
         .map(|m| {
             let (index, level) = (index.clone(), m.level);
             let (spec, name) = (spec.clone(), m.archive_file_name());
-            let n = name.clone();
+            let (n, encrypted, ids) = (name.clone(), m.encryption.is_some(), ids.clone());
             let rt = tokio::runtime::Handle::current();
             ChainLink {
                 name: name.clone(),
                 open: Box::new(move || {
-                    open_target(&spec, &rt)
+                    let stored = open_target(&spec, &rt)
                         .and_then(|t| t.open_stored(&n))
-                        .map_err(|e| RestoreError::Read(e.to_string()))
+                        .map_err(|e| RestoreError::Read(e.to_string()))?;
+                    if !encrypted {
+                        return Ok(stored);
+                    }
+                    crypt::open(stored, &ids, &n).map_err(|e| RestoreError::Read(e.to_string()))
                 }),
                 keep: Box::new(move |path, is_dir| match index.get(path) {
                     Some(&(_, true)) => is_dir,
@@ -90,13 +95,16 @@ impl Restores {
     ) -> Result<RestoreOutcome> {
         let Some(last_row) = rows.last() else { return Err(Error::Internal("an empty chain".into())) };
         let spec = self.catalog.resolve_row(last_row)?;
-        let s = spec.clone();
-        let manifests = tokio::task::spawn_blocking(move || load_chain(&s, &rows))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (s, c) = (spec.clone(), self.catalog.clone());
+        let (manifests, ids) = tokio::task::spawn_blocking(move || {
+            let ids = c.identities();
+            load_chain(&s, &rows, &ids).map(|m| (m, Arc::new(ids)))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         let Some(last) = manifests.last().cloned() else { return Err(Error::Internal("an empty chain".into())) };
         let created = self.prepare(volume, Some(&last.options), &opts).await?;
-        let links = links(&spec, &manifests, &last);
+        let links = links(&spec, &manifests, &last, &ids);
         drop(manifests);
         let report = self
             .land(volume, created, "restore", move |at| {

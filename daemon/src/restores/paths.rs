@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use voltool_backup::{Entry, EntryKind, Manifest, TargetSpec, open_target};
+use voltool_backup::{Entry, EntryKind, Identities, Manifest, ObjectNames, TargetSpec, open_target};
 use voltool_plugin::store::BackupRow;
 use voltool_restore::staged::{DirMeta, Selection};
 use voltool_restore::{ChainLink, ExtractOptions, RestoreError};
 
 use super::{RestoreOptions, RestoreOutcome, Restores, restore_err, verified_outcome};
-use crate::backups::{backup_err, read_manifest_from};
+use crate::backups::{backup_err, open_frames, read_manifest_from};
 use crate::error::{Error, Result};
 
 /// A requested path: relative, no `..`, not empty.
@@ -37,7 +37,7 @@ fn under<'m>(m: &'m Manifest, p: &Path) -> Vec<&'m Entry> {
 
 /// One ranged read per (path, link): the frames from the first entry the link holds under the
 /// path to the end of its last; `keep` takes exactly those entries.
-fn links_for(spec: &TargetSpec, ids: &[String], selected: &[Vec<&Entry>]) -> Vec<ChainLink> {
+fn links_for(plan: &Plan, selected: &[Vec<&Entry>]) -> Vec<ChainLink> {
     let mut out = Vec::new();
     for group in selected {
         let mut by_level: BTreeMap<u32, Vec<&Entry>> = BTreeMap::new();
@@ -48,15 +48,14 @@ fn links_for(spec: &TargetSpec, ids: &[String], selected: &[Vec<&Entry>]) -> Vec
             let Some(first) = entries.iter().min_by_key(|e| (e.frame_at, e.frame_skip)) else { continue };
             let end = entries.iter().map(|e| e.frame_at + e.frame_len).max().unwrap_or(first.frame_at);
             let (start, skip) = (first.frame_at, u64::from(first.frame_skip));
-            let name = format!("{}.tar.zst", ids.get(level as usize).map_or("", String::as_str));
+            let Some(row) = plan.rows.get(level as usize).cloned() else { continue };
+            let name = ObjectNames::new(&row.id, row.encrypted).archive;
             let keep: Arc<HashSet<String>> = Arc::new(entries.iter().map(|e| e.path.clone()).collect());
-            let (spec, n, rt) = (spec.clone(), name.clone(), tokio::runtime::Handle::current());
+            let (spec, ids, rt) = (plan.spec.clone(), plan.identities.clone(), tokio::runtime::Handle::current());
             out.push(ChainLink {
                 name,
                 open: Box::new(move || {
-                    open_target(&spec, &rt)
-                        .and_then(|t| t.open_range(&n, start, end - start))
-                        .map_err(|e| RestoreError::Read(e.to_string()))
+                    open_frames(&spec, &rt, &row, &ids, start, end - start).map_err(RestoreError::Read)
                 }),
                 take: Some(keep.len() as u64),
                 keep: Box::new(move |path, _| keep.contains(path)),
@@ -72,8 +71,10 @@ fn links_for(spec: &TargetSpec, ids: &[String], selected: &[Vec<&Entry>]) -> Vec
 /// entries under each requested path.
 struct Plan {
     spec: TargetSpec,
-    ids: Vec<String>,
+    rows: Vec<BackupRow>,
     manifest: Manifest,
+    /// The configured identities (an encrypted link is decrypted with them).
+    identities: Arc<Identities>,
 }
 
 impl Restores {
@@ -99,14 +100,17 @@ impl Restores {
         };
         let last = rows.last().ok_or_else(|| Error::Internal("an empty chain".into()))?;
         let spec = self.catalog.resolve_row(last)?;
-        let (s, i) = (spec.clone(), from.to_owned());
-        let manifest = tokio::task::spawn_blocking(move || {
+        let (s, i, encrypted, c) = (spec.clone(), from.to_owned(), last.encrypted, self.catalog.clone());
+        let (manifest, identities) = tokio::task::spawn_blocking(move || {
             let target = open_target(&s, &tokio::runtime::Handle::current()).map_err(|e| backup_err(&i, e))?;
-            read_manifest_from(&*target, &i).map_err(|e| backup_err(&i, e))
+            let ids = c.identities();
+            let m =
+                read_manifest_from(&*target, &ObjectNames::new(&i, encrypted), &ids).map_err(|e| backup_err(&i, e))?;
+            Ok::<_, Error>((m, Arc::new(ids)))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        Ok(Plan { spec, ids: rows.into_iter().map(|r| r.id).collect(), manifest })
+        Ok(Plan { spec, rows, manifest, identities })
     }
 
     /// Restores `paths` of backup `from` into `volume` (created when missing), under `to` or
@@ -151,7 +155,7 @@ impl Restores {
             }
         }
         let entries: Vec<Entry> = selected.iter().flatten().map(|e| (*e).clone()).collect();
-        let links = links_for(&plan.spec, &plan.ids, &selected);
+        let links = links_for(&plan, &selected);
         let dirs: HashMap<String, DirMeta> = plan
             .manifest
             .entries

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use voltool_backup::{Manifest, TargetError, TargetSpec, open_target};
+use std::sync::Arc;
+
+use voltool_backup::crypt;
+use voltool_backup::{CryptError, Identities, Manifest, ObjectNames, TargetError, TargetSpec, open_target};
 use voltool_restore::{ExtractOptions, ExtractReport, RestoreError};
 
 use super::staging::Landing;
@@ -50,17 +53,33 @@ fn check_catalog_digest(rep: &ExtractReport, want: &str) -> std::result::Result<
 /// Where a restore reads its archive from, opened on the blocking thread that extracts it.
 enum Source {
     /// An object on a target, read once start to end: no page cache (O_DIRECT from a
-    /// directory target).
-    Stored { spec: TargetSpec, name: String, rt: tokio::runtime::Handle },
-    /// A stream the CLI sends (import, a local file).
-    Stream(Box<dyn Read + Send>),
+    /// directory target); decrypted with `keys` when it is an encrypted backup's.
+    Stored { spec: TargetSpec, name: String, rt: tokio::runtime::Handle, keys: Option<Arc<Identities>> },
+    /// A stream the CLI sends (import, a local file); decrypted with the catalog's
+    /// identities when it is an age file (a local `ID.tar.zst.age`).
+    Stream(Box<dyn Read + Send>, crate::backups::Catalog),
+}
+
+/// Why a restore's archive could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
 }
 
 impl Source {
-    fn open(self) -> std::result::Result<Box<dyn Read + Send>, TargetError> {
+    fn open(self) -> std::result::Result<Box<dyn Read + Send>, OpenError> {
         match self {
-            Source::Stored { spec, name, rt } => open_target(&spec, &rt)?.open_stored(&name),
-            Source::Stream(input) => Ok(input),
+            Source::Stored { spec, name, rt, keys } => {
+                let stored = open_target(&spec, &rt)?.open_stored(&name)?;
+                match keys {
+                    Some(keys) => Ok(crypt::open(stored, &keys, &name)?),
+                    None => Ok(stored),
+                }
+            }
+            Source::Stream(input, catalog) => Ok(crypt::open_if_sealed(input, || catalog.identities(), "the archive")?),
         }
     }
 }
@@ -76,15 +95,24 @@ impl Restores {
         if let Some(rows) = self.catalog.chain(from).await? {
             return self.restore_chain(volume, rows, opts).await;
         }
-        let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256 } =
+        let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256, encrypted } =
             match self.catalog.locate(from).await? {
                 Some(found) => found,
                 None => locate_url(from)?,
             };
+        // An encrypted backup: the configured identities, read now; one that none of them
+        // opens fails at its manifest, before a volume is created for it.
+        let keys = if encrypted {
+            let c = self.catalog.clone();
+            let ids = tokio::task::spawn_blocking(move || c.identities()).await;
+            Some(Arc::new(ids.map_err(|e| Error::Internal(e.to_string()))?))
+        } else {
+            None
+        };
         // The manifest's head first: it gives the options of a volume to create. Its entries
         // (~20 MB of JSON for 100,000 files) are read and parsed on a thread of their own
         // while the archive is extracted (see `PendingManifest`), not before.
-        let (s2, m2) = (spec.clone(), manifest_name.clone());
+        let (s2, m2, k2) = (spec.clone(), manifest_name.clone(), keys.clone());
         let manifest = tokio::task::spawn_blocking(move || -> Result<Option<PendingManifest>> {
             let Some(m) = m2 else { return Ok(None) };
             let target =
@@ -92,7 +120,10 @@ impl Restores {
             if !target.exists(&m).map_err(|e| Error::BadRequest(e.to_string()))? {
                 return Ok(None);
             }
-            let input = target.open(&m).map_err(|e| Error::BadRequest(e.to_string()))?;
+            let mut input = target.open(&m).map_err(|e| Error::BadRequest(e.to_string()))?;
+            if let Some(k) = &k2 {
+                input = crypt::open(input, k, &m).map_err(|e| Error::BadRequest(e.to_string()))?;
+            }
             PendingManifest::open(m, input).map(Some)
         })
         .await
@@ -109,7 +140,7 @@ impl Restores {
             _ => None,
         };
         let created = self.prepare(volume, options.as_ref(), &opts).await?;
-        let source = Source::Stored { spec, name, rt: tokio::runtime::Handle::current() };
+        let source = Source::Stored { spec, name, rt: tokio::runtime::Handle::current(), keys };
         self.run(volume, source, verify, opts, created).await
     }
 
@@ -128,7 +159,7 @@ impl Restores {
         voltool_plugin::options::validate_name(volume)?;
         let created = self.prepare(volume, manifest.as_ref().map(|m| &m.options), &opts).await?;
         let verify = manifest.map(|m| Verify::Parsed(Box::new(m)));
-        self.run(volume, Source::Stream(input), verify, opts, created).await
+        self.run(volume, Source::Stream(input, self.catalog.clone()), verify, opts, created).await
     }
 
     /// Creates a missing volume, or checks an existing one may be restored into.
@@ -261,6 +292,14 @@ fn locate_url(from: &str) -> Result<crate::backups::Located> {
     };
     let dir_url = if dir_url.ends_with("://") { format!("{dir_url}/") } else { dir_url };
     let spec = TargetSpec::parse(&dir_url).map_err(|e| bad(e.to_string()))?;
-    let manifest = name.strip_suffix(".tar.zst").map(|id| format!("{id}.manifest.json"));
-    Ok(crate::backups::Located { spec, archive: name.to_owned(), manifest, catalog_sha256: None })
+    // `ID.tar.zst` or `ID.tar.zst.age`: the manifest beside it is named the same way.
+    let parsed = ObjectNames::parse_archive(name).map(|(id, encrypted)| ObjectNames::new(id, encrypted));
+    let encrypted = parsed.as_ref().is_some_and(|n| n.encrypted);
+    Ok(crate::backups::Located {
+        spec,
+        archive: name.to_owned(),
+        manifest: parsed.map(|n| n.manifest),
+        encrypted,
+        catalog_sha256: None,
+    })
 }

@@ -93,14 +93,21 @@ fn read_leading_manifest(
     name: &str,
     len: u64,
     reader: &mut (dyn io::Read + Send),
+    catalog: &crate::backups::Catalog,
 ) -> Result<voltool_backup::Manifest, Error> {
     let limit = crate::backups::MANIFEST_LIMIT;
     if len > limit {
         return Err(Error::BadRequest(format!("manifest {name} is larger than {limit} bytes")));
     }
     let mut part = reader.take(len);
-    let m = voltool_backup::Manifest::from_reader(name, &mut part, voltool_backup::ManifestLimits { bytes: len })
-        .map_err(|e| Error::BadRequest(format!("manifest {name}: {e}")))?;
+    // An encrypted manifest (`ID.manifest.json.age` beside a local `ID.tar.zst.age`) is
+    // decrypted with the configured identities.
+    let m = {
+        let mut plain = voltool_backup::crypt::open_if_sealed(&mut part, || catalog.identities(), name)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        voltool_backup::Manifest::from_reader(name, &mut plain, voltool_backup::ManifestLimits { bytes: limit })
+            .map_err(|e| Error::BadRequest(format!("manifest {name}: {e}")))?
+    };
     // Whitespace after the JSON: still the manifest's bytes.
     io::copy(&mut part, &mut io::sink()).map_err(|e| Error::BadRequest(format!("reading manifest {name}: {e}")))?;
     Ok(m)
@@ -124,8 +131,9 @@ async fn import(
         None => None,
         Some(len) => {
             let mname = q.manifest_name.unwrap_or_else(|| "the manifest".into());
+            let catalog = r.catalog().clone();
             let (m, back) = tokio::task::spawn_blocking(move || {
-                let m = read_leading_manifest(&mname, len, &mut *reader);
+                let m = read_leading_manifest(&mname, len, &mut *reader, &catalog);
                 (m, reader)
             })
             .await?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::OptionError;
 
 /// A volume's `backup-schedule`, `backup-target`, `backup-keep`, `backup-verify`, `backup-consistency`,
-/// `backup-mode` and `backup-full`, validated
+/// `backup-mode`, `backup-full` and `backup-encrypt`, validated
 /// and kept as the user wrote them (the backup engine parses them again when it uses them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupPolicy {
@@ -34,6 +34,10 @@ pub struct BackupPolicy {
     /// schedule, or every N incrementals); `None`: weekly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<String>,
+    /// `backup-encrypt`: the public keys (`age1...`, `ssh-ed25519 ...`, comma-separated) the
+    /// volume's backups are encrypted to; they win over the target's `encrypt-to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<String>,
 }
 
 impl BackupPolicy {
@@ -55,6 +59,8 @@ pub enum BackupKey {
     Consistency,
     /// `backup-full`: a cron schedule or a number of incrementals.
     Full,
+    /// `backup-encrypt`: age recipients, comma-separated.
+    Encrypt,
 }
 
 impl BackupKey {
@@ -66,6 +72,7 @@ impl BackupKey {
             BackupKey::TargetUrl => "backup-target",
             BackupKey::Consistency => "backup-consistency",
             BackupKey::Full => "backup-full",
+            BackupKey::Encrypt => "backup-encrypt",
         }
     }
 }
@@ -99,6 +106,7 @@ pub fn check_backup_policy(policy: &BackupPolicy, grammar: &dyn BackupGrammar) -
         (BackupKey::TargetUrl, policy.target.as_deref().filter(|t| is_target_url(t))),
         (BackupKey::Consistency, policy.consistency.as_deref()),
         (BackupKey::Full, policy.full.as_deref()),
+        (BackupKey::Encrypt, policy.encrypt.as_deref()),
     ];
     for (key, value) in values {
         if let Some(v) = value {
@@ -131,6 +139,7 @@ pub(super) fn parse_key(policy: &mut BackupPolicy, key: &str, v: &str) -> Result
                 _ => return Err(bad("valid values: full, incremental".into())),
             }
         }
+        "backup-encrypt" => policy.encrypt = Some(v.trim().to_owned()),
         "backup-target" => {
             if !is_target_url(v)
                 && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))

@@ -111,6 +111,7 @@ const BACKUP_KEYS: &[&str] = &[
     "backup-consistency",
     "backup-mode",
     "backup-full",
+    "backup-encrypt",
 ];
 
 fn valid_keys(kind: VolumeType) -> String {

@@ -65,12 +65,12 @@ fn unknown_keys_list_valid_ones() {
     let e = parse_options(&opts(&[("foo", "1")])).expect_err("foo").to_string();
     assert_eq!(
         e,
-        "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, on-remove, quota, fs, backup-schedule, backup-target, backup-keep, backup-verify, backup-consistency, backup-mode, backup-full"
+        "unknown option \"foo\" for a local volume; valid options: type, size, uid, gid, mode, on-remove, quota, fs, backup-schedule, backup-target, backup-keep, backup-verify, backup-consistency, backup-mode, backup-full, backup-encrypt"
     );
     let e = parse_options(&opts(&[("type", "tmpfs"), ("foo", "1")])).expect_err("foo").to_string();
     assert!(
         e.ends_with(
-            "valid options: type, size, uid, gid, mode, on-remove, o, device, backup-schedule, backup-target, backup-keep, backup-verify, backup-consistency, backup-mode, backup-full"
+            "valid options: type, size, uid, gid, mode, on-remove, o, device, backup-schedule, backup-target, backup-keep, backup-verify, backup-consistency, backup-mode, backup-full, backup-encrypt"
         ),
         "{e}"
     );

@@ -214,9 +214,19 @@ impl Store {
     pub fn insert_backup(&self, b: &BackupRow) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "INSERT INTO backups (id, volume, target_ref, target_url, trigger, started_at, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![b.id, b.volume, b.target_ref, b.target_url, b.trigger, b.started_at, b.status.as_str()],
+                "INSERT INTO backups (id, volume, target_ref, target_url, trigger, started_at, status, encrypted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    b.id,
+                    b.volume,
+                    b.target_ref,
+                    b.target_url,
+                    b.trigger,
+                    b.started_at,
+                    b.status.as_str(),
+                    // Known from the start: an interrupted run's objects are found by it.
+                    i64::from(b.encrypted)
+                ],
             )
             .map_err(self.err())?;
         Ok(())
