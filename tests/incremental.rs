@@ -181,15 +181,7 @@ fn backup_cat_reads_one_file_alone_from_a_full_and_from_an_older_link() {
     assert!(d.cli(&["volume", "create", "cat"]).status.success());
     let root = mount(&d, "cat");
     // 40 MiB of incompressible data around a small file, so its frames are a small part.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: Vec<u8> = (0..40 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(40 << 20, 0x2545_f491_4f6c_dd1d);
     fs::write(root.join("a-noise"), &noise[..20 << 20]).expect("write");
     fs::create_dir(root.join("conf")).expect("mkdir");
     fs::write(root.join("conf/app.ini"), body(7, 1024)).expect("write");

@@ -8,7 +8,8 @@
 //!
 //! S3: the s3s-fs server `deploy/test-env/test.sh` starts (VOLTOOL_TEST_S3_ENDPOINT, _BUCKET,
 //! _DATA and the AWS credentials in the environment, which the daemons inherit); without it
-//! only the directory target is used (CI requires it).
+//! only directory targets are used (CI requires it). One more place, `sealed`, holds
+//! age-encrypted backups (its `encrypt-to`): both hosts hold the identity as a secret.
 
 mod common;
 
@@ -59,8 +60,38 @@ struct Place {
     objects: PathBuf,
 }
 
+/// The config file both hosts use: the places, the one named `sealed` encrypted to `KEY`'s
+/// public key, and `[backup] identities` naming the secret that holds `KEY`.
 fn config(places: &[(&'static str, String)]) -> String {
-    places.iter().map(|(name, url)| format!("[targets.{name}]\nurl = \"{url}\"\n\n")).collect()
+    let mut out = format!("[backup]\nidentities = [\"{SECRET}\"]\n\n");
+    for (name, url) in places {
+        out.push_str(&format!("[targets.{name}]\nurl = \"{url}\"\n"));
+        if *name == "sealed" {
+            out.push_str(&format!("encrypt-to = [\"{}\"]\n", key().1));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The secret both hosts keep the identity in.
+const SECRET: &str = "dr-key";
+
+/// The age key of the encrypted place: (identity file, public key), the same for the whole run.
+fn key() -> &'static (String, String) {
+    static KEY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use age::secrecy::ExposeSecret;
+        let k = age::x25519::Identity::generate();
+        (format!("{}\n", k.to_string().expose_secret()), k.to_public().to_string())
+    })
+}
+
+/// A daemon with the config of `places` and the identity added as a secret.
+fn host(places: &[(&'static str, String)]) -> Daemon {
+    let d = Daemon::start_with(&config(places), &[]);
+    ok(d.cli_stdin(&["secret", "add", SECRET], key().0.as_bytes()));
+    d
 }
 
 /// What `db` looks like at first: dirs, modes, owners, a symlink, hard links, a fifo,
@@ -124,7 +155,7 @@ struct HostA {
 }
 
 fn host_a(places: &[(&'static str, String)], scratch: &Path) -> HostA {
-    let d = Daemon::start_with(&config(places), &[]);
+    let d = host(places);
     for vol in ["db", "web"] {
         ok(d.cli(&["volume", "create", vol]));
     }
@@ -181,7 +212,7 @@ fn assert_aligned(table: &str) {
 fn scenario(test: &str, places: Vec<(&'static str, String)>, objects: Vec<Place>) {
     let scratch = tempfile::tempdir().expect("tmp");
     let a = host_a(&places, scratch.path());
-    let b = Daemon::start_with(&config(&places), &[]);
+    let b = host(&places);
 
     // A fresh host finds every backup, with its chain.
     let report: SyncReport = parse(&b.cli(&["backup", "sync", "--json"]));
@@ -296,5 +327,12 @@ fn a_new_host_syncs_lists_and_restores_every_backup_from_a_directory_and_s3() {
         places.push(("s3", url));
         objects.push(Place { name: "s3", objects: path });
     }
+    // Encrypted backups (the target's encrypt-to) to S3, or to a directory without it: found
+    // by a host that holds the identity, and restored.
+    let sealed = match s3_url(test, "sealed") {
+        Some((url, _)) => url,
+        None => dir.path().join("sealed").display().to_string(),
+    };
+    places.push(("sealed", sealed));
     scenario(test, places, objects);
 }

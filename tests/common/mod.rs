@@ -280,3 +280,16 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
         assert_eq!(ma, mb, "{k} differs");
     }
 }
+
+/// `len` bytes that do not compress (xorshift64 from `seed`, which must not be 0).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -73,16 +73,21 @@ pub(super) struct Plaintext<R: Read> {
     pub(super) object: String,
 }
 
+impl<R: Read> Plaintext<R> {
+    /// A read error of the stream as a message naming the object and what is wrong with it.
+    pub(super) fn explain(&self, e: io::Error) -> io::Error {
+        let what = match e.kind() {
+            io::ErrorKind::InvalidData => "the encrypted object is damaged: a chunk does not authenticate",
+            io::ErrorKind::UnexpectedEof => "the encrypted object is truncated: it ends before its last chunk",
+            _ => return io::Error::new(e.kind(), format!("reading {}: {e}", self.object)),
+        };
+        io::Error::new(e.kind(), format!("{}: {what}", self.object))
+    }
+}
+
 impl<R: Read> Read for Plaintext<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf).map_err(|e| {
-            let what = match e.kind() {
-                io::ErrorKind::InvalidData => "the encrypted object is damaged: a chunk does not authenticate",
-                io::ErrorKind::UnexpectedEof => "the encrypted object is truncated: it ends before its last chunk",
-                _ => return io::Error::new(e.kind(), format!("reading {}: {e}", self.object)),
-            };
-            io::Error::new(e.kind(), format!("{}: {what}", self.object))
-        })
+        self.stream.read(buf).map_err(|e| self.explain(e))
     }
 }
 

@@ -9,6 +9,8 @@
 //! sees an end of the object that is not one (a window that ends is followed by the next).
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::open::Plaintext;
 use super::{CryptError, Identities};
@@ -30,14 +32,15 @@ pub struct RangedObject {
     window: u64,
     /// The open ranged read and the bytes left in it.
     open: Option<(Box<dyn Read + Send>, u64)>,
-    /// Bytes fetched from the target so far.
-    pub fetched: u64,
+    /// Bytes fetched from the target so far (shared: the caller keeps a handle).
+    fetched: Arc<AtomicU64>,
 }
 
 impl RangedObject {
-    /// `name` on `target`, `size` bytes as stored; reads of `window` bytes after the first.
-    pub fn new(target: Box<dyn Target>, name: &str, size: u64, window: u64) -> Self {
-        Self { target, name: name.to_owned(), size, pos: 0, window: window.max(SEALED_CHUNK), open: None, fetched: 0 }
+    /// `name` on `target`, `size` bytes as stored; reads of `window` bytes after the first;
+    /// every byte fetched is counted into `fetched`.
+    pub fn new(target: Box<dyn Target>, name: &str, size: u64, window: u64, fetched: Arc<AtomicU64>) -> Self {
+        Self { target, name: name.to_owned(), size, pos: 0, window: window.max(SEALED_CHUNK), open: None, fetched }
     }
 }
 
@@ -63,7 +66,7 @@ impl Read for RangedObject {
         }
         *left -= n as u64;
         self.pos += n as u64;
-        self.fetched += n as u64;
+        self.fetched.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -103,13 +106,18 @@ pub fn open_range(
     if ids.is_empty() {
         return Err(ids.none_match(&name));
     }
-    let mut stream = d.decrypt(ids.iter()).map_err(|e| match e {
+    let stream = d.decrypt(ids.iter()).map_err(|e| match e {
         age::DecryptError::NoMatchingKeys => ids.none_match(&name),
         age::DecryptError::Io(source) => CryptError::Read { object: o(), source },
         _ => CryptError::Header { object: o() },
     })?;
-    stream.seek(SeekFrom::Start(start)).map_err(|source| CryptError::Read { object: o(), source })?;
-    Ok(Box::new(Plaintext { stream, object: o() }.take(len)))
+    let mut plain = Plaintext { stream, object: o() };
+    // Seeking reads (and authenticates) the chunk the range starts in.
+    plain
+        .stream
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| CryptError::Read { object: o(), source: plain.explain(e) })?;
+    Ok(Box::new(plain.take(len)))
 }
 
 /// The ranged-read window that holds `len` plaintext bytes starting anywhere in a chunk.

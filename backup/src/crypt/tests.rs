@@ -220,3 +220,59 @@ fn identities_are_age_files_or_ed25519_ssh_keys_and_bad_ones_are_not_echoed() {
         assert!(!e.contains("NOTAKEY") && !e.contains("XXXX"), "value echoed: {e}");
     }
 }
+
+/// The plaintext `start .. start + len` of an object through [`open_range`], and the bytes
+/// fetched from the target for it.
+fn read_range(t: &FileTarget, name: &str, ids: &Identities, start: u64, len: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let size = t.read_small(name, 64 << 20).expect("read").len() as u64;
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let object = RangedObject::new(Box::new(t.clone()), name, size, window_for(len), fetched.clone());
+    let mut out = Vec::new();
+    let mut r = open_range(object, ids, start, len).map_err(|e| match e {
+        CryptError::Read { source, .. } => source,
+        e => std::io::Error::other(e),
+    })?;
+    r.read_to_end(&mut out)?;
+    Ok((out, fetched.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+#[test]
+fn a_range_of_an_encrypted_object_reads_only_the_chunks_that_hold_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = FileTarget::new(dir.path().to_path_buf());
+    let (file, public) = age_key();
+    let id = ids(&[("k", &file)]);
+    let plain = data((4 << 20) + 12_345);
+    seal_to(&t, "r.tar.zst.age", &Recipients::parse([public.as_str()]).expect("r"), &plain);
+    let chunk = 64u64 << 10;
+    // Within a chunk, across a boundary, from the start, the last bytes, a long range.
+    let cases = [(100, 1000), (3 * chunk - 10, 20), (0, 1), (plain.len() as u64 - 7, 7), (chunk + 5, 5 * chunk)];
+    for (start, len) in cases {
+        let (got, fetched) = read_range(&t, "r.tar.zst.age", &id, start, len).expect("range");
+        assert_eq!(got, plain[start as usize..(start + len) as usize], "range {start}+{len}");
+        // The header window and the chunks that hold the range, nothing more.
+        let bound = (16 << 10) + (len / chunk + 2) * (chunk + 16);
+        assert!(fetched <= bound, "range {start}+{len}: fetched {fetched} > {bound}");
+    }
+    // A changed byte in a chunk the range needs fails; in another one it is not read at all.
+    let good = std::fs::read(dir.path().join("r.tar.zst.age")).expect("read");
+    let header = good.len() as u64 - (plain.len() as u64).div_ceil(chunk) * 16 - plain.len() as u64;
+    let at = header + 40 * (chunk + 16) + 100;
+    std::fs::write(dir.path().join("bad.age"), flip(&good, at as usize)).expect("write");
+    let e = read_range(&t, "bad.age", &id, 40 * chunk + 50, 100).expect_err("a damaged chunk");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("bad.age"), "{e}");
+    assert_eq!(read_range(&t, "bad.age", &id, 10, 100).expect("another chunk").0, plain[10..110]);
+    // Shorter than its recorded size: the last chunk is never taken for one.
+    std::fs::write(dir.path().join("cut.age"), &good[..good.len() - (chunk as usize + 16)]).expect("write");
+    let size = good.len() as u64;
+    let fetched = std::sync::Arc::default();
+    let object = RangedObject::new(Box::new(t.clone()), "cut.age", size, window_for(10), fetched);
+    let mut out = Vec::new();
+    let r = open_range(object, &id, plain.len() as u64 - 10, 10).map_err(std::io::Error::other);
+    assert!(r.and_then(|mut r| r.read_to_end(&mut out)).is_err(), "a cut object read as whole");
+    // Without the identity: the error that says so.
+    let (other, _) = age_key();
+    let e = read_range(&t, "r.tar.zst.age", &ids(&[("other", &other)]), 0, 10).expect_err("no key");
+    assert!(e.to_string().contains("other"), "{e}");
+}

@@ -5,6 +5,8 @@
 //! [`voltool_backup::single`]).
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use voltool_backup::crypt::{self, RangedObject};
 use voltool_backup::{EntryKind, Identities, ObjectNames, TargetSpec, open_target};
@@ -61,11 +63,11 @@ impl Backups {
         let id = id.to_owned();
         Ok(blocking_stream(move |out| {
             let archive = ObjectNames::new(&link.id, link.encrypted).archive;
-            let frames = open_frames(&spec, &rt, &link, &ids, entry.frame_at, entry.frame_len)?;
-            let mut counted = Counted { inner: frames, n: 0 };
-            let read = voltool_backup::single::read_file(&mut counted, &entry, out);
-            let link = link.id;
-            tracing::info!(backup = id, link, path = entry.path, fetched = counted.n, "read one file of a backup");
+            let fetched = Arc::new(AtomicU64::new(0));
+            let frames = open_frames(&spec, &rt, &link, &ids, (entry.frame_at, entry.frame_len), fetched.clone())?;
+            let read = voltool_backup::single::read_file(frames, &entry, out);
+            let (link, fetched) = (link.id, fetched.load(Ordering::Relaxed));
+            tracing::info!(backup = id, link, path = entry.path, fetched, "read one file of a backup");
             read.map(drop).map_err(|e| format!("{archive}: {e}"))
         }))
     }
@@ -74,7 +76,7 @@ impl Backups {
 /// The bytes `start .. start + len` of the archive of backup `link` (a link of a chain, or a
 /// backup on its own): one ranged read of a plain archive; of an encrypted one, its age header
 /// and the chunks that hold them, decrypted with `ids` (its stored size is the row's
-/// `bytes_out`).
+/// `bytes_out`). The bytes read from the target are counted into `fetched`.
 ///
 /// # Errors
 /// The target's or the decryption's, as text naming the object.
@@ -83,29 +85,30 @@ pub(crate) fn open_frames(
     rt: &tokio::runtime::Handle,
     link: &BackupRow,
     ids: &Identities,
-    start: u64,
-    len: u64,
+    (start, len): (u64, u64),
+    fetched: Arc<AtomicU64>,
 ) -> std::result::Result<Box<dyn Read + Send>, String> {
     let n = ObjectNames::new(&link.id, link.encrypted);
     let target = open_target(spec, rt).map_err(|e| e.to_string())?;
     if !link.encrypted {
-        return target.open_range(&n.archive, start, len).map_err(|e| e.to_string());
+        let inner = target.open_range(&n.archive, start, len).map_err(|e| e.to_string())?;
+        return Ok(Box::new(Counted { inner, n: fetched }));
     }
     let size = link.bytes_out.ok_or_else(|| format!("{}: the catalog records no stored size", n.archive))?;
-    let object = RangedObject::new(target, &n.archive, size, crypt::window_for(len));
+    let object = RangedObject::new(target, &n.archive, size, crypt::window_for(len), fetched);
     crypt::open_range(object, ids, start, len).map_err(|e| e.to_string())
 }
 
 /// Counts what was read from the target.
 struct Counted<R> {
     inner: R,
-    n: u64,
+    n: Arc<AtomicU64>,
 }
 
 impl<R: std::io::Read> std::io::Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
-        self.n += k as u64;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
         Ok(k)
     }
 }

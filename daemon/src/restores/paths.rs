@@ -55,7 +55,8 @@ fn links_for(plan: &Plan, selected: &[Vec<&Entry>]) -> Vec<ChainLink> {
             out.push(ChainLink {
                 name,
                 open: Box::new(move || {
-                    open_frames(&spec, &rt, &row, &ids, start, end - start).map_err(RestoreError::Read)
+                    open_frames(&spec, &rt, &row, &ids, (start, end - start), Default::default())
+                        .map_err(RestoreError::Read)
                 }),
                 take: Some(keep.len() as u64),
                 keep: Box::new(move |path, _| keep.contains(path)),
