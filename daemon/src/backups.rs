@@ -70,6 +70,7 @@ mod catalog;
 mod clock;
 mod consistency;
 mod engine;
+mod manifest_cache;
 mod on_target;
 mod progress;
 mod prune;

@@ -25,7 +25,7 @@ use voltool_plugin::store::{BackupRow, StoreError};
 
 use super::progress::{CountingReader, Progress};
 use super::settings::ResolveError;
-use super::{BackupSettings, Catalog, Clock, MANIFEST_LIMIT, names};
+use super::{BackupSettings, Catalog, Clock, MANIFEST_LIMIT, manifest_cache, names};
 use crate::error::Result;
 use crate::restores::Restores;
 
@@ -174,7 +174,7 @@ impl Engine {
                 .store()
                 .get_backup(parent)
                 .map_err(EngineError::from)
-                .and_then(|p| self.read_manifest(&*target, &ObjectNames::new(parent, p.is_some_and(|p| p.encrypted))))
+                .and_then(|p| self.parent_manifest(&*target, parent, p.as_ref()))
                 .map(|m| voltool_backup::Previous::from_manifest(&m));
             match read {
                 Ok(Some(prev)) => opts.previous = Some(std::sync::Arc::new(prev)),
@@ -227,10 +227,23 @@ impl Engine {
                 sealed.finish().map_err(|e| manifest_err(BackupError::Write(e)))?;
             }
         }
+        if seal.is_some() {
+            manifest_cache::keep(&self.svc.layout().state_dir, row, &m, &summary.entries);
+        }
         drop(summary);
         out.finish()?;
         target.put_small(&n.checksum, n.checksum_line(m.stored_sha256()).as_bytes())?;
         Ok(m)
+    }
+
+    /// The manifest an incremental run compares with: an encrypted parent's from the state
+    /// dir's copy when it is there and whole (no identity needed), else from the target.
+    fn parent_manifest(&self, target: &dyn Target, id: &str, row: Option<&BackupRow>) -> Result<Manifest, EngineError> {
+        if let Some(m) = row.filter(|r| r.encrypted).and_then(|r| manifest_cache::read(&self.svc.layout().state_dir, r))
+        {
+            return Ok(m);
+        }
+        self.read_manifest(target, &ObjectNames::new(id, row.is_some_and(|r| r.encrypted)))
     }
 
     /// Archives `root` through a read-only view of it: a read-only bind mount over it in a
