@@ -287,6 +287,11 @@ pub enum BackupCommand {
         /// chain starts) [default: the volume's backup-mode].
         #[arg(long)]
         incremental: bool,
+        /// With an incremental: also read every file whose metadata is unchanged and compare
+        /// its sha256 with the chain's, archiving it when the content differs (reads the whole
+        /// volume; for content changed behind unchanged times).
+        #[arg(long)]
+        rehash: bool,
         /// Print the catalog entry ({"id": ..., "status": ...}) as JSON.
         #[arg(long)]
         json: bool,

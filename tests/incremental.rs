@@ -216,6 +216,12 @@ fn backup_cat_reads_one_file_alone_from_a_full_and_from_an_older_link() {
             && l.contains(&format!("backup=\"{inc}\""))),
         "{log}"
     );
+    // --rehash reads every unchanged file and finds it the same: a link of directories only,
+    // not the 40 MiB again.
+    let t = target.to_str().expect("utf8");
+    let re = json(&d.cli(&["backup", "run", "cat", "--target", t, "--incremental", "--rehash", "--json"]));
+    assert_eq!((re["status"].as_str(), re["level"].as_u64()), (Some("complete"), Some(2)), "{re}");
+    assert!(re["bytes_out"].as_u64().expect("bytes_out") < 64 << 10, "{re}");
     // Paths it does not hold, directories, hostile paths: refused clearly.
     for bad in ["nope.txt", "conf", "../../etc/passwd", ""] {
         let o = d.cli(&["backup", "cat", &inc, bad]);

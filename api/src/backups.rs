@@ -156,6 +156,10 @@ pub struct RunBackup {
     /// or `backup-full` says a new chain starts); `false`: the volume's `backup-mode`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incremental: bool,
+    /// An incremental also reads every file whose metadata is unchanged and compares its
+    /// sha256 with the chain's (content changed behind unchanged times is archived).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehash: bool,
 }
 
 /// Answer to `POST /v1/backups`: the ID of the run that started.

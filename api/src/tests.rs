@@ -88,7 +88,14 @@ fn requests_keep_their_shapes() {
         serde_json::to_value(&r).expect("json"),
         json!({"from": "x", "force": true, "allow_devices": false, "strip_components": 0, "preserve_privileges": false})
     );
-    let run = RunBackup { volume: "v".into(), target: None, verify: false, consistency: None, incremental: false };
+    let run = RunBackup {
+        volume: "v".into(),
+        target: None,
+        verify: false,
+        consistency: None,
+        incremental: false,
+        rehash: false,
+    };
     assert_eq!(serde_json::to_value(&run).expect("json"), json!({"volume": "v", "target": null, "verify": false}));
     assert_eq!(serde_json::to_string(&VerifyBackup {}).expect("json"), "{}");
     assert!(serde_json::from_str::<RunBackup>(r#"{"volume":"v","nope":1}"#).is_err(), "unknown fields refused");

@@ -23,8 +23,9 @@ use crate::output;
 pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     match cmd {
-        BackupCommand::Run { volume, target, verify, consistency, incremental, json, detach } => {
-            run_backup(api, RunBackup { volume, target, verify, consistency, incremental }, json, detach, tty).await
+        BackupCommand::Run { volume, target, verify, consistency, incremental, rehash, json, detach } => {
+            let req = RunBackup { volume, target, verify, consistency, incremental, rehash };
+            run_backup(api, req, json, detach, tty).await
         }
         BackupCommand::Ls { volume, target: Some(target), json } => {
             super::backup_target::ls(api, volume.as_deref(), &target, json).await

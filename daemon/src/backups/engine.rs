@@ -158,7 +158,7 @@ impl Engine {
         options: &BTreeMap<String, String>,
         created: time::OffsetDateTime,
         progress: &Progress,
-        seal: Option<&Recipients>,
+        (seal, rehash): (Option<&Recipients>, bool),
     ) -> Result<Manifest, EngineError> {
         let target = open_target(spec, &self.rt)?;
         let n = names(row);
@@ -177,7 +177,7 @@ impl Engine {
                 .and_then(|p| self.parent_manifest(&*target, parent, p.as_ref()))
                 .map(|m| voltool_backup::Previous::from_manifest(&m));
             match read {
-                Ok(Some(prev)) => opts.previous = Some(std::sync::Arc::new(prev)),
+                Ok(Some(prev)) => opts.previous = Some(std::sync::Arc::new(prev.with_rehash(rehash))),
                 Ok(None) => {
                     fallback = Some(format!("{parent}'s manifest has no inode numbers (an older voltool wrote it)"))
                 }

@@ -36,6 +36,8 @@ pub struct RunRequest {
     pub consistency: Option<String>,
     /// An incremental link (`Some(true)`) or a full backup; `None`: the volume's `backup-mode`.
     pub incremental: Option<bool>,
+    /// An incremental compares the content of files whose metadata is unchanged too.
+    pub rehash: bool,
 }
 
 /// Why the archiving part of a run failed; its message is the failed row's `reason`.
@@ -168,7 +170,8 @@ impl Backups {
         let started = Instant::now();
         let permit = self.e.slots.clone().acquire_owned().await;
         progress.set_phase("archiving");
-        let result = self.archive_volume(&mut row, spec, created, &progress, mode, seal).await;
+        let how = How { seal, rehash: req.rehash };
+        let result = self.archive_volume(&mut row, spec, created, &progress, mode, how).await;
         row.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         row.finished_at = Some(self.e.clock.now_rfc3339());
         match result {
@@ -196,7 +199,7 @@ impl Backups {
         created: time::OffsetDateTime,
         progress: &Arc<Progress>,
         mode: Mode,
-        seal: Option<Arc<Recipients>>,
+        how: How,
     ) -> std::result::Result<Manifest, RunError> {
         let volume = row.volume.clone();
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", row.id);
@@ -208,7 +211,7 @@ impl Backups {
         }
         let out = match self.e.svc.record(&volume).await {
             Ok(vol) => {
-                let write = Write { spec, root, options: vol.options, created, seal };
+                let write = Write { spec, root, options: vol.options, created, how };
                 self.consistent_write(row, write, progress, mode).await
             }
             Err(err) => Err(RunError::Volume(err)),
@@ -227,7 +230,7 @@ impl Backups {
         progress: &Arc<Progress>,
         mode: Mode,
     ) -> std::result::Result<Manifest, RunError> {
-        let Write { spec, root, options, created, seal } = w;
+        let Write { spec, root, options, created, how } = w;
         let (docker, svc) = (&self.e.docker, &self.e.svc);
         if mode.freeze {
             svc.check_freezable(&row.volume).await.map_err(ConsistencyError::Freeze)?;
@@ -273,7 +276,7 @@ impl Backups {
         let read_root = snap.as_ref().map_or_else(|| root.clone(), |s| s.root.clone());
         let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
         let out = tokio::task::spawn_blocking(move || {
-            e.write_backup(&r, &spec, read_root, &options, created, &p, seal.as_deref())
+            e.write_backup(&r, &spec, read_root, &options, created, &p, (how.seal.as_deref(), how.rehash))
         })
         .await
         .map_err(RunError::Internal)
@@ -409,6 +412,7 @@ impl Backups {
             restore_test: false,
             consistency: None,
             incremental: None,
+            rehash: false,
         };
         let id = self.start(req).await?;
         loop {
@@ -435,7 +439,14 @@ struct Write {
     root: std::path::PathBuf,
     options: std::collections::BTreeMap<String, String>,
     created: time::OffsetDateTime,
+    how: How,
+}
+
+/// How a run writes: encrypted to `seal`; `rehash`: an incremental compares the content of
+/// files whose metadata is unchanged too.
+struct How {
     seal: Option<Arc<Recipients>>,
+    rehash: bool,
 }
 
 /// A run that wrote its three objects: the row takes the manifest's numbers (`bytes_out`:

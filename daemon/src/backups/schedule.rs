@@ -44,6 +44,7 @@ impl Entry {
             restore_test: self.restore_test,
             consistency: self.consistency.clone(),
             incremental: None,
+            rehash: false,
         }
     }
 }

@@ -113,6 +113,7 @@ pub(super) fn manual(volume: &str) -> RunRequest {
         restore_test: false,
         consistency: None,
         incremental: None,
+        rehash: false,
     }
 }
 

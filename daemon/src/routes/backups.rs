@@ -66,6 +66,7 @@ async fn run(
         restore_test: false,
         consistency: req.consistency,
         incremental: req.incremental.then_some(true),
+        rehash: req.rehash,
     };
     let id = b.start(run).await?;
     Ok((StatusCode::ACCEPTED, Json(BackupStarted { id })))
