@@ -47,7 +47,7 @@ mod seal;
 #[cfg(test)]
 mod tests;
 
-pub use open::{StoredHash, open, open_if_sealed};
+pub use open::{StoredHash, open, open_if_sealed, open_if_sealed_lazily};
 pub use ranged::{RangedObject, open_range, window_for};
 pub use seal::{BLOCK, BLOCKS, SealedWriter, Sealer, StoredObject};
 

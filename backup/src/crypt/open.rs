@@ -67,6 +67,44 @@ pub fn open_if_sealed<'a, R: Read + Send + 'a>(
     if sealed { open(whole, &ids(), object) } else { Ok(Box::new(whole)) }
 }
 
+/// [`open_if_sealed`] decided at the first read rather than now: for a stream whose first
+/// bytes may take a while to come (an import on stdin), so that what comes before reading it
+/// (a restore's staging directory) is not held up. An error of [`open_if_sealed`] is the first
+/// read's ([`io::ErrorKind::InvalidData`] for a wrong key or a bad header, with its message).
+pub fn open_if_sealed_lazily<'a, R, F>(input: R, ids: F, object: &str) -> Box<dyn Read + Send + 'a>
+where
+    R: Read + Send + 'a,
+    F: FnOnce() -> Identities + Send + 'a,
+{
+    let object = object.to_owned();
+    Box::new(Lazy::Pending(Box::new(move || open_if_sealed(input, ids, &object))))
+}
+
+type Opener<'a> = Box<dyn FnOnce() -> Result<Box<dyn Read + Send + 'a>, CryptError> + Send + 'a>;
+
+enum Lazy<'a> {
+    Pending(Opener<'a>),
+    Open(Box<dyn Read + Send + 'a>),
+    Failed,
+}
+
+impl Read for Lazy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if matches!(self, Lazy::Pending(_)) {
+            let Lazy::Pending(open) = std::mem::replace(self, Lazy::Failed) else { unreachable!() };
+            let opened = open().map_err(|e| match e {
+                CryptError::Read { source, .. } => source,
+                e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+            *self = Lazy::Open(opened);
+        }
+        match self {
+            Lazy::Open(r) => r.read(buf),
+            _ => Err(io::Error::other("the archive could not be opened")),
+        }
+    }
+}
+
 /// The plaintext of an age stream, its errors naming the object.
 pub(super) struct Plaintext<R: Read> {
     pub(super) stream: age::stream::StreamReader<R>,

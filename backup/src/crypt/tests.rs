@@ -276,3 +276,39 @@ fn a_range_of_an_encrypted_object_reads_only_the_chunks_that_hold_it() {
     let e = read_range(&t, "r.tar.zst.age", &ids(&[("other", &other)]), 0, 10).expect_err("no key");
     assert!(e.to_string().contains("other"), "{e}");
 }
+
+#[test]
+fn a_lazily_opened_stream_is_looked_at_only_when_first_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = FileTarget::new(dir.path().to_path_buf());
+    let (file, public) = age_key();
+    let plain = data(200_000);
+    seal_to(&t, "l.age", &Recipients::parse([public.as_str()]).expect("r"), &plain);
+    let sealed = std::fs::read(dir.path().join("l.age")).expect("read");
+    // Nothing is read (nor are the identities asked for) before the first read.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = asked.clone();
+    let mut r = open_if_sealed_lazily(
+        std::io::Cursor::new(sealed.clone()),
+        move || {
+            a.store(true, std::sync::atomic::Ordering::SeqCst);
+            ids(&[("k", &file)])
+        },
+        "l.age",
+    );
+    assert!(!asked.load(std::sync::atomic::Ordering::SeqCst), "identities read before the first read");
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).expect("decrypt");
+    assert_eq!(out, plain);
+    // A plain stream passes as it is; a sealed one without the key fails at its first read.
+    let mut out = Vec::new();
+    open_if_sealed_lazily(std::io::Cursor::new(plain.clone()), Identities::new, "p")
+        .read_to_end(&mut out)
+        .expect("plain");
+    assert_eq!(out, plain);
+    let e = open_if_sealed_lazily(std::io::Cursor::new(sealed), Identities::new, "l.age")
+        .read_to_end(&mut Vec::new())
+        .expect_err("no identity");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("l.age"), "{e}");
+}

@@ -79,7 +79,11 @@ impl Source {
                     None => Ok(stored),
                 }
             }
-            Source::Stream(input, catalog) => Ok(crypt::open_if_sealed(input, || catalog.identities(), "the archive")?),
+            // Decided at the first read: an import's stream may not have started yet, and the
+            // staging directory (what a container start is refused by) comes first.
+            Source::Stream(input, catalog) => {
+                Ok(crypt::open_if_sealed_lazily(input, move || catalog.identities(), "the archive"))
+            }
         }
     }
 }
