@@ -71,6 +71,10 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<BackupView> {
         b.enable_steady_tick(Duration::from_millis(200));
         b
     });
+    // Polled every 20 ms for the first 2 s, then every 250 ms: a short run (an incremental) is
+    // not made to wait a whole interval, a long one is not asked about more than four times a
+    // second.
+    let t0 = std::time::Instant::now();
     loop {
         let v: BackupView = api.get(&path).await?;
         if let (Some(bar), Some(p)) = (&bar, &v.progress) {
@@ -84,7 +88,8 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<BackupView> {
             }
             return Ok(v);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let wait = if t0.elapsed() < Duration::from_secs(2) { 20 } else { 250 };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
 

@@ -199,10 +199,15 @@ pub(crate) fn write_archive_walking<W: Write + Send>(
             .spawn_scoped(s, || compressor.run(out, level, threads))
             .map_err(BackupError::Write)?;
         // Read-ahead is only a hint: without the thread the archive is the same, just slower.
-        let reading_ahead = std::thread::Builder::new()
-            .name("voltool-readahead".into())
-            .spawn_scoped(s, move || prefetch::run(root, ahead_dir, &root_st, lookahead))
-            .ok();
+        // Not for an incremental: it would open every file, and only the few that changed are
+        // read.
+        let reading_ahead = match opts.previous {
+            None => std::thread::Builder::new()
+                .name("voltool-readahead".into())
+                .spawn_scoped(s, move || prefetch::run(root, ahead_dir, &root_st, lookahead))
+                .ok(),
+            Some(_) => None,
+        };
         let stop_reading_ahead = prefetch::StopOnDrop(lookahead);
         let mut walk = Walk {
             root: root.to_path_buf(),

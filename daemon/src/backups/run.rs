@@ -204,7 +204,10 @@ impl Backups {
         let volume = row.volume.clone();
         let mount_id = format!("{MOUNT_ID_PREFIX}{}", row.id);
         let root = self.e.svc.mount(&volume, &mount_id).await.map_err(RunError::Mount)?;
-        if let Ok(Some(v)) = self.e.svc.get(&volume).await
+        // The volume's size is the total of a full backup's progress; an incremental reads what
+        // changed, unknown beforehand (and finding the size walks the whole tree once more).
+        if row.parent.is_none()
+            && let Ok(Some(v)) = self.e.svc.get(&volume).await
             && let Some(used) = v.status.and_then(|s| s.used_bytes)
         {
             progress.set_total(used);
