@@ -84,8 +84,6 @@ impl Target for FileTarget {
             tmp,
             dest,
             done: false,
-            written: 0,
-            flushed: 0,
         }))
     }
 
@@ -212,18 +210,7 @@ struct FileWriter {
     tmp: PathBuf,
     dest: PathBuf,
     done: bool,
-    /// Bytes handed to the file, and up to where the kernel was asked to write them out.
-    written: u64,
-    flushed: u64,
 }
-
-/// Every this many bytes, the kernel is asked to start writing the object out, so the `fsync`
-/// at commit waits for the last few MiB rather than for the whole archive: the disk writes
-/// while the backup still reads and compresses. `posix_fadvise(POSIX_FADV_DONTNEED)` does it:
-/// it starts writeback of the range's dirty pages without waiting, and drops its pages that
-/// are clean by then (those of the earlier rounds: the archive is not read back from the
-/// cache, a verify reads it with `O_DIRECT`).
-const WRITE_BEHIND: u64 = 16 << 20;
 
 impl FileWriter {
     fn wrap(&self, e: io::Error) -> io::Error {
@@ -234,25 +221,7 @@ impl FileWriter {
 impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let out = self.out.as_mut().ok_or_else(|| io::Error::other("object already finished"))?;
-        let n = match out.write(buf) {
-            Ok(n) => n,
-            Err(e) => return Err(self.wrap(e)),
-        };
-        self.written += n as u64;
-        if self.written - self.flushed >= WRITE_BEHIND {
-            // What the buffer holds is not in the file yet: only what is, is asked for. A
-            // failure here is only a lost hint (the commit's fsync reports real errors).
-            let done = self.written - out.buffer().len() as u64;
-            let from = self.flushed.saturating_sub(2 * WRITE_BEHIND);
-            let _ = nix::fcntl::posix_fadvise(
-                out.get_ref(),
-                i64::try_from(from).unwrap_or(i64::MAX),
-                i64::try_from(done - from).unwrap_or(0),
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            );
-            self.flushed = done;
-        }
-        Ok(n)
+        out.write(buf).map_err(|e| self.wrap(e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
