@@ -48,13 +48,13 @@ def parse_args():
 
 def one_run(d, data, target, out_dir, cache):
     prepare_cache(cache, [data])
-    u0, s0 = d.cpu()
+    c0 = d.cpu()
     busy0 = busy_cpu()
     t0 = time.monotonic()
     entry = json.loads(d.cli("backup", "run", "bench", "--target", target, "--json").stdout)
     wall = time.monotonic() - t0
-    u1, s1 = d.cpu()
-    other = busy_cpu() - busy0 - ((u1 - u0) + (s1 - s0))
+    cpu = d.cpu() - c0
+    other = busy_cpu() - busy0 - cpu
     if entry.get("status") != "complete":
         raise RuntimeError(f"backup to {target} did not complete: {entry}")
     names = sorted(n for n in os.listdir(out_dir) if n.startswith(entry["id"]))
@@ -62,7 +62,7 @@ def one_run(d, data, target, out_dir, cache):
         os.remove(os.path.join(out_dir, n))
     return {"target": target, "id": entry["id"], "wall": wall, "daemon_s": entry["duration_ms"] / 1000,
             "bytes_in": entry["bytes_in"], "bytes_out": entry["bytes_out"], "encrypted": entry.get("encrypted", False),
-            "cpu": (u1 - u0) + (s1 - s0), "other_cpu": max(other, 0.0), "objects": names}
+            "cpu": cpu, "other_cpu": max(other, 0.0), "objects": names}
 
 
 def report(args, gen, runs):
