@@ -464,7 +464,7 @@ def report(b, errors):
             if x.get("server_cpu") is not None:
                 server = f"; s3s-fs (on this host) used {x['server_cpu']:.1f} s CPU meanwhile (counted in other CPU)"
             add(f"{LABELS[name]}: daemon duration_ms {x['daemon_ms']} (CLI wall {x['wall'] * 1000:.0f} ms, the CLI "
-                f"polls every 250 ms), bytes_in {x['bytes_in']}, bytes_out {x['bytes_out']}, files {x['files']}, "
+                f"follows the run every 20 ms for 2 s, then every 250 ms), bytes_in {x['bytes_in']}, bytes_out {x['bytes_out']}, files {x['files']}, "
                 f"idle daemon RSS {fmt_mib(x['idle_rss'])} MiB, max sampled RSS {fmt_mib(x['sampled_rss'])} MiB, "
                 f"daemon CPU {x['user']:.1f} s user + {x['sys']:.1f} s sys "
                 f"({(x['user'] + x['sys']) / x['wall']:.2f} CPUs busy on average), "
