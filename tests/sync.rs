@@ -323,16 +323,33 @@ fn a_new_host_syncs_lists_and_restores_every_backup_from_a_directory_and_s3() {
     let backups = dir.path().join("backups");
     let mut places = vec![("dir", backups.display().to_string())];
     let mut objects = vec![Place { name: "dir", objects: backups.clone() }];
+    // The test's prefixes on the S3 server go when it ends, passed or not.
+    let mut cleanup = RemoveDirs(Vec::new());
     if let Some((url, path)) = s3_url(test, "dr") {
         places.push(("s3", url));
+        cleanup.0.push(path.clone());
         objects.push(Place { name: "s3", objects: path });
     }
     // Encrypted backups (the target's encrypt-to) to S3, or to a directory without it: found
     // by a host that holds the identity, and restored.
     let sealed = match s3_url(test, "sealed") {
-        Some((url, _)) => url,
+        Some((url, path)) => {
+            cleanup.0.push(path);
+            url
+        }
         None => dir.path().join("sealed").display().to_string(),
     };
     places.push(("sealed", sealed));
     scenario(test, places, objects);
+}
+
+/// Removes directories when dropped (the test's prefixes in the S3 server's data dir).
+struct RemoveDirs(Vec<PathBuf>);
+
+impl Drop for RemoveDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
