@@ -14,23 +14,6 @@ use common::*;
 use s3_servers::{Variant, s3_matrix};
 use serde_json::Value;
 
-fn json(o: &std::process::Output) -> Value {
-    assert!(o.status.success(), "command failed: {}", stderr(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not json ({e}): {}", stdout(o)))
-}
-
-/// Mounts a volume through the CLI and returns its path.
-fn mount(d: &Daemon, vol: &str) -> PathBuf {
-    let o = d.cli(&["volume", "mount", vol, "--id", "test"]);
-    assert!(o.status.success(), "mount: {}", stderr(&o));
-    PathBuf::from(stdout(&o))
-}
-
-fn unmount(d: &Daemon, vol: &str) {
-    let o = d.cli(&["volume", "unmount", vol, "--id", "test"]);
-    assert!(o.status.success(), "unmount: {}", stderr(&o));
-}
-
 fn sh(script: &str) {
     let o = Command::new("sh").arg("-c").arg(script).output().expect("sh");
     assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));

@@ -11,27 +11,10 @@ use std::process::Command;
 
 use age::secrecy::ExposeSecret;
 use common::*;
-use serde_json::Value;
 
 /// A string that must not appear in any stored object, and a file name likewise.
 const KNOWN: &str = "voltool-known-plaintext-5c1a9e-the-launch-codes";
 const SECRET_NAME: &str = "quarterly-numbers-confidential.txt";
-
-fn json(o: &std::process::Output) -> Value {
-    assert!(o.status.success(), "command failed: {}", stderr(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not json ({e}): {}", stdout(o)))
-}
-
-fn mount(d: &Daemon, vol: &str) -> PathBuf {
-    let o = d.cli(&["volume", "mount", vol, "--id", "test"]);
-    assert!(o.status.success(), "mount: {}", stderr(&o));
-    PathBuf::from(stdout(&o))
-}
-
-fn unmount(d: &Daemon, vol: &str) {
-    let o = d.cli(&["volume", "unmount", vol, "--id", "test"]);
-    assert!(o.status.success(), "unmount: {}", stderr(&o));
-}
 
 /// A fresh age key pair: (identity file text as `age-keygen` writes it, public key).
 fn keypair() -> (String, String) {

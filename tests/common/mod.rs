@@ -181,6 +181,12 @@ pub fn mount(d: &Daemon, vol: &str) -> PathBuf {
     PathBuf::from(stdout(&o))
 }
 
+/// Unmounts what [`mount`] mounted.
+pub fn unmount(d: &Daemon, vol: &str) {
+    let o = d.cli(&["volume", "unmount", vol, "--id", "test"]);
+    assert!(o.status.success(), "unmount: {}", stderr(&o));
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
