@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,18 @@ def fs_type(path):
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+def make_workdir(base, need, prefix, voltool):
+    """A fresh work dir under `base` (disk, not tmpfs, `need` bytes free) holding a private copy
+    of the voltool binary; exits with the reason otherwise. Returns (work dir, voltool copy)."""
+    os.makedirs(base, exist_ok=True)
+    if fs_type(base) == "tmpfs":
+        sys.exit(f"{base} is tmpfs; pick a disk-backed --workdir-base")
+    if free_bytes(base) < need:
+        sys.exit(f"{base}: {free_bytes(base) / 2**30:.1f} GiB free, need ~{need / 2**30:.1f} GiB")
+    work = tempfile.mkdtemp(prefix=prefix, dir=base)
+    return work, shutil.copy2(voltool, os.path.join(work, "voltool"))
 
 
 def busy_cpu():

@@ -18,13 +18,11 @@ PASS when encryption costs at most 10% of the throughput.
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import (MIB, Daemon, busy_cpu, emit_report, fmt_mib, free_bytes, fs_type, host_line, log,  # noqa: E402
+from common import (MIB, Daemon, make_workdir, busy_cpu, emit_report, fmt_mib, host_line, log,  # noqa: E402
                     make_dataset, med, prepare_cache, run, unmount_under)
 
 # A public key only: the benchmark never decrypts (tests/encryption.rs does).
@@ -90,15 +88,7 @@ def report(args, gen, runs):
 
 def main():
     args = parse_args()
-    base = args.workdir_base
-    os.makedirs(base, exist_ok=True)
-    if fs_type(base) == "tmpfs":
-        sys.exit(f"{base} is tmpfs; pick a disk-backed --workdir-base")
-    need = int(3.5 * (1 << 30) * args.scale)
-    if free_bytes(base) < need:
-        sys.exit(f"{base}: {free_bytes(base) / 2**30:.1f} GiB free, need ~{need / 2**30:.1f} GiB")
-    work = tempfile.mkdtemp(prefix="voltool-bench-encrypt.", dir=base)
-    voltool = shutil.copy2(args.voltool, os.path.join(work, "voltool"))
+    work, voltool = make_workdir(args.workdir_base, int(3.5 * (1 << 30) * args.scale), "voltool-bench-encrypt.", args.voltool)
     outs = {t: os.path.join(work, "out", t) for t in ("plain", "sealed")}
     for o in outs.values():
         os.makedirs(o)

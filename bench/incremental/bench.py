@@ -24,11 +24,10 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import (MIB, Daemon, emit_report, fmt_mib, free_bytes, fs_type, host_line, log,  # noqa: E402
+from common import (MIB, Daemon, make_workdir, emit_report, fmt_mib, host_line, log,  # noqa: E402
                     make_dataset, med, prepare_cache, run, unmount_under)
 
 TOOLS = ("voltool", "restic", "tar")
@@ -194,15 +193,7 @@ def report(args, gen, rounds):
 
 def main():
     args = parse_args()
-    base = args.workdir_base
-    os.makedirs(base, exist_ok=True)
-    if fs_type(base) == "tmpfs":
-        sys.exit(f"{base} is tmpfs; pick a disk-backed --workdir-base")
-    need = int(12 * (1 << 30) * args.scale)
-    if free_bytes(base) < need:
-        sys.exit(f"{base}: {free_bytes(base) / 2**30:.1f} GiB free, need ~{need / 2**30:.1f} GiB")
-    work = tempfile.mkdtemp(prefix="voltool-bench-incremental.", dir=base)
-    voltool = shutil.copy2(args.voltool, os.path.join(work, "voltool"))
+    work, voltool = make_workdir(args.workdir_base, int(12 * (1 << 30) * args.scale), "voltool-bench-incremental.", args.voltool)
     out = os.path.join(work, "out")
     os.makedirs(out)
     config = os.path.join(work, "voltool.toml")
