@@ -20,7 +20,7 @@ use super::Walk;
 use crate::error::BackupError;
 use crate::header::{Stat, fill_header};
 use crate::manifest::{Entry, EntryKind};
-use crate::walk;
+use crate::{prefetch, walk};
 
 /// The most extended attributes archived per entry, and their names and values together in
 /// bytes: past either, the rest of the entry's xattrs are skipped with a note (a restore
@@ -267,6 +267,7 @@ impl Walk<'_> {
         display: &str,
     ) -> Result<Option<[u8; 32]>, BackupError> {
         let hash = self.opts.hash_files;
+        let lookahead = self.lookahead;
         let out = self.builder.get_mut();
         out.write_all(header.as_bytes()).map_err(BackupError::Write)?;
         if meta.size >= ADVISE_FROM {
@@ -281,7 +282,7 @@ impl Walk<'_> {
             let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(spare.len());
             let mut n = 0;
             while !padded {
-                match file.read(&mut spare[..want]) {
+                match read_noting_waits(&mut file, &mut spare[..want], lookahead) {
                     Ok(0) => padded = true,
                     Ok(k) => {
                         n = k;
@@ -319,4 +320,25 @@ impl Walk<'_> {
         }
         Ok(hash.then(|| hasher.finalize().into()))
     }
+}
+
+/// `file.read(buf)`, except that until the read-ahead is wanted the read is first tried
+/// without waiting for the disk (`preadv2(RWF_NOWAIT)`), and the reads that would have waited
+/// are counted ([`prefetch::Progress::note_read`]), which wakes the read-ahead once they are
+/// frequent. A filesystem that cannot tell (`EOPNOTSUPP`) wakes it at once.
+fn read_noting_waits(file: &mut File, buf: &mut [u8], lookahead: &prefetch::Progress) -> io::Result<usize> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    if !lookahead.wanted.load(Ordering::Relaxed) {
+        // u64::MAX: at (and advancing) the file's own offset, as read(2).
+        match preadv2(&*file, &mut [io::IoSliceMut::new(buf)], u64::MAX, ReadWriteFlags::NOWAIT) {
+            Ok(n) => {
+                lookahead.note_read(false);
+                return Ok(n);
+            }
+            Err(Errno::AGAIN) => lookahead.note_read(true),
+            Err(Errno::INTR) => {}
+            Err(_) => lookahead.wanted.store(true, Ordering::Relaxed),
+        }
+    }
+    file.read(buf)
 }

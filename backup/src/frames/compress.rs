@@ -1,9 +1,11 @@
 //! The writing side of [`super`]: the tar stream's blocks compressed one frame each, on a pool
-//! of workers (block `i` to worker `i % workers`, so at most `workers` blocks are compressed at
-//! once and the frames come back in order), between voltool's start and end markers.
+//! of workers that take blocks from one queue (a bounded number at once; the frames are
+//! written in stream order), between voltool's start and end markers.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use zstd::stream::raw::CParameter;
 
@@ -80,10 +82,15 @@ fn compress_here<W: Write>(
     Ok((bytes, frames))
 }
 
-/// A worker's job: the block, its length, and a buffer for the frame.
-type CJob = (Vec<u8>, usize, Vec<u8>);
-/// A worker's answer: the block back, and the frame.
-type CDone = (Vec<u8>, io::Result<Vec<u8>>);
+/// A worker's job: its place in the stream, the block, its length, and a buffer for the frame.
+type CJob = (usize, Vec<u8>, usize, Vec<u8>);
+/// A worker's answer: the job's place, the block back, and the frame.
+type CDone = (usize, Vec<u8>, io::Result<Vec<u8>>);
+
+/// Blocks handed to the pool and not yet written out, per worker: more than one each, so a
+/// worker that finishes a quick block (random data) takes the next one at once instead of
+/// waiting for a slow one (text) on another worker to be written first.
+const QUEUED_PER_WORKER: usize = 2;
 
 fn compress_pool<W: Write>(
     out: &mut W,
@@ -94,15 +101,23 @@ fn compress_pool<W: Write>(
     offsets: &mut Vec<u64>,
 ) -> io::Result<(u64, u64)> {
     std::thread::scope(|s| {
-        // Block i goes to worker i % workers and comes back from it, so the frames are
-        // written in order and at most `workers` blocks are being compressed at once.
-        let mut lanes: Vec<(SyncSender<CJob>, Receiver<CDone>)> = Vec::new();
+        // One queue all workers take from; the frames come back in any order and are written
+        // in stream order from `pending`. At most `cap` blocks are between `next` and `out`.
+        let cap = workers * QUEUED_PER_WORKER;
+        let (job_tx, jobs) = mpsc::sync_channel::<CJob>(cap);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let (done_tx, done) = mpsc::channel::<CDone>();
         for i in 0..workers {
-            let (job_tx, jobs) = mpsc::sync_channel::<CJob>(0);
-            let (done_tx, done) = mpsc::sync_channel::<CDone>(1);
+            let (jobs, done_tx) = (Arc::clone(&jobs), done_tx.clone());
             std::thread::Builder::new().name(format!("voltool-zstd-{i}")).spawn_scoped(s, move || {
                 let mut c = compressor(level);
-                for (buf, len, mut dst) in jobs {
+                loop {
+                    // A poisoned lock means another worker panicked: stop too.
+                    let job = match jobs.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((seq, buf, len, mut dst)) = job else { break };
                     let r = match &mut c {
                         Ok(c) => {
                             dst.clear();
@@ -111,38 +126,46 @@ fn compress_pool<W: Write>(
                         }
                         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                     };
-                    if done_tx.send((buf, r)).is_err() {
+                    if done_tx.send((seq, buf, r)).is_err() {
                         break;
                     }
                 }
             })?;
-            lanes.push((job_tx, done));
         }
+        drop(done_tx);
         let stopped = || io::Error::other("a compression worker stopped");
         let mut spare: Vec<Vec<u8>> = Vec::new();
-        let mut write_out = |lane: &(SyncSender<CJob>, Receiver<CDone>), spare: &mut Vec<Vec<u8>>| {
-            let (buf, frame) = lane.1.recv().map_err(|_| stopped())?;
+        let mut pending: BTreeMap<usize, io::Result<Vec<u8>>> = BTreeMap::new();
+        let mut written = 0usize;
+        // Waits for one frame, then writes every frame that is next in the stream.
+        let mut take_one = |pending: &mut BTreeMap<usize, io::Result<Vec<u8>>>, spare: &mut Vec<Vec<u8>>| {
+            let (seq, buf, frame) = done.recv().map_err(|_| stopped())?;
             recycle(buf);
-            let frame = frame?;
-            out.write_all(&frame)?;
-            offsets.push(offsets.last().copied().unwrap_or(0) + frame.len() as u64);
-            spare.push(frame);
-            io::Result::Ok(())
+            pending.insert(seq, frame);
+            while let Some(frame) = pending.remove(&written) {
+                let frame = frame?;
+                out.write_all(&frame)?;
+                offsets.push(offsets.last().copied().unwrap_or(0) + frame.len() as u64);
+                spare.push(frame);
+                written += 1;
+            }
+            io::Result::Ok(written)
         };
         let (mut bytes, mut frames) = (0u64, 0u64);
         let mut seq = 0usize;
+        let mut out_so_far = 0usize;
         while let Some((buf, len)) = next()? {
-            let lane = &lanes[seq % workers];
-            if seq >= workers {
-                write_out(lane, &mut spare)?;
+            while seq - out_so_far >= cap {
+                out_so_far = take_one(&mut pending, &mut spare)?;
             }
-            lane.0.send((buf, len, spare.pop().unwrap_or_default())).map_err(|_| stopped())?;
+            job_tx.send((seq, buf, len, spare.pop().unwrap_or_default())).map_err(|_| stopped())?;
             bytes += len as u64;
             frames += 1;
             seq += 1;
         }
-        for k in seq.saturating_sub(workers)..seq {
-            write_out(&lanes[k % workers], &mut spare)?;
+        drop(job_tx);
+        while out_so_far < seq {
+            out_so_far = take_one(&mut pending, &mut spare)?;
         }
         Ok((bytes, frames))
     })
