@@ -333,6 +333,35 @@ fn start_backup(d: &Daemon, vol: &str, target: &str) -> String {
     stdout(&o).lines().last().expect("id").to_string()
 }
 
+/// `GET /v1/backups/ID?wait_ms=N` answers when the run ends, not before (unless N passed):
+/// how the CLI follows a run without polling.
+#[test]
+fn following_a_run_with_wait_ms_answers_at_its_end() {
+    let d = Daemon::start();
+    big_volume(&d, "followed");
+    let target = d.dir.path().join("followed-target");
+    let id = start_backup(&d, "followed", target.to_str().expect("utf8"));
+    let t0 = Instant::now();
+    loop {
+        let asked = Instant::now();
+        let (status, body) = d.api_get(&format!("/v1/backups/{id}?wait_ms=3000"));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        if v["status"] != "running" && v.get("progress").is_none() {
+            assert_eq!(v["status"], "complete", "{v}");
+            break;
+        }
+        // Still running: the daemon held the request the whole wait.
+        assert!(asked.elapsed() >= Duration::from_millis(2900), "answered after {:?}: {v}", asked.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(300), "backup {id} did not finish");
+    }
+    // A finished run is answered at once whatever the wait.
+    let asked = Instant::now();
+    let (status, _) = d.api_get(&format!("/v1/backups/{id}?wait_ms=3000"));
+    assert_eq!(status, 200);
+    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+}
+
 /// Kills the daemon with SIGKILL when the run `id` has read `fraction` of its bytes.
 fn kill_at(d: &mut Daemon, id: &str, fraction: f64) -> bool {
     let t0 = Instant::now();

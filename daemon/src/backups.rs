@@ -60,7 +60,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore};
 use voltool_backup::{Manifest, ObjectNames, open_target};
 use voltool_plugin::VolumeService;
-use voltool_plugin::store::BackupRow;
+use voltool_plugin::store::{BackupRow, BackupStatus};
 
 use crate::error::{Error, Result};
 use crate::restores::Restores;
@@ -153,6 +153,9 @@ fn plain_names(id: &str) -> [String; 3] {
     [n.archive, n.manifest, n.checksum]
 }
 
+/// The longest [`Backups::show_waiting`] holds a request.
+pub const MAX_SHOW_WAIT: Duration = Duration::from_secs(5);
+
 pub(crate) fn backup_err(id: &str, reason: impl std::fmt::Display) -> Error {
     Error::Backup { id: id.to_owned(), reason: reason.to_string() }
 }
@@ -199,6 +202,7 @@ impl Backups {
             running: Mutex::default(),
             progress: Mutex::default(),
             wake: Notify::new(),
+            ended: Notify::new(),
             catalog,
             restores,
             cleanup_running: AtomicBool::new(false),
@@ -270,6 +274,28 @@ impl Backups {
             e.read_manifest(&*target, &ObjectNames::new(&i, row.encrypted)).map_err(|m| backup_err(&i, m))
         })
         .await
+    }
+
+    /// [`Self::show`], once the run (or verification) in flight ends or `wait` (at most
+    /// [`MAX_SHOW_WAIT`]) passed, whichever is first: a client following a run learns of its
+    /// end at once instead of at its next poll.
+    ///
+    /// # Errors
+    /// As [`Self::show`].
+    pub async fn show_waiting(&self, id: &str, wait: std::time::Duration) -> Result<BackupView> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_SHOW_WAIT);
+        loop {
+            // Registered before looking, so an end between the look and the wait is not missed.
+            let ended = self.e.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let v = self.show(id).await?;
+            let finished = v.progress.is_none() && v.row.status != BackupStatus::Running;
+            if finished || tokio::time::Instant::now() >= deadline {
+                return Ok(v);
+            }
+            let _ = tokio::time::timeout_at(deadline, ended).await;
+        }
     }
 
     fn view(&self, row: BackupRow) -> BackupView {

@@ -71,11 +71,11 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<BackupView> {
         b.enable_steady_tick(Duration::from_millis(200));
         b
     });
-    // Polled every 20 ms for the first 2 s, then every 250 ms: a short run (an incremental) is
-    // not made to wait a whole interval, a long one is not asked about more than four times a
-    // second.
-    let t0 = std::time::Instant::now();
+    // The daemon answers when the run ends or after `wait_ms`: the end is seen at once, and
+    // the progress bar is updated four times a second.
+    let path = format!("{path}?wait_ms={}", if show_bar { 250 } else { 2000 });
     loop {
+        let asked = std::time::Instant::now();
         let v: BackupView = api.get(&path).await?;
         if let (Some(bar), Some(p)) = (&bar, &v.progress) {
             bar.set_message(p.phase.clone());
@@ -88,8 +88,11 @@ async fn follow(api: &Api, id: &str, show_bar: bool) -> Result<BackupView> {
             }
             return Ok(v);
         }
-        let wait = if t0.elapsed() < Duration::from_secs(2) { 20 } else { 250 };
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // A daemon that answered at once without the run having ended did not wait (one
+        // older than `wait_ms`): do not ask it in a busy loop.
+        if asked.elapsed() < Duration::from_millis(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -148,6 +148,17 @@ impl Daemon {
         (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
     }
 
+    /// `GET path` on the management socket: (status, body).
+    pub fn api_get(&self, path: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(Self::paths(self.dir.path()).2).expect("connect API socket");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
     pub fn mountpoint(&self, vol: &str) -> PathBuf {
         self.dir.path().join("state/mounts").join(vol)
     }

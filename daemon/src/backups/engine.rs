@@ -94,6 +94,9 @@ pub(super) struct Engine {
     pub progress: Mutex<HashMap<String, Arc<Progress>>>,
     pub slots: Arc<Semaphore>,
     pub wake: Notify,
+    /// Woken whenever a run or verification in flight ends (its progress is removed), for
+    /// callers waiting on one ([`super::Backups::show_waiting`]).
+    pub ended: Notify,
     pub catalog: Catalog,
     /// Runs the restore tests of `backup-verify=restore` volumes after their backups.
     pub restores: Restores,
@@ -112,6 +115,7 @@ impl Engine {
             running.remove(volume);
         }
         self.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.ended.notify_waiters();
     }
 
     /// The ID of the run of `volume` in flight, if any.

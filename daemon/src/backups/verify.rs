@@ -75,6 +75,7 @@ impl Backups {
         drop(permit);
         if registered {
             self.e.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            self.e.ended.notify_waiters();
         }
         let outcome = outcome(id, result);
         if outcome.ok {

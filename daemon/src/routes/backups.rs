@@ -2,7 +2,8 @@
 //!
 //! - `GET  /v1/backups[?volume=V]` — the catalog, newest first, with live progress
 //! - `POST /v1/backups` `{"volume", "target"?, "verify"?}` — starts a run, answers `202 {"id"}`
-//! - `GET  /v1/backups/{id}` — one backup (poll it to follow a run)
+//! - `GET  /v1/backups/{id}[?wait_ms=N]` — one backup; with `wait_ms`, once the run in flight
+//!   ends or after N ms (at most 5 s), to follow a run
 //! - `GET  /v1/backups/{id}/manifest` — its manifest, read from the target
 //! - `GET  /v1/backups/{id}/cat?path=P` — one file's bytes, read alone from the frames that hold it
 //! - `POST /v1/backups/{id}/verify` — re-reads and checks it; answers when done
@@ -72,8 +73,18 @@ async fn run(
     Ok((StatusCode::ACCEPTED, Json(BackupStarted { id })))
 }
 
-async fn show(State(b): State<Backups>, Path(id): Path<String>) -> Reply<BackupView> {
-    Ok(Json(b.show(&id).await?.into()))
+/// `?wait_ms=N`: answer when the run in flight ends or after N ms (at most 5 s).
+#[derive(Debug, Deserialize)]
+struct ShowQuery {
+    wait_ms: Option<u64>,
+}
+
+async fn show(State(b): State<Backups>, Path(id): Path<String>, Query(q): Query<ShowQuery>) -> Reply<BackupView> {
+    let v = match q.wait_ms {
+        Some(ms) => b.show_waiting(&id, std::time::Duration::from_millis(ms)).await?,
+        None => b.show(&id).await?,
+    };
+    Ok(Json(v.into()))
 }
 
 /// `?path=P`: the file to read.
