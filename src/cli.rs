@@ -443,6 +443,11 @@ pub struct ServeArgs {
     /// [default: /var/run/docker.sock]. The managed plugin mounts the host's socket there.
     #[arg(long, env = "VOLTOOL_DOCKER_SOCKET")]
     pub docker_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`) over TCP on this address, e.g. `127.0.0.1:9323`
+    /// (overrides `[http] listen`). A non-loopback address needs `[http] token`. The metrics
+    /// are also on the management socket: `curl --unix-socket /run/voltool/api.sock http://x/metrics`.
+    #[arg(long, value_name = "ADDR", env = "VOLTOOL_HTTP")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,6 +57,105 @@ pub struct ConfigFile {
     /// `[restore]`: what restores leave free.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[http]`: the metrics and the status page over TCP.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[monitor]`: how often volumes are measured for the metrics and the status page.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+}
+
+/// The `[http]` table: `listen = "127.0.0.1:9323"`, `token = "..."`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    /// Where `/metrics` and the status page `/` are served over TCP (off when absent).
+    pub listen: Option<String>,
+    /// A bearer token every request must carry (`Authorization: Bearer TOKEN`); required
+    /// when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// The `[monitor]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MonitorConfig {
+    /// Time between two measurements of every volume (usage, mounts, servers): `30s`
+    /// (default), `5m`.
+    pub interval: Option<String>,
+}
+
+/// Where and how the TCP endpoint serves, checked.
+#[derive(Clone)]
+pub struct HttpListen {
+    pub addr: std::net::SocketAddr,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpListen")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl HttpListen {
+    /// `addr` (`--http` or `[http] listen`) with `token`, checked: a non-loopback address
+    /// needs a token (the page and the metrics name every volume).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for an address that does not parse, or a non-loopback one
+    /// without a token.
+    pub fn new(addr: &str, token: Option<String>) -> Result<Self, ConfigError> {
+        let parsed: std::net::SocketAddr = addr.parse().map_err(|_| ConfigError::Invalid {
+            reason: format!("[http] listen {addr:?} is not an address and port like 127.0.0.1:9323"),
+        })?;
+        let token = token.filter(|t| !t.is_empty());
+        if !parsed.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::Invalid {
+                reason: format!(
+                    "[http] listen {addr} is not a loopback address: set [http] token so that not anyone on the network can read it"
+                ),
+            });
+        }
+        Ok(Self { addr: parsed, token })
+    }
+}
+
+impl MonitorConfig {
+    /// The interval, parsed (default 30 s; at least 1 s).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a value that is not a duration.
+    pub fn interval(&self) -> Result<std::time::Duration, ConfigError> {
+        let Some(text) = &self.interval else { return Ok(std::time::Duration::from_secs(30)) };
+        let bad =
+            || ConfigError::Invalid { reason: format!("[monitor] interval {text:?} is not a duration like 30s or 5m") };
+        let t = text.trim();
+        let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "s" | "" => n,
+            "m" => n.checked_mul(60).ok_or_else(bad)?,
+            "h" => n.checked_mul(3600).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        if secs == 0 {
+            return Err(bad());
+        }
+        Ok(std::time::Duration::from_secs(secs))
+    }
 }
 
 /// The `[restore]` table.
@@ -140,6 +239,10 @@ pub struct DaemonConfig {
     pub api_group: Option<String>,
     /// The Docker engine's socket, for consistent backups (`backup-consistency`).
     pub docker_socket: PathBuf,
+    /// `--http` / `[http]`: the metrics and the status page over TCP.
+    pub http: Option<HttpListen>,
+    /// `[monitor] interval`.
+    pub monitor_interval: std::time::Duration,
 }
 
 #[cfg(test)]
@@ -202,6 +305,23 @@ verify = true
         assert!(
             e.contains("[targets.old-minio]: backup target \"s3://bkt/p\": checksums \"crc32\" must be when-required"),
             "{e}"
+        );
+        let c: ConfigFile =
+            toml::from_str("[http]\nlisten = \"0.0.0.0:9323\"\n[monitor]\ninterval = \"2m\"\n").expect("http");
+        assert_eq!(c.monitor.interval().expect("interval"), std::time::Duration::from_secs(120));
+        let e = HttpListen::new(c.http.listen.as_deref().expect("listen"), None).expect_err("no token").to_string();
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(HttpListen::new("0.0.0.0:9323", Some("s3cret".into())).is_ok());
+        assert!(HttpListen::new("127.0.0.1:9323", None).is_ok());
+        assert!(HttpListen::new("localhost", None).is_err());
+        let c: ConfigFile = toml::from_str("[http]\ntoken = \"s3cret\"\n").expect("token");
+        assert!(!format!("{c:?}").contains("s3cret"), "the token never shows in Debug output");
+        assert!(
+            toml::from_str::<ConfigFile>("[monitor]\ninterval = \"soon\"\n")
+                .expect("parse")
+                .monitor
+                .interval()
+                .is_err()
         );
         let c: ConfigFile = toml::from_str("[restore]\nreserve = \"10%\"\n").expect("restore");
         assert!(c.restore.reserve().is_ok());

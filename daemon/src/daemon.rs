@@ -30,9 +30,10 @@ use voltool_runtime::{LinuxMounter, probe};
 
 use crate::access::{AccessError, ApiAccess};
 use crate::backups::{Backups, Catalog, DockerLink};
-use crate::config::DaemonConfig;
+use crate::config::{DaemonConfig, HttpListen};
 use crate::error::{Error, Result};
 use crate::grammar::EngineGrammar;
+use crate::observe::{Event, EventKind, MetricsError, Observer};
 use crate::policy::TargetPolicy;
 use crate::restores::Restores;
 
@@ -74,11 +75,50 @@ pub enum OpenError {
     },
     #[error("open the backup catalog")]
     Catalog(#[source] Box<Error>),
+    #[error(transparent)]
+    Metrics(MetricsError),
+    #[error("listen on {addr} for --http")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the `--http` address (non-blocking, for tokio).
+fn bind_tcp(h: &HttpListen) -> Result<std::net::TcpListener, OpenError> {
+    let l = std::net::TcpListener::bind(h.addr).map_err(|source| OpenError::Http { addr: h.addr, source })?;
+    l.set_nonblocking(true).map_err(|source| OpenError::Http { addr: h.addr, source })?;
+    Ok(l)
+}
+
+/// The last attempt and success per (volume, target) from the catalog, so the metrics are
+/// right from the first scrape after a restart.
+fn seed_metrics(svc: &VolumeService, observer: &Observer) {
+    let rows = match svc.store().list_backups(None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the catalog for the metrics");
+            return;
+        }
+    };
+    let unix = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp());
+    for r in rows {
+        let succeeded = match r.status {
+            voltool_plugin::store::BackupStatus::Complete => r.finished_at.as_deref().and_then(unix),
+            _ => None,
+        };
+        observer.metrics().seed_last(&r.volume, &r.target_ref, unix(&r.started_at), succeeded);
+    }
 }
 
 /// The sockets and the state dir's lock, held from [`Daemon::open`] until serving ends.
 struct Serving {
     listeners: Mutex<Option<(UnixListener, UnixListener)>>,
+    /// `--http`: bound at open, served by [`Daemon::serve`].
+    http: Mutex<Option<(std::net::TcpListener, HttpListen)>>,
+    /// How often the volume watcher measures every volume.
+    monitor_interval: std::time::Duration,
     plugin_socket: PathBuf,
     api_socket: PathBuf,
     access: Arc<ApiAccess>,
@@ -102,6 +142,7 @@ pub struct Daemon {
     policy: Arc<TargetPolicy>,
     driver: Arc<str>,
     serving: Arc<Serving>,
+    observer: Observer,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -146,6 +187,8 @@ impl Daemon {
             reserve,
             api_group,
             docker_socket,
+            http,
+            monitor_interval,
         } = config;
         // Volume options from Docker may name only the config's targets and allowed dirs (the
         // default target is `<state dir>/backups` unless the config names one, as Backups::open).
@@ -163,9 +206,22 @@ impl Daemon {
                 return Err(e);
             }
         };
+        let http = match http {
+            Some(h) => match bind_tcp(&h) {
+                Ok(l) => Some((l, h)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&plugin_socket);
+                    let _ = std::fs::remove_file(&api_socket);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         // From here on, dropping `serving` removes both sockets.
         let mut serving = Serving {
             listeners: Mutex::new(Some((plugin_listener, api_listener))),
+            http: Mutex::new(http),
+            monitor_interval,
             plugin_socket,
             api_socket,
             access: Arc::new(ApiAccess::default()),
@@ -186,7 +242,11 @@ impl Daemon {
         let svc = VolumeService::open(layout, host(&state_dir))
             .map_err(|source| OpenError::State { path: state_dir.clone(), source: Box::new(source) })?
             .with_backup_grammar(Arc::new(EngineGrammar));
-        let restores = Restores::new(svc.clone(), Catalog::new(svc.clone(), backup.clone())).with_reserve(reserve);
+        let observer = Observer::new().map_err(OpenError::Metrics)?;
+        seed_metrics(&svc, &observer);
+        let restores = Restores::new(svc.clone(), Catalog::new(svc.clone(), backup.clone()))
+            .with_reserve(reserve)
+            .with_observer(observer.clone());
         let engine = voltool_docker::DockerEngine::new(&docker_socket);
         let docker = DockerLink { engine: Arc::new(engine), driver: driver.clone() };
         let backups = Backups::open(svc.clone(), backup, restores.clone(), docker)
@@ -200,7 +260,20 @@ impl Daemon {
         if let Err(e) = restores.recover_interrupted().await {
             tracing::error!(error = %e, "could not recover interrupted restores");
         }
-        Ok(Self { svc, backups, restores, policy: Arc::new(policy), driver: driver.into(), serving: Arc::new(serving) })
+        Ok(Self {
+            svc,
+            backups,
+            restores,
+            policy: Arc::new(policy),
+            driver: driver.into(),
+            serving: Arc::new(serving),
+            observer,
+        })
+    }
+
+    /// The metrics and events.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     /// The volume service.
@@ -249,8 +322,21 @@ impl Daemon {
         let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let plugin = axum::serve(plugin_listener, voltool_plugin::protocol::router(Arc::new(self.clone())))
-            .with_graceful_shutdown(stop(rx.clone()));
+        let plugin_routes = voltool_plugin::protocol::router(Arc::new(self.clone()))
+            .layer(axum::middleware::from_fn_with_state(self.observer.clone(), crate::http::time_plugin_request));
+        let plugin = axum::serve(plugin_listener, plugin_routes).with_graceful_shutdown(stop(rx.clone()));
+        let watcher = self.spawn_watcher();
+        let http = self.serving.http.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let http = match http {
+            Some((listener, h)) => {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                tracing::info!(addr = %h.addr, "serving /metrics and the status page over http");
+                let server = axum::serve(listener, crate::http::router(self.clone(), h.token))
+                    .with_graceful_shutdown(stop(rx.clone()));
+                Some(tokio::spawn(server.into_future()))
+            }
+            None => None,
+        };
         let api_routes = crate::routes::router(self.clone())
             .layer(axum::middleware::from_fn_with_state(self.serving.access.clone(), crate::access::check_peer));
         let api = axum::serve(api_listener, api_routes.into_make_service_with_connect_info::<crate::access::Peer>())
@@ -266,10 +352,31 @@ impl Daemon {
         });
         let (p, a) = tokio::join!(plugin.into_future(), api.into_future());
         scheduler.abort();
+        watcher.abort();
+        if let Some(h) = http {
+            match h.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the http endpoint failed"),
+                Err(e) => tracing::warn!(error = %e, "the http endpoint's task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         for sock in [&self.serving.plugin_socket, &self.serving.api_socket] {
             let _ = std::fs::remove_file(sock);
         }
         p.and(a)
+    }
+
+    /// The volume watcher ([`crate::observe::watch`]): a pass at start, then one per
+    /// `[monitor] interval`.
+    fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
+        let (svc, observer, every) = (self.svc.clone(), self.observer.clone(), self.serving.monitor_interval);
+        tokio::spawn(async move {
+            let mut watcher = crate::observe::watch::Watcher::default();
+            loop {
+                watcher.pass(&svc, &observer).await;
+                tokio::time::sleep(every).await;
+            }
+        })
     }
 
     /// Removes a volume; an `on-remove=archive` volume is backed up and verified first, and
@@ -334,7 +441,13 @@ impl VolumeDriver for Daemon {
     }
 
     async fn mount(&self, name: String, id: String) -> Result<PathBuf> {
-        Ok(VolumeDriver::mount(&self.svc, name, id).await?)
+        match VolumeDriver::mount(&self.svc, name.clone(), id).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                self.observer.emit(Event::now(EventKind::MountFailed).volume(&name).reason(&e));
+                Err(e.into())
+            }
+        }
     }
 
     async fn unmount(&self, name: String, id: String) -> Result<()> {

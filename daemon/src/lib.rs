@@ -34,6 +34,8 @@ pub mod config;
 mod daemon;
 pub mod error;
 mod grammar;
+pub mod http;
+pub mod observe;
 pub mod policy;
 pub mod restores;
 pub mod routes;

@@ -69,6 +69,8 @@ pub struct Restores {
     catalog: Catalog,
     /// What restores leave free on the filesystem they write to.
     reserve: Reserve,
+    /// Where failed restore tests are counted and told.
+    observer: Option<crate::observe::Observer>,
 }
 
 fn nonce() -> String {
@@ -96,7 +98,19 @@ fn restore_err(volume: &str, reason: impl std::fmt::Display) -> Error {
 
 impl Restores {
     pub fn new(svc: VolumeService, catalog: Catalog) -> Self {
-        Self { svc, catalog, reserve: Reserve::default() }
+        Self { svc, catalog, reserve: Reserve::default(), observer: None }
+    }
+
+    /// Counts failed restore tests in `observer`'s metrics and tells its notifiers.
+    #[must_use]
+    pub fn with_observer(mut self, observer: crate::observe::Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Where failed restore tests are told, when the daemon has one.
+    pub fn observer(&self) -> Option<&crate::observe::Observer> {
+        self.observer.as_ref()
     }
 
     /// The catalog restores look backups up in.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use voltool_daemon::config::HttpListen;
 use voltool_daemon::{ConfigFile, Daemon, DaemonConfig};
 
 use crate::cli::ServeArgs;
@@ -20,6 +21,11 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
         }),
         api_group: file.api.group,
         docker_socket: args.docker_socket.or(file.docker_socket).unwrap_or_else(|| "/var/run/docker.sock".into()),
+        http: match args.http.or(file.http.listen) {
+            Some(addr) => Some(HttpListen::new(&addr, file.http.token)?),
+            None => None,
+        },
+        monitor_interval: file.monitor.interval()?,
         state_dir: args.state_dir,
         plugin_socket: args.plugin_socket,
         api_socket,

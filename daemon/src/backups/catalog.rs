@@ -25,6 +25,8 @@ pub struct Located {
     /// The archive's sha256 as the catalog recorded it when the backup was made (restores
     /// from a catalog ID hold the manifest to it).
     pub catalog_sha256: Option<String>,
+    /// The volume the catalog says it is a backup of (empty for a file given by URL).
+    pub volume: String,
 }
 
 /// A backup whose objects `backup sync` found gone from its target cannot be restored: said
@@ -91,6 +93,7 @@ impl Catalog {
             manifest: Some(n.manifest),
             encrypted: row.encrypted,
             catalog_sha256: row.sha256,
+            volume: row.volume,
         }))
     }
 

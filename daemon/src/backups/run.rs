@@ -18,6 +18,7 @@ use super::engine::EngineError;
 use super::progress::Progress;
 use super::{Backups, MOUNT_ID_PREFIX, backup_err, random_suffix};
 use crate::error::{Error, Result};
+use crate::observe::{Event, EventKind, RunSample};
 
 /// What one run is asked to do.
 #[derive(Debug, Clone)]
@@ -55,6 +56,34 @@ enum RunError {
     /// The blocking task died (a panic): a bug, recorded rather than hidden.
     #[error("internal error: {0}")]
     Internal(#[source] tokio::task::JoinError),
+}
+
+impl RunError {
+    /// A short, fixed name for the kind of failure: the `reason` label of
+    /// `voltool_backup_failures_total` (a message would make a series per message).
+    fn category(&self) -> &'static str {
+        match self {
+            Self::Mount(_) => "mount",
+            Self::Volume(_) => "volume",
+            Self::Consistency(_) => "consistency",
+            Self::Internal(_) => "internal",
+            Self::Engine(e) => match e {
+                EngineError::Resolve(_) => "config",
+                EngineError::Target(_) => "target",
+                EngineError::Archive(_) => "archive",
+                EngineError::Store(_) => "catalog",
+                EngineError::Crypt(_) => "encryption",
+                EngineError::Manifest { .. }
+                | EngineError::ManifestNotUtf8 { .. }
+                | EngineError::ManifestOfOther { .. }
+                | EngineError::ChecksumMismatch { .. }
+                | EngineError::ManifestEncryption { .. }
+                | EngineError::StoredMismatch { .. }
+                | EngineError::CatalogMismatch { .. } => "manifest",
+                EngineError::Link { .. } | EngineError::Chain(_) => "chain",
+            },
+        }
+    }
 }
 
 /// A run that was started: what [`Backups::run`] carries on with.
@@ -174,19 +203,49 @@ impl Backups {
         let result = self.archive_volume(&mut row, spec, created, &progress, mode, how).await;
         row.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         row.finished_at = Some(self.e.clock.now_rfc3339());
-        match result {
-            Ok(m) => record_complete(&mut row, m),
-            Err(reason) => self.record_failed(&mut row, reason).await,
-        }
+        let failure = match result {
+            Ok(m) => {
+                record_complete(&mut row, m);
+                None
+            }
+            Err(reason) => {
+                let category = reason.category();
+                self.record_failed(&mut row, reason).await;
+                Some(category)
+            }
+        };
         let r = row.clone();
         if let Err(err) = self.blocking(move |e| Ok(e.svc.store().finish_backup(&r)?)).await {
             tracing::error!(backup = row.id, error = %err, "could not record the end of a backup");
         }
+        self.observe_run(&row, failure, started.elapsed());
         if row.status == BackupStatus::Complete {
             self.after_complete(&row, &req, keep, &progress).await;
         }
         drop(permit);
         self.e.forget(&row.volume, &row.id);
+    }
+
+    /// Counts the finished run in the metrics and tells the notifiers.
+    fn observe_run(&self, row: &BackupRow, failure: Option<&'static str>, took: Duration) {
+        let Some(o) = self.e.restores.observer() else { return };
+        let unix = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map_or(0, |t| t.timestamp());
+        let finished = row.finished_at.as_deref().map_or_else(|| chrono::Utc::now().timestamp(), unix);
+        o.metrics().run_finished(&RunSample {
+            volume: &row.volume,
+            target: &row.target_ref,
+            started: unix(&row.started_at),
+            finished,
+            seconds: took.as_secs_f64(),
+            failure,
+            bytes_read: row.bytes_in.unwrap_or(0),
+            bytes_stored: row.bytes_out.unwrap_or(0),
+            downtime_ms: row.downtime_ms,
+        });
+        let kind = if failure.is_some() { EventKind::BackupFailed } else { EventKind::BackupSucceeded };
+        let mut event = Event::now(kind).volume(&row.volume).backup(&row.id);
+        event.reason.clone_from(&row.reason);
+        o.emit(event);
     }
 
     /// Mounts the volume under the run's own Mount ID, takes the consistency steps `mode`

@@ -11,6 +11,7 @@ use super::engine::EngineError;
 use super::progress::Progress;
 use super::{Backups, VerifyOutcome};
 use crate::error::{Error, Result};
+use crate::observe::{Event, EventKind};
 
 impl Backups {
     /// Re-reads a complete backup from its target and checks it against its manifest; the
@@ -82,6 +83,12 @@ impl Backups {
             tracing::info!(backup = id, "backup verified");
         } else {
             tracing::warn!(backup = id, error = outcome.error.as_deref().unwrap_or(""), "backup verification failed");
+            if let Some(o) = self.e.restores.observer() {
+                o.metrics().verify_failed(&row.volume);
+                let mut event = Event::now(EventKind::VerifyFailed).volume(&row.volume).backup(id);
+                event.reason.clone_from(&outcome.error);
+                o.emit(event);
+            }
         }
         let (i, ok, reason) = (id.to_owned(), outcome.ok, outcome.error.clone());
         let at = self.e.clock.now_rfc3339();

@@ -99,7 +99,7 @@ impl Restores {
         if let Some(rows) = self.catalog.chain(from).await? {
             return self.restore_chain(volume, rows, opts).await;
         }
-        let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256, encrypted } =
+        let crate::backups::Located { spec, archive: name, manifest: manifest_name, catalog_sha256, encrypted, .. } =
             match self.catalog.locate(from).await? {
                 Some(found) => found,
                 None => locate_url(from)?,
@@ -305,5 +305,6 @@ fn locate_url(from: &str) -> Result<crate::backups::Located> {
         manifest: parsed.map(|n| n.manifest),
         encrypted,
         catalog_sha256: None,
+        volume: String::new(),
     })
 }

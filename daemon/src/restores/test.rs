@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{MOUNT_ID_PREFIX, RestoreOptions, RestoreTestOutcome, Restores, nonce, restore_err};
 use crate::error::{Error, Result};
+use crate::observe::{Event, EventKind};
 
 /// How long a check command may run.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -21,7 +22,7 @@ impl Restores {
     /// [`Error::BackupNotFound`], store errors; a failed restore or check is an `Ok` outcome
     /// with `ok: false`.
     pub async fn restore_test(&self, id: &str, command: Option<&str>) -> Result<RestoreTestOutcome> {
-        let Some(_) = self.catalog.locate(id).await? else {
+        let Some(located) = self.catalog.locate(id).await? else {
             return Err(Error::BackupNotFound { id: id.to_owned() });
         };
         let scratch = format!("voltool-check-{}", nonce());
@@ -52,6 +53,10 @@ impl Restores {
             })
         });
         self.catalog.record_verification(id, outcome.ok, reason.as_deref()).await?;
+        if let (Some(o), Some(reason)) = (&self.observer, &reason) {
+            o.metrics().restore_test_failed(&located.volume);
+            o.emit(Event::now(EventKind::RestoreTestFailed).volume(&located.volume).backup(id).reason(reason));
+        }
         Ok(outcome)
     }
 

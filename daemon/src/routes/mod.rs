@@ -13,7 +13,10 @@ use crate::Daemon;
 
 /// All management routes.
 pub fn router(daemon: Daemon) -> Router {
-    volumes::router(daemon.clone())
+    Router::new()
+        .route("/metrics", axum::routing::get(crate::http::metrics))
+        .with_state(daemon.clone())
+        .merge(volumes::router(daemon.clone()))
         .merge(backups::router(daemon.backups().clone()))
         .merge(restores::router(daemon.restores().clone()))
 }

@@ -1,0 +1,380 @@
+//! The daemon's Prometheus metrics: one registry, the families issue 16 and SPEC section 9
+//! name, and the text exposition (`prometheus`'s `TextEncoder`, format 0.0.4, which every
+//! Prometheus and `promtool check metrics` read).
+//!
+//! Everything a scrape shows is kept up to date as things happen (a run ends, a request is
+//! answered, the volume watcher's pass): a scrape only encodes, never measures, so it costs
+//! the same whatever the state of the volumes and can never hang on a network server.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// What registering or encoding the metrics failed with (a bug: names are constants).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// How a finished backup run is counted.
+#[derive(Debug, Clone)]
+pub struct RunSample<'a> {
+    pub volume: &'a str,
+    /// The target's name in the catalog (`default`, a `[targets.NAME]`, or the URL given).
+    pub target: &'a str,
+    /// Unix seconds the run started and ended.
+    pub started: i64,
+    pub finished: i64,
+    pub seconds: f64,
+    /// `None`: complete; `Some(reason)`: failed, `reason` a short category
+    /// (`mount`, `target`, `read`, `consistency`, ...), never a message.
+    pub failure: Option<&'static str>,
+    pub bytes_read: u64,
+    pub bytes_stored: u64,
+    pub downtime_ms: Option<u64>,
+}
+
+/// A volume as the watcher last measured it.
+#[derive(Debug, Clone)]
+pub struct VolumeSample {
+    pub name: String,
+    pub kind: String,
+    /// `none`, `image`, `project`, `tmpfs` ...: how the size limit is enforced.
+    pub quota: String,
+    pub size_limit: Option<u64>,
+    pub used: Option<u64>,
+    pub mounts: usize,
+    /// Network volumes: whether the server answered the bounded check.
+    pub server_up: Option<bool>,
+}
+
+/// The registry and its families; cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    last_success: IntGaugeVec,
+    last_attempt: IntGaugeVec,
+    duration: HistogramVec,
+    bytes: IntGaugeVec,
+    failures: IntCounterVec,
+    verify_failures: IntCounterVec,
+    restore_test_failures: IntCounterVec,
+    downtime: GaugeVec,
+    size_limit: IntGaugeVec,
+    used: IntGaugeVec,
+    mounts: IntGaugeVec,
+    info: IntGaugeVec,
+    server_up: IntGaugeVec,
+    plugin_duration: HistogramVec,
+    plugin_errors: IntCounterVec,
+    notify_sent: IntCounterVec,
+    /// Label values of the volume families last set, to remove a volume that went away.
+    volumes: std::sync::Mutex<HashMap<String, (String, String)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> Result<HistogramVec, MetricsError> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    /// A registry with every family, and the process metrics (CPU, memory, fds, start time).
+    ///
+    /// # Errors
+    /// [`MetricsError`] (a name registered twice: a bug).
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let vt = &["volume", "target"];
+        let v = &["volume"];
+        let downtime = GaugeVec::new(
+            Opts::new(
+                "voltool_backup_downtime_seconds",
+                "How long the volume's containers were stopped or paused for its last backup.",
+            ),
+            v,
+        )?;
+        r.register(Box::new(downtime.clone()))?;
+        Ok(Self {
+            last_success: gauge(
+                &r,
+                "voltool_backup_last_success_timestamp_seconds",
+                "When the last complete backup of the volume to the target finished (unix time).",
+                vt,
+            )?,
+            last_attempt: gauge(
+                &r,
+                "voltool_backup_last_attempt_timestamp_seconds",
+                "When the last backup run of the volume to the target started, complete or not (unix time).",
+                vt,
+            )?,
+            duration: histogram(
+                &r,
+                "voltool_backup_duration_seconds",
+                "How long backup runs took, failed ones included.",
+                v,
+                prometheus::exponential_buckets(0.1, 2.0, 16)?,
+            )?,
+            bytes: gauge(
+                &r,
+                "voltool_backup_bytes",
+                "Bytes of the volume's last complete backup: read from the volume, stored on the target.",
+                &["volume", "kind"],
+            )?,
+            failures: counter(
+                &r,
+                "voltool_backup_failures_total",
+                "Backup runs that failed, by the kind of failure.",
+                &["volume", "reason"],
+            )?,
+            verify_failures: counter(
+                &r,
+                "voltool_backup_verify_failures_total",
+                "Verifications of a backup that failed.",
+                v,
+            )?,
+            restore_test_failures: counter(
+                &r,
+                "voltool_restore_test_failures_total",
+                "Restore tests that failed or could not run.",
+                v,
+            )?,
+            downtime,
+            size_limit: gauge(&r, "voltool_volume_size_limit_bytes", "The volume's size limit (size=).", v)?,
+            used: gauge(&r, "voltool_volume_used_bytes", "Bytes the volume uses, as last measured.", v)?,
+            mounts: gauge(&r, "voltool_volume_mounts", "Containers (Mount IDs) holding the volume mounted.", v)?,
+            info: gauge(
+                &r,
+                "voltool_volume_info",
+                "One per volume: its type and how its size limit is enforced.",
+                &["volume", "type", "quota"],
+            )?,
+            server_up: gauge(
+                &r,
+                "voltool_network_server_up",
+                "Network volumes: 1 when the server answered the last bounded check, 0 when not.",
+                v,
+            )?,
+            plugin_duration: histogram(
+                &r,
+                "voltool_plugin_request_duration_seconds",
+                "Time to answer Docker's volume plugin requests, by method.",
+                &["method"],
+                prometheus::exponential_buckets(0.000_25, 2.0, 16)?,
+            )?,
+            plugin_errors: counter(
+                &r,
+                "voltool_plugin_request_errors_total",
+                "Docker volume plugin requests answered with an error, by method.",
+                &["method"],
+            )?,
+            notify_sent: counter(
+                &r,
+                "voltool_notifications_total",
+                "Notifications by notifier and outcome (delivered, failed, dropped).",
+                &["notifier", "outcome"],
+            )?,
+            registry: r,
+            volumes: std::sync::Mutex::default(),
+        })
+    }
+
+    /// The text exposition of every family.
+    ///
+    /// # Errors
+    /// [`MetricsError`] when encoding fails (a bug).
+    pub fn encode(&self) -> Result<String, MetricsError> {
+        let mut out = Vec::with_capacity(16 << 10);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        // The encoder writes UTF-8 (label values are Rust strings).
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The content type of [`Self::encode`]'s output.
+    pub fn content_type() -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+
+    /// Counts a finished backup run.
+    pub fn run_finished(&self, s: &RunSample<'_>) {
+        let vt = &[s.volume, s.target];
+        let attempt = self.last_attempt.with_label_values(vt);
+        attempt.set(attempt.get().max(s.started));
+        self.duration.with_label_values(&[s.volume]).observe(s.seconds);
+        match s.failure {
+            None => {
+                let ok = self.last_success.with_label_values(vt);
+                ok.set(ok.get().max(s.finished));
+                self.bytes.with_label_values(&[s.volume, "read"]).set(clamp(s.bytes_read));
+                self.bytes.with_label_values(&[s.volume, "stored"]).set(clamp(s.bytes_stored));
+                if let Some(ms) = s.downtime_ms {
+                    self.downtime.with_label_values(&[s.volume]).set(ms as f64 / 1000.0);
+                }
+            }
+            Some(reason) => self.failures.with_label_values(&[s.volume, reason]).inc(),
+        }
+    }
+
+    /// What the catalog says of past runs, at start: the last success and attempt per
+    /// (volume, target); the counters start at 0 (Prometheus' counters restart with the process).
+    pub fn seed_last(&self, volume: &str, target: &str, started: Option<i64>, succeeded: Option<i64>) {
+        if let Some(t) = started {
+            let g = self.last_attempt.with_label_values(&[volume, target]);
+            g.set(g.get().max(t));
+        }
+        if let Some(t) = succeeded {
+            let g = self.last_success.with_label_values(&[volume, target]);
+            g.set(g.get().max(t));
+        }
+    }
+
+    pub fn verify_failed(&self, volume: &str) {
+        self.verify_failures.with_label_values(&[volume]).inc();
+    }
+
+    pub fn restore_test_failed(&self, volume: &str) {
+        self.restore_test_failures.with_label_values(&[volume]).inc();
+    }
+
+    /// One answered plugin request (`method`: `Mount`, `Unmount`, ...).
+    pub fn plugin_request(&self, method: &str, seconds: f64, error: bool) {
+        self.plugin_duration.with_label_values(&[method]).observe(seconds);
+        if error {
+            self.plugin_errors.with_label_values(&[method]).inc();
+        }
+    }
+
+    /// One notification's fate (`delivered`, `failed`, `dropped`).
+    pub fn notification(&self, notifier: &str, outcome: &str) {
+        self.notify_sent.with_label_values(&[notifier, outcome]).inc();
+    }
+
+    /// Replaces the volume families with `volumes` (the watcher's last pass): volumes that
+    /// are gone lose their series.
+    pub fn set_volumes(&self, volumes: &[VolumeSample]) {
+        let mut known = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        let now: HashMap<String, (String, String)> =
+            volumes.iter().map(|v| (v.name.clone(), (v.kind.clone(), v.quota.clone()))).collect();
+        for (name, (kind, quota)) in known.iter() {
+            if now.get(name) != Some(&(kind.clone(), quota.clone())) {
+                let _ = self.info.remove_label_values(&[name, kind, quota]);
+            }
+            if !now.contains_key(name) {
+                for g in [&self.size_limit, &self.used, &self.mounts, &self.server_up] {
+                    let _ = g.remove_label_values(&[name]);
+                }
+            }
+        }
+        for v in volumes {
+            let n = &[v.name.as_str()];
+            self.info.with_label_values(&[&v.name, &v.kind, &v.quota]).set(1);
+            self.mounts.with_label_values(n).set(i64::try_from(v.mounts).unwrap_or(i64::MAX));
+            set_or_remove(&self.size_limit, n, v.size_limit.map(clamp));
+            set_or_remove(&self.used, n, v.used.map(clamp));
+            set_or_remove(&self.server_up, n, v.server_up.map(i64::from));
+        }
+        *known = now;
+    }
+}
+
+fn set_or_remove(g: &IntGaugeVec, labels: &[&str], v: Option<i64>) {
+    match v {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(failure: Option<&'static str>, finished: i64) -> RunSample<'a> {
+        RunSample {
+            volume: "db",
+            target: "default",
+            started: finished - 3,
+            finished,
+            seconds: 3.0,
+            failure,
+            bytes_read: 100,
+            bytes_stored: 40,
+            downtime_ms: Some(1500),
+        }
+    }
+
+    #[test]
+    fn a_success_then_a_failure_keeps_the_success_time_and_counts_the_failure() {
+        let m = Metrics::new().expect("metrics");
+        m.run_finished(&sample(None, 1_000));
+        m.run_finished(&sample(Some("target"), 2_000));
+        let text = m.encode().expect("encode");
+        assert!(
+            text.contains("voltool_backup_last_success_timestamp_seconds{target=\"default\",volume=\"db\"} 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("voltool_backup_last_attempt_timestamp_seconds{target=\"default\",volume=\"db\"} 1997"),
+            "{text}"
+        );
+        assert!(text.contains("voltool_backup_failures_total{reason=\"target\",volume=\"db\"} 1"), "{text}");
+        assert!(text.contains("voltool_backup_bytes{kind=\"stored\",volume=\"db\"} 40"), "{text}");
+        assert!(text.contains("voltool_backup_downtime_seconds{volume=\"db\"} 1.5"), "{text}");
+        assert!(text.contains("voltool_backup_duration_seconds_count{volume=\"db\"} 2"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+
+    #[test]
+    fn a_volume_that_goes_away_loses_its_series() {
+        let m = Metrics::new().expect("metrics");
+        let v = |name: &str, used| VolumeSample {
+            name: name.into(),
+            kind: "local".into(),
+            quota: "image".into(),
+            size_limit: Some(1 << 20),
+            used,
+            mounts: 2,
+            server_up: None,
+        };
+        m.set_volumes(&[v("a", Some(10)), v("b", Some(20))]);
+        let text = m.encode().expect("encode");
+        assert!(text.contains("voltool_volume_used_bytes{volume=\"b\"} 20"), "{text}");
+        assert!(text.contains("voltool_volume_info{quota=\"image\",type=\"local\",volume=\"a\"} 1"), "{text}");
+        m.set_volumes(&[v("a", None)]);
+        let text = m.encode().expect("encode");
+        assert!(!text.contains("volume=\"b\""), "{text}");
+        assert!(!text.contains("voltool_volume_used_bytes{volume=\"a\"}"), "unmeasured usage is absent: {text}");
+        assert!(text.contains("voltool_volume_mounts{volume=\"a\"} 2"), "{text}");
+    }
+}

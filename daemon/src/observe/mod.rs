@@ -1,0 +1,197 @@
+//! What the daemon tells the outside world about itself, beyond answering requests: the
+//! Prometheus metrics ([`metrics`]), the events an operator is told of (a backup, a
+//! verification, a restore test or a mount that failed; a volume nearly full; a server down),
+//! kept for the status page, and the watcher that measures volumes in the background
+//! ([`watch`]).
+//!
+//! ## Design
+//! One [`Observer`] is made by [`crate::Daemon::open`] and handed to what produces events
+//! (the backup engine, the restores, the plugin driver). Producers call [`Observer::emit`]
+//! and the `Metrics` methods; both are cheap and never block on the network: notifiers (when
+//! configured) get the event on their own tasks.
+
+pub mod metrics;
+pub mod watch;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+pub use metrics::{Metrics, MetricsError, RunSample, VolumeSample};
+
+/// Events the status page lists and notifiers are sent (SPEC section 9's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    BackupFailed,
+    BackupSucceeded,
+    VerifyFailed,
+    RestoreTestFailed,
+    MountFailed,
+    VolumeNearFull,
+    ServerDown,
+}
+
+impl EventKind {
+    /// The event's name in the config and in messages (`backup-failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BackupFailed => "backup-failed",
+            Self::BackupSucceeded => "backup-succeeded",
+            Self::VerifyFailed => "verify-failed",
+            Self::RestoreTestFailed => "restore-test-failed",
+            Self::MountFailed => "mount-failed",
+            Self::VolumeNearFull => "volume-near-full",
+            Self::ServerDown => "server-down",
+        }
+    }
+
+    /// Whether the event reports something that went wrong (listed first on the page).
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Self::BackupSucceeded)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event, as kept and as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub volume: Option<String>,
+    pub backup_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind` now.
+    pub fn now(kind: EventKind) -> Self {
+        Self { kind, at: chrono::Utc::now().to_rfc3339(), volume: None, backup_id: None, reason: None }
+    }
+
+    pub fn volume(mut self, v: &str) -> Self {
+        self.volume = Some(v.to_owned());
+        self
+    }
+
+    pub fn backup(mut self, id: &str) -> Self {
+        self.backup_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn reason(mut self, r: impl std::fmt::Display) -> Self {
+        self.reason = Some(r.to_string());
+        self
+    }
+}
+
+/// Events kept for the status page (the newest; failures are listed first).
+const KEPT_EVENTS: usize = 200;
+/// Events the status page shows.
+pub const SHOWN_EVENTS: usize = 50;
+
+/// Receives every event (a notifier); must return at once.
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The metrics, the recent events and where events go; cheap to clone.
+#[derive(Clone)]
+pub struct Observer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    metrics: Metrics,
+    events: Mutex<VecDeque<Event>>,
+    sinks: Mutex<Vec<EventSink>>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// A fresh observer: empty metrics, no events.
+    ///
+    /// # Errors
+    /// [`MetricsError`] (a bug).
+    pub fn new() -> Result<Self, MetricsError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                metrics: Metrics::new()?,
+                events: Mutex::new(VecDeque::with_capacity(KEPT_EVENTS)),
+                sinks: Mutex::default(),
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Adds a receiver of every later event.
+    pub fn add_sink(&self, sink: EventSink) {
+        self.inner.sinks.lock().unwrap_or_else(|p| p.into_inner()).push(sink);
+    }
+
+    /// Records `event`, logs it and passes it to the sinks.
+    pub fn emit(&self, event: Event) {
+        if event.kind.is_failure() {
+            tracing::warn!(
+                event = %event.kind,
+                volume = event.volume.as_deref().unwrap_or(""),
+                backup = event.backup_id.as_deref().unwrap_or(""),
+                reason = event.reason.as_deref().unwrap_or(""),
+                "event"
+            );
+        }
+        let sinks = self.inner.sinks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for s in &sinks {
+            s(&event);
+        }
+        let mut events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() == KEPT_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// The last [`SHOWN_EVENTS`] events, failures first, newest first within each.
+    pub fn recent(&self) -> Vec<Event> {
+        let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut bad, good): (Vec<Event>, Vec<Event>) = events.iter().rev().cloned().partition(|e| e.kind.is_failure());
+        bad.extend(good);
+        bad.truncate(SHOWN_EVENTS);
+        bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_lists_failures_first_newest_first_and_keeps_a_bounded_number() {
+        let o = Observer::new().expect("observer");
+        let seen = Arc::new(Mutex::new(0));
+        let s = seen.clone();
+        o.add_sink(Arc::new(move |_| *s.lock().expect("lock") += 1));
+        for i in 0..300 {
+            let kind = if i % 3 == 0 { EventKind::BackupFailed } else { EventKind::BackupSucceeded };
+            o.emit(Event::now(kind).volume(&format!("v{i}")));
+        }
+        assert_eq!(*seen.lock().expect("lock"), 300);
+        let r = o.recent();
+        assert_eq!(r.len(), SHOWN_EVENTS);
+        assert_eq!(r[0].volume.as_deref(), Some("v297"));
+        assert!(r.iter().take(SHOWN_EVENTS).all(|e| e.kind == EventKind::BackupFailed), "{r:?}");
+    }
+}
