@@ -34,7 +34,7 @@ pub enum ConfigError {
 }
 
 /// The config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub mount_root: Option<PathBuf>,
@@ -63,6 +63,9 @@ pub struct ConfigFile {
     /// `[monitor]`: how often volumes are measured for the metrics and the status page.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// `[[notify]]`: who is told of failures (webhooks, mail, commands).
+    #[serde(default)]
+    pub notify: Vec<voltool_notify::NotifyConfig>,
 }
 
 /// The `[http]` table: `listen = "127.0.0.1:9323"`, `token = "..."`.
@@ -243,6 +246,8 @@ pub struct DaemonConfig {
     pub http: Option<HttpListen>,
     /// `[monitor] interval`.
     pub monitor_interval: std::time::Duration,
+    /// `[[notify]]` blocks.
+    pub notify: Vec<voltool_notify::NotifyConfig>,
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::backups::{Backups, Catalog, DockerLink};
 use crate::config::{DaemonConfig, HttpListen};
 use crate::error::{Error, Result};
 use crate::grammar::EngineGrammar;
-use crate::observe::{Event, EventKind, MetricsError, Observer};
+use crate::observe::{EventKind, MetricsError, Observer};
 use crate::policy::TargetPolicy;
 use crate::restores::Restores;
 
@@ -77,6 +77,8 @@ pub enum OpenError {
     Catalog(#[source] Box<Error>),
     #[error(transparent)]
     Metrics(MetricsError),
+    #[error("config file: [[notify]]")]
+    Notify(#[source] voltool_notify::NotifyError),
     #[error("listen on {addr} for --http")]
     Http {
         addr: std::net::SocketAddr,
@@ -143,6 +145,7 @@ pub struct Daemon {
     driver: Arc<str>,
     serving: Arc<Serving>,
     observer: Observer,
+    notifiers: Arc<voltool_notify::Notifiers>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -189,6 +192,7 @@ impl Daemon {
             docker_socket,
             http,
             monitor_interval,
+            notify,
         } = config;
         // Volume options from Docker may name only the config's targets and allowed dirs (the
         // default target is `<state dir>/backups` unless the config names one, as Backups::open).
@@ -244,6 +248,10 @@ impl Daemon {
             .with_backup_grammar(Arc::new(EngineGrammar));
         let observer = Observer::new().map_err(OpenError::Metrics)?;
         seed_metrics(&svc, &observer);
+        let secrets = svc.clone();
+        let read_secret = move |name: &str, server: &str| secrets.secrets().read_for(name, server).ok();
+        let notifiers = Arc::new(voltool_notify::Notifiers::new(&notify, &read_secret).map_err(OpenError::Notify)?);
+        observer.notify_to(notifiers.clone());
         let restores = Restores::new(svc.clone(), Catalog::new(svc.clone(), backup.clone()))
             .with_reserve(reserve)
             .with_observer(observer.clone());
@@ -268,7 +276,13 @@ impl Daemon {
             driver: driver.into(),
             serving: Arc::new(serving),
             observer,
+            notifiers,
         })
+    }
+
+    /// The `[[notify]]` notifiers (none configured: an empty set).
+    pub fn notifiers(&self) -> &voltool_notify::Notifiers {
+        &self.notifiers
     }
 
     /// The metrics and events.
@@ -370,10 +384,17 @@ impl Daemon {
     /// `[monitor] interval`.
     fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
         let (svc, observer, every) = (self.svc.clone(), self.observer.clone(), self.serving.monitor_interval);
+        let notifiers = self.notifiers.clone();
         tokio::spawn(async move {
             let mut watcher = crate::observe::watch::Watcher::default();
+            let mut near_full = voltool_notify::NearFull::new(voltool_notify::Options::default().host);
             loop {
-                watcher.pass(&svc, &observer).await;
+                for u in watcher.pass(&svc, &observer).await {
+                    if let Some(event) = near_full.observe(&u.volume, u.used, u.limit) {
+                        observer.emit(event);
+                    }
+                }
+                observer.count_notifications(&notifiers);
                 tokio::time::sleep(every).await;
             }
         })
@@ -444,7 +465,7 @@ impl VolumeDriver for Daemon {
         match VolumeDriver::mount(&self.svc, name.clone(), id).await {
             Ok(p) => Ok(p),
             Err(e) => {
-                self.observer.emit(Event::now(EventKind::MountFailed).volume(&name).reason(&e));
+                self.observer.emit(self.observer.event(EventKind::MountFailed).volume(&name).reason(e.to_string()));
                 Err(e.into())
             }
         }

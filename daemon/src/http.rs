@@ -27,6 +27,7 @@ pub fn router(daemon: Daemon, token: Option<String>) -> Router {
 /// `GET /metrics`: the text exposition (also on the management socket, see
 /// [`crate::routes`]).
 pub async fn metrics(State(d): State<Daemon>) -> Response {
+    d.observer().count_notifications(d.notifiers());
     match d.observer().metrics().encode() {
         Ok(text) => ([(header::CONTENT_TYPE, HeaderValue::from_static(Metrics::content_type()))], text).into_response(),
         Err(e) => {

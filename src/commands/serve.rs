@@ -26,6 +26,7 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
             None => None,
         },
         monitor_interval: file.monitor.interval()?,
+        notify: file.notify,
         state_dir: args.state_dir,
         plugin_socket: args.plugin_socket,
         api_socket,

@@ -18,7 +18,7 @@ use super::engine::EngineError;
 use super::progress::Progress;
 use super::{Backups, MOUNT_ID_PREFIX, backup_err, random_suffix};
 use crate::error::{Error, Result};
-use crate::observe::{Event, EventKind, RunSample};
+use crate::observe::{EventKind, RunSample};
 
 /// What one run is asked to do.
 #[derive(Debug, Clone)]
@@ -243,7 +243,7 @@ impl Backups {
             downtime_ms: row.downtime_ms,
         });
         let kind = if failure.is_some() { EventKind::BackupFailed } else { EventKind::BackupSucceeded };
-        let mut event = Event::now(kind).volume(&row.volume).backup(&row.id);
+        let mut event = o.event(kind).volume(&row.volume).backup_id(&row.id).target(&row.target_ref);
         event.reason.clone_from(&row.reason);
         o.emit(event);
     }

@@ -11,7 +11,7 @@ use super::engine::EngineError;
 use super::progress::Progress;
 use super::{Backups, VerifyOutcome};
 use crate::error::{Error, Result};
-use crate::observe::{Event, EventKind};
+use crate::observe::EventKind;
 
 impl Backups {
     /// Re-reads a complete backup from its target and checks it against its manifest; the
@@ -85,7 +85,7 @@ impl Backups {
             tracing::warn!(backup = id, error = outcome.error.as_deref().unwrap_or(""), "backup verification failed");
             if let Some(o) = self.e.restores.observer() {
                 o.metrics().verify_failed(&row.volume);
-                let mut event = Event::now(EventKind::VerifyFailed).volume(&row.volume).backup(id);
+                let mut event = o.event(EventKind::VerifyFailed).volume(&row.volume).backup_id(id);
                 event.reason.clone_from(&outcome.error);
                 o.emit(event);
             }

@@ -270,9 +270,9 @@ impl Metrics {
         }
     }
 
-    /// One notification's fate (`delivered`, `failed`, `dropped`).
-    pub fn notification(&self, notifier: &str, outcome: &str) {
-        self.notify_sent.with_label_values(&[notifier, outcome]).inc();
+    /// `n` more notifications of `notifier` with this fate (`delivered`, `failed`, `dropped`).
+    pub fn notifications(&self, notifier: &str, outcome: &str, n: u64) {
+        self.notify_sent.with_label_values(&[notifier, outcome]).inc_by(n);
     }
 
     /// Replaces the volume families with `volumes` (the watcher's last pass): volumes that

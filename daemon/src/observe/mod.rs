@@ -16,80 +16,13 @@ pub mod watch;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 pub use metrics::{Metrics, MetricsError, RunSample, VolumeSample};
 
-/// Events the status page lists and notifiers are sent (SPEC section 9's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    BackupFailed,
-    BackupSucceeded,
-    VerifyFailed,
-    RestoreTestFailed,
-    MountFailed,
-    VolumeNearFull,
-    ServerDown,
-}
+pub use voltool_notify::{Event, EventKind, Notifiers};
 
-impl EventKind {
-    /// The event's name in the config and in messages (`backup-failed`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BackupFailed => "backup-failed",
-            Self::BackupSucceeded => "backup-succeeded",
-            Self::VerifyFailed => "verify-failed",
-            Self::RestoreTestFailed => "restore-test-failed",
-            Self::MountFailed => "mount-failed",
-            Self::VolumeNearFull => "volume-near-full",
-            Self::ServerDown => "server-down",
-        }
-    }
-
-    /// Whether the event reports something that went wrong (listed first on the page).
-    pub fn is_failure(self) -> bool {
-        !matches!(self, Self::BackupSucceeded)
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One event, as kept and as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Event {
-    pub kind: EventKind,
-    /// RFC 3339, UTC.
-    pub at: String,
-    pub volume: Option<String>,
-    pub backup_id: Option<String>,
-    pub reason: Option<String>,
-}
-
-impl Event {
-    /// An event of `kind` now.
-    pub fn now(kind: EventKind) -> Self {
-        Self { kind, at: chrono::Utc::now().to_rfc3339(), volume: None, backup_id: None, reason: None }
-    }
-
-    pub fn volume(mut self, v: &str) -> Self {
-        self.volume = Some(v.to_owned());
-        self
-    }
-
-    pub fn backup(mut self, id: &str) -> Self {
-        self.backup_id = Some(id.to_owned());
-        self
-    }
-
-    pub fn reason(mut self, r: impl std::fmt::Display) -> Self {
-        self.reason = Some(r.to_string());
-        self
-    }
+/// Whether an event reports something that went wrong (listed first on the page).
+pub fn is_failure(kind: EventKind) -> bool {
+    !matches!(kind, EventKind::BackupSucceeded | EventKind::Test)
 }
 
 /// Events kept for the status page (the newest; failures are listed first).
@@ -108,6 +41,10 @@ pub struct Observer {
 
 struct Inner {
     metrics: Metrics,
+    /// This host's name, in every event.
+    host: String,
+    /// Counts of the notifiers' deliveries already added to the metrics.
+    notified: Mutex<std::collections::HashMap<(String, &'static str), u64>>,
     events: Mutex<VecDeque<Event>>,
     sinks: Mutex<Vec<EventSink>>,
 }
@@ -127,6 +64,8 @@ impl Observer {
         Ok(Self {
             inner: Arc::new(Inner {
                 metrics: Metrics::new()?,
+                host: voltool_notify::Options::default().host,
+                notified: Mutex::default(),
                 events: Mutex::new(VecDeque::with_capacity(KEPT_EVENTS)),
                 sinks: Mutex::default(),
             }),
@@ -137,6 +76,31 @@ impl Observer {
         &self.inner.metrics
     }
 
+    /// An event of `kind` on this host, now.
+    pub fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind, self.inner.host.clone())
+    }
+
+    /// Sends every later event to `notifiers` (on their own tasks: never blocks).
+    pub fn notify_to(&self, notifiers: Arc<Notifiers>) {
+        self.add_sink(Arc::new(move |e: &Event| notifiers.notify(e)));
+    }
+
+    /// Adds what the notifiers delivered, failed and dropped since the last call to
+    /// `voltool_notifications_total`.
+    pub fn count_notifications(&self, notifiers: &Notifiers) {
+        let mut seen = self.inner.notified.lock().unwrap_or_else(|p| p.into_inner());
+        for s in notifiers.stats() {
+            for (outcome, now) in [("delivered", s.delivered), ("failed", s.failed), ("dropped", s.dropped)] {
+                let before = seen.entry((s.name.clone(), outcome)).or_insert(0);
+                if now > *before {
+                    self.inner.metrics.notifications(&s.name, outcome, now - *before);
+                    *before = now;
+                }
+            }
+        }
+    }
+
     /// Adds a receiver of every later event.
     pub fn add_sink(&self, sink: EventSink) {
         self.inner.sinks.lock().unwrap_or_else(|p| p.into_inner()).push(sink);
@@ -144,7 +108,7 @@ impl Observer {
 
     /// Records `event`, logs it and passes it to the sinks.
     pub fn emit(&self, event: Event) {
-        if event.kind.is_failure() {
+        if is_failure(event.kind) {
             tracing::warn!(
                 event = %event.kind,
                 volume = event.volume.as_deref().unwrap_or(""),
@@ -167,7 +131,7 @@ impl Observer {
     /// The last [`SHOWN_EVENTS`] events, failures first, newest first within each.
     pub fn recent(&self) -> Vec<Event> {
         let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut bad, good): (Vec<Event>, Vec<Event>) = events.iter().rev().cloned().partition(|e| e.kind.is_failure());
+        let (mut bad, good): (Vec<Event>, Vec<Event>) = events.iter().rev().cloned().partition(|e| is_failure(e.kind));
         bad.extend(good);
         bad.truncate(SHOWN_EVENTS);
         bad
@@ -186,7 +150,7 @@ mod tests {
         o.add_sink(Arc::new(move |_| *s.lock().expect("lock") += 1));
         for i in 0..300 {
             let kind = if i % 3 == 0 { EventKind::BackupFailed } else { EventKind::BackupSucceeded };
-            o.emit(Event::now(kind).volume(&format!("v{i}")));
+            o.emit(o.event(kind).volume(format!("v{i}")));
         }
         assert_eq!(*seen.lock().expect("lock"), 300);
         let r = o.recent();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use voltool_plugin::VolumeService;
 use voltool_plugin::options::{VolumeSpec, VolumeType};
 
-use super::{Event, EventKind, Observer, VolumeSample};
+use super::{EventKind, Observer, VolumeSample};
 
 /// How long a server has to accept a TCP connection.
 pub const SERVER_DEADLINE: Duration = Duration::from_secs(3);
@@ -81,7 +81,7 @@ impl Watcher {
                     let up = reachable(&host, port).await;
                     let was_down = self.down.insert(v.name.clone(), !up).unwrap_or(false);
                     if !up && !was_down {
-                        observer.emit(Event::now(EventKind::ServerDown).volume(&v.name).reason(format!(
+                        observer.emit(observer.event(EventKind::ServerDown).volume(&v.name).reason(format!(
                             "server {host} port {port} did not accept a connection within {SERVER_DEADLINE:?}"
                         )));
                     }

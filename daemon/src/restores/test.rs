@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{MOUNT_ID_PREFIX, RestoreOptions, RestoreTestOutcome, Restores, nonce, restore_err};
 use crate::error::{Error, Result};
-use crate::observe::{Event, EventKind};
+use crate::observe::EventKind;
 
 /// How long a check command may run.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -55,7 +55,7 @@ impl Restores {
         self.catalog.record_verification(id, outcome.ok, reason.as_deref()).await?;
         if let (Some(o), Some(reason)) = (&self.observer, &reason) {
             o.metrics().restore_test_failed(&located.volume);
-            o.emit(Event::now(EventKind::RestoreTestFailed).volume(&located.volume).backup(id).reason(reason));
+            o.emit(o.event(EventKind::RestoreTestFailed).volume(&located.volume).backup_id(id).reason(reason.clone()));
         }
         Ok(outcome)
     }
