@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub mount_root: Option<PathBuf>,
     pub driver_name: Option<String>,
     pub log: Option<String>,
+    /// `log-format = "text"` (default) or `"json"` (one JSON object per line).
+    pub log_format: Option<LogFormat>,
     /// The Docker engine's socket (default `/var/run/docker.sock`).
     pub docker_socket: Option<PathBuf>,
     /// `[backup]`: default target, zstd level, threads, concurrency.
@@ -57,6 +59,18 @@ pub struct ConfigFile {
     /// `[restore]`: what restores leave free.
     #[serde(default)]
     pub restore: RestoreConfig,
+}
+
+/// How the daemon writes its log lines (`voltool serve --log-format`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, span fields in front of it.
+    #[default]
+    Text,
+    /// For journald/Loki: one JSON object per line, with the fields of the spans it is in
+    /// (e.g. a backup's `id`).
+    Json,
 }
 
 /// The `[restore]` table.
