@@ -27,8 +27,25 @@ pub struct Cli {
     #[arg(long, env = "VOLTOOL_API_SOCKET", default_value = "/run/voltool/voltool.sock", global = true)]
     pub api_socket: PathBuf,
 
+    /// How `voltool serve` writes its log lines on stderr: `text` for people, or `json` for
+    /// journald, Loki and the like (one JSON object per line: `timestamp`, `level`, `target`,
+    /// the event's fields, and in `spans` the work it belongs to, e.g. `{"name": "backup",
+    /// "id": "db-20261207T140200Z-3f9a1c", "volume": "db"}`, so
+    /// `jq 'select(any(.spans[]?; .id == "ID"))'` picks one backup's lines) [default: the
+    /// config file's `log-format`, else text]. Only the daemon logs; other commands ignore it.
+    #[arg(long, env = "VOLTOOL_LOG_FORMAT", global = true, value_name = "FORMAT", value_parser = log_format())]
+    pub log_format: Option<voltool_daemon::LogFormat>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `text` or `json`, listed in `--help` and in the error for anything else.
+fn log_format() -> impl clap::builder::TypedValueParser<Value = voltool_daemon::LogFormat> {
+    use clap::builder::TypedValueParser;
+    use voltool_daemon::LogFormat;
+    clap::builder::PossibleValuesParser::new(["text", "json"])
+        .map(|s| if s == "json" { LogFormat::Json } else { LogFormat::Text })
 }
 
 #[derive(Debug, Subcommand)]
@@ -532,5 +549,16 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_format_is_text_or_json_before_or_after_the_subcommand() {
+        use clap::Parser;
+        use voltool_daemon::LogFormat;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args).map(|c| c.log_format);
+        assert_eq!(parse(&["voltool", "serve", "--log-format", "json"]).ok(), Some(Some(LogFormat::Json)));
+        assert_eq!(parse(&["voltool", "--log-format=text", "serve"]).ok(), Some(Some(LogFormat::Text)));
+        let err = parse(&["voltool", "serve", "--log-format", "yaml"]).expect_err("yaml").to_string();
+        assert!(err.contains("text") && err.contains("json"), "{err}");
     }
 }

@@ -7,7 +7,9 @@
 mod cli;
 mod client;
 mod commands;
+mod human;
 mod output;
+mod table;
 
 use std::process::ExitCode;
 

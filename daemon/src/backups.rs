@@ -231,8 +231,10 @@ impl Backups {
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Engine) -> Result<T> + Send + 'static) -> Result<T> {
-        let e = self.e.clone();
-        tokio::task::spawn_blocking(move || f(&e)).await.map_err(|err| Error::Internal(err.to_string()))?
+        let (e, span) = (self.e.clone(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&e)))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?
     }
 
     /// The catalog row of `id`.

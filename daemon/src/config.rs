@@ -34,12 +34,14 @@ pub enum ConfigError {
 }
 
 /// The config file.
-#[derive(Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub mount_root: Option<PathBuf>,
     pub driver_name: Option<String>,
     pub log: Option<String>,
+    /// `log-format = "text"` (default) or `"json"` (one JSON object per line).
+    pub log_format: Option<LogFormat>,
     /// The Docker engine's socket (default `/var/run/docker.sock`).
     pub docker_socket: Option<PathBuf>,
     /// `[backup]`: default target, zstd level, threads, concurrency.
@@ -159,6 +161,18 @@ impl MonitorConfig {
         }
         Ok(std::time::Duration::from_secs(secs))
     }
+}
+
+/// How the daemon writes its log lines (`voltool serve --log-format`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, span fields in front of it.
+    #[default]
+    Text,
+    /// For journald/Loki: one JSON object per line, with the fields of the spans it is in
+    /// (e.g. a backup's `id`).
+    Json,
 }
 
 /// The `[restore]` table.

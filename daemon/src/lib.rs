@@ -41,6 +41,6 @@ pub mod restores;
 pub mod routes;
 pub mod views;
 
-pub use config::{ConfigFile, DaemonConfig};
+pub use config::{ConfigFile, DaemonConfig, LogFormat};
 pub use daemon::{Daemon, OpenError};
 pub use error::{ApiError, Error, Result};

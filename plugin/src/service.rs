@@ -341,8 +341,11 @@ impl VolumeService {
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| Error::Internal(e.to_string()))?
+        // In the caller's span (a backup run's ID): a span does not cross threads by itself.
+        let (inner, span) = (self.inner.clone(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&inner)))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
     }
 }
 

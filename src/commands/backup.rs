@@ -6,6 +6,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{BackupCommand, ScheduleCommand};
+use crate::client::{Api, segment};
+use crate::human::{duration_ms, size, time};
+use crate::output;
+use crate::table::{self, left, right};
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -13,11 +18,6 @@ use voltool_api::{
     BackupStarted, BackupView, PruneBackups, PruneItem, RestoreTestOutcome, RestoreTestRequest, RunBackup,
     ScheduleView, SyncBackups, VerifyBackup, VerifyOutcome,
 };
-use voltool_daemon::views::format_size;
-
-use crate::cli::{BackupCommand, ScheduleCommand};
-use crate::client::{Api, segment};
-use crate::output;
 
 /// Dispatches `voltool backup ...`.
 pub async fn run(api: &Api, cmd: BackupCommand) -> Result<ExitCode> {
@@ -129,13 +129,13 @@ async fn run_backup(api: &Api, req: RunBackup, json: bool, detach: bool, tty: bo
         let (bin, bout) = (r.bytes_in.unwrap_or(0), r.bytes_out.unwrap_or(0));
         let ms = r.duration_ms.unwrap_or(0).max(1);
         eprintln!(
-            "{} files, {} read, {} stored in {} ({:.1} s, {}/s){}",
+            "{} files, {} read, {} stored in {} ({}, {}/s){}",
             r.files.unwrap_or(0),
-            format_size(bin),
-            format_size(bout),
+            size(bin),
+            size(bout),
             r.target_url,
-            ms as f64 / 1000.0,
-            format_size(bin * 1000 / ms),
+            duration_ms(ms),
+            size(bin.saturating_mul(1000) / ms),
             if verify { ", verified" } else { "" }
         );
         if let Some(line) = consistency_line(r) {
@@ -156,7 +156,7 @@ fn consistency_line(r: &voltool_api::BackupRecord) -> Option<String> {
     }
     if mode != "none" {
         let downtime =
-            r.downtime_ms.map_or_else(|| "nothing held".into(), |ms| format!("downtime {:.1} s", ms as f64 / 1000.0));
+            r.downtime_ms.map_or_else(|| "nothing held".into(), |ms| format!("downtime {}", duration_ms(ms)));
         parts.push(format!("consistency {mode}: {downtime}, snapshot {}", r.snapshot.as_deref().unwrap_or("none")));
     }
     if let Some(note) = &r.consistency_note {
@@ -189,14 +189,50 @@ async fn ls(api: &Api, volume: Option<&str>, json: bool) -> Result<ExitCode> {
                     None => r.status.to_string(),
                 },
                 or_dash(r.verify_status.as_deref()),
-                r.bytes_out.map_or_else(|| "-".into(), format_size),
-                r.started_at.clone(),
+                r.bytes_out.map_or_else(|| "-".into(), size),
+                time(&r.started_at),
                 r.target_url.clone(),
             ]
         })
         .collect();
-    output::table(&["ID", "VOLUME", "STATUS", "VERIFIED", "SIZE", "STARTED", "TARGET"], &rows)?;
+    let columns = [
+        left("ID"),
+        left("VOLUME"),
+        left("STATUS"),
+        left("VERIFIED"),
+        right("SIZE"),
+        left("STARTED (UTC)"),
+        left("TARGET"),
+    ];
+    table::print(&columns, &rows)?;
+    eprintln!("{}", ls_summary(&list));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `backup ls`'s line on stderr: `3 backups (1 failed, 1 running), 12.0 MiB stored`.
+fn ls_summary(list: &[BackupView]) -> String {
+    use voltool_api::BackupStatus;
+    if list.is_empty() {
+        return "no backups".into();
+    }
+    let count = |s: BackupStatus| list.iter().filter(|b| b.record.status == s).count();
+    let stored: u64 = list
+        .iter()
+        .filter(|b| b.record.status == BackupStatus::Complete && b.record.vanished_at.is_none())
+        .filter_map(|b| b.record.bytes_out)
+        .sum();
+    let mut notes: Vec<String> = [(count(BackupStatus::Failed), "failed"), (count(BackupStatus::Running), "running")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    let vanished = list.iter().filter(|b| b.record.vanished_at.is_some()).count();
+    if vanished > 0 {
+        notes.push(format!("{vanished} vanished from their target"));
+    }
+    let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
+    let plural = if list.len() == 1 { "" } else { "s" };
+    format!("{} backup{plural}{notes}, {} stored", list.len(), size(stored))
 }
 
 /// `backup show ID`: one `key: value` line per field the entry has.
@@ -295,8 +331,8 @@ fn print_verify(id: &str, res: &VerifyOutcome, test: Option<&RestoreTestOutcome>
             "backup {id}: ok — {} entries, {} files, {} checked, archive {}",
             res.entries.unwrap_or(0),
             res.files.unwrap_or(0),
-            format_size(res.bytes.unwrap_or(0)),
-            format_size(res.archive_bytes.unwrap_or(0))
+            size(res.bytes.unwrap_or(0)),
+            size(res.archive_bytes.unwrap_or(0))
         );
     } else {
         eprintln!("voltool: {}", or_dash(res.error.as_deref()));
@@ -330,6 +366,9 @@ async fn prune(api: &Api, req: PruneBackups, json: bool) -> Result<ExitCode> {
         eprintln!("nothing to prune (no volume with a backup-keep policy, or no --keep given)");
     } else {
         let verb = if dry_run { "would delete" } else { "deleted" };
+        let (kept, errors) =
+            (items.iter().filter(|i| i.keep).count(), items.iter().filter(|i| i.error.is_some()).count());
+        let gone = items.len() - kept - errors;
         let rows: Vec<Vec<String>> = items
             .into_iter()
             .map(|i| {
@@ -341,7 +380,9 @@ async fn prune(api: &Api, req: PruneBackups, json: bool) -> Result<ExitCode> {
                 vec![i.id, i.volume, action, i.reasons.join(", ")]
             })
             .collect();
-        output::table(&["ID", "VOLUME", "ACTION", "KEPT BY"], &rows)?;
+        table::print(&[left("ID"), left("VOLUME"), left("ACTION"), left("KEPT BY")], &rows)?;
+        let failed = if errors > 0 { format!(", {errors} could not be deleted") } else { String::new() };
+        eprintln!("{kept} kept, {gone} {verb}{failed}");
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -355,9 +396,24 @@ async fn schedule_ls(api: &Api, json: bool) -> Result<ExitCode> {
     }
     let rows: Vec<Vec<String>> = list
         .into_iter()
-        .map(|v| vec![v.volume, v.cron, or_dash(v.next_run), v.target, or_dash(v.keep), v.verify.to_string(), v.source])
+        .map(|v| {
+            let next = or_dash(v.next_run.as_deref().map(time));
+            vec![v.volume, v.cron, next, v.target, or_dash(v.keep), v.verify.to_string(), v.source]
+        })
         .collect();
-    output::table(&["VOLUME", "CRON", "NEXT RUN", "TARGET", "KEEP", "VERIFY", "SOURCE"], &rows)?;
+    let columns = [
+        left("VOLUME"),
+        left("CRON"),
+        left("NEXT RUN (UTC)"),
+        left("TARGET"),
+        left("KEEP"),
+        left("VERIFY"),
+        left("SOURCE"),
+    ];
+    table::print(&columns, &rows)?;
+    if rows.is_empty() {
+        eprintln!("no schedules (volume option backup-schedule, or [schedules.NAME] in the config file)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,12 +3,12 @@
 
 use std::process::ExitCode;
 
+use crate::client::{Api, segment};
+use crate::human::{size, time};
+use crate::output;
+use crate::table::{self, left, right};
 use anyhow::Result;
 use voltool_api::{FoundState, Skipped, SyncBackups, SyncReport, TargetBackup, TargetListing, TargetSync};
-use voltool_daemon::views::format_size;
-
-use crate::client::{Api, segment};
-use crate::output;
 
 /// `backup ls [VOLUME] --target [T]`: every backup on the target (`T` empty: the default
 /// target), of one volume or all.
@@ -26,7 +26,17 @@ pub async fn ls(api: &Api, volume: Option<&str>, target: &str, json: bool) -> Re
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = listing.backups.iter().map(listing_row).collect();
-    output::table(&["ID", "VOLUME", "CREATED", "LEVEL", "PARENT", "SIZE", "CATALOG", "STATE"], &rows)?;
+    let columns = [
+        left("ID"),
+        left("VOLUME"),
+        left("CREATED (UTC)"),
+        left("LEVEL"),
+        left("PARENT"),
+        right("SIZE"),
+        left("CATALOG"),
+        left("STATE"),
+    ];
+    table::print(&columns, &rows)?;
     eprintln!("{}", listing_summary(&listing));
     Ok(ExitCode::SUCCESS)
 }
@@ -58,10 +68,10 @@ fn listing_row(b: &TargetBackup) -> Vec<String> {
     vec![
         b.id.clone(),
         b.volume.clone().unwrap_or_else(dash),
-        b.created.clone().unwrap_or_else(dash),
+        b.created.as_deref().map_or_else(dash, time),
         level,
         b.parent.clone().unwrap_or_else(dash),
-        b.archive_size.map_or_else(dash, format_size),
+        b.archive_size.map_or_else(dash, size),
         catalog,
         state,
     ]
@@ -160,7 +170,7 @@ mod tests {
         let full = found("db-20260101T000000Z-aaaaaa", FoundState::Complete);
         assert_eq!(
             listing_row(&full),
-            ["db-20260101T000000Z-aaaaaa", "db", "2026-01-01T00:00:00Z", "full", "-", "2 KiB", "-", "complete"]
+            ["db-20260101T000000Z-aaaaaa", "db", "2026-01-01 00:00", "full", "-", "2.0 KiB", "-", "complete"]
         );
         let mut link = found("db-20260101T010000Z-bbbbbb", FoundState::Complete);
         link.level = 2;

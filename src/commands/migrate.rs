@@ -110,7 +110,11 @@ pub async fn migrate(api: &Api, args: MigrateArgs) -> Result<ExitCode> {
             volume: &args.volume,
         })?;
     } else {
-        println!("migrated {} to {host}:{newname} ({files} files, {bytes} bytes, verified)", args.volume);
+        println!(
+            "migrated {} to {host}:{newname} ({files} files, {}, verified)",
+            args.volume,
+            crate::human::size(bytes)
+        );
         if args.delete_source {
             println!("removed local volume {}", args.volume);
         }

@@ -20,7 +20,7 @@ mod volume;
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let api = Api::new(cli.api_socket.clone());
     match cli.command {
-        Command::Serve(args) => serve::run(args, cli.api_socket).await,
+        Command::Serve(args) => serve::run(args, cli.api_socket, cli.log_format).await,
         Command::Volume(cmd) => volume::run(&api, cmd).await,
         Command::Doctor(args) => doctor::run(&api, args).await,
         Command::Secret(cmd) => secret::run(&api, cmd).await,

@@ -24,9 +24,9 @@ fn summary(v: &RestoreOutcome) -> String {
         _ => ", unverified (no manifest)",
     };
     format!(
-        "restored {} files ({} bytes, {}{checked}) into volume {}{}",
+        "restored {} files ({}, {}{checked}) into volume {}{}",
         v.files,
-        v.bytes,
+        crate::human::size(v.bytes),
         v.compression,
         v.volume,
         if v.created { " (created)" } else { "" }
@@ -192,7 +192,7 @@ pub async fn export(api: &Api, volume: &str, output: Option<&Path>) -> Result<Ex
                 Ok(n) => {
                     f.sync_all().await?;
                     tokio::fs::rename(&tmp, p).await.with_context(|| format!("rename to {}", p.display()))?;
-                    eprintln!("exported volume {volume} to {} ({n} bytes)", p.display());
+                    eprintln!("exported volume {volume} to {} ({})", p.display(), crate::human::size(n));
                 }
                 Err(e) => {
                     let _ = tokio::fs::remove_file(&tmp).await;

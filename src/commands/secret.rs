@@ -8,7 +8,9 @@ use voltool_api::{AddSecret, SecretAdded, SecretInfo};
 
 use crate::cli::SecretCommand;
 use crate::client::Api;
+use crate::human::time;
 use crate::output;
+use crate::table::{self, left};
 
 /// Drops one trailing newline (`echo pass | voltool secret add x`).
 fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
@@ -49,10 +51,11 @@ pub async fn run(api: &Api, cmd: SecretCommand) -> Result<ExitCode> {
                     .into_iter()
                     .map(|s| {
                         let servers = if s.servers.is_empty() { "(first use)".into() } else { s.servers.join(",") };
-                        vec![s.name, servers, s.updated_at]
+                        vec![s.name, servers, time(&s.updated_at)]
                     })
                     .collect();
-                output::table(&["NAME", "SERVERS", "UPDATED"], &rows)?;
+                table::print(&[left("NAME"), left("SERVERS"), left("UPDATED (UTC)")], &rows)?;
+                eprintln!("{} secret{} (values are never shown)", rows.len(), if rows.len() == 1 { "" } else { "s" });
             }
         }
         SecretCommand::Rm { names } => {

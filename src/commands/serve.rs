@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use voltool_daemon::config::HttpListen;
-use voltool_daemon::{ConfigFile, Daemon, DaemonConfig};
+use voltool_daemon::{ConfigFile, Daemon, DaemonConfig, LogFormat};
 
 use crate::cli::ServeArgs;
 
-pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
+pub async fn run(args: ServeArgs, api_socket: PathBuf, log_format: Option<LogFormat>) -> Result<ExitCode> {
     let file = ConfigFile::load(args.config.as_deref())?;
     let config = DaemonConfig {
         backup: file.backup_settings()?,
@@ -32,16 +32,24 @@ pub async fn run(args: ServeArgs, api_socket: PathBuf) -> Result<ExitCode> {
         api_socket,
     };
     let filter = args.log.or(file.log).unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).with_context(|| format!("log filter {filter:?}"))?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(&filter, log_format.or(file.log_format).unwrap_or_default())?;
     let daemon = Daemon::open(config).await?;
     daemon.serve(signal()).await.context("serving the plugin and management APIs")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr (journald and `docker plugin` take it from there) as `format` says; `json`
+/// is one object per line with the event's fields flattened beside `timestamp`, `level` and
+/// `target`, and `spans`: the fields of every span the event is in, outermost first (a
+/// backup run's `id` and `volume`, a restore's `volume` and `from`).
+fn init_logs(filter: &str, format: LogFormat) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("log filter {filter:?}"))?;
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).flatten_event(true).with_current_span(false).init(),
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -8,7 +8,9 @@ use voltool_api::{CreateVolume, MountId, Mounted, ResizeVolume, Status, Unmounte
 
 use crate::cli::VolumeCommand;
 use crate::client::Api;
+use crate::human::time;
 use crate::output;
+use crate::table::{self, left, right};
 
 /// Parses repeated `-o KEY=VALUE` into a map, refusing malformed and repeated keys.
 fn parse_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
@@ -87,11 +89,14 @@ pub async fn run(api: &Api, cmd: VolumeCommand) -> Result<ExitCode> {
                             v.status.kind().to_owned(),
                             v.status.size_limit().to_owned(),
                             v.status.mount_count().to_string(),
-                            v.created_at.clone(),
+                            time(&v.created_at),
                         ]
                     })
                     .collect();
-                output::table(&["NAME", "TYPE", "SIZE LIMIT", "MOUNTS", "CREATED"], &rows)?;
+                let columns = [left("NAME"), left("TYPE"), right("SIZE LIMIT"), right("MOUNTS"), left("CREATED (UTC)")];
+                table::print(&columns, &rows)?;
+                let mounted = vs.iter().filter(|v| v.status.mount_count() > 0).count();
+                eprintln!("{} volume{}, {mounted} in use", vs.len(), if vs.len() == 1 { "" } else { "s" });
             }
         }
         VolumeCommand::Inspect { names, json } => {

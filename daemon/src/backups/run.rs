@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use voltool_backup::incremental::FullEvery;
 use voltool_backup::retention::KeepPolicy;
 use voltool_backup::{Manifest, Recipients, TargetSpec};
@@ -163,6 +164,11 @@ impl Backups {
             self.e.forget(&req.volume, &id);
             return Err(err);
         }
+        // Every line the run logs carries its ID (`--log-format json`: in `spans`); blocking
+        // work enters the span itself (`Span::current()`), a span does not cross threads.
+        // (No `.await` from here on: the guard is never held across one.)
+        let span = tracing::info_span!("backup", id = %id, volume = %req.volume);
+        let _in_run = span.enter();
         tracing::info!(
             backup = id,
             volume = req.volume,
@@ -172,9 +178,12 @@ impl Backups {
             "backup started"
         );
         let me = self.clone();
-        tokio::spawn(async move {
-            me.run(Started { row, spec, req, keep, created, progress, mode, seal }).await;
-        });
+        tokio::spawn(
+            async move {
+                me.run(Started { row, spec, req, keep, created, progress, mode, seal }).await;
+            }
+            .instrument(span.clone()),
+        );
         Ok(id)
     }
 
@@ -336,8 +345,9 @@ impl Backups {
         }
         progress.set_phase("archiving");
         let read_root = snap.as_ref().map_or_else(|| root.clone(), |s| s.root.clone());
-        let (e, r, p) = (self.e.clone(), row.clone(), progress.clone());
+        let (e, r, p, span) = (self.e.clone(), row.clone(), progress.clone(), tracing::Span::current());
         let out = tokio::task::spawn_blocking(move || {
+            let _run = span.enter();
             e.write_backup(&r, &spec, read_root, &options, created, &p, (how.seal.as_deref(), how.rehash))
         })
         .await
@@ -417,8 +427,8 @@ impl Backups {
         if let Ok(Some(stored)) = self.blocking(move |e| Ok(e.svc.store().get_backup(&i)?)).await {
             row.upload_token = stored.upload_token;
         }
-        let (e, r) = (self.e.clone(), row.clone());
-        let cleaned = tokio::task::spawn_blocking(move || e.remove_objects(&r)).await;
+        let (e, r, span) = (self.e.clone(), row.clone(), tracing::Span::current());
+        let cleaned = tokio::task::spawn_blocking(move || span.in_scope(|| e.remove_objects(&r))).await;
         row.cleanup_pending = !matches!(cleaned, Ok(Ok(())));
         if !row.cleanup_pending {
             row.upload_token = None;

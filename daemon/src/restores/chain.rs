@@ -95,8 +95,9 @@ impl Restores {
     ) -> Result<RestoreOutcome> {
         let Some(last_row) = rows.last() else { return Err(Error::Internal("an empty chain".into())) };
         let spec = self.catalog.resolve_row(last_row)?;
-        let (s, c) = (spec.clone(), self.catalog.clone());
+        let (s, c, span) = (spec.clone(), self.catalog.clone(), tracing::Span::current());
         let (manifests, ids) = tokio::task::spawn_blocking(move || {
+            let _restore = span.enter();
             let ids = c.identities();
             load_chain(&s, &rows, &ids).map(|m| (m, Arc::new(ids)))
         })

@@ -48,15 +48,17 @@ impl Restores {
     /// # Errors
     /// [`voltool_plugin::Error::NotFound`], mount errors; a failure while writing ends the
     /// stream with an error instead.
+    #[tracing::instrument(name = "export", skip_all, fields(volume = %name, framed))]
     pub async fn export(&self, name: &str, framed: bool) -> Result<ExportStream> {
         let offer = if framed { Some(self.offer(name).await?) } else { None };
         let (root, id) = self.export_begin(name).await?;
         let (theirs, ours) = tokio::io::duplex(PIPE_BYTES);
         let failed = Failed::default();
         let writer = SyncIoBridge::new(theirs);
-        let (f2, r2, n2) = (failed.clone(), self.clone(), name.to_owned());
-        tokio::spawn(async move {
-            let res = tokio::task::spawn_blocking(move || write_export(&root, writer, offer, &f2)).await;
+        let (f2, r2, n2, span) = (failed.clone(), self.clone(), name.to_owned(), tracing::Span::current());
+        let task = async move {
+            let res =
+                tokio::task::spawn_blocking(move || span.in_scope(|| write_export(&root, writer, offer, &f2))).await;
             match res {
                 Ok(Ok(s)) => {
                     tracing::info!(volume = n2, files = s.files, bytes = s.bytes_in, notes = s.notes.len(), "exported");
@@ -69,7 +71,8 @@ impl Restores {
                 Err(e) => tracing::error!(volume = n2, error = %e, "export task died"),
             }
             r2.export_end(&n2, &id).await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(task));
         Ok(ExportStream { inner: ours, failed })
     }
 }

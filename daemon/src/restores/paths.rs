@@ -102,7 +102,9 @@ impl Restores {
         let last = rows.last().ok_or_else(|| Error::Internal("an empty chain".into()))?;
         let spec = self.catalog.resolve_row(last)?;
         let (s, i, encrypted, c) = (spec.clone(), from.to_owned(), last.encrypted, self.catalog.clone());
+        let span = tracing::Span::current();
         let (manifest, identities) = tokio::task::spawn_blocking(move || {
+            let _restore = span.enter();
             let target = open_target(&s, &tokio::runtime::Handle::current()).map_err(|e| backup_err(&i, e))?;
             let ids = c.identities();
             let m =
@@ -121,6 +123,7 @@ impl Restores {
     /// [`Error::BadRequest`] for a path that is not clean or that the backup does not hold, a
     /// hard link whose file is not selected, a backup written before single-file reads;
     /// [`Error::Restore`] when the restore failed (the volume is as it was then, path by path).
+    #[tracing::instrument(name = "restore", skip_all, fields(volume = %volume, from = %from))]
     pub async fn restore_paths(
         &self,
         volume: &str,

@@ -68,6 +68,7 @@ impl Restores {
     ///
     /// # Errors
     /// [`crate::Error::Restore`] with the reason.
+    #[tracing::instrument(name = "receive", skip_all, fields(volume = %name, from = %offer.volume))]
     pub async fn receive(&self, name: &str, offer: Offer, frames: Box<dyn Read + Send>) -> Result<RestoreOutcome> {
         self.check_offer(name, &offer).await?;
         let created = self.prepare(name, Some(&offer.options), &RestoreOptions::default()).await?;

@@ -94,6 +94,7 @@ impl Restores {
     /// # Errors
     /// [`Error::BadRequest`] for an unknown source, [`Error::Restore`] naming the problem
     /// (refused entry, mismatch, volume in use); the volume is unchanged on error.
+    #[tracing::instrument(name = "restore", skip_all, fields(volume = %volume, from = %from))]
     pub async fn restore_from(&self, volume: &str, from: &str, opts: RestoreOptions) -> Result<RestoreOutcome> {
         voltool_plugin::options::validate_name(volume)?;
         if let Some(rows) = self.catalog.chain(from).await? {
@@ -116,8 +117,9 @@ impl Restores {
         // The manifest's head first: it gives the options of a volume to create. Its entries
         // (~20 MB of JSON for 100,000 files) are read and parsed on a thread of their own
         // while the archive is extracted (see `PendingManifest`), not before.
-        let (s2, m2, k2) = (spec.clone(), manifest_name.clone(), keys.clone());
+        let (s2, m2, k2, span) = (spec.clone(), manifest_name.clone(), keys.clone(), tracing::Span::current());
         let manifest = tokio::task::spawn_blocking(move || -> Result<Option<PendingManifest>> {
+            let _restore = span.enter();
             let Some(m) = m2 else { return Ok(None) };
             let target =
                 open_target(&s2, &tokio::runtime::Handle::current()).map_err(|e| Error::BadRequest(e.to_string()))?;
@@ -153,6 +155,7 @@ impl Restores {
     ///
     /// # Errors
     /// As [`Self::restore_from`].
+    #[tracing::instrument(name = "import", skip_all, fields(volume = %volume))]
     pub async fn import(
         &self,
         volume: &str,

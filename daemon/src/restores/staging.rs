@@ -112,7 +112,8 @@ impl Restores {
             max_bytes: record.spec.size,
             reserve: self.reserve,
         };
-        let result = tokio::task::spawn_blocking(move || work(&landing))
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || span.in_scope(|| work(&landing)))
             .await
             .map_err(|e| Error::Internal(e.to_string()))
             .and_then(|r| r);

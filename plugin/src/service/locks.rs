@@ -39,12 +39,15 @@ impl VolumeLocks {
         };
         let (inner, locks, key) = (inner.clone(), self.map.clone(), name.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        // The caller's span (e.g. a backup run's ID) goes with the work: a span crosses
+        // neither `tokio::spawn` nor `spawn_blocking` by itself.
+        let task = async move {
             {
                 let _guard = lock.lock().await;
-                let work = inner.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || f(&work)).await.map_err(|e| Error::Internal(e.to_string()));
+                let (work, span) = (inner.clone(), tracing::Span::current());
+                let result = tokio::task::spawn_blocking(move || span.in_scope(|| f(&work)))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()));
                 let result = result.and_then(|r| r);
                 if let Err(Ok(_)) = tx.send(result)
                     && let Some(undo) = undo
@@ -60,7 +63,8 @@ impl VolumeLocks {
             if Arc::strong_count(&lock) == 2 {
                 map.remove(&key);
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(task));
         let joined = match deadline {
             None => rx.await,
             Some((op, after)) => match tokio::time::timeout(after, rx).await {

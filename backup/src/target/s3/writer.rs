@@ -243,7 +243,9 @@ impl S3Writer {
         let number = self.parts_sent;
         let (sh, key, upload_id) = (Arc::clone(&self.shared), self.key.clone(), self.upload_id.clone());
         tracing::debug!(key = %key, part = number, bytes = len, "uploading part");
-        self.tasks.spawn_on(upload_part(sh, key, upload_id, number, body), &self.shared.rt);
+        // In the caller's span (a backup run's ID): its retries are logged on a runtime task.
+        let upload = tracing::Instrument::in_current_span(upload_part(sh, key, upload_id, number, body));
+        self.tasks.spawn_on(upload, &self.shared.rt);
         Ok(())
     }
 
