@@ -89,6 +89,10 @@ s3env=$(deploy/test-env/s3/start-s3.sh /tmp/voltool-test-s3) || die "s3s-fs did 
 eval "$s3env"
 [ -n "${VOLTOOL_TEST_S3_ENDPOINT:-}" ] || die "start-s3.sh gave no endpoint"
 
+log "aiosmtpd (the notify crate's mail tests start their own SMTP server with it)"
+VOLTOOL_TEST_AIOSMTPD_PYTHON=$(deploy/test-env/notify/setup.sh) || die "aiosmtpd could not be installed"
+export VOLTOOL_TEST_AIOSMTPD_PYTHON
+
 log "second s3 server (moto on 127.0.0.1:18015, in memory)"
 # Installs moto[server] with pip into a virtualenv under ~/.cache the first time (~1 min); the
 # S3 suites run their backup, verify, multipart and cleanup tests against both servers.
