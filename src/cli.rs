@@ -57,6 +57,16 @@ pub enum Command {
     Volume(VolumeCommand),
     /// Show what this host supports and what voltool does where something is missing.
     Doctor(DoctorArgs),
+    /// The host at a glance: every volume's usage, mounts, last and next backup and last
+    /// verification, then the recent events (failures first) — what the status page shows.
+    Status {
+        /// Print the daemon's JSON (`GET /v1/status`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notifications ([[notify]] blocks of the config file: webhooks, mail, commands).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Manage secrets (e.g. SMB passwords) that volumes refer to by name (-o secret=NAME).
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -526,6 +536,19 @@ pub enum VolumeCommand {
         /// Unmount first if containers still hold the volume (their mounts break).
         #[arg(short, long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message to one notifier (by its `name`) or to all, and wait for each to
+    /// be delivered or to fail (one attempt, within its timeout). Exits 1 when one failed.
+    Test {
+        /// The notifier's `name` in the config file [default: all of them].
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -29,6 +29,7 @@ pub mod backups;
 pub mod doctor;
 pub mod restores;
 pub mod secrets;
+pub mod status;
 pub mod targets;
 pub mod volumes;
 

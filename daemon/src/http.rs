@@ -17,7 +17,7 @@ use crate::observe::{Metrics, Observer};
 
 /// The routes served over TCP.
 pub fn router(daemon: Daemon, token: Option<String>) -> Router {
-    let routes = Router::new().route("/metrics", get(metrics)).with_state(daemon);
+    let routes = Router::new().route("/metrics", get(metrics)).route("/", get(page)).with_state(daemon);
     match token {
         Some(t) => routes.layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(t), require_token)),
         None => routes,
@@ -33,6 +33,29 @@ pub async fn metrics(State(d): State<Daemon>) -> Response {
         Err(e) => {
             tracing::error!(error = %e, "could not encode the metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n").into_response()
+        }
+    }
+}
+
+/// `GET /`: the status page ([`crate::status_page`]), self-contained: a policy that lets it
+/// load nothing.
+async fn page(State(d): State<Daemon>) -> Response {
+    match d.status().await {
+        Ok(s) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            crate::status_page::render(&s),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not put the status page together");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the status could not be read\n").into_response()
         }
     }
 }

@@ -39,6 +39,8 @@ pub mod observe;
 pub mod policy;
 pub mod restores;
 pub mod routes;
+mod status;
+pub mod status_page;
 pub mod views;
 
 pub use config::{ConfigFile, DaemonConfig, LogFormat};

@@ -55,6 +55,8 @@ command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v mkfs.btrfs >/dev/null || [ -x /usr/sbin/mkfs.btrfs ] || need+=(btrfs-progs)
 # tests/metrics.rs: a real Prometheus scrapes the daemon; promtool checks the exposition.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+# tests/status.rs: the status page in headless Chromium.
+command -v chromium >/dev/null || need+=(chromium)
 # start-moto.sh installs moto into a virtualenv of its own.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, NotifyCommand};
 use crate::client::Api;
 
 mod backup;
@@ -14,6 +14,7 @@ mod migrate;
 mod restore;
 mod secret;
 mod serve;
+mod status;
 mod volume;
 
 /// Dispatches a parsed command line.
@@ -23,6 +24,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(args, cli.api_socket, cli.log_format).await,
         Command::Volume(cmd) => volume::run(&api, cmd).await,
         Command::Doctor(args) => doctor::run(&api, args).await,
+        Command::Status { json } => status::status(&api, json).await,
+        Command::Notify(NotifyCommand::Test { name, json }) => status::notify_test(&api, name, json).await,
         Command::Secret(cmd) => secret::run(&api, cmd).await,
         Command::Backup(cmd) => backup::run(&api, cmd).await,
         Command::Restore(args) => restore::restore(&api, args).await,

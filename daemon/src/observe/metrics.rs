@@ -45,6 +45,7 @@ pub struct VolumeSample {
     pub size_limit: Option<u64>,
     pub used: Option<u64>,
     pub mounts: usize,
+    pub mounted: bool,
     /// Network volumes: whether the server answered the bounded check.
     pub server_up: Option<bool>,
 }
@@ -365,6 +366,7 @@ mod tests {
             size_limit: Some(1 << 20),
             used,
             mounts: 2,
+            mounted: true,
             server_up: None,
         };
         m.set_volumes(&[v("a", Some(10)), v("b", Some(20))]);

@@ -30,6 +30,9 @@ const KEPT_EVENTS: usize = 200;
 /// Events the status page shows.
 pub const SHOWN_EVENTS: usize = 50;
 
+/// The watcher's last pass: when it ended, and each volume as measured.
+pub type Measured = (chrono::DateTime<chrono::Utc>, Arc<Vec<VolumeSample>>);
+
 /// Receives every event (a notifier); must return at once.
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -43,6 +46,8 @@ struct Inner {
     metrics: Metrics,
     /// This host's name, in every event.
     host: String,
+    /// The watcher's last pass: when, and what it measured.
+    measured: Mutex<Option<Measured>>,
     /// Counts of the notifiers' deliveries already added to the metrics.
     notified: Mutex<std::collections::HashMap<(String, &'static str), u64>>,
     events: Mutex<VecDeque<Event>>,
@@ -66,6 +71,7 @@ impl Observer {
                 metrics: Metrics::new()?,
                 host: voltool_notify::Options::default().host,
                 notified: Mutex::default(),
+                measured: Mutex::default(),
                 events: Mutex::new(VecDeque::with_capacity(KEPT_EVENTS)),
                 sinks: Mutex::default(),
             }),
@@ -74,6 +80,21 @@ impl Observer {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Keeps the watcher's last pass for the status page.
+    pub fn set_measured(&self, volumes: Vec<VolumeSample>) {
+        *self.inner.measured.lock().unwrap_or_else(|p| p.into_inner()) = Some((chrono::Utc::now(), Arc::new(volumes)));
+    }
+
+    /// The watcher's last pass, if there was one.
+    pub fn measured(&self) -> Option<Measured> {
+        self.inner.measured.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This host's name.
+    pub fn host(&self) -> &str {
+        &self.inner.host
     }
 
     /// An event of `kind` on this host, now.

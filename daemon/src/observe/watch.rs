@@ -98,12 +98,14 @@ impl Watcher {
                 size_limit: v.spec.size,
                 used,
                 mounts: v.mount_count,
+                mounted: v.mounted,
                 server_up,
                 name: v.name,
             });
         }
         self.down.retain(|name, _| samples.iter().any(|s| &s.name == name));
         observer.metrics().set_volumes(&samples);
+        observer.set_measured(samples);
         usage
     }
 }

@@ -24,7 +24,7 @@ pub enum BackupStatus {
 }
 
 impl BackupStatus {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Complete => "complete",
