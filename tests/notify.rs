@@ -107,3 +107,27 @@ fn a_failed_backup_and_a_filling_volume_are_each_told_once_per_occurrence() {
     let (_, text) = d.api_get("/metrics");
     assert!(text.contains("voltool_notifications_total{notifier=\"hook\",outcome=\"delivered\"} 3"), "{text}");
 }
+
+#[test]
+fn notify_test_sends_to_the_named_notifier_and_says_which_failed() {
+    let (port, got) = receiver();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let d = Daemon::start_with(
+        &format!(
+            "[[notify]]\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n[[notify]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{closed}/x\"\ntimeout = \"2s\"\n"
+        ),
+        &[],
+    );
+    let o = d.cli(&["notify", "test", "hook"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(common::stdout(&o).contains("hook: delivered"), "{}", common::stdout(&o));
+    assert_eq!(wait_count(&got, "test", 1).len(), 1);
+    // All of them: one fails, and the exit status says so.
+    let o = d.cli(&["notify", "test"]);
+    assert!(!o.status.success());
+    let out = common::stdout(&o);
+    assert!(out.contains("hook: delivered") && out.contains("gone: failed"), "{out}");
+    let o = d.cli(&["notify", "test", "nope"]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("nope"), "{}", common::stderr(&o));
+}
