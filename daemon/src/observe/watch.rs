@@ -2,8 +2,9 @@
 //! server's reachability, measured off the request path, into the metrics; a server that
 //! stops answering is a `server-down` event, once per outage.
 //!
-//! Every measurement is bounded: usage within the volume service's own budget, a server
-//! check within [`SERVER_DEADLINE`]. A pass never overlaps the next one.
+//! Every measurement is bounded: usage within the volume service's own budget, and only for
+//! volumes where it is cheap (a size limit, tmpfs); a server check within [`SERVER_DEADLINE`].
+//! A pass never overlaps the next one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -70,10 +71,11 @@ impl Watcher {
         let mut samples = Vec::with_capacity(views.len());
         let mut usage = Vec::new();
         for v in views {
-            let status = match svc.get(&v.name).await {
-                Ok(Some(full)) => full.status,
-                _ => None,
-            };
+            // Usage where it is cheap to know (a size limit: the kernel's quota count or the
+            // image's statfs; tmpfs): a directory volume without a limit would be walked, at
+            // every pass, for a number nothing depends on.
+            let cheap = v.spec.size.is_some() || v.spec.kind == VolumeType::Tmpfs;
+            let status = if cheap { svc.get(&v.name).await.ok().flatten().and_then(|full| full.status) } else { None };
             let backing = status.as_ref().map_or("", |s| s.backing.as_str());
             let used = status.as_ref().and_then(|s| s.used_bytes);
             let server_up = match server_of(&v.spec) {
