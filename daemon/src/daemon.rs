@@ -105,7 +105,12 @@ fn seed_metrics(svc: &VolumeService, observer: &Observer) {
         }
     };
     let unix = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp());
+    let mut sized = std::collections::HashSet::new();
+    // Newest first: the first complete row of a volume is its last complete backup.
     for r in rows {
+        if r.status == voltool_plugin::store::BackupStatus::Complete && sized.insert(r.volume.clone()) {
+            observer.metrics().seed_bytes(&r.volume, r.bytes_in.unwrap_or(0), r.bytes_out.unwrap_or(0));
+        }
         let succeeded = match r.status {
             voltool_plugin::store::BackupStatus::Complete => r.finished_at.as_deref().and_then(unix),
             _ => None,
