@@ -110,6 +110,29 @@ fn histogram(
     Ok(h)
 }
 
+/// The two families of backup runs that are not a plain labelled gauge or counter: the
+/// downtime gauge and the host's duration histogram.
+fn run_families(slow: &Registry) -> Result<(GaugeVec, Histogram), MetricsError> {
+    let downtime = GaugeVec::new(
+        Opts::new(
+            "voltool_backup_downtime_seconds",
+            "How long the volume's containers were stopped or paused for its last backup.",
+        ),
+        &["volume"],
+    )?;
+    slow.register(Box::new(downtime.clone()))?;
+    let duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "voltool_backup_duration_seconds",
+            "How long backup runs took, failed ones included, all volumes.",
+        )
+        .buckets(prometheus::exponential_buckets(0.25, 4.0, 9)?),
+    )?;
+    slow.register(Box::new(duration.clone()))?;
+
+    Ok((downtime, duration))
+}
+
 impl Metrics {
     /// A registry with every family, and the process metrics (CPU, memory, fds, start time).
     ///
@@ -125,23 +148,7 @@ impl Metrics {
         let slow = Registry::new();
         let vt = &["volume", "target"];
         let v = &["volume"];
-        let downtime = GaugeVec::new(
-            Opts::new(
-                "voltool_backup_downtime_seconds",
-                "How long the volume's containers were stopped or paused for its last backup.",
-            ),
-            v,
-        )?;
-        slow.register(Box::new(downtime.clone()))?;
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "voltool_backup_duration_seconds",
-                "How long backup runs took, failed ones included, all volumes.",
-            )
-            .buckets(prometheus::exponential_buckets(0.25, 4.0, 9)?),
-        )?;
-        slow.register(Box::new(duration.clone()))?;
-
+        let (downtime, duration) = run_families(&slow)?;
         Ok(Self {
             last_success: gauge(
                 &slow,
