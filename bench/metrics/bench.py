@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import common  # noqa: E402
 
 
-def http_get(port, path):
-    s = socket.create_connection(("127.0.0.1", port))
+def get(s, path):
+    """GET `path` on the connected socket `s` (closed after); the whole answer, headers too."""
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     chunks = []
     while True:
@@ -37,6 +37,10 @@ def http_get(port, path):
         chunks.append(b)
     s.close()
     return b"".join(chunks)
+
+
+def http_get(port, path):
+    return get(socket.create_connection(("127.0.0.1", port)), path)
 
 
 def fill_catalog(state, total):
@@ -65,15 +69,7 @@ def fill_catalog(state, total):
 def scrape(sock_path):
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock_path)
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    chunks = []
-    while True:
-        b = s.recv(1 << 16)
-        if not b:
-            break
-        chunks.append(b)
-    s.close()
-    return b"".join(chunks)
+    return get(s, "/metrics")
 
 
 def main():
