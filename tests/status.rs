@@ -124,3 +124,37 @@ fn the_status_page_shows_every_volume_and_its_last_backup_in_chromium_without_co
     let j = json(&d.cli(&["status", "--json"]));
     assert_eq!(j["volumes"].as_array().map(Vec::len), Some(2), "{j}");
 }
+
+/// With the default interval (30 s), a volume created or removed shows in `voltool status`
+/// and the metrics within seconds: the watcher passes again soon after a change.
+#[test]
+fn a_new_volume_shows_in_the_status_within_seconds_not_at_the_next_interval() {
+    let d = Daemon::start();
+    let listed = |d: &Daemon| -> Vec<String> {
+        let j = json(&d.cli(&["status", "--json"]));
+        j["volumes"]
+            .as_array()
+            .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v["name"].as_str().map(str::to_owned)).collect())
+    };
+    // The pass at start is done when the status has its time.
+    let t0 = Instant::now();
+    while json(&d.cli(&["status", "--json"]))["measured_at"].is_null() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no first pass");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(listed(&d).is_empty());
+    assert!(d.cli(&["volume", "create", "fresh", "-o", "size=16m"]).status.success());
+    let t0 = Instant::now();
+    while listed(&d) != ["fresh"] {
+        assert!(t0.elapsed() < Duration::from_secs(6), "the new volume is not in the status");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = d.api_get("/metrics");
+    assert!(metrics.contains("voltool_volume_size_limit_bytes{volume=\"fresh\"} 16777216"), "{metrics}");
+    assert!(d.cli(&["volume", "rm", "fresh"]).status.success());
+    let t0 = Instant::now();
+    while !listed(&d).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(6), "the removed volume stays in the status");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -37,6 +37,10 @@ use crate::observe::{EventKind, MetricsError, Observer};
 use crate::policy::TargetPolicy;
 use crate::restores::Restores;
 
+/// How long the volume watcher waits after a volume was created, resized or removed before
+/// its pass: a burst of changes (a compose project's volumes) makes one pass.
+pub const WATCH_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What opening the daemon failed with; nothing was served, the sockets were removed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -386,10 +390,12 @@ impl Daemon {
     }
 
     /// The volume watcher ([`crate::observe::watch`]): a pass at start, then one per
-    /// `[monitor] interval`.
+    /// `[monitor] interval`, and one soon after volumes are created, resized or removed (at
+    /// most one per [`WATCH_SETTLE`], however many change).
     fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
         let (svc, observer, every) = (self.svc.clone(), self.observer.clone(), self.serving.monitor_interval);
         let notifiers = self.notifiers.clone();
+        let mut changes = svc.changes();
         tokio::spawn(async move {
             let mut watcher = crate::observe::watch::Watcher::default();
             let mut near_full = voltool_notify::NearFull::new(voltool_notify::Options::default().host);
@@ -400,7 +406,11 @@ impl Daemon {
                     }
                 }
                 observer.count_notifications(&notifiers);
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    Ok(()) = changes.changed() => tokio::time::sleep(WATCH_SETTLE).await,
+                }
+                changes.mark_unchanged();
             }
         })
     }

@@ -26,6 +26,8 @@ struct State {
     unreachable: bool,
     exec: BTreeMap<String, ExecOutcome>,
     stops: u64,
+    /// Containers whose start is refused (as dockerd does when a volume cannot be mounted).
+    refuse_start: Vec<String>,
 }
 
 /// An engine with the containers and services a test gives it. Stopping a container marks it
@@ -66,6 +68,11 @@ impl RecordingEngine {
     /// From now on every call fails as if no engine were there (or works again).
     pub fn set_unreachable(&self, yes: bool) {
         self.lock().unreachable = yes;
+    }
+
+    /// From now on starting container `id` is refused with HTTP 500.
+    pub fn refuse_start(&self, id: &str) {
+        self.lock().refuse_start.push(id.into());
     }
 
     /// Removes a container (a user deleted it).
@@ -158,6 +165,15 @@ impl Engine for RecordingEngine {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
+        if self.lock().refuse_start.iter().any(|r| r == id) {
+            drop(self.enter(Some(EngineCall::Start(id.into())))?);
+            return Err(DockerError::Refused {
+                action: "start",
+                what: format!("container {id}"),
+                status: 500,
+                message: "error while mounting volume".into(),
+            });
+        }
         self.set(EngineCall::Start(id.into()), id, &[RunState::Other], RunState::Running)
     }
 

@@ -33,8 +33,9 @@ pub struct VolumeService {
     inner: Arc<Inner>,
     locks: VolumeLocks,
     deadline: Duration,
-    /// Notified when a volume is created or removed (the backup scheduler listens).
-    changes: Arc<tokio::sync::Notify>,
+    /// Counts the volumes created, resized or removed; every subscriber (the backup
+    /// scheduler, the volume watcher) sees each change.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The grammar of the `backup-*` option values (the daemon's backup engine knows it).
     backup_grammar: Arc<dyn options::BackupGrammar>,
 }
@@ -66,7 +67,7 @@ impl VolumeService {
             inner: Arc::new(Inner { store, host, layout, secrets, project_ids: Mutex::new(()) }),
             locks: VolumeLocks::default(),
             deadline: MOUNT_DEADLINE,
-            changes: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             backup_grammar: Arc::new(options::AnyBackupValue),
         };
         svc.inner.reconcile()?;
@@ -94,9 +95,14 @@ impl VolumeService {
         self
     }
 
-    /// Notified whenever a volume is created or removed.
-    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
-        self.changes.clone()
+    /// A receiver that sees a new value whenever a volume was created, resized or removed
+    /// since it last looked (`changed().await`).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The stored record of a volume.
@@ -176,7 +182,7 @@ impl VolumeService {
         let warnings = self.prepare_network(name, &mut spec, inline_password.as_ref()).await?;
         let name = name.to_string();
         self.locked(&name.clone(), move |inner| inner.create(&name, spec, stored)).await?;
-        self.changes.notify_one();
+        self.changed();
         Ok(warnings)
     }
 
@@ -188,7 +194,9 @@ impl VolumeService {
     pub async fn resize(&self, name: &str, size: &str) -> Result<()> {
         let bytes = options::size_opt("size", size)?;
         let (n, raw) = (name.to_string(), size.to_string());
-        self.locked(name, move |inner| inner.resize(&n, bytes, raw)).await
+        self.locked(name, move |inner| inner.resize(&n, bytes, raw)).await?;
+        self.changed();
+        Ok(())
     }
 
     /// Removes a volume and its data. `force` first unmounts a volume that still has mounts.
@@ -200,7 +208,7 @@ impl VolumeService {
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let n = name.to_string();
         self.locked(name, move |inner| inner.remove(&n, force)).await?;
-        self.changes.notify_one();
+        self.changed();
         Ok(())
     }
 

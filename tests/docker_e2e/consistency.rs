@@ -59,7 +59,7 @@ pub(crate) fn consistent_stop(env: &Env) {
     assert!(j["downtime_ms"].as_u64().is_some(), "downtime recorded: {j}");
     for (id, before) in [(&db, &before_db), (&web, &before_web)] {
         let now = state(id);
-        assert_eq!(now.0, "running", "{id} runs again");
+        assert_eq!(now.0, "running", "{id} runs again; the backup: {j}");
         assert_ne!(now.1, before.1, "{id} was stopped and started (StartedAt changed)");
     }
     assert_eq!(state(&idle).0, "exited", "a container the user stopped stays stopped");

@@ -76,6 +76,23 @@ async fn stop_holds_the_volumes_containers_and_its_labelled_companions_then_star
     assert!(holds(&f).is_empty(), "every hold released and forgotten");
 }
 
+/// A container that cannot be started again (dockerd refuses) leaves a complete backup whose
+/// record says so, and its hold stays in the store for the next start to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_cannot_start_again_is_named_in_the_backups_record() {
+    let f = Fixture::new(BackupSettings::default(), at(3, 0));
+    f.volume("db", &[]).await;
+    f.docker.add(container("pg", Some("db"), &[]));
+    f.docker.refuse_start("pg");
+    let b = f.open().await;
+    let r = run(&b, with("db", "stop")).await;
+    assert_eq!(r.status, BackupStatus::Complete, "{:?}", r.reason);
+    let note = r.consistency_note.unwrap_or_default();
+    assert!(note.contains("could not release pg-name") && note.contains("error while mounting volume"), "{note}");
+    assert_eq!(f.docker.state_of("pg"), Some(RunState::Other));
+    assert_eq!(holds(&f).len(), 1, "the hold is kept for the next start: {:?}", holds(&f));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_snapshot_the_containers_run_again_before_the_archive_is_written() {
     let f = Fixture::new(BackupSettings::default(), at(3, 0));

@@ -365,6 +365,14 @@ impl Backups {
         for n in &held.notes {
             tracing::info!(backup = row.id, volume = row.volume, "{n}");
         }
+        if !held.not_released.is_empty() {
+            let all = held.not_released.join("; ");
+            tracing::warn!(backup = row.id, volume = row.volume, "{all}");
+            row.consistency_note = Some(match row.consistency_note.take() {
+                Some(n) => format!("{n}; {all}"),
+                None => all,
+            });
+        }
         out
     }
 

@@ -225,6 +225,7 @@ impl Backups {
     pub fn spawn_scheduler(&self) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
+            let mut changes = me.e.svc.changes();
             loop {
                 let next = match me.tick(me.e.clock.now()).await {
                     Ok(next) => next,
@@ -237,11 +238,10 @@ impl Backups {
                     .and_then(|t| (t - me.e.clock.now()).to_std().ok())
                     .map_or(TICK, |d| d.min(TICK))
                     .max(Duration::from_millis(200));
-                let changes = me.e.svc.changes();
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = me.e.wake.notified() => {}
-                    () = changes.notified() => {}
+                    Ok(()) = changes.changed() => {}
                 }
             }
         })

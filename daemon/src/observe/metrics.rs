@@ -7,11 +7,13 @@
 //! the same whatever the state of the volumes and can never hang on a network server.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use super::exposition::{Cached, encode_merged, utf8};
 
 /// What registering or encoding the metrics failed with (a bug: names are constants).
 #[derive(Debug, thiserror::Error)]
@@ -51,54 +53,82 @@ pub struct VolumeSample {
     pub server_up: Option<bool>,
 }
 
-/// A registry whose exposition is kept until one of its families changes.
-struct Cached {
-    registry: Registry,
-    /// Bumped by every change to the registry's families.
-    generation: AtomicU64,
-    /// The exposition and the generation it was made at.
-    text: std::sync::Mutex<(u64, String)>,
+/// How many groups the volumes' backup series are spread over: a run that ends makes the next
+/// scrape encode one of them again (a 16th of a host's backup series), not all.
+const BACKUP_SHARDS: usize = 16;
+
+/// The backup families of the volumes of one shard.
+struct BackupShard {
+    cache: Cached,
+    last_success: IntGaugeVec,
+    last_attempt: IntGaugeVec,
+    bytes: IntGaugeVec,
+    failures: IntCounterVec,
+    verify_failures: IntCounterVec,
+    restore_test_failures: IntCounterVec,
+    downtime: GaugeVec,
 }
 
-impl Cached {
-    fn new() -> Self {
-        Self {
-            registry: Registry::new(),
-            generation: AtomicU64::new(1),
-            text: std::sync::Mutex::new((0, String::new())),
-        }
-    }
-
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Appends the exposition, encoded again only if a family changed since the last time.
-    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), MetricsError> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let mut cached = self.text.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 != generation {
-            let mut text = Vec::with_capacity(cached.1.len() + (4 << 10));
-            TextEncoder::new().encode(&self.registry.gather(), &mut text)?;
-            // A change during the encoding bumped the generation: the next scrape encodes again.
-            *cached = (generation, utf8(text)?);
-        }
-        out.extend_from_slice(cached.1.as_bytes());
-        Ok(())
+impl BackupShard {
+    fn new() -> Result<Self, MetricsError> {
+        let cache = Cached::new();
+        let r = &cache.registry;
+        let (vt, v) = (&["volume", "target"], &["volume"]);
+        let downtime = GaugeVec::new(
+            Opts::new(
+                "voltool_backup_downtime_seconds",
+                "How long the volume's containers were stopped or paused for its last backup.",
+            ),
+            v,
+        )?;
+        r.register(Box::new(downtime.clone()))?;
+        Ok(Self {
+            last_success: gauge(
+                r,
+                "voltool_backup_last_success_timestamp_seconds",
+                "When the last complete backup of the volume to the target finished (unix time).",
+                vt,
+            )?,
+            last_attempt: gauge(
+                r,
+                "voltool_backup_last_attempt_timestamp_seconds",
+                "When the last backup run of the volume to the target started, complete or not (unix time).",
+                vt,
+            )?,
+            bytes: gauge(
+                r,
+                "voltool_backup_bytes",
+                "Bytes of the volume's last complete backup: read from the volume, stored on the target.",
+                &["volume", "kind"],
+            )?,
+            failures: counter(
+                r,
+                "voltool_backup_failures_total",
+                "Backup runs that failed, by the kind of failure.",
+                &["volume", "reason"],
+            )?,
+            verify_failures: counter(
+                r,
+                "voltool_backup_verify_failures_total",
+                "Verifications of a backup that failed.",
+                v,
+            )?,
+            restore_test_failures: counter(
+                r,
+                "voltool_restore_test_failures_total",
+                "Restore tests that failed or could not run.",
+                v,
+            )?,
+            downtime,
+            cache,
+        })
     }
 }
 
 /// The registry and its families; cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
-    last_success: IntGaugeVec,
-    last_attempt: IntGaugeVec,
     duration: Histogram,
-    bytes: IntGaugeVec,
-    failures: IntCounterVec,
-    verify_failures: IntCounterVec,
-    restore_test_failures: IntCounterVec,
-    downtime: GaugeVec,
     size_limit: IntGaugeVec,
     used: IntGaugeVec,
     mounts: IntGaugeVec,
@@ -107,8 +137,10 @@ pub struct Metrics {
     plugin_duration: HistogramVec,
     plugin_errors: IntCounterVec,
     notify_sent: IntCounterVec,
-    /// The backup families ([`Metrics::new`]).
-    backups: Cached,
+    /// The backup families, each volume's series in the shard of its name.
+    backups: Vec<BackupShard>,
+    /// The host's duration histogram.
+    runs: Cached,
     /// The volume families that change when volumes come, go or are resized.
     shape: Cached,
     /// The volume families the watcher's passes change (usage, mounts, servers).
@@ -149,17 +181,8 @@ fn histogram(
     Ok(h)
 }
 
-/// The two families of backup runs that are not a plain labelled gauge or counter: the
-/// downtime gauge and the host's duration histogram.
-fn run_families(slow: &Registry) -> Result<(GaugeVec, Histogram), MetricsError> {
-    let downtime = GaugeVec::new(
-        Opts::new(
-            "voltool_backup_downtime_seconds",
-            "How long the volume's containers were stopped or paused for its last backup.",
-        ),
-        &["volume"],
-    )?;
-    slow.register(Box::new(downtime.clone()))?;
+/// The host's histogram of backup run durations.
+fn duration_family(r: &Registry) -> Result<Histogram, MetricsError> {
     let duration = Histogram::with_opts(
         HistogramOpts::new(
             "voltool_backup_duration_seconds",
@@ -167,9 +190,8 @@ fn run_families(slow: &Registry) -> Result<(GaugeVec, Histogram), MetricsError> 
         )
         .buckets(prometheus::exponential_buckets(0.25, 4.0, 9)?),
     )?;
-    slow.register(Box::new(duration.clone()))?;
-
-    Ok((downtime, duration))
+    r.register(Box::new(duration.clone()))?;
+    Ok(duration)
 }
 
 /// The families encoded at every scrape besides the process's: plugin requests (timing,
@@ -205,59 +227,21 @@ impl Metrics {
     /// [`MetricsError`] (a name registered twice: a bug).
     pub fn new() -> Result<Self, MetricsError> {
         // `r`: what changes all the time (process, plugin requests, notifications), encoded at
-        // every scrape. The rest is encoded again only after a change, in three groups: the
-        // backups (a run ends, a check fails), the volumes' shape (created, removed, resized),
-        // and what the watcher measures (usage, mounts, servers).
+        // every scrape. The rest is encoded again only after a change, in groups: the backups
+        // of the volumes (in shards: a run ends, a check fails), the run durations, the
+        // volumes' shape (created, removed, resized), and what the watcher measures (usage,
+        // mounts, servers).
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        let (backups, shape, live) = (Cached::new(), Cached::new(), Cached::new());
-        let slow = &backups.registry; // the backup families
-        let vt = &["volume", "target"];
+        let (runs, shape, live) = (Cached::new(), Cached::new(), Cached::new());
         let v = &["volume"];
-        let (downtime, duration) = run_families(slow)?;
         let (plugin_duration, plugin_errors, notify_sent) = fast_families(&r)?;
         Ok(Self {
-            last_success: gauge(
-                slow,
-                "voltool_backup_last_success_timestamp_seconds",
-                "When the last complete backup of the volume to the target finished (unix time).",
-                vt,
-            )?,
-            last_attempt: gauge(
-                slow,
-                "voltool_backup_last_attempt_timestamp_seconds",
-                "When the last backup run of the volume to the target started, complete or not (unix time).",
-                vt,
-            )?,
             // One histogram for the host, not one per volume: 18 series per volume would be most
             // of a scrape of a host with hundreds of volumes (the catalog has each run's time).
-            duration,
-            bytes: gauge(
-                slow,
-                "voltool_backup_bytes",
-                "Bytes of the volume's last complete backup: read from the volume, stored on the target.",
-                &["volume", "kind"],
-            )?,
-            failures: counter(
-                slow,
-                "voltool_backup_failures_total",
-                "Backup runs that failed, by the kind of failure.",
-                &["volume", "reason"],
-            )?,
-            verify_failures: counter(
-                slow,
-                "voltool_backup_verify_failures_total",
-                "Verifications of a backup that failed.",
-                v,
-            )?,
-            restore_test_failures: counter(
-                slow,
-                "voltool_restore_test_failures_total",
-                "Restore tests that failed or could not run.",
-                v,
-            )?,
-            downtime,
+            duration: duration_family(&runs.registry)?,
+            backups: (0..BACKUP_SHARDS).map(|_| BackupShard::new()).collect::<Result<_, _>>()?,
             size_limit: gauge(
                 &shape.registry,
                 "voltool_volume_size_limit_bytes",
@@ -287,7 +271,7 @@ impl Metrics {
             plugin_errors,
             notify_sent,
             registry: r,
-            backups,
+            runs,
             shape,
             live,
             last_size: std::sync::atomic::AtomicUsize::new(16 << 10),
@@ -301,7 +285,8 @@ impl Metrics {
     /// [`MetricsError`] when encoding fails (a bug).
     pub fn encode(&self) -> Result<String, MetricsError> {
         let mut out = Vec::with_capacity(self.last_size.load(Ordering::Relaxed) + (4 << 10));
-        for cached in [&self.backups, &self.shape, &self.live] {
+        encode_merged(self.backups.iter().map(|b| &b.cache), &mut out)?;
+        for cached in [&self.runs, &self.shape, &self.live] {
             cached.encode_into(&mut out)?;
         }
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
@@ -309,9 +294,15 @@ impl Metrics {
         utf8(out)
     }
 
-    /// Marks the backup families changed.
-    fn changed(&self) {
-        self.backups.changed();
+    /// The backup families of `volume`'s shard, marked changed.
+    fn changed(&self, volume: &str) -> &BackupShard {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same shard for a name in every process.
+        let mut h = std::hash::DefaultHasher::new();
+        volume.hash(&mut h);
+        let shard = &self.backups[usize::try_from(h.finish() % BACKUP_SHARDS as u64).unwrap_or(0)];
+        shard.cache.changed();
+        shard
     }
 
     /// The content type of [`Self::encode`]'s output.
@@ -321,54 +312,53 @@ impl Metrics {
 
     /// Counts a finished backup run.
     pub fn run_finished(&self, s: &RunSample<'_>) {
-        self.changed();
+        let b = self.changed(s.volume);
         let vt = &[s.volume, s.target];
-        let attempt = self.last_attempt.with_label_values(vt);
+        let attempt = b.last_attempt.with_label_values(vt);
         attempt.set(attempt.get().max(s.started));
         self.duration.observe(s.seconds);
+        self.runs.changed();
         match s.failure {
             None => {
-                let ok = self.last_success.with_label_values(vt);
+                let ok = b.last_success.with_label_values(vt);
                 ok.set(ok.get().max(s.finished));
-                self.bytes.with_label_values(&[s.volume, "read"]).set(clamp(s.bytes_read));
-                self.bytes.with_label_values(&[s.volume, "stored"]).set(clamp(s.bytes_stored));
+                b.bytes.with_label_values(&[s.volume, "read"]).set(clamp(s.bytes_read));
+                b.bytes.with_label_values(&[s.volume, "stored"]).set(clamp(s.bytes_stored));
                 if let Some(ms) = s.downtime_ms {
-                    self.downtime.with_label_values(&[s.volume]).set(ms as f64 / 1000.0);
+                    b.downtime.with_label_values(&[s.volume]).set(ms as f64 / 1000.0);
                 }
             }
-            Some(reason) => self.failures.with_label_values(&[s.volume, reason]).inc(),
+            Some(reason) => b.failures.with_label_values(&[s.volume, reason]).inc(),
         }
     }
 
     /// The bytes of a volume's newest complete backup, from the catalog at start.
     pub fn seed_bytes(&self, volume: &str, read: u64, stored: u64) {
-        self.changed();
-        self.bytes.with_label_values(&[volume, "read"]).set(clamp(read));
-        self.bytes.with_label_values(&[volume, "stored"]).set(clamp(stored));
+        let b = self.changed(volume);
+        b.bytes.with_label_values(&[volume, "read"]).set(clamp(read));
+        b.bytes.with_label_values(&[volume, "stored"]).set(clamp(stored));
     }
 
     /// What the catalog says of past runs, at start: the last success and attempt per
     /// (volume, target); the counters start at 0 (Prometheus' counters restart with the process).
     pub fn seed_last(&self, volume: &str, target: &str, started: Option<i64>, succeeded: Option<i64>) {
-        self.changed();
+        let b = self.changed(volume);
         if let Some(t) = started {
-            let g = self.last_attempt.with_label_values(&[volume, target]);
+            let g = b.last_attempt.with_label_values(&[volume, target]);
             g.set(g.get().max(t));
         }
         if let Some(t) = succeeded {
-            let g = self.last_success.with_label_values(&[volume, target]);
+            let g = b.last_success.with_label_values(&[volume, target]);
             g.set(g.get().max(t));
         }
     }
 
     pub fn verify_failed(&self, volume: &str) {
-        self.changed();
-        self.verify_failures.with_label_values(&[volume]).inc();
+        self.changed(volume).verify_failures.with_label_values(&[volume]).inc();
     }
 
     pub fn restore_test_failed(&self, volume: &str) {
-        self.changed();
-        self.restore_test_failures.with_label_values(&[volume]).inc();
+        self.changed(volume).restore_test_failures.with_label_values(&[volume]).inc();
     }
 
     /// One answered plugin request (`method`: `Mount`, `Unmount`, ...).
@@ -430,11 +420,6 @@ fn set_or_remove(g: &IntGaugeVec, labels: &[&str], v: Option<i64>) {
             let _ = g.remove_label_values(labels);
         }
     }
-}
-
-/// The encoder writes UTF-8 (names are ASCII, label values Rust strings): checked, not copied.
-fn utf8(bytes: Vec<u8>) -> Result<String, MetricsError> {
-    String::from_utf8(bytes).map_err(|e| MetricsError(prometheus::Error::Msg(e.to_string())))
 }
 
 fn clamp(v: u64) -> i64 {

@@ -145,8 +145,18 @@ mod cost {
             m.encode().expect("encode").len()
         );
         let t = std::time::Instant::now();
-        for _ in 0..1000 {
-            m.changed();
+        for i in 0..1000 {
+            m.run_finished(&RunSample {
+                volume: &vols[i % vols.len()].name,
+                target: "default",
+                started: 3,
+                finished: 4,
+                seconds: 0.1,
+                failure: None,
+                bytes_read: 1,
+                bytes_stored: 1,
+                downtime_ms: None,
+            });
             let _ = m.encode().expect("encode");
         }
         eprintln!("encode after a run ended: {:?} per scrape", t.elapsed() / 1000);

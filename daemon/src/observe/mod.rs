@@ -10,6 +10,7 @@
 //! and the `Metrics` methods; both are cheap and never block on the network: notifiers (when
 //! configured) get the event on their own tasks.
 
+mod exposition;
 pub mod metrics;
 pub mod watch;
 

@@ -23,8 +23,11 @@ pub struct Held {
     since: Option<Instant>,
     /// The containers that use the volume (names), running when the run began.
     pub users: Vec<String>,
-    /// What the run's log should say: hook outputs, holds that could not be released.
+    /// What the run's log should say: hook outputs, post-hook failures.
     pub notes: Vec<String>,
+    /// Holds not given back as they were taken (a container that could not be started again,
+    /// one left stopped because someone else had meanwhile): the run's record says so.
+    pub not_released: Vec<String>,
 }
 
 /// Runs a store call on the blocking pool.
@@ -162,7 +165,7 @@ impl Held {
             match release_one(link, svc, &h).await {
                 Ok(note) => {
                     if let Some(n) = note {
-                        self.notes.push(n);
+                        self.not_released.push(n);
                     }
                     let (b, seq) = (h.backup.clone(), h.seq);
                     if let Err(e) = store(svc, move |s| s.drop_hold(&b, seq)).await {
@@ -171,7 +174,7 @@ impl Held {
                 }
                 Err(e) => {
                     tracing::error!(backup = h.backup, hold = h.name, error = %e, "could not release a hold; retried at the next start");
-                    self.notes
+                    self.not_released
                         .push(format!("could not release {} ({e}); the daemon retries at its next start", h.name));
                 }
             }
