@@ -274,6 +274,13 @@ fn restore_test_runs_the_check_isolated_and_removes_the_scratch_volume() {
     assert!(stderr(&o).contains("exited 3") && stderr(&o).contains("wrong version"), "{}", stderr(&o));
     let row: serde_json::Value = serde_json::from_str(&ok(&d.cli(&["backup", "show", &id, "--json"]))).expect("json");
     assert_eq!(row["verify_status"], "failed", "{row}");
+    assert_eq!(row["test_status"], "failed", "{row}");
+    assert!(row["test_reason"].as_str().is_some_and(|r| r.contains("exited 3")), "{row}");
+    // `voltool status` shows the restore test apart from the verification.
+    let st: serde_json::Value = serde_json::from_str(&ok(&d.cli(&["status", "--json"]))).expect("json");
+    let rt = st["volumes"].as_array().and_then(|v| v.iter().find(|v| v["name"] == "rt")).expect("rt in status");
+    assert_eq!(rt["last_restore_test"]["ok"], false, "{st}");
+    assert_eq!(rt["last_restore_test"]["backup"], id.as_str(), "{st}");
     // The scratch volumes are gone.
     let ls = ok(&d.cli(&["volume", "ls", "-q"]));
     assert_eq!(ls.lines().collect::<Vec<_>>(), ["rt"], "{ls}");

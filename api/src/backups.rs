@@ -67,6 +67,13 @@ pub struct BackupRecord {
     pub verify_status: Option<String>,
     pub verify_at: Option<String>,
     pub verify_reason: Option<String>,
+    /// The last restore test: `ok` or `failed`; `None` when never tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_reason: Option<String>,
     /// The consistency steps the run took (`none`, `stop`, `hooks,stop`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,

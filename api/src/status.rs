@@ -42,6 +42,9 @@ pub struct VolumeRow {
     /// The newest verification (a restore test is one), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verify: Option<CheckPoint>,
+    /// The newest restore test, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore_test: Option<CheckPoint>,
     /// The last backups, oldest first (at most [`HISTORY`]).
     pub history: Vec<BackupPoint>,
 }

@@ -22,31 +22,37 @@ fn point(r: &BackupRow) -> BackupPoint {
     }
 }
 
-/// Per volume: its last [`HISTORY`] backups (oldest first) and its newest verification,
-/// from the catalog's rows (newest first).
-fn by_volume(rows: &[BackupRow]) -> HashMap<&str, (Vec<BackupPoint>, Option<CheckPoint>)> {
-    let mut out: HashMap<&str, (Vec<BackupPoint>, Option<CheckPoint>)> = HashMap::new();
-    let mut newest_check: HashMap<&str, &str> = HashMap::new();
-    for r in rows {
-        let (history, check) = out.entry(r.volume.as_str()).or_default();
-        if history.len() < HISTORY {
-            history.push(point(r));
-        }
-        if let (Some(at), Some(status)) = (r.verify_at.as_deref(), r.verify_status.as_deref()) {
-            let newer = newest_check.get(r.volume.as_str()).is_none_or(|seen| at > *seen);
-            if newer {
-                newest_check.insert(r.volume.as_str(), at);
-                *check = Some(CheckPoint {
-                    backup: r.id.clone(),
-                    at: at.to_owned(),
-                    ok: status == "ok",
-                    reason: r.verify_reason.clone(),
-                });
-            }
-        }
+/// What the catalog says of one volume: its last [`HISTORY`] backups (oldest first), its
+/// newest verification and its newest restore test.
+#[derive(Debug, Default)]
+struct Checked {
+    history: Vec<BackupPoint>,
+    verify: Option<CheckPoint>,
+    test: Option<CheckPoint>,
+}
+
+/// Keeps `(at, status, reason)` of backup `r` in `slot` if it is newer than what is there.
+fn newest(slot: &mut Option<CheckPoint>, r: &BackupRow, check: (Option<&str>, Option<&str>, Option<&String>)) {
+    let (Some(at), Some(status), reason) = check else { return };
+    if slot.as_ref().is_none_or(|seen| at > seen.at.as_str()) {
+        *slot =
+            Some(CheckPoint { backup: r.id.clone(), at: at.to_owned(), ok: status == "ok", reason: reason.cloned() });
     }
-    for (history, _) in out.values_mut() {
-        history.reverse();
+}
+
+/// [`Checked`] per volume, from the catalog's rows (newest first).
+fn by_volume(rows: &[BackupRow]) -> HashMap<&str, Checked> {
+    let mut out: HashMap<&str, Checked> = HashMap::new();
+    for r in rows {
+        let c = out.entry(r.volume.as_str()).or_default();
+        if c.history.len() < HISTORY {
+            c.history.push(point(r));
+        }
+        newest(&mut c.verify, r, (r.verify_at.as_deref(), r.verify_status.as_deref(), r.verify_reason.as_ref()));
+        newest(&mut c.test, r, (r.test_at.as_deref(), r.test_status.as_deref(), r.test_reason.as_ref()));
+    }
+    for c in out.values_mut() {
+        c.history.reverse();
     }
     out
 }
@@ -75,7 +81,7 @@ impl Daemon {
         let volumes = measured.as_ref().map_or_else(Vec::new, |(_, vols)| {
             vols.iter()
                 .map(|v| {
-                    let (history, last_verify) = backups.remove(v.name.as_str()).unwrap_or_default();
+                    let Checked { history, verify, test } = backups.remove(v.name.as_str()).unwrap_or_default();
                     VolumeRow {
                         name: v.name.clone(),
                         kind: v.kind.clone(),
@@ -86,7 +92,8 @@ impl Daemon {
                         server_up: v.server_up,
                         next_backup: next.remove(&v.name),
                         last_backup: history.last().cloned(),
-                        last_verify,
+                        last_verify: verify,
+                        last_restore_test: test,
                         history,
                     }
                 })
@@ -112,5 +119,32 @@ impl Daemon {
             volumes,
             events,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_verification_and_restore_test_of_each_volume_are_kept_apart() {
+        let row =
+            |id: &str, vol: &str| BackupRow::running(id, vol, "default", "file:///b", "manual", "2026-12-01T00:00:00Z");
+        let mut a1 = row("a1", "a");
+        (a1.verify_status, a1.verify_at) = (Some("ok".into()), Some("2026-12-03T00:00:00Z".into()));
+        let mut a2 = row("a2", "a");
+        (a2.verify_status, a2.verify_at) = (Some("failed".into()), Some("2026-12-02T00:00:00Z".into()));
+        (a2.test_status, a2.test_at) = (Some("failed".into()), Some("2026-12-02T00:00:00Z".into()));
+        a2.test_reason = Some("the check command exited 2".into());
+        let b1 = row("b1", "b");
+        let rows = [a1, a2, b1];
+        let by = by_volume(&rows);
+        let a = &by["a"];
+        assert_eq!(a.history.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["a2", "a1"], "oldest first");
+        let v = a.verify.as_ref().expect("verified");
+        assert_eq!((v.backup.as_str(), v.ok), ("a1", true), "the newest verification");
+        let t = a.test.as_ref().expect("tested");
+        assert_eq!((t.backup.as_str(), t.ok, t.reason.as_deref()), ("a2", false, Some("the check command exited 2")));
+        assert!(by["b"].verify.is_none() && by["b"].test.is_none());
     }
 }

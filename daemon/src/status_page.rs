@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use voltool_api::status::{BackupPoint, StatusView, VolumeRow};
+use voltool_api::status::{BackupPoint, CheckPoint, StatusView, VolumeRow};
 
 /// Text made safe for HTML content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -71,7 +71,7 @@ pub fn render(s: &StatusView) -> String {
     let _ = write!(
         h,
         "<h2>Volumes ({})</h2><table id=\"volumes\"><thead><tr><th>volume</th><th>type</th><th>mounts</th>\
-         <th>usage</th><th>last backup</th><th>next backup</th><th>last verification</th><th>recent backups</th></tr></thead><tbody>",
+         <th>usage</th><th>last backup</th><th>next backup</th><th>last verification</th><th>last restore test</th><th>recent backups</th></tr></thead><tbody>",
         s.volumes.len()
     );
     for v in &s.volumes {
@@ -132,21 +132,29 @@ fn volume_row(h: &mut String, v: &VolumeRow) {
         None => h.push_str("<td class=\"last-backup dim\">none</td>"),
     }
     let _ = write!(h, "<td>{}</td>", v.next_backup.as_deref().map_or_else(|| "—".to_owned(), |t| esc(&when(t))));
-    match &v.last_verify {
+    check_cell(h, "last-verify", v.last_verify.as_ref());
+    check_cell(h, "last-restore-test", v.last_restore_test.as_ref());
+    let _ = write!(h, "<td>{}</td></tr>", chart(&v.history));
+}
+
+/// A verification's or restore test's cell: ok or failed (the reason on hover), and when.
+fn check_cell(h: &mut String, class: &str, c: Option<&CheckPoint>) {
+    match c {
         Some(c) if c.ok => {
-            let _ = write!(h, "<td><span class=\"ok\">ok</span> {}</td>", esc(&when(&c.at)));
+            let _ = write!(h, "<td class=\"{class}\"><span class=\"ok\">ok</span> {}</td>", esc(&when(&c.at)));
         }
         Some(c) => {
             let _ = write!(
                 h,
-                "<td><span class=\"bad\" title=\"{}\">failed</span> {}</td>",
+                "<td class=\"{class}\"><span class=\"bad\" title=\"{}\">failed</span> {}</td>",
                 esc(c.reason.as_deref().unwrap_or("")),
                 esc(&when(&c.at))
             );
         }
-        None => h.push_str("<td class=\"dim\">—</td>"),
+        None => {
+            let _ = write!(h, "<td class=\"{class} dim\">—</td>");
+        }
     }
-    let _ = write!(h, "<td>{}</td></tr>", chart(&v.history));
 }
 
 fn usage(v: &VolumeRow) -> String {
@@ -237,7 +245,18 @@ mod tests {
                 server_up: None,
                 next_backup: None,
                 last_backup: None,
-                last_verify: None,
+                last_verify: Some(CheckPoint {
+                    backup: "db-0".into(),
+                    at: "2026-12-06T10:00:00Z".into(),
+                    ok: true,
+                    reason: None,
+                }),
+                last_restore_test: Some(CheckPoint {
+                    backup: "db-0".into(),
+                    at: "2026-12-06T11:00:00Z".into(),
+                    ok: false,
+                    reason: Some("the check command exited 1: <b>".into()),
+                }),
                 history: vec![BackupPoint {
                     id: "db-1".into(),
                     at: "2026-12-07T14:00:00Z".into(),
@@ -253,5 +272,8 @@ mod tests {
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("class=\"full\""), "{page}");
         assert!(page.contains("2026-12-07 14:02"), "{page}");
+        // The verification and the restore test each in their own cell.
+        assert!(page.contains("class=\"last-verify\"><span class=\"ok\">ok</span> 2026-12-06 10:00"), "{page}");
+        assert!(page.contains("class=\"last-restore-test\"><span class=\"bad\" title=\"the check command exited 1: &lt;b&gt;\">failed</span> 2026-12-06 11:00"), "{page}");
     }
 }

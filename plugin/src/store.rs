@@ -111,6 +111,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE backups ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE backups ADD COLUMN origin TEXT NOT NULL DEFAULT 'own';  -- own, synced, adopted
      ALTER TABLE backups ADD COLUMN vanished_at TEXT;     -- sync found its objects gone",
+    // 7: the last restore test of a backup, apart from its verification.
+    "ALTER TABLE backups ADD COLUMN test_status TEXT;     -- ok, failed; NULL: never tested
+     ALTER TABLE backups ADD COLUMN test_at TEXT;
+     ALTER TABLE backups ADD COLUMN test_reason TEXT;",
 ];
 
 /// A stored volume.

@@ -31,10 +31,12 @@ pub async fn status(api: &Api, json: bool) -> Result<ExitCode> {
                 .last_backup
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |b| format!("{} {}", b.status, human::time(&b.at)));
-            let verified = v.last_verify.as_ref().map_or_else(
-                || "-".to_owned(),
-                |c| format!("{} {}", if c.ok { "ok" } else { "failed" }, human::time(&c.at)),
-            );
+            let check = |c: Option<&voltool_api::status::CheckPoint>| {
+                c.map_or_else(
+                    || "-".to_owned(),
+                    |c| format!("{} {}", if c.ok { "ok" } else { "failed" }, human::time(&c.at)),
+                )
+            };
             let server = match v.server_up {
                 Some(true) => "up",
                 Some(false) => "DOWN",
@@ -47,7 +49,8 @@ pub async fn status(api: &Api, json: bool) -> Result<ExitCode> {
                 usage,
                 last,
                 v.next_backup.as_deref().map_or_else(|| "-".to_owned(), human::time),
-                verified,
+                check(v.last_verify.as_ref()),
+                check(v.last_restore_test.as_ref()),
                 server.to_owned(),
             ]
         })
@@ -61,6 +64,7 @@ pub async fn status(api: &Api, json: bool) -> Result<ExitCode> {
             left("LAST BACKUP (UTC)"),
             left("NEXT BACKUP (UTC)"),
             left("VERIFIED (UTC)"),
+            left("RESTORE TEST (UTC)"),
             left("SERVER"),
         ],
         &rows,

@@ -64,13 +64,22 @@ impl Catalog {
         tokio::task::spawn_blocking(move || f(&svc)).await.map_err(|err| Error::Internal(err.to_string()))?
     }
 
-    /// Records a verification result (e.g. of a restore test) for a backup.
+    /// Records a verification result for a backup.
     ///
     /// # Errors
     /// Store errors.
     pub async fn record_verification(&self, id: &str, ok: bool, reason: Option<&str>) -> Result<()> {
         let (i, r) = (id.to_owned(), reason.map(str::to_owned));
         self.blocking(move |svc| Ok(svc.store().set_backup_verified(&i, ok, &now_rfc3339(), r.as_deref())?)).await
+    }
+
+    /// Records a restore test's result for a backup (its verification too).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn record_restore_test(&self, id: &str, ok: bool, reason: Option<&str>) -> Result<()> {
+        let (i, r) = (id.to_owned(), reason.map(str::to_owned));
+        self.blocking(move |svc| Ok(svc.store().set_backup_tested(&i, ok, &now_rfc3339(), r.as_deref())?)).await
     }
 
     /// Where a complete backup's archive is: its target, `ID.tar.zst` and `ID.manifest.json`;

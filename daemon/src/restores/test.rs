@@ -52,7 +52,7 @@ impl Restores {
                 )
             })
         });
-        self.catalog.record_verification(id, outcome.ok, reason.as_deref()).await?;
+        self.catalog.record_restore_test(id, outcome.ok, reason.as_deref()).await?;
         if let (Some(o), Some(reason)) = (&self.observer, &reason) {
             o.metrics().restore_test_failed(&located.volume);
             o.emit(o.event(EventKind::RestoreTestFailed).volume(&located.volume).backup_id(id).reason(reason.clone()));

@@ -70,6 +70,13 @@ pub struct BackupRow {
     pub verify_status: Option<String>,
     pub verify_at: Option<String>,
     pub verify_reason: Option<String>,
+    /// The last restore test: `ok` or `failed`; `None` when never tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_reason: Option<String>,
     /// The consistency steps the run took (`none`, `stop`, `hooks,stop`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
@@ -143,6 +150,9 @@ impl BackupRow {
             verify_status: None,
             verify_at: None,
             verify_reason: None,
+            test_status: None,
+            test_at: None,
+            test_reason: None,
             consistency: None,
             downtime_ms: None,
             snapshot: None,
@@ -166,7 +176,7 @@ pub struct ScheduleState {
 }
 
 const COLUMNS: &str = "id, volume, target_ref, target_url, trigger, started_at, finished_at, duration_ms, status, \
-     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason, consistency, downtime_ms, snapshot, consistency_note, parent, level, encrypted, origin, vanished_at";
+     reason, bytes_in, bytes_out, files, sha256, upload_token, cleanup_pending, verify_status, verify_at, verify_reason, consistency, downtime_ms, snapshot, consistency_note, parent, level, encrypted, origin, vanished_at, test_status, test_at, test_reason";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
     let u = |i: usize| -> rusqlite::Result<Option<u64>> { Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64)) };
@@ -199,6 +209,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
         encrypted: r.get::<_, i64>(25)? != 0,
         origin: r.get(26)?,
         vanished_at: r.get(27)?,
+        test_status: r.get(28)?,
+        test_at: r.get(29)?,
+        test_reason: r.get(30)?,
     })
 }
 
@@ -288,6 +301,22 @@ impl Store {
         self.conn()
             .execute(
                 "UPDATE backups SET verify_status = ?2, verify_at = ?3, verify_reason = ?4 WHERE id = ?1",
+                params![id, if ok { "ok" } else { "failed" }, at, reason],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records a restore test's result; it is the backup's verification too (a restore
+    /// checks every file's hash).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn set_backup_tested(&self, id: &str, ok: bool, at: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE backups SET verify_status = ?2, verify_at = ?3, verify_reason = ?4, \
+                 test_status = ?2, test_at = ?3, test_reason = ?4 WHERE id = ?1",
                 params![id, if ok { "ok" } else { "failed" }, at, reason],
             )
             .map_err(self.err())?;
