@@ -158,3 +158,23 @@ fn a_new_volume_shows_in_the_status_within_seconds_not_at_the_next_interval() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The events of past runs survive a restart of the daemon: the catalog has them.
+#[test]
+fn a_failed_backup_is_still_among_the_events_after_a_restart() {
+    let mut d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "v"]).status.success());
+    let blocker = d.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("blocker");
+    let o = d.cli(&["backup", "run", "v", "--target", blocker.join("t").to_str().expect("utf8"), "--json"]);
+    assert!(!o.status.success());
+    let failed = json(&d.cli(&["backup", "ls", "--json"]));
+    let id = failed[0]["id"].as_str().expect("id").to_owned();
+    d.restart();
+    let j = json(&d.cli(&["status", "--json"]));
+    let events = j["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "backup-failed" && e["backup_id"] == id.as_str() && e["reason"].is_string()),
+        "{j}"
+    );
+}

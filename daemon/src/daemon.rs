@@ -37,6 +37,9 @@ use crate::observe::{EventKind, MetricsError, Observer};
 use crate::policy::TargetPolicy;
 use crate::restores::Restores;
 
+/// How many events the catalog gives the status page at start.
+const KEPT_PAST_EVENTS: usize = 200;
+
 /// How long the volume watcher waits after a volume was created, resized or removed before
 /// its pass: a burst of changes (a compose project's volumes) makes one pass.
 pub const WATCH_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -99,7 +102,8 @@ fn bind_tcp(h: &HttpListen) -> Result<std::net::TcpListener, OpenError> {
 }
 
 /// The last attempt and success per (volume, target) from the catalog, so the metrics are
-/// right from the first scrape after a restart.
+/// right from the first scrape after a restart; and the events the catalog recorded (backups
+/// that ended, verifications and restore tests that failed) for the status page.
 fn seed_metrics(svc: &VolumeService, observer: &Observer) {
     let rows = match svc.store().list_backups(None) {
         Ok(r) => r,
@@ -110,6 +114,7 @@ fn seed_metrics(svc: &VolumeService, observer: &Observer) {
     };
     let unix = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp());
     let mut sized = std::collections::HashSet::new();
+    observer.remember(crate::status::past_events(&rows, observer, KEPT_PAST_EVENTS));
     // Newest first: the first complete row of a volume is its last complete backup.
     for r in rows {
         if r.status == voltool_plugin::store::BackupStatus::Complete && sized.insert(r.volume.clone()) {

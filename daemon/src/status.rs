@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 
 use voltool_api::status::{BackupPoint, CheckPoint, EventView, HISTORY, StatusView, VolumeRow};
-use voltool_plugin::store::BackupRow;
+use voltool_plugin::store::{BackupRow, BackupStatus};
 
 use crate::Daemon;
 use crate::error::Result;
+use crate::observe::{Event, EventKind, Observer};
 
 fn point(r: &BackupRow) -> BackupPoint {
     BackupPoint {
@@ -54,6 +55,41 @@ fn by_volume(rows: &[BackupRow]) -> HashMap<&str, Checked> {
     for c in out.values_mut() {
         c.history.reverse();
     }
+    out
+}
+
+/// The events the catalog recorded, newest `n`: each backup that ended, each verification and
+/// restore test that failed (a restore test's verdict is its backup's verification too: one
+/// event).
+pub(crate) fn past_events(rows: &[BackupRow], o: &Observer, n: usize) -> Vec<Event> {
+    let parse = |t: Option<&str>| {
+        t.and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    };
+    let mut out = Vec::new();
+    for r in rows {
+        let mut add = |kind, at: Option<&str>, reason: Option<&String>| {
+            if let Some(at) = parse(at) {
+                let mut e = o.event(kind).volume(&r.volume).backup_id(&r.id).target(&r.target_ref);
+                e.at = at;
+                e.reason = reason.cloned();
+                out.push(e);
+            }
+        };
+        match r.status {
+            BackupStatus::Complete => add(EventKind::BackupSucceeded, r.finished_at.as_deref(), None),
+            BackupStatus::Failed => add(EventKind::BackupFailed, r.finished_at.as_deref(), r.reason.as_ref()),
+            _ => {}
+        }
+        let tested = r.test_at.is_some() && r.test_at == r.verify_at;
+        if r.verify_status.as_deref() == Some("failed") && !tested {
+            add(EventKind::VerifyFailed, r.verify_at.as_deref(), r.verify_reason.as_ref());
+        }
+        if r.test_status.as_deref() == Some("failed") {
+            add(EventKind::RestoreTestFailed, r.test_at.as_deref(), r.test_reason.as_ref());
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.at));
+    out.truncate(n);
     out
 }
 
@@ -146,5 +182,37 @@ mod tests {
         let t = a.test.as_ref().expect("tested");
         assert_eq!((t.backup.as_str(), t.ok, t.reason.as_deref()), ("a2", false, Some("the check command exited 2")));
         assert!(by["b"].verify.is_none() && by["b"].test.is_none());
+    }
+
+    #[test]
+    fn the_catalog_gives_the_events_of_past_runs_and_checks_newest_first() {
+        let o = Observer::new().expect("observer");
+        let row = |id: &str, status, finished: &str| {
+            let mut r = BackupRow::running(id, "v", "default", "file:///b", "manual", "2026-12-01T00:00:00Z");
+            r.status = status;
+            r.finished_at = Some(finished.into());
+            r
+        };
+        let ok = row("ok", BackupStatus::Complete, "2026-12-01T01:00:00Z");
+        let mut bad = row("bad", BackupStatus::Failed, "2026-12-01T02:00:00Z");
+        bad.reason = Some("target full".into());
+        let mut tested = row("tested", BackupStatus::Complete, "2026-12-01T03:00:00Z");
+        for (s, at) in
+            [(&mut tested.verify_status, &mut tested.verify_at), (&mut tested.test_status, &mut tested.test_at)]
+        {
+            (*s, *at) = (Some("failed".into()), Some("2026-12-01T04:00:00Z".into()));
+        }
+        let running = BackupRow::running("now", "v", "default", "file:///b", "manual", "2026-12-01T05:00:00Z");
+        let rows = [running, tested, bad, ok];
+        let got: Vec<(EventKind, String)> =
+            past_events(&rows, &o, 10).into_iter().map(|e| (e.kind, e.backup_id.unwrap_or_default())).collect();
+        let want = [
+            (EventKind::RestoreTestFailed, "tested"),
+            (EventKind::BackupSucceeded, "tested"),
+            (EventKind::BackupFailed, "bad"),
+            (EventKind::BackupSucceeded, "ok"),
+        ];
+        assert_eq!(got, want.map(|(k, id)| (k, id.to_owned())), "one event per restore test, none for a run in flight");
+        assert_eq!(past_events(&rows, &o, 2).len(), 2);
     }
 }

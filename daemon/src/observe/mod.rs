@@ -150,6 +150,17 @@ impl Observer {
         events.push_back(event);
     }
 
+    /// Keeps past `events` (what the catalog recorded before a restart) as if they had been
+    /// emitted in time order, older than any emitted since: not logged, not notified again.
+    pub fn remember(&self, mut events: Vec<Event>) {
+        events.sort_by_key(|e| e.at);
+        let mut kept = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
+        let room = KEPT_EVENTS.saturating_sub(kept.len());
+        for e in events.into_iter().rev().take(room) {
+            kept.push_front(e);
+        }
+    }
+
     /// The last [`SHOWN_EVENTS`] events, failures first, newest first within each.
     pub fn recent(&self) -> Vec<Event> {
         let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,5 +190,21 @@ mod tests {
         assert_eq!(r.len(), SHOWN_EVENTS);
         assert_eq!(r[0].volume.as_deref(), Some("v297"));
         assert!(r.iter().take(SHOWN_EVENTS).all(|e| e.kind == EventKind::BackupFailed), "{r:?}");
+    }
+
+    #[test]
+    fn remembered_events_come_before_new_ones_and_fill_only_the_room_left() {
+        let o = Observer::new().expect("observer");
+        o.emit(o.event(EventKind::BackupFailed).volume("new"));
+        let at = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).expect("time");
+        let past: Vec<Event> = (0..KEPT_EVENTS as i64)
+            .map(|i| Event { at: at(1_000 + i), ..o.event(EventKind::BackupFailed).volume(format!("old{i}")) })
+            .collect();
+        o.remember(past);
+        let r = o.recent();
+        assert_eq!(r[0].volume.as_deref(), Some("new"));
+        let last = KEPT_EVENTS as i64 - 1;
+        assert_eq!(r[1].volume.as_deref(), Some(format!("old{last}").as_str()), "the newest past one next");
+        assert_eq!(o.inner.events.lock().expect("lock").len(), KEPT_EVENTS);
     }
 }
