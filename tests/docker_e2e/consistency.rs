@@ -44,7 +44,10 @@ pub(crate) fn consistent_stop(env: &Env) {
     let side = env.volume_name("cons-side");
     env.create_ok(&v, &[]);
     env.create_ok(&side, &[]);
-    let project = format!("com.docker.compose.project=e2e-cons-{}", std::process::id());
+    // A project of this test's own (the volume's name is unique per mode): the other mode's
+    // daemon, running the same test at the same time, would stop a companion of a project
+    // both share.
+    let project = format!("com.docker.compose.project=e2e-{v}");
     let db = writer(&v, &[&project]);
     // A companion of the same project labelled to be stopped too; it does not use the volume.
     let web = writer(&side, &[&project, "voltool.backup.stop=true"]);
