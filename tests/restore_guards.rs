@@ -111,6 +111,13 @@ impl SmallFs {
         SmallFs(at)
     }
 
+    /// Whether `path` is on this filesystem (not on the one below it).
+    fn holds(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).expect("stat").dev();
+        dev(path) == dev(&self.0)
+    }
+
     /// Free bytes and inodes.
     fn free(&self) -> (u64, u64) {
         let st = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
@@ -178,6 +185,7 @@ fn regression_a_zero_bomb_into_an_unsized_volume_filled_the_state_filesystem() {
     let d = Daemon::start();
     let fs = SmallFs::mount(&d, "64m", 10_000);
     let root = unsized_volume(&d, "v");
+    assert!(fs.holds(&root), "the volume is on the small filesystem");
     let bomb = d.dir.path().join("bomb.tar.zst");
     zero_bomb(&bomb, 100 << 30);
     assert!(std::fs::metadata(&bomb).expect("stat").len() < 8 << 20, "a small archive");
@@ -206,6 +214,7 @@ fn a_million_empty_files_into_a_filesystem_with_fewer_free_inodes_stop_at_the_re
     let d = Daemon::start();
     let fs = SmallFs::mount(&d, "256m", 20_000);
     let root = unsized_volume(&d, "v");
+    assert!(fs.holds(&root), "the volume is on the small filesystem");
     // Streamed into the compressor: a million headers are 512 MB of tar.
     let archive = d.dir.path().join("inodes.tar.zst");
     {
