@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use voltool_api::status::{BackupPoint, CheckPoint, EventView, HISTORY, StatusView, VolumeRow};
-use voltool_plugin::store::{BackupRow, BackupStatus};
+use voltool_plugin::store::{BackupRow, BackupStatus, VolumeRecord};
 
 use crate::Daemon;
 use crate::error::Result;
-use crate::observe::{Event, EventKind, Observer};
+use crate::observe::{Event, EventKind, Observer, VolumeSample};
 
 fn point(r: &BackupRow) -> BackupPoint {
     BackupPoint {
@@ -93,6 +93,26 @@ pub(crate) fn past_events(rows: &[BackupRow], o: &Observer, n: usize) -> Vec<Eve
     out
 }
 
+/// A volume's row: what the store says of it (type, size limit), what the watcher last
+/// measured (mounts, usage, server; nothing for a volume made since), and its backups.
+fn row_of(r: &VolumeRecord, sample: Option<&VolumeSample>, checked: Checked, next_backup: Option<String>) -> VolumeRow {
+    let Checked { history, verify, test } = checked;
+    VolumeRow {
+        name: r.name.clone(),
+        kind: r.spec.kind.to_string(),
+        mounted: sample.is_some_and(|v| v.mounted),
+        mounts: sample.map_or(0, |v| v.mounts),
+        size_limit_bytes: r.spec.size,
+        used_bytes: sample.and_then(|v| v.used),
+        server_up: sample.and_then(|v| v.server_up),
+        next_backup,
+        last_backup: history.last().cloned(),
+        last_verify: verify,
+        last_restore_test: test,
+        history,
+    }
+}
+
 impl Daemon {
     /// The host's summary.
     ///
@@ -100,9 +120,11 @@ impl Daemon {
     /// Store errors.
     pub async fn status(&self) -> Result<StatusView> {
         let svc = self.volumes().clone();
-        let rows = tokio::task::spawn_blocking(move || svc.store().list_backups(None))
-            .await
-            .map_err(|e| crate::Error::Internal(e.to_string()))??;
+        let (rows, records) = tokio::task::spawn_blocking(move || {
+            Ok::<_, voltool_plugin::store::StoreError>((svc.store().list_backups(None)?, svc.store().list_volumes()?))
+        })
+        .await
+        .map_err(|e| crate::Error::Internal(e.to_string()))??;
         let mut backups = by_volume(&rows);
         let mut next: HashMap<String, String> = HashMap::new();
         for s in self.backups().schedules().await? {
@@ -114,27 +136,17 @@ impl Daemon {
             }
         }
         let measured = self.observer().measured();
-        let volumes = measured.as_ref().map_or_else(Vec::new, |(_, vols)| {
-            vols.iter()
-                .map(|v| {
-                    let Checked { history, verify, test } = backups.remove(v.name.as_str()).unwrap_or_default();
-                    VolumeRow {
-                        name: v.name.clone(),
-                        kind: v.kind.clone(),
-                        mounted: v.mounted,
-                        mounts: v.mounts,
-                        size_limit_bytes: v.size_limit,
-                        used_bytes: v.used,
-                        server_up: v.server_up,
-                        next_backup: next.remove(&v.name),
-                        last_backup: history.last().cloned(),
-                        last_verify: verify,
-                        last_restore_test: test,
-                        history,
-                    }
-                })
-                .collect()
-        });
+        let samples: HashMap<&str, &VolumeSample> =
+            measured.as_ref().map(|(_, vols)| vols.iter().map(|v| (v.name.as_str(), v)).collect()).unwrap_or_default();
+        // Every volume the store has, as the watcher last measured it; one made since its last
+        // pass shows at once, not measured yet.
+        let volumes = records
+            .iter()
+            .map(|r| {
+                let checked = backups.remove(r.name.as_str()).unwrap_or_default();
+                row_of(r, samples.get(r.name.as_str()).copied(), checked, next.remove(&r.name))
+            })
+            .collect();
         let events = self
             .observer()
             .recent()
