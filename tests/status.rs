@@ -133,9 +133,9 @@ fn a_new_volume_shows_in_the_status_at_once_and_in_the_metrics_within_seconds() 
     let d = Daemon::start();
     let listed = |d: &Daemon| -> Vec<String> {
         let j = json(&d.cli(&["status", "--json"]));
-        j["volumes"].as_array().map_or_else(Vec::new, |a| {
-            a.iter().filter_map(|v| v["name"].as_str().map(str::to_owned)).collect()
-        })
+        j["volumes"]
+            .as_array()
+            .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v["name"].as_str().map(str::to_owned)).collect())
     };
     let metric = "voltool_volume_size_limit_bytes{volume=\"fresh\"} 16777216";
     // The pass at start is done when the status has its time.
