@@ -1,6 +1,6 @@
 //! `GET /v1/status` and the status page: the host at a glance, put together from what is
-//! already known — the watcher's last pass (volumes, usage, mounts), the catalog (one query),
-//! the schedules and the recent events. Nothing is measured here, so it answers fast whatever
+//! already known — the store's volumes, the watcher's last pass (usage, mounts, servers), the
+//! catalog (one query), the schedules and the recent events. Nothing is measured here, so it answers fast whatever
 //! the volumes (500 volumes and 10,000 backups: `bench/metrics`).
 
 use std::collections::HashMap;
