@@ -104,7 +104,7 @@ fn bind_tcp(h: &HttpListen) -> Result<std::net::TcpListener, OpenError> {
 /// The last attempt and success per (volume, target) from the catalog, so the metrics are
 /// right from the first scrape after a restart; and the events the catalog recorded (backups
 /// that ended, verifications and restore tests that failed) for the status page.
-fn seed_metrics(svc: &VolumeService, observer: &Observer) {
+fn seed_from_catalog(svc: &VolumeService, observer: &Observer) {
     let rows = match svc.store().list_backups(None) {
         Ok(r) => r,
         Err(e) => {
@@ -261,7 +261,7 @@ impl Daemon {
             .map_err(|source| OpenError::State { path: state_dir.clone(), source: Box::new(source) })?
             .with_backup_grammar(Arc::new(EngineGrammar));
         let observer = Observer::new().map_err(OpenError::Metrics)?;
-        seed_metrics(&svc, &observer);
+        seed_from_catalog(&svc, &observer);
         let secrets = svc.clone();
         let read_secret = move |name: &str, server: &str| secrets.secrets().read_for(name, server).ok();
         let notifiers = Arc::new(voltool_notify::Notifiers::new(&notify, &read_secret).map_err(OpenError::Notify)?);

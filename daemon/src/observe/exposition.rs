@@ -48,18 +48,12 @@ impl Cached {
         let mut cached = self.text.lock().unwrap_or_else(|p| p.into_inner());
         if cached.0 != generation {
             let mut families = Vec::new();
-            let mut buf = Vec::new();
             for mf in self.registry.gather() {
-                buf.clear();
-                TextEncoder::new().encode(std::slice::from_ref(&mf), &mut buf)?;
-                let text = utf8(std::mem::take(&mut buf))?;
-                let cut = header_len(&text);
-                families.push(Encoded {
-                    name: mf.name().to_owned(),
-                    header: text[..cut].to_owned(),
-                    samples: text[cut..].to_owned(),
-                });
-                buf = text.into_bytes();
+                let mut text = Vec::new();
+                TextEncoder::new().encode(std::slice::from_ref(&mf), &mut text)?;
+                let mut header = utf8(text)?;
+                let samples = header.split_off(header_len(&header));
+                families.push(Encoded { name: mf.name().to_owned(), header, samples });
             }
             // A change during the encoding bumped the generation: the next scrape encodes again.
             *cached = (generation, families);

@@ -294,15 +294,17 @@ impl Metrics {
         utf8(out)
     }
 
-    /// The backup families of `volume`'s shard, marked changed.
-    fn changed(&self, volume: &str) -> &BackupShard {
+    /// Changes the backup families of `volume`'s shard with `f`, then marks the shard changed
+    /// (after the change: a scrape in between encodes again at the next one, never keeps a
+    /// value from before it).
+    fn update(&self, volume: &str, f: impl FnOnce(&BackupShard)) {
         use std::hash::{Hash, Hasher};
         // SipHash with fixed keys: the same shard for a name in every process.
         let mut h = std::hash::DefaultHasher::new();
         volume.hash(&mut h);
         let shard = &self.backups[usize::try_from(h.finish() % BACKUP_SHARDS as u64).unwrap_or(0)];
+        f(shard);
         shard.cache.changed();
-        shard
     }
 
     /// The content type of [`Self::encode`]'s output.
@@ -312,53 +314,54 @@ impl Metrics {
 
     /// Counts a finished backup run.
     pub fn run_finished(&self, s: &RunSample<'_>) {
-        let b = self.changed(s.volume);
-        let vt = &[s.volume, s.target];
-        let attempt = b.last_attempt.with_label_values(vt);
-        attempt.set(attempt.get().max(s.started));
         self.duration.observe(s.seconds);
         self.runs.changed();
-        match s.failure {
-            None => {
-                let ok = b.last_success.with_label_values(vt);
-                ok.set(ok.get().max(s.finished));
-                b.bytes.with_label_values(&[s.volume, "read"]).set(clamp(s.bytes_read));
-                b.bytes.with_label_values(&[s.volume, "stored"]).set(clamp(s.bytes_stored));
-                if let Some(ms) = s.downtime_ms {
-                    b.downtime.with_label_values(&[s.volume]).set(ms as f64 / 1000.0);
+        self.update(s.volume, |b| {
+            let vt = &[s.volume, s.target];
+            let attempt = b.last_attempt.with_label_values(vt);
+            attempt.set(attempt.get().max(s.started));
+            match s.failure {
+                None => {
+                    let ok = b.last_success.with_label_values(vt);
+                    ok.set(ok.get().max(s.finished));
+                    b.bytes.with_label_values(&[s.volume, "read"]).set(clamp(s.bytes_read));
+                    b.bytes.with_label_values(&[s.volume, "stored"]).set(clamp(s.bytes_stored));
+                    if let Some(ms) = s.downtime_ms {
+                        b.downtime.with_label_values(&[s.volume]).set(ms as f64 / 1000.0);
+                    }
                 }
+                Some(reason) => b.failures.with_label_values(&[s.volume, reason]).inc(),
             }
-            Some(reason) => b.failures.with_label_values(&[s.volume, reason]).inc(),
-        }
+        });
     }
 
     /// The bytes of a volume's newest complete backup, from the catalog at start.
     pub fn seed_bytes(&self, volume: &str, read: u64, stored: u64) {
-        let b = self.changed(volume);
-        b.bytes.with_label_values(&[volume, "read"]).set(clamp(read));
-        b.bytes.with_label_values(&[volume, "stored"]).set(clamp(stored));
+        self.update(volume, |b| {
+            b.bytes.with_label_values(&[volume, "read"]).set(clamp(read));
+            b.bytes.with_label_values(&[volume, "stored"]).set(clamp(stored));
+        });
     }
 
     /// What the catalog says of past runs, at start: the last success and attempt per
     /// (volume, target); the counters start at 0 (Prometheus' counters restart with the process).
     pub fn seed_last(&self, volume: &str, target: &str, started: Option<i64>, succeeded: Option<i64>) {
-        let b = self.changed(volume);
-        if let Some(t) = started {
-            let g = b.last_attempt.with_label_values(&[volume, target]);
-            g.set(g.get().max(t));
-        }
-        if let Some(t) = succeeded {
-            let g = b.last_success.with_label_values(&[volume, target]);
-            g.set(g.get().max(t));
-        }
+        self.update(volume, |b| {
+            for (g, t) in [(&b.last_attempt, started), (&b.last_success, succeeded)] {
+                if let Some(t) = t {
+                    let g = g.with_label_values(&[volume, target]);
+                    g.set(g.get().max(t));
+                }
+            }
+        });
     }
 
     pub fn verify_failed(&self, volume: &str) {
-        self.changed(volume).verify_failures.with_label_values(&[volume]).inc();
+        self.update(volume, |b| b.verify_failures.with_label_values(&[volume]).inc());
     }
 
     pub fn restore_test_failed(&self, volume: &str) {
-        self.changed(volume).restore_test_failures.with_label_values(&[volume]).inc();
+        self.update(volume, |b| b.restore_test_failures.with_label_values(&[volume]).inc());
     }
 
     /// One answered plugin request (`method`: `Mount`, `Unmount`, ...).
