@@ -96,7 +96,7 @@ fn a_chain_of_five_incrementals_of_20000_files_is_small_and_restores_exactly() {
     if !root_or_skip("a_chain_of_five_incrementals_of_20000_files_is_small_and_restores_exactly", "mounts, chown") {
         return;
     }
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     assert!(d.cli(&["volume", "create", "inc"]).status.success());
     let root = mount(&d, "inc");
     populate(&root);
@@ -107,6 +107,11 @@ fn a_chain_of_five_incrementals_of_20000_files_is_small_and_restores_exactly() {
     let full_ms = full["duration_ms"].as_u64().expect("ms").max(1);
     let mut ids = vec![full["id"].as_str().expect("id").to_owned()];
     for round in 1..=5 {
+        if round == 3 {
+            // The daemon compares with the entries it kept of the link it wrote last; after a
+            // restart it reads the parent's manifest back from the target: both are in the chain.
+            d.restart();
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
         change(&root, round);
         let b = backup(&d, "inc", &target, true);
@@ -170,6 +175,29 @@ fn a_chain_with_a_missing_link_fails_restore_and_verify_naming_it_and_writes_not
     // The link before it still restores whole.
     let o = d.cli(&["restore", "chain-first", "--from", &ids[0]]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn an_incremental_whose_parent_is_gone_from_the_target_is_a_full_backup() {
+    if !root_or_skip("an_incremental_whose_parent_is_gone_from_the_target_is_a_full_backup", "mounts") {
+        return;
+    }
+    let d = Daemon::start();
+    assert!(d.cli(&["volume", "create", "gone"]).status.success());
+    let root = mount(&d, "gone");
+    fs::write(root.join("a"), body(1, 5000)).expect("write");
+    let target = d.dir.path().join("backups");
+    for object in ["manifest.json", "tar.zst"] {
+        let first = backup(&d, "gone", &target, true);
+        let id = first["id"].as_str().expect("id");
+        fs::write(root.join("b"), body(2, 5000)).expect("write");
+        // The daemon still holds the entries of the backup it just wrote; with one of its
+        // objects gone from the target it must not build on it.
+        fs::remove_file(target.join(format!("{id}.{object}"))).expect("rm");
+        let next = backup(&d, "gone", &target, true);
+        assert_eq!(next["level"].as_u64().unwrap_or(0), 0, "{object} gone: a full backup, not a link on it: {next}");
+        assert_eq!(next["parent"].as_str(), None, "{next}");
+    }
 }
 
 #[test]

@@ -70,6 +70,7 @@ mod catalog;
 mod clock;
 mod consistency;
 mod engine;
+mod link_index;
 mod manifest_cache;
 mod on_target;
 mod progress;
@@ -208,6 +209,7 @@ impl Backups {
             cleanup_running: AtomicBool::new(false),
             cleanup_last: Mutex::new(None),
             docker,
+            links: link_index::LinkIndex::default(),
         });
         let b = Self { e };
         b.release_leftover_holds();

@@ -34,6 +34,16 @@ impl EntryList {
         self.len == 0
     }
 
+    /// Gives back the spare capacity (for a list kept after the archive is written).
+    pub fn shrink_to_fit(&mut self) {
+        self.data.shrink_to_fit();
+    }
+
+    /// The memory the list holds, in bytes (what a cache of lists counts against its budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.data.capacity() + self.frames.as_ref().map_or(0, |(f, _, _)| f.capacity() * 8)
+    }
+
     /// Appends one entry. Its `sha256`, if any, is stored as 32 raw bytes when it is 64 hex
     /// digits (as the archiver makes it) and read back as lowercase hex; anything else is
     /// stored as no hash.
@@ -66,6 +76,17 @@ impl EntryList {
             put_str(d, t);
         }
         self.len += 1;
+    }
+
+    /// Where each entry starts, with its kind, inode number and path, the rest not decoded:
+    /// what an index over the list is built from ([`EntryList::entry_at`] decodes one).
+    pub fn heads(&self) -> EntryHeads<'_> {
+        EntryHeads { data: &self.data, at: 0 }
+    }
+
+    /// The entry that starts at `at` (one of [`EntryList::heads`]); `None` past the end.
+    pub fn entry_at(&self, at: usize) -> Option<Entry> {
+        EntryIter { data: self.data.get(at..)?, frames: self.frames.as_ref() }.next()
     }
 
     /// The entries in the order they were pushed.
@@ -138,6 +159,62 @@ fn put_str(d: &mut Vec<u8>, s: &str) {
         d.push(byte | 0x80);
     }
     d.extend_from_slice(s.as_bytes());
+}
+
+/// Bytes of an entry's fixed fields: kind, flags, mode, uid, gid, size, mtime (s, ns), inode,
+/// ctime (s, ns), level, frame (at, len, skip); the inode number is at [`INO_AT`].
+const FIXED: usize = 2 + 3 * 4 + 8 + 8 + 4 + 8 + 8 + 4 + 4 + 8 + 8 + 4;
+const INO_AT: usize = 2 + 3 * 4 + 8 + 8 + 4;
+
+/// One entry's start, kind, inode number and path ([`EntryList::heads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryHead<'a> {
+    pub at: usize,
+    pub kind: EntryKind,
+    pub ino: u64,
+    pub path: &'a [u8],
+}
+
+/// Walks an [`EntryList`] entry by entry, decoding only the heads.
+#[derive(Debug, Clone)]
+pub struct EntryHeads<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for EntryHeads<'a> {
+    type Item = EntryHead<'a>;
+
+    fn next(&mut self) -> Option<EntryHead<'a>> {
+        let e = self.data.get(self.at..)?;
+        let (&kind, &flags) = (e.first()?, e.get(1)?);
+        let ino = u64::from_le_bytes(e.get(INO_AT..INO_AT + 8)?.try_into().ok()?);
+        let mut pos = FIXED + if flags & HAS_SHA != 0 { 32 } else { 0 };
+        let path = read_str(e, &mut pos)?;
+        if flags & HAS_TARGET != 0 {
+            read_str(e, &mut pos)?;
+        }
+        let head = EntryHead { at: self.at, kind: code_kind(kind), ino, path };
+        self.at += pos;
+        Some(head)
+    }
+}
+
+/// The length-prefixed string at `*pos` of `d`, moving `*pos` past it.
+fn read_str<'a>(d: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let (mut n, mut shift) = (0usize, 0);
+    loop {
+        let byte = *d.get(*pos)?;
+        *pos += 1;
+        n |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let s = d.get(*pos..pos.checked_add(n)?)?;
+    *pos += n;
+    Some(s)
 }
 
 /// Decodes an [`EntryList`]; built only by this module, so the encoding is trusted.

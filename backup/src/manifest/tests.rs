@@ -114,6 +114,14 @@ fn entry_list_round_trips_every_field() {
     let list: EntryList = entries.clone().into_iter().collect();
     assert_eq!(list.len(), entries.len());
     assert_eq!(list.iter().collect::<Vec<_>>(), entries);
+    // The heads walk the same entries: each one's start decodes to it.
+    let heads: Vec<_> = list.heads().collect();
+    assert_eq!(heads.len(), entries.len());
+    for (h, e) in heads.iter().zip(&entries) {
+        assert_eq!((h.kind, h.ino, h.path), (e.kind, e.ino, e.path.as_bytes()));
+        assert_eq!(list.entry_at(h.at).as_ref(), Some(e));
+    }
+    assert_eq!(list.entry_at(usize::MAX), None);
 }
 
 #[test]

@@ -105,6 +105,8 @@ pub(super) struct Engine {
     pub cleanup_last: Mutex<Option<Instant>>,
     /// The Docker engine, for the consistency steps.
     pub docker: super::DockerLink,
+    /// Each volume's newest link's entries, so its next incremental need not read them back.
+    pub links: super::link_index::LinkIndex,
 }
 
 impl Engine {
@@ -173,14 +175,7 @@ impl Engine {
         let mut opts = self.archive_options();
         let mut fallback = None;
         if let Some(parent) = &row.parent {
-            let read = self
-                .svc
-                .store()
-                .get_backup(parent)
-                .map_err(EngineError::from)
-                .and_then(|p| self.parent_manifest(&*target, parent, p.as_ref()))
-                .map(|m| voltool_backup::Previous::from_manifest(&m));
-            match read {
+            match self.parent_index(&*target, parent) {
                 Ok(Some(prev)) => opts.previous = Some(std::sync::Arc::new(prev.with_rehash(rehash))),
                 Ok(None) => {
                     fallback = Some(format!("{parent}'s manifest has no inode numbers (an older voltool wrote it)"))
@@ -234,10 +229,38 @@ impl Engine {
         if seal.is_some() {
             manifest_cache::keep(&self.svc.layout().state_dir, row, &m, &summary.entries);
         }
+        let entries = std::mem::take(&mut summary.entries);
         drop(summary);
         out.finish()?;
         target.put_small(&n.checksum, n.checksum_line(m.stored_sha256()).as_bytes())?;
+        self.links.keep(&row.volume, &row.id, &m.archive_sha256, m.level, entries);
         Ok(m)
+    }
+
+    /// What an incremental on `parent` compares with: the entries this daemon kept of it when
+    /// it wrote it ([`LinkIndex`]; only while the catalog records it with the archive sha256
+    /// it was written with), else its manifest read back. An error when any of its objects is
+    /// gone from the target (a link on it could never be restored) or its manifest cannot be
+    /// read: the caller makes a full backup then.
+    ///
+    /// [`LinkIndex`]: super::link_index::LinkIndex
+    fn parent_index(&self, target: &dyn Target, parent: &str) -> Result<Option<voltool_backup::Previous>, EngineError> {
+        let row = self.svc.store().get_backup(parent)?;
+        let n = ObjectNames::new(parent, row.as_ref().is_some_and(|r| r.encrypted));
+        for object in [&n.archive, &n.manifest, &n.checksum] {
+            if !target.exists(object)? {
+                return Err(TargetError::NotFound { target: target.describe(), name: object.clone() }.into());
+            }
+        }
+        let kept = row.as_ref().and_then(|r| Some((self.links.get(&r.volume, parent, r.sha256.as_deref())?, r)));
+        if let Some((kept, r)) = kept
+            && let Some(sha) = r.sha256.clone()
+        {
+            let parent = voltool_backup::ParentRef { id: parent.to_owned(), archive_sha256: sha };
+            return Ok(voltool_backup::Previous::from_entries(parent, kept.level, kept.entries));
+        }
+        let m = self.parent_manifest(target, parent, row.as_ref())?;
+        Ok(voltool_backup::Previous::from_manifest(&m))
     }
 
     /// The manifest an incremental run compares with: an encrypted parent's from the state
