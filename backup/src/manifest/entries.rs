@@ -48,10 +48,7 @@ impl EntryList {
     /// digits (as the archiver makes it) and read back as lowercase hex; anything else is
     /// stored as no hash.
     pub fn push(&mut self, e: &Entry) {
-        let sha256 = e.sha256.as_deref().and_then(|h| {
-            let mut raw = [0u8; 32];
-            hex::decode_to_slice(h, &mut raw).ok().map(|()| raw)
-        });
+        let sha256 = e.sha256.as_deref().and_then(unhex32);
         let d = &mut self.data;
         d.push(kind_code(e.kind));
         d.push(if sha256.is_some() { HAS_SHA } else { 0 } | if e.target.is_some() { HAS_TARGET } else { 0 });
@@ -106,6 +103,18 @@ impl EntryList {
 #[cfg(test)]
 mod range_tests {
     #[test]
+    fn hex_digits_round_trip_as_the_hex_crate_spells_them() {
+        let raw: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let text = super::hex_lower(&raw);
+        assert_eq!(text, hex::encode(raw));
+        assert_eq!(super::unhex32(&text), Some(raw));
+        assert_eq!(super::unhex32(&text.to_uppercase()), Some(raw), "either case");
+        for bad in [&text[..62], "g".repeat(64).as_str(), &format!("{text}00")] {
+            assert_eq!(super::unhex32(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn tar_offsets_become_frame_ranges() {
         // Frames of 10 tar bytes; compressed at 24, 30, 37, 45 (end).
         let offsets = [24, 30, 37, 45];
@@ -144,6 +153,39 @@ fn code_kind(c: u8) -> EntryKind {
         4 => EntryKind::Fifo,
         _ => EntryKind::File,
     }
+}
+
+/// `raw` as lowercase hex digits (per entry on every manifest read and write: the `hex`
+/// crate's char iterator cost more than the rest of decoding an entry).
+fn hex_lower(raw: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(raw.len() * 2);
+    for &b in raw {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// The 32 bytes 64 hex digits (either case) spell, or `None` for anything else.
+fn unhex32(h: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let h = h.as_bytes();
+    if h.len() != 64 {
+        return None;
+    }
+    let mut raw = [0u8; 32];
+    for (r, pair) in raw.iter_mut().zip(h.chunks_exact(2)) {
+        *r = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(raw)
 }
 
 fn put_str(d: &mut Vec<u8>, s: &str) {
@@ -286,7 +328,7 @@ impl Iterator for EntryIter<'_> {
         {
             (frame_at, frame_len, frame_skip) = frame_range(offsets, *frame, frame_at, frame_len);
         }
-        let sha256 = (flags & HAS_SHA != 0).then(|| hex::encode(self.take(32)));
+        let sha256 = (flags & HAS_SHA != 0).then(|| hex_lower(self.take(32)));
         let path = self.string();
         let target = (flags & HAS_TARGET != 0).then(|| self.string());
         Some(Entry {
