@@ -20,11 +20,15 @@ pub(super) struct VolumeLocks {
 
 impl VolumeLocks {
     /// Runs `f` on the blocking pool with the lock of volume `name` held. With a `deadline`,
-    /// the caller gives up after it with [`Error::Timeout`]; the work itself runs in its own
-    /// task that keeps the volume's lock until the (possibly hung) syscall returns, so no
-    /// second operation on the volume can start underneath it; other volumes are not
-    /// affected. If the work succeeds after the caller gave up, `undo` runs (under the same
-    /// lock), so a mount Docker was told had failed does not stay held.
+    /// the caller gives up after it with [`Error::Timeout`] (waiting for the lock counts);
+    /// the work itself, once started, runs to its end on its blocking thread and keeps the
+    /// volume's lock until the (possibly hung) syscall returns, so no second operation on the
+    /// volume can start underneath it; other volumes are not affected. If the work succeeds
+    /// after the caller gave up (or went away), `undo` runs on the same thread under the same
+    /// lock, so a mount Docker was told had failed does not stay held.
+    ///
+    /// One hand-off per call: the lock is taken in the caller's task and moved with the work
+    /// to the blocking thread, which answers over a oneshot.
     pub(super) async fn run<T: Send + 'static>(
         &self,
         inner: &Arc<Inner>,
@@ -33,45 +37,67 @@ impl VolumeLocks {
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
         undo: Option<Undo>,
     ) -> Result<T> {
+        let work = self.start(inner, name, f, undo);
+        match deadline {
+            None => work.await,
+            Some((op, after)) => tokio::time::timeout(after, work)
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout { volume: name.into(), op, after })),
+        }
+    }
+
+    async fn start<T: Send + 'static>(
+        &self,
+        inner: &Arc<Inner>,
+        name: &str,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+        undo: Option<Undo>,
+    ) -> Result<T> {
         let lock = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(name.to_string()).or_default().clone()
         };
-        let (inner, locks, key) = (inner.clone(), self.map.clone(), name.to_string());
+        // Dropped on every path, also when the caller goes away while waiting for the lock.
+        let entry = Entry { locks: self.map.clone(), key: name.to_string(), lock };
+        let guard = entry.lock.clone().lock_owned().await;
+        let (inner, key) = (inner.clone(), name.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // The caller's span (e.g. a backup run's ID) goes with the work: a span crosses
-        // neither `tokio::spawn` nor `spawn_blocking` by itself.
-        let task = async move {
-            {
-                let _guard = lock.lock().await;
-                let (work, span) = (inner.clone(), tracing::Span::current());
-                let result = tokio::task::spawn_blocking(move || span.in_scope(|| f(&work)))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()));
-                let result = result.and_then(|r| r);
+        // The caller's span (e.g. a backup run's ID) goes with the work: a span does not
+        // cross `spawn_blocking` by itself.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let result = f(&inner);
                 if let Err(Ok(_)) = tx.send(result)
                     && let Some(undo) = undo
                 {
                     // The caller timed out and reported failure: take the effect back.
-                    let _ = tokio::task::spawn_blocking(move || undo(&inner)).await;
+                    undo(&inner);
                     tracing::warn!(volume = key, "a mount finished after its deadline; released it again");
                 }
-            }
-            // Drop the map entry when nobody else holds or waits for it, so the map only holds
-            // volumes with work in flight.
-            let mut map = locks.lock().unwrap_or_else(|p| p.into_inner());
-            if Arc::strong_count(&lock) == 2 {
-                map.remove(&key);
-            }
-        };
-        tokio::spawn(tracing::Instrument::in_current_span(task));
-        let joined = match deadline {
-            None => rx.await,
-            Some((op, after)) => match tokio::time::timeout(after, rx).await {
-                Ok(j) => j,
-                Err(_) => return Err(Error::Timeout { volume: name.into(), op, after }),
-            },
-        };
-        joined.map_err(|e| Error::Internal(e.to_string()))?
+                drop(guard);
+                drop(entry);
+            });
+        });
+        rx.await.map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+/// A volume's entry in the lock map, held by each caller from before it waits for the lock
+/// until its work is done. The last one drops the entry, so the map only holds volumes with
+/// work in flight or waiting.
+struct Entry {
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
     }
 }

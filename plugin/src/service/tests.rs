@@ -119,6 +119,36 @@ async fn vanished_mount_is_remounted_and_stale_ids_dropped() {
 }
 
 #[tokio::test]
+async fn failed_remount_of_a_vanished_mount_drops_stale_ids_and_records_none() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    f.svc.mount("v", "old").await.expect("mount");
+    f.mounter.vanish(&f.layout.mountpoint("v"));
+    f.mounter.fail_next("mount", Errno::ENOMEM);
+    f.svc.mount("v", "new").await.expect_err("injected");
+    assert_eq!(f.svc.mount_count("v").await.expect("count"), 0, "stale ID dropped, new one never recorded");
+    f.svc.mount("v", "new").await.expect("works next time");
+    assert_eq!(f.svc.mount_count("v").await.expect("count"), 1);
+    assert!(f.mounter.is_mounted(&f.layout.mountpoint("v")).expect("table"));
+}
+
+#[tokio::test]
+async fn a_failed_unmount_keeps_the_mount_seen_and_the_next_mount_reuses_it() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    f.svc.mount("v", "a").await.expect("mount");
+    f.mounter.fail_next("umount2", Errno::EPERM);
+    f.svc.unmount("v", "a").await.expect_err("injected");
+    let mp = f.layout.mountpoint("v");
+    assert!(f.mounter.is_mounted(&mp).expect("table"), "still mounted");
+    assert!(f.svc.get("v").await.expect("get").expect("v").mounted, "and seen so");
+    f.svc.mount("v", "b").await.expect("mount");
+    assert_eq!(f.mounter.mounts().len(), 1, "the live mount is used, not stacked on");
+    f.svc.unmount("v", "b").await.expect("unmount");
+    assert!(!f.mounter.is_mounted(&mp).expect("table"));
+}
+
+#[tokio::test]
 async fn reopen_reconciles_with_kernel_table() {
     let f = fixture();
     f.svc.create("gone", opts(&[])).await.expect("create");
