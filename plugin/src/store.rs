@@ -252,6 +252,26 @@ impl Store {
         row.map(|(n, s, o, c)| self.decode(n, s, o, c)).transpose()
     }
 
+    /// One volume, if it exists, and whether a restore into it is in flight: what every Mount
+    /// reads, in one statement (one read transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get_volume_restoring(&self, name: &str) -> Result<Option<(VolumeRecord, bool)>, StoreError> {
+        let row = self
+            .reader()?
+            .prepare_cached(
+                "SELECT name, spec, options, created_at, EXISTS (SELECT 1 FROM restores WHERE volume = ?1)
+                 FROM volumes WHERE name = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, bool>(4)?)))
+                    .optional()
+            })
+            .map_err(self.err())?;
+        row.map(|(n, s, o, c, restoring)| Ok((self.decode(n, s, o, c)?, restoring))).transpose()
+    }
+
     /// All volumes, by name.
     ///
     /// # Errors
@@ -377,6 +397,19 @@ mod tests {
         assert!(s.delete_volume("a").expect("del"));
         assert!(s.mount_ids("a").expect("ids").is_empty(), "cascade");
         assert_eq!(s.get_volume("a").expect("get"), None);
+    }
+
+    #[test]
+    fn a_mount_reads_the_record_and_a_restore_in_flight_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(&dir.path().join("state.db")).expect("open");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), None);
+        s.insert_volume(&rec("a")).expect("insert");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), Some((rec("a"), false)));
+        s.set_restoring("a", true, "t").expect("restoring");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), Some((rec("a"), true)));
+        s.set_restoring("a", false, "t").expect("done");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), Some((rec("a"), false)));
     }
 
     #[test]

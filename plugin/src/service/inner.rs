@@ -124,10 +124,11 @@ impl Inner {
     }
 
     pub(super) fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
-        let rec = self.record(name)?;
+        let (rec, restoring) =
+            self.store.get_volume_restoring(name)?.ok_or_else(|| Error::NotFound { volume: name.into() })?;
         // A container may not start on a volume whose data is being replaced (it would see
         // half a tree, and its writes could be swapped away); the restore's own mounts may.
-        if !id.starts_with("voltool-") && self.store.is_restoring(name)? {
+        if !id.starts_with("voltool-") && restoring {
             return Err(Error::Restoring { volume: name.to_owned() });
         }
         let mp = self.layout.mountpoint(name);

@@ -65,6 +65,11 @@ impl Slot {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = to;
         self.cv.notify_one();
     }
+
+    /// The leader's own result: nobody sleeps on its slot, so no wake-up.
+    fn set_quietly(&self, to: SlotState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
 }
 
 impl Batcher {
@@ -86,7 +91,7 @@ impl Batcher {
         };
         loop {
             if lead {
-                self.lead(writer);
+                self.lead(writer, &slot);
             }
             let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
             loop {
@@ -102,7 +107,7 @@ impl Batcher {
 
     /// One leader's turn: commits the oldest queued changes, wakes their callers, and hands
     /// the next batch (if any is queued) to its oldest caller.
-    fn lead(&self, writer: &Mutex<Connection>) {
+    fn lead(&self, writer: &Mutex<Connection>, own: &Arc<Slot>) {
         let batch: Vec<_> = {
             let mut st = self.lock();
             let take = st.queue.len().min(MAX_BATCH);
@@ -118,7 +123,11 @@ impl Batcher {
             run_batch(&mut conn, groups)
         };
         for (slot, outcome) in turn.slots.drain(..).zip(outcomes) {
-            slot.set(SlotState::Done(outcome));
+            if Arc::ptr_eq(&slot, own) {
+                slot.set_quietly(SlotState::Done(outcome));
+            } else {
+                slot.set(SlotState::Done(outcome));
+            }
         }
     }
 }

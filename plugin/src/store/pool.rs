@@ -27,6 +27,9 @@ struct PoolState {
     idle: Vec<Connection>,
     /// Connections in existence: idle or lent out.
     open: usize,
+    /// Callers waiting for a connection (only then does a return wake anyone: a wake-up is
+    /// a syscall even when nobody sleeps).
+    waiting: usize,
 }
 
 /// A connection lent out by [`Readers::get`]; goes back to the pool when dropped.
@@ -61,13 +64,18 @@ impl Readers {
                 return match open_reader(&self.path) {
                     Ok(conn) => Ok(Reader { conn: Some(conn), pool: self }),
                     Err(e) => {
-                        self.lock().open -= 1;
-                        self.freed.notify_one();
+                        let mut st = self.lock();
+                        st.open -= 1;
+                        if st.waiting > 0 {
+                            self.freed.notify_one();
+                        }
                         Err(e)
                     }
                 };
             }
+            st.waiting += 1;
             st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
         }
     }
 
@@ -79,11 +87,13 @@ impl Readers {
 }
 
 /// Read-only (`query_only` as well: a write is refused even through a statement that would
-/// bypass the open flags), waiting up to 5 s for a lock like the writer.
+/// bypass the open flags), waiting up to 5 s for a lock like the writer. The database file is
+/// read through a memory map: a page the cache lost to another connection's commit costs no
+/// read(2) to get back (pages still in the WAL are read from it as before).
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")?;
+    conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000; PRAGMA mmap_size=268435456;")?;
     Ok(conn)
 }
 
@@ -107,8 +117,9 @@ impl Drop for Reader<'_> {
         } else {
             st.open -= 1;
         }
-        drop(st);
-        self.pool.freed.notify_one();
+        if st.waiting > 0 {
+            self.pool.freed.notify_one();
+        }
     }
 }
 
