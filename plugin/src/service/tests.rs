@@ -266,6 +266,45 @@ async fn hung_mount_times_out_without_blocking_other_volumes() {
     assert_eq!(svc.get("slow").await.expect("get").expect("slow").mount_count, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_whose_caller_gave_up_waiting_for_the_lock_still_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let f = fixture();
+    let (svc, ran) = (f.svc.clone(), Arc::new(AtomicBool::new(false)));
+    // Something slow holds volume v's lock (a hung mount).
+    let slow = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let hold = |_: &Inner| {
+                std::thread::sleep(Duration::from_millis(800));
+                Ok(())
+            };
+            svc.locks.run(&svc.inner, "v", None, hold, None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // An Unmount of v gives up waiting for it...
+    let r2 = ran.clone();
+    let release = move |_: &Inner| {
+        r2.store(true, Ordering::SeqCst);
+        Ok(())
+    };
+    let e = svc.locks.run(&svc.inner, "v", Some(("unmount", Duration::from_millis(100))), release, None).await;
+    assert!(matches!(e, Err(Error::Timeout { op: "unmount", .. })), "{e:?}");
+    assert!(!ran.load(Ordering::SeqCst), "never under another operation's lock");
+    // ...but still runs once the lock is free: Docker will not send that Unmount again.
+    slow.await.expect("join").expect("slow");
+    let start = std::time::Instant::now();
+    while !ran.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the abandoned work never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And the lock map is empty again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(svc.locks.busy(), 0);
+}
+
 #[tokio::test]
 async fn project_quota_volumes_get_distinct_ids_limits_and_grow_in_place() {
     let dir = tempfile::tempdir().expect("tmp");

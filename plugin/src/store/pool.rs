@@ -87,13 +87,12 @@ impl Readers {
 }
 
 /// Read-only (`query_only` as well: a write is refused even through a statement that would
-/// bypass the open flags), waiting up to 5 s for a lock like the writer. The database file is
-/// read through a memory map: a page the cache lost to another connection's commit costs no
-/// read(2) to get back (pages still in the WAL are read from it as before).
+/// bypass the open flags), waiting up to 5 s for a lock like the writer. No memory map: an I/O
+/// error on a mapped page is a SIGBUS for the whole daemon instead of an error for one call.
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000; PRAGMA mmap_size=268435456;")?;
+    conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")?;
     Ok(conn)
 }
 
