@@ -269,10 +269,11 @@ impl VolumeService {
     pub async fn set_frozen(&self, name: &str, freeze: bool) -> Result<PathBuf> {
         let n = name.to_string();
         self.blocking(move |inner| {
-            freezable(&n, &inner.record(&n)?.spec)?;
+            let spec = inner.record(&n)?.spec;
+            freezable(&n, &spec)?;
             let mp = inner.layout.mountpoint(&n);
             // Never freeze what is under an unmounted mountpoint: that is the host's filesystem.
-            if freeze && !inner.is_mounted(&n)? {
+            if freeze && !inner.is_mounted(&n, &spec)? {
                 return Err(Error::Unsupported {
                     volume: n,
                     reason: "it is not mounted, so there is nothing to freeze".into(),

@@ -12,9 +12,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::options::VolumeSpec;
 
+mod batch;
 mod catalog;
 mod holds;
 mod journal;
+mod pool;
 mod synced;
 pub use catalog::{BackupRow, BackupStatus, ScheduleState};
 pub use holds::{Hold, HoldKind};
@@ -126,11 +128,15 @@ pub struct VolumeRecord {
     pub created_at: String,
 }
 
-/// The state database. One connection behind a mutex: every statement is short, and the
-/// volume service already serialises work per volume.
+/// The state database: one writer connection behind a mutex, a small pool of read-only
+/// connections ([`pool`]: WAL lets them read while the writer commits), and group commit of
+/// the Mount-ID changes every Mount and Unmount makes ([`batch`]). Every write is committed
+/// (and fsynced) before its method returns.
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    readers: pool::Readers,
+    batch: batch::Batcher,
     path: PathBuf,
 }
 
@@ -142,7 +148,12 @@ impl Store {
     /// when it was written by a newer voltool.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.into(), source })?;
-        let store = Self { conn: Mutex::new(conn), path: path.to_path_buf() };
+        let store = Self {
+            conn: Mutex::new(conn),
+            readers: pool::Readers::new(path),
+            batch: batch::Batcher::default(),
+            path: path.to_path_buf(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -151,8 +162,19 @@ impl Store {
         |source| StoreError::Sqlite { path: self.path.clone(), source }
     }
 
+    /// The writer connection (also for reads that must see a write of the same call).
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read-only connection from the pool: sees every commit made before the call.
+    fn reader(&self) -> Result<pool::Reader<'_>, StoreError> {
+        self.readers.get().map_err(self.err())
+    }
+
+    /// Applies Mount-ID changes (all or none) in the next group commit; see [`batch`].
+    fn mount_id_ops(&self, ops: Vec<batch::MountIdOp>) -> Result<Vec<usize>, StoreError> {
+        self.batch.submit(&self.conn, ops).map_err(self.err())
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -223,13 +245,31 @@ impl Store {
     /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
     pub fn get_volume(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
         let row = self
-            .conn()
-            .query_row("SELECT name, spec, options, created_at FROM volumes WHERE name = ?1", [name], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()
+            .reader()?
+            .prepare_cached("SELECT name, spec, options, created_at FROM volumes WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
             .map_err(self.err())?;
         row.map(|(n, s, o, c)| self.decode(n, s, o, c)).transpose()
+    }
+
+    /// One volume, if it exists, and whether a restore into it is in flight: what every Mount
+    /// reads, in one statement (one read transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get_volume_restoring(&self, name: &str) -> Result<Option<(VolumeRecord, bool)>, StoreError> {
+        let row = self
+            .reader()?
+            .prepare_cached(
+                "SELECT name, spec, options, created_at, EXISTS (SELECT 1 FROM restores WHERE volume = ?1)
+                 FROM volumes WHERE name = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, bool>(4)?)))
+                    .optional()
+            })
+            .map_err(self.err())?;
+        row.map(|(n, s, o, c, restoring)| Ok((self.decode(n, s, o, c)?, restoring))).transpose()
     }
 
     /// All volumes, by name.
@@ -238,9 +278,9 @@ impl Store {
     /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
     pub fn list_volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
         let rows: Vec<(String, String, String, String)> = {
-            let conn = self.conn();
+            let conn = self.reader()?;
             let mut stmt = conn
-                .prepare("SELECT name, spec, options, created_at FROM volumes ORDER BY name")
+                .prepare_cached("SELECT name, spec, options, created_at FROM volumes ORDER BY name")
                 .map_err(self.err())?;
             let it = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(self.err())?;
             it.collect::<Result<_, _>>().map_err(self.err())?
@@ -275,7 +315,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn mount_ids(&self, volume: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt =
             conn.prepare_cached("SELECT id FROM mount_ids WHERE volume = ?1 ORDER BY id").map_err(self.err())?;
         let ids = stmt.query_map([volume], |r| r.get(0)).map_err(self.err())?;
@@ -287,12 +327,21 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn add_mount_id(&self, volume: &str, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn()
-            .prepare_cached("INSERT OR IGNORE INTO mount_ids (volume, id) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute([volume, id]))
-            .map_err(self.err())?;
-        Ok(n == 1)
+        let n = self.mount_id_ops(vec![batch::MountIdOp::Add { volume: volume.into(), id: id.into() }])?;
+        Ok(n.first() == Some(&1))
+    }
+
+    /// Drops every Mount ID of a volume whose mount is gone and adds `id` for the mount that
+    /// replaced it, in one commit; returns how many IDs were dropped.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] (then nothing changed).
+    pub fn replace_mount_ids(&self, volume: &str, id: &str) -> Result<usize, StoreError> {
+        let ops = vec![
+            batch::MountIdOp::Clear { volume: volume.into() },
+            batch::MountIdOp::Add { volume: volume.into(), id: id.into() },
+        ];
+        Ok(self.mount_id_ops(ops)?.first().copied().unwrap_or(0))
     }
 
     /// Removes a Mount ID and returns how many remain on the volume.
@@ -300,15 +349,8 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn remove_mount_id(&self, volume: &str, id: &str) -> Result<usize, StoreError> {
-        let conn = self.conn();
-        conn.prepare_cached("DELETE FROM mount_ids WHERE volume = ?1 AND id = ?2")
-            .and_then(|mut s| s.execute([volume, id]))
-            .map_err(self.err())?;
-        let n: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM mount_ids WHERE volume = ?1")
-            .and_then(|mut s| s.query_row([volume], |r| r.get(0)))
-            .map_err(self.err())?;
-        Ok(n as usize)
+        let n = self.mount_id_ops(vec![batch::MountIdOp::Remove { volume: volume.into(), id: id.into() }])?;
+        Ok(n.first().copied().unwrap_or(0))
     }
 
     /// Drops every Mount ID of a volume (its mount is gone).
@@ -316,7 +358,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn clear_mount_ids(&self, volume: &str) -> Result<usize, StoreError> {
-        self.conn().execute("DELETE FROM mount_ids WHERE volume = ?1", [volume]).map_err(self.err())
+        Ok(self.mount_id_ops(vec![batch::MountIdOp::Clear { volume: volume.into() }])?.first().copied().unwrap_or(0))
     }
 }
 
@@ -325,7 +367,7 @@ mod tests {
     use super::*;
     use crate::options::VolumeType;
 
-    fn rec(name: &str) -> VolumeRecord {
+    pub(super) fn rec(name: &str) -> VolumeRecord {
         VolumeRecord {
             name: name.into(),
             spec: VolumeSpec { kind: VolumeType::Tmpfs, size: Some(1 << 20), ..Default::default() },
@@ -355,6 +397,19 @@ mod tests {
         assert!(s.delete_volume("a").expect("del"));
         assert!(s.mount_ids("a").expect("ids").is_empty(), "cascade");
         assert_eq!(s.get_volume("a").expect("get"), None);
+    }
+
+    #[test]
+    fn a_mount_reads_the_record_and_a_restore_in_flight_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(&dir.path().join("state.db")).expect("open");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), None);
+        s.insert_volume(&rec("a")).expect("insert");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), Some((rec("a"), false)));
+        s.set_restoring("a", true, "t").expect("restoring");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), Some((rec("a"), true)));
+        s.set_restoring("a", false, "t").expect("done");
+        assert_eq!(s.get_volume_restoring("a").expect("get"), Some((rec("a"), false)));
     }
 
     #[test]

@@ -105,6 +105,20 @@ pub trait Mounter: Send + Sync {
     fn is_mounted(&self, target: &Path) -> Result<bool> {
         Ok(self.mount_table()?.iter().any(|m| m.mount_point == target))
     }
+
+    /// Whether `target` is the root of a mount, asked of the path itself instead of the whole
+    /// mount table: what [`Mounter::is_mounted`] answers for a mountpoint no symlink leads
+    /// to, without taking the kernel's namespace lock that every mount and unmount holds.
+    ///
+    /// Resolving `target` enters the filesystem mounted there, so a network filesystem may
+    /// revalidate its root with the server (and hang with it): use [`Mounter::is_mounted`]
+    /// for NFS and CIFS mountpoints. The default asks the mount table.
+    ///
+    /// # Errors
+    /// As [`Mounter::mount_table`].
+    fn is_mount_root(&self, target: &Path) -> Result<bool> {
+        self.is_mounted(target)
+    }
 }
 
 /// Unmounts `target`, detaching lazily when the mount is busy (`EBUSY`), and treating
@@ -190,12 +204,19 @@ impl Mounter for LinuxMounter {
     }
 
     fn is_mounted(&self, target: &Path) -> Result<bool> {
-        // The hot path of every Mount/Unmount: scan only the mount-point field instead of
-        // building the whole table.
-        let path = Path::new("/proc/thread-self/mountinfo");
-        let text =
-            std::fs::read_to_string(path).map_err(|source| Error::MountTable { path: path.to_path_buf(), source })?;
+        // Scan only the mount-point field instead of building the whole table.
+        let text = mountinfo::read_text(Path::new("/proc/thread-self/mountinfo"))?;
         Ok(mountinfo::has_mount_point(&text, target))
+    }
+
+    fn is_mount_root(&self, target: &Path) -> Result<bool> {
+        match mountinfo::statx_mount_root(target) {
+            Ok(Some(root)) => Ok(root),
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => Ok(false),
+            // A kernel before 5.8 does not report the attribute; any other failure is left to
+            // the mount table to answer.
+            Ok(None) | Err(_) => self.is_mounted(target),
+        }
     }
 }
 

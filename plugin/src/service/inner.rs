@@ -30,9 +30,18 @@ impl Inner {
         self.store.get_volume(name)?.ok_or_else(|| Error::NotFound { volume: name.into() })
     }
 
-    pub(super) fn is_mounted(&self, name: &str) -> Result<bool> {
+    /// Whether the volume is mounted, asked of the kernel on every call (a mount may vanish
+    /// behind the daemon's back: an admin's umount, a plugin restart). For a volume on a local
+    /// filesystem that is one statx(2) of the mountpoint; network mountpoints are looked up
+    /// in the mount table instead, as resolving them could wait on a hung server.
+    pub(super) fn is_mounted(&self, name: &str, spec: &VolumeSpec) -> Result<bool> {
         let mp = self.layout.mountpoint(name);
-        self.host.mounter.is_mounted(&mp).map_err(|source| Error::Mount { volume: name.into(), source })
+        let m = self.host.mounter.as_ref();
+        match AnyBackend::for_spec(spec) {
+            AnyBackend::Nfs | AnyBackend::Cifs => m.is_mounted(&mp),
+            AnyBackend::Local | AnyBackend::Project | AnyBackend::Tmpfs | AnyBackend::Image(_) => m.is_mount_root(&mp),
+        }
+        .map_err(|source| Error::Mount { volume: name.into(), source })
     }
 
     pub(super) fn create(&self, name: &str, mut spec: VolumeSpec, opts: BTreeMap<String, String>) -> Result<()> {
@@ -85,7 +94,7 @@ impl Inner {
             return Err(Error::InUse { volume: name.into(), mounts: ids.len() });
         }
         let backend = AnyBackend::for_spec(&rec.spec);
-        if self.is_mounted(name)? {
+        if self.is_mounted(name, &rec.spec)? {
             backend.unmount(&self.host, &self.layout, name)?;
         }
         self.store.clear_mount_ids(name)?;
@@ -115,48 +124,73 @@ impl Inner {
     }
 
     pub(super) fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
-        let rec = self.record(name)?;
+        let (rec, restoring) =
+            self.store.get_volume_restoring(name)?.ok_or_else(|| Error::NotFound { volume: name.into() })?;
         // A container may not start on a volume whose data is being replaced (it would see
         // half a tree, and its writes could be swapped away); the restore's own mounts may.
-        if !id.starts_with("voltool-") && self.store.is_restoring(name)? {
+        if !id.starts_with("voltool-") && restoring {
             return Err(Error::Restoring { volume: name.to_owned() });
         }
         let mp = self.layout.mountpoint(name);
         let backend = AnyBackend::for_spec(&rec.spec);
-        // One look at the mount table per call: it is the hot path of every container start.
-        let mut mounted = self.is_mounted(name)?;
+        // One look at the kernel per call: it is the hot path of every container start.
+        let mut mounted = self.is_mounted(name, &rec.spec)?;
         if mounted && !backend.is_alive(&self.host, &self.layout, name) {
             // A userspace NFS mount left by an earlier run of the daemon: its server is gone.
             backend.unmount(&self.host, &self.layout, name)?;
             tracing::warn!(volume = name, "replaced a dead userspace nfs mount");
             mounted = false;
         }
-        if !mounted {
-            let stale = self.store.clear_mount_ids(name)?;
-            if stale > 0 {
-                tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounting");
+        if mounted {
+            if let Err(e) = self.store.add_mount_id(name, id) {
+                // Do not leave a mount nobody is recorded as holding.
+                if self.store.mount_ids(name).map(|ids| ids.is_empty()).unwrap_or(false) {
+                    let _ = backend.unmount(&self.host, &self.layout, name);
+                }
+                return Err(e.into());
             }
-            let password = match rec.spec.cifs.as_ref().and_then(|t| t.secret.as_ref().map(|s| (s, &t.host))) {
-                // Only to a server the secret is bound to (an unbound one is bound now).
-                Some((secret, server)) => Some(
-                    self.secrets
-                        .read_for(secret, server)
-                        .map_err(|source| Error::Secret { volume: name.into(), source })
-                        .map(|v| String::from_utf8_lossy(&v).into_owned())?,
-                ),
-                None => None,
-            };
-            backend.mount(&self.host, &self.layout, name, &rec.spec, password.as_deref())?;
-            tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
+            return Ok(mp);
         }
-        if let Err(e) = self.store.add_mount_id(name, id) {
-            // Do not leave a mount nobody is recorded as holding.
-            if self.store.mount_ids(name).map(|ids| ids.is_empty()).unwrap_or(false) {
-                let _ = AnyBackend::for_spec(&rec.spec).unmount(&self.host, &self.layout, name);
+        if let Err(e) = self.mount_backend(name, &rec.spec, &backend) {
+            // IDs held on a mount that is gone are stale whether or not this one worked.
+            match self.store.clear_mount_ids(name) {
+                Ok(stale) if stale > 0 => {
+                    tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs")
+                }
+                _ => {}
             }
-            return Err(e.into());
+            return Err(e);
         }
-        Ok(mp)
+        // The stale IDs go and this one comes in the same commit.
+        match self.store.replace_mount_ids(name, id) {
+            Ok(stale) => {
+                if stale > 0 {
+                    tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounted");
+                }
+                tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
+                Ok(mp)
+            }
+            Err(e) => {
+                // Nobody is recorded as holding the new mount (the stale IDs held the old).
+                let _ = backend.unmount(&self.host, &self.layout, name);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The backend's mount, with the password of a CIFS volume's secret.
+    fn mount_backend(&self, name: &str, spec: &VolumeSpec, backend: &AnyBackend) -> Result<()> {
+        let password = match spec.cifs.as_ref().and_then(|t| t.secret.as_ref().map(|s| (s, &t.host))) {
+            // Only to a server the secret is bound to (an unbound one is bound now).
+            Some((secret, server)) => Some(
+                self.secrets
+                    .read_for(secret, server)
+                    .map_err(|source| Error::Secret { volume: name.into(), source })
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())?,
+            ),
+            None => None,
+        };
+        backend.mount(&self.host, &self.layout, name, spec, password.as_deref())
     }
 
     pub(super) fn resize(&self, name: &str, bytes: u64, raw: String) -> Result<()> {
@@ -175,7 +209,7 @@ impl Inner {
     pub(super) fn unmount(&self, name: &str, id: &str) -> Result<()> {
         let rec = self.record(name)?;
         let remaining = self.store.remove_mount_id(name, id)?;
-        if remaining == 0 && self.is_mounted(name)? {
+        if remaining == 0 && self.is_mounted(name, &rec.spec)? {
             let outcome = AnyBackend::for_spec(&rec.spec).unmount(&self.host, &self.layout, name)?;
             tracing::info!(volume = name, ?outcome, "unmounted");
         }

@@ -19,19 +19,19 @@ impl Inner {
             let ids = self.store.mount_ids(&rec.name)?;
             let backend = AnyBackend::for_spec(&rec.spec);
             if matches!(backend, AnyBackend::Image(_))
-                && self.is_mounted(&rec.name)?
+                && self.is_mounted(&rec.name, &rec.spec)?
                 && let Err(e) = self.host.snapshots.thaw(&self.layout.mountpoint(&rec.name))
             {
                 tracing::warn!(volume = rec.name, error = %e, "could not thaw the volume's filesystem");
             }
-            if self.is_mounted(&rec.name)? && !backend.is_alive(&self.host, &self.layout, &rec.name) {
+            if self.is_mounted(&rec.name, &rec.spec)? && !backend.is_alive(&self.host, &self.layout, &rec.name) {
                 backend.unmount(&self.host, &self.layout, &rec.name)?;
                 tracing::warn!(
                     volume = rec.name,
                     "unmounted a userspace nfs mount whose session died with the last run"
                 );
             }
-            let mounted = self.is_mounted(&rec.name)?;
+            let mounted = self.is_mounted(&rec.name, &rec.spec)?;
             if !mounted && !ids.is_empty() {
                 self.store.clear_mount_ids(&rec.name)?;
                 tracing::warn!(

@@ -119,6 +119,36 @@ async fn vanished_mount_is_remounted_and_stale_ids_dropped() {
 }
 
 #[tokio::test]
+async fn failed_remount_of_a_vanished_mount_drops_stale_ids_and_records_none() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    f.svc.mount("v", "old").await.expect("mount");
+    f.mounter.vanish(&f.layout.mountpoint("v"));
+    f.mounter.fail_next("mount", Errno::ENOMEM);
+    f.svc.mount("v", "new").await.expect_err("injected");
+    assert_eq!(f.svc.mount_count("v").await.expect("count"), 0, "stale ID dropped, new one never recorded");
+    f.svc.mount("v", "new").await.expect("works next time");
+    assert_eq!(f.svc.mount_count("v").await.expect("count"), 1);
+    assert!(f.mounter.is_mounted(&f.layout.mountpoint("v")).expect("table"));
+}
+
+#[tokio::test]
+async fn a_failed_unmount_keeps_the_mount_seen_and_the_next_mount_reuses_it() {
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    f.svc.mount("v", "a").await.expect("mount");
+    f.mounter.fail_next("umount2", Errno::EPERM);
+    f.svc.unmount("v", "a").await.expect_err("injected");
+    let mp = f.layout.mountpoint("v");
+    assert!(f.mounter.is_mounted(&mp).expect("table"), "still mounted");
+    assert!(f.svc.get("v").await.expect("get").expect("v").mounted, "and seen so");
+    f.svc.mount("v", "b").await.expect("mount");
+    assert_eq!(f.mounter.mounts().len(), 1, "the live mount is used, not stacked on");
+    f.svc.unmount("v", "b").await.expect("unmount");
+    assert!(!f.mounter.is_mounted(&mp).expect("table"));
+}
+
+#[tokio::test]
 async fn reopen_reconciles_with_kernel_table() {
     let f = fixture();
     f.svc.create("gone", opts(&[])).await.expect("create");
@@ -234,6 +264,45 @@ async fn hung_mount_times_out_without_blocking_other_volumes() {
     // And the volume works normally afterwards.
     svc.mount("slow", "b").await.expect("mount after the server recovered");
     assert_eq!(svc.get("slow").await.expect("get").expect("slow").mount_count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_whose_caller_gave_up_waiting_for_the_lock_still_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let f = fixture();
+    let (svc, ran) = (f.svc.clone(), Arc::new(AtomicBool::new(false)));
+    // Something slow holds volume v's lock (a hung mount).
+    let slow = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let hold = |_: &Inner| {
+                std::thread::sleep(Duration::from_millis(800));
+                Ok(())
+            };
+            svc.locks.run(&svc.inner, "v", None, hold, None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // An Unmount of v gives up waiting for it...
+    let r2 = ran.clone();
+    let release = move |_: &Inner| {
+        r2.store(true, Ordering::SeqCst);
+        Ok(())
+    };
+    let e = svc.locks.run(&svc.inner, "v", Some(("unmount", Duration::from_millis(100))), release, None).await;
+    assert!(matches!(e, Err(Error::Timeout { op: "unmount", .. })), "{e:?}");
+    assert!(!ran.load(Ordering::SeqCst), "never under another operation's lock");
+    // ...but still runs once the lock is free: Docker will not send that Unmount again.
+    slow.await.expect("join").expect("slow");
+    let start = std::time::Instant::now();
+    while !ran.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the abandoned work never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And the lock map is empty again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(svc.locks.busy(), 0);
 }
 
 #[tokio::test]

@@ -78,7 +78,7 @@ pub struct VolumeView {
 impl Inner {
     pub(super) fn view(&self, rec: VolumeRecord) -> Result<VolumeView> {
         let mount_count = self.store.mount_ids(&rec.name)?.len();
-        let mounted = self.is_mounted(&rec.name)?;
+        let mounted = self.is_mounted(&rec.name, &rec.spec)?;
         Ok(VolumeView {
             mountpoint: self.layout.mountpoint(&rec.name),
             name: rec.name,

@@ -328,7 +328,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn get_backup(&self, id: &str) -> Result<Option<BackupRow>, StoreError> {
-        self.conn()
+        self.reader()?
             .query_row(&format!("SELECT {COLUMNS} FROM backups WHERE id = ?1"), [id], row)
             .optional()
             .map_err(self.err())
@@ -339,7 +339,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn list_backups(&self, volume: Option<&str>) -> Result<Vec<BackupRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let sql = format!(
             "SELECT {COLUMNS} FROM backups WHERE (?1 IS NULL OR volume = ?1) ORDER BY started_at DESC, rowid DESC"
         );
@@ -354,7 +354,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn backups_needing_cleanup(&self) -> Result<Vec<BackupRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let sql =
             format!("SELECT {COLUMNS} FROM backups WHERE status IN ('running', 'deleting') OR cleanup_pending != 0");
         let mut stmt = conn.prepare_cached(&sql).map_err(self.err())?;
@@ -390,7 +390,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn last_backup(&self, volume: &str) -> Result<Option<BackupRow>, StoreError> {
-        self.conn()
+        self.reader()?
             .query_row(
                 &format!(
                     "SELECT {COLUMNS} FROM backups WHERE volume = ?1 AND status != 'running'
@@ -408,7 +408,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn get_schedule(&self, key: &str) -> Result<Option<ScheduleState>, StoreError> {
-        self.conn()
+        self.reader()?
             .query_row("SELECT key, expr, anchor, last_slot FROM schedules WHERE key = ?1", [key], |r| {
                 Ok(ScheduleState { key: r.get(0)?, expr: r.get(1)?, anchor: r.get(2)?, last_slot: r.get(3)? })
             })
@@ -450,7 +450,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn restoring(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached("SELECT volume FROM restores ORDER BY volume").map_err(self.err())?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())

@@ -90,7 +90,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached("SELECT backup, seq, kind, target, name, replicas, marker FROM holds ORDER BY backup, seq")
             .map_err(self.err())?;

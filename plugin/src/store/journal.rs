@@ -34,7 +34,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn restores_in_flight(&self) -> Result<Vec<RestoreInFlight>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt =
             conn.prepare_cached("SELECT volume, nonce, phase FROM restores ORDER BY volume").map_err(self.err())?;
         let rows = stmt
@@ -49,8 +49,9 @@ impl Store {
     /// [`StoreError::Sqlite`].
     pub fn is_restoring(&self, volume: &str) -> Result<bool, StoreError> {
         let n: i64 = self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM restores WHERE volume = ?1", [volume], |r| r.get(0))
+            .reader()?
+            .prepare_cached("SELECT COUNT(*) FROM restores WHERE volume = ?1")
+            .and_then(|mut s| s.query_row([volume], |r| r.get(0)))
             .map_err(self.err())?;
         Ok(n > 0)
     }
