@@ -16,6 +16,7 @@ mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -220,10 +221,23 @@ impl VolumeService {
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
         let (n, id) = (name.to_string(), id.to_string());
         let (n2, id2) = (n.clone(), id.clone());
+        // Set when this call added the ID: only then may its undo release it (a repeated ID
+        // belongs to the call that added it, which was answered).
+        let added = Arc::new(AtomicBool::new(false));
+        let took = added.clone();
         let undo: Undo = Box::new(move |inner| {
-            let _ = inner.unmount(&n2, &id2);
+            if took.load(Ordering::Acquire)
+                && let Err(e) = inner.unmount(&n2, &id2)
+            {
+                tracing::warn!(volume = n2, error = %e, "could not release a mount that finished after its deadline");
+            }
         });
-        self.locked_within(name, Some(("mount", self.deadline)), move |inner| inner.mount(&n, &id), Some(undo)).await
+        let work = move |inner: &Inner| {
+            let (mp, new) = inner.mount(&n, &id)?;
+            added.store(new, Ordering::Release);
+            Ok(mp)
+        };
+        self.locked_within(name, Some(("mount", self.deadline)), work, Some(undo)).await
     }
 
     /// Releases Mount ID `id` (an unknown ID succeeds); the real unmount happens when the

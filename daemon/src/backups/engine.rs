@@ -233,7 +233,7 @@ impl Engine {
         drop(summary);
         out.finish()?;
         target.put_small(&n.checksum, n.checksum_line(m.stored_sha256()).as_bytes())?;
-        self.links.keep(&row.volume, &row.id, &m.archive_sha256, m.level, entries);
+        self.links.keep((&row.volume, &row.target_url), &row.id, &m.archive_sha256, m.level, entries);
         Ok(m)
     }
 
@@ -252,7 +252,9 @@ impl Engine {
                 return Err(TargetError::NotFound { target: target.describe(), name: object.clone() }.into());
             }
         }
-        let kept = row.as_ref().and_then(|r| Some((self.links.get(&r.volume, parent, r.sha256.as_deref())?, r)));
+        let kept = row
+            .as_ref()
+            .and_then(|r| Some((self.links.get((&r.volume, &r.target_url), parent, r.sha256.as_deref())?, r)));
         if let Some((kept, r)) = kept
             && let Some(sha) = r.sha256.clone()
         {

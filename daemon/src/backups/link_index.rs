@@ -1,4 +1,4 @@
-//! The entry list of each volume's newest backup, kept in memory after the run that wrote it,
+//! The entry list of each volume's newest backup on each target, kept in memory after the run that wrote it,
 //! so that the next incremental compares the tree with it instead of reading the manifest back
 //! from the target and parsing it (for 20,000 files, 6 MiB of JSON: most of an incremental's
 //! time when little changed).
@@ -36,17 +36,26 @@ pub(super) struct KeptLink {
 
 #[derive(Default)]
 pub(super) struct LinkIndex {
-    inner: Mutex<(HashMap<String, Kept>, u64)>,
+    /// By (volume, target URL).
+    inner: Mutex<(HashMap<(String, String), Kept>, u64)>,
 }
 
 impl LinkIndex {
-    /// Keeps `entries` as `volume`'s newest link `id` (replacing the one before), evicting the
-    /// other volumes' oldest lists while the total is over [`BUDGET`].
-    pub fn keep(&self, volume: &str, id: &str, archive_sha256: &str, level: u32, mut entries: EntryList) {
+    /// Keeps `entries` as `volume`'s newest link `id` on `target` (replacing the one before),
+    /// evicting the oldest other lists while the total is over [`BUDGET`].
+    pub fn keep(
+        &self,
+        (volume, target): (&str, &str),
+        id: &str,
+        archive_sha256: &str,
+        level: u32,
+        mut entries: EntryList,
+    ) {
         entries.shrink_to_fit();
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, seq) = &mut *guard;
-        map.remove(volume);
+        let key = (volume.to_owned(), target.to_owned());
+        map.remove(&key);
         if entries.heap_bytes() > BUDGET {
             return;
         }
@@ -58,18 +67,18 @@ impl LinkIndex {
             entries: Arc::new(entries),
             seq: *seq,
         };
-        map.insert(volume.to_owned(), kept);
+        map.insert(key, kept);
         while map.values().map(|k| k.entries.heap_bytes()).sum::<usize>() > BUDGET {
             let Some(oldest) = map.iter().min_by_key(|(_, k)| k.seq).map(|(v, _)| v.clone()) else { break };
             map.remove(&oldest);
         }
     }
 
-    /// The kept list of backup `id` of `volume`, if it is the one kept and was written with
-    /// `archive_sha256` (what the catalog records for it now).
-    pub fn get(&self, volume: &str, id: &str, archive_sha256: Option<&str>) -> Option<KeptLink> {
+    /// The kept list of backup `id` of `volume` on `target`, if it is the one kept and was
+    /// written with `archive_sha256` (what the catalog records for it now).
+    pub fn get(&self, (volume, target): (&str, &str), id: &str, archive_sha256: Option<&str>) -> Option<KeptLink> {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let k = guard.0.get(volume)?;
+        let k = guard.0.get(&(volume.to_owned(), target.to_owned()))?;
         (k.id == id && archive_sha256 == Some(k.archive_sha256.as_str()))
             .then(|| KeptLink { level: k.level, entries: k.entries.clone() })
     }
@@ -110,16 +119,19 @@ mod tests {
     #[test]
     fn a_kept_list_is_handed_back_only_for_its_backup_and_archive_sha256() {
         let idx = LinkIndex::default();
-        idx.keep("v", "b1", "aa", 2, list(3, 4));
-        let got = idx.get("v", "b1", Some("aa")).expect("kept");
+        idx.keep(("v", "t"), "b1", "aa", 2, list(3, 4));
+        let got = idx.get(("v", "t"), "b1", Some("aa")).expect("kept");
         assert_eq!((got.level, got.entries.len()), (2, 3));
-        assert!(idx.get("v", "b0", Some("aa")).is_none(), "another backup");
-        assert!(idx.get("v", "b1", Some("bb")).is_none(), "the catalog records another archive");
-        assert!(idx.get("v", "b1", None).is_none(), "the catalog records no archive sha256");
-        assert!(idx.get("w", "b1", Some("aa")).is_none(), "another volume");
-        idx.keep("v", "b2", "cc", 3, list(1, 4));
-        assert!(idx.get("v", "b1", Some("aa")).is_none(), "replaced by the newer link");
-        assert!(idx.get("v", "b2", Some("cc")).is_some());
+        assert!(idx.get(("v", "t"), "b0", Some("aa")).is_none(), "another backup");
+        assert!(idx.get(("v", "t"), "b1", Some("bb")).is_none(), "the catalog records another archive");
+        assert!(idx.get(("v", "t"), "b1", None).is_none(), "the catalog records no archive sha256");
+        assert!(idx.get(("w", "t"), "b1", Some("aa")).is_none(), "another volume");
+        assert!(idx.get(("v", "u"), "b1", Some("aa")).is_none(), "another target");
+        idx.keep(("v", "u"), "c1", "dd", 0, list(2, 4));
+        assert!(idx.get(("v", "t"), "b1", Some("aa")).is_some(), "one list per target");
+        idx.keep(("v", "t"), "b2", "cc", 3, list(1, 4));
+        assert!(idx.get(("v", "t"), "b1", Some("aa")).is_none(), "replaced by the newer link");
+        assert!(idx.get(("v", "t"), "b2", Some("cc")).is_some());
     }
 
     #[test]
@@ -133,17 +145,20 @@ mod tests {
         one.shrink_to_fit();
         assert!(3 * one.heap_bytes() > BUDGET && 2 * one.heap_bytes() <= BUDGET, "{}", one.heap_bytes());
         for v in ["a", "b", "c"] {
-            idx.keep(v, "id", "s", 0, one.clone());
+            idx.keep((v, "t"), "id", "s", 0, one.clone());
         }
-        let held = |idx: &LinkIndex| ["a", "b", "c"].map(|v| idx.get(v, "id", Some("s")).is_some());
+        let held = |idx: &LinkIndex| ["a", "b", "c"].map(|v| idx.get((v, "t"), "id", Some("s")).is_some());
         assert_eq!(held(&idx), [false, true, true], "the oldest went first");
-        idx.keep("a", "id", "s", 0, one);
+        idx.keep(("a", "t"), "id", "s", 0, one);
         assert_eq!(held(&idx), [true, false, true]);
-        let total: usize =
-            ["a", "b", "c"].iter().filter_map(|v| idx.get(v, "id", Some("s"))).map(|k| k.entries.heap_bytes()).sum();
+        let total: usize = ["a", "b", "c"]
+            .iter()
+            .filter_map(|v| idx.get((v, "t"), "id", Some("s")))
+            .map(|k| k.entries.heap_bytes())
+            .sum();
         assert!(total <= BUDGET, "{total} > {BUDGET}");
         // A list larger than the budget by itself is not kept.
-        idx.keep("c", "big", "s", 0, list(BUDGET / 1000 + 1, 1000));
-        assert!(idx.get("c", "big", Some("s")).is_none());
+        idx.keep(("c", "t"), "big", "s", 0, list(BUDGET / 1000 + 1, 1000));
+        assert!(idx.get(("c", "t"), "big", Some("s")).is_none());
     }
 }

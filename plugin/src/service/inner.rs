@@ -123,7 +123,9 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn mount(&self, name: &str, id: &str) -> Result<PathBuf> {
+    /// Mounts `name` for `id`; also says whether `id` was added (`false`: it was held already,
+    /// so whoever added it owns it and a late Mount's undo must leave it).
+    pub(super) fn mount(&self, name: &str, id: &str) -> Result<(PathBuf, bool)> {
         let (rec, restoring) =
             self.store.get_volume_restoring(name)?.ok_or_else(|| Error::NotFound { volume: name.into() })?;
         // A container may not start on a volume whose data is being replaced (it would see
@@ -142,14 +144,16 @@ impl Inner {
             mounted = false;
         }
         if mounted {
-            if let Err(e) = self.store.add_mount_id(name, id) {
-                // Do not leave a mount nobody is recorded as holding.
-                if self.store.mount_ids(name).map(|ids| ids.is_empty()).unwrap_or(false) {
-                    let _ = backend.unmount(&self.host, &self.layout, name);
+            return match self.store.add_mount_id(name, id) {
+                Ok(added) => Ok((mp, added)),
+                Err(e) => {
+                    // Do not leave a mount nobody is recorded as holding.
+                    if self.store.mount_ids(name).map(|ids| ids.is_empty()).unwrap_or(false) {
+                        let _ = backend.unmount(&self.host, &self.layout, name);
+                    }
+                    Err(e.into())
                 }
-                return Err(e.into());
-            }
-            return Ok(mp);
+            };
         }
         if let Err(e) = self.mount_backend(name, &rec.spec, &backend) {
             // IDs held on a mount that is gone are stale whether or not this one worked.
@@ -168,7 +172,7 @@ impl Inner {
                     tracing::warn!(volume = name, stale, "mount vanished; dropped stale mount IDs and remounted");
                 }
                 tracing::info!(volume = name, mountpoint = %mp.display(), "mounted");
-                Ok(mp)
+                Ok((mp, true))
             }
             Err(e) => {
                 // Nobody is recorded as holding the new mount (the stale IDs held the old).

@@ -95,9 +95,10 @@ impl<T: Send + 'static, F: FnOnce(&Inner) -> Result<T> + Send + 'static> Work<T,
                 if let Err(Ok(_)) = tx.send(result)
                     && let Some(undo) = undo
                 {
-                    // The caller timed out and reported failure: take the effect back.
+                    // The caller timed out and reported failure: take the effect back (the undo
+                    // logs what it could not release).
+                    tracing::warn!(volume = entry.key, "a mount finished after its deadline; releasing it again");
                     undo(&inner);
-                    tracing::warn!(volume = entry.key, "a mount finished after its deadline; released it again");
                 }
             });
             drop(guard);

@@ -267,6 +267,34 @@ async fn hung_mount_times_out_without_blocking_other_volumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_repeated_mount_leaves_the_id_it_did_not_add() {
+    use std::time::Duration;
+    let f = fixture();
+    f.svc.create("v", opts(&[])).await.expect("create");
+    f.svc.mount("v", "x").await.expect("mount");
+    // Something slow holds v's lock; a repeat of Mount x gives up waiting for it.
+    let slow = {
+        let svc = f.svc.clone();
+        tokio::spawn(async move {
+            let hold = |_: &Inner| {
+                std::thread::sleep(Duration::from_millis(500));
+                Ok(())
+            };
+            svc.locks.run(&svc.inner, "v", None, hold, None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e = f.svc.clone().with_deadline(Duration::from_millis(100)).mount("v", "x").await;
+    assert!(matches!(e, Err(Error::Timeout { op: "mount", .. })), "{e:?}");
+    slow.await.expect("join").expect("slow");
+    // The late repeat runs and is undone; the ID the first Mount added stays, and so does
+    // the mount under its container.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = f.svc.get("v").await.expect("get").expect("v");
+    assert_eq!((v.mounted, v.mount_count), (true, 1), "the undo of a repeat released the container's mount");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_whose_caller_gave_up_waiting_for_the_lock_still_runs() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;

@@ -175,8 +175,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Group>) -> Vec<Outcome> {
     }
     let committed = if tx.is_autocommit() { Err(failure("the transaction was rolled back")) } else { tx.commit() };
     if let Err(e) = committed {
-        // Nothing of this batch is on disk: every caller fails, also those whose group had
-        // gone in.
+        // Every caller fails, also those whose group had gone in. Usually nothing of the batch
+        // is on disk; after an I/O error of the WAL's fsync it may be after a restart all the
+        // same (as for a lone commit before): an ID a failed Mount left behind holds its
+        // volume mounted until it is unmounted by hand or the mount is gone at a start.
         for outcome in &mut out {
             *outcome = Err(dup(&e));
         }
