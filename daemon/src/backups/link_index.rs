@@ -18,7 +18,10 @@ use voltool_backup::EntryList;
 /// The memory all kept lists may take together: ~500,000 entries.
 pub(super) const BUDGET: usize = 64 << 20;
 
-/// One volume's newest link.
+/// A volume and a target's URL.
+type Key = (String, String);
+
+/// One volume's newest link on one target.
 struct Kept {
     id: String,
     archive_sha256: String,
@@ -36,8 +39,8 @@ pub(super) struct KeptLink {
 
 #[derive(Default)]
 pub(super) struct LinkIndex {
-    /// By (volume, target URL).
-    inner: Mutex<(HashMap<(String, String), Kept>, u64)>,
+    /// By (volume, target URL), and the last `seq` handed out.
+    inner: Mutex<(HashMap<Key, Kept>, u64)>,
 }
 
 impl LinkIndex {
